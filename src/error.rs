@@ -1,0 +1,390 @@
+//! The one place where errors become HTTP answers.
+//!
+//! Every domain has its own `thiserror` enum with no HTTP in it; each maps
+//! into [`ApiError`] with an exhaustive `match`. [`ErrorCode`] is the single
+//! table of stable codes and their statuses. Every error answer is
+//! `application/problem+json`:
+//! `{"type","title","status","detail","code","request_id"}`, with
+//! `Retry-After` on 429 and 503. Unexpected errors are logged with their whole
+//! chain and reach the client only as `internal`.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+tokio::task_local! {
+    /// The id of the request being served, so error bodies built deep in a
+    /// handler can carry it. Set by the request middleware.
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, when called while serving a request.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(|id| id.clone()).ok()
+}
+
+/// Stable error codes clients switch on. Never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    ValidationFailed,
+    InvalidCredentials,
+    Unauthorized,
+    Forbidden,
+    AccountLocked,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    EmailTaken,
+    LastAdmin,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RangeNotSatisfiable,
+    QuotaExceeded,
+    RateLimited,
+    Internal,
+    ServiceUnavailable,
+    LlmUnavailable,
+}
+
+impl ErrorCode {
+    /// The table: code → (status, title).
+    pub const fn spec(self) -> (StatusCode, &'static str) {
+        use ErrorCode::*;
+        match self {
+            BadRequest => (StatusCode::BAD_REQUEST, "Bad request"),
+            ValidationFailed => (StatusCode::UNPROCESSABLE_ENTITY, "Validation failed"),
+            InvalidCredentials => (StatusCode::UNAUTHORIZED, "Invalid credentials"),
+            Unauthorized => (StatusCode::UNAUTHORIZED, "Not authenticated"),
+            Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
+            AccountLocked => (StatusCode::LOCKED, "Account locked"),
+            NotFound => (StatusCode::NOT_FOUND, "Not found"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+            Conflict => (StatusCode::CONFLICT, "Conflict"),
+            EmailTaken => (StatusCode::CONFLICT, "Email already registered"),
+            LastAdmin => (StatusCode::CONFLICT, "Last admin"),
+            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+            ),
+            RangeNotSatisfiable => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "Range not satisfiable",
+            ),
+            QuotaExceeded => (StatusCode::PAYMENT_REQUIRED, "Quota exceeded"),
+            RateLimited => (StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
+            Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+            ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),
+            LlmUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Language model unavailable",
+            ),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            BadRequest => "bad_request",
+            ValidationFailed => "validation_failed",
+            InvalidCredentials => "invalid_credentials",
+            Unauthorized => "unauthorized",
+            Forbidden => "forbidden",
+            AccountLocked => "account_locked",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            Conflict => "conflict",
+            EmailTaken => "email_taken",
+            LastAdmin => "last_admin",
+            PayloadTooLarge => "payload_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
+            RangeNotSatisfiable => "range_not_satisfiable",
+            QuotaExceeded => "quota_exceeded",
+            RateLimited => "rate_limited",
+            Internal => "internal",
+            ServiceUnavailable => "service_unavailable",
+            LlmUnavailable => "llm_unavailable",
+        }
+    }
+
+    /// The code for a bare status, for errors produced outside our handlers
+    /// (the framework's own answers).
+    pub fn for_status(status: StatusCode) -> Self {
+        match status.as_u16() {
+            400 => Self::BadRequest,
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            405 => Self::MethodNotAllowed,
+            409 => Self::Conflict,
+            413 => Self::PayloadTooLarge,
+            415 => Self::UnsupportedMediaType,
+            416 => Self::RangeNotSatisfiable,
+            422 => Self::ValidationFailed,
+            423 => Self::AccountLocked,
+            429 => Self::RateLimited,
+            503 => Self::ServiceUnavailable,
+            s if s < 500 => Self::BadRequest,
+            _ => Self::Internal,
+        }
+    }
+}
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    /// Shown to the client: a sentence about what was wrong, never internals.
+    pub detail: String,
+    /// For `validation_failed`: the offending field.
+    pub field: Option<String>,
+    pub retry_after: Option<Duration>,
+    /// The cause, logged and never sent.
+    pub source: Option<anyhow::Error>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.detail)
+    }
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            field: None,
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(ErrorCode::NotFound, "The resource does not exist.")
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(
+            ErrorCode::Forbidden,
+            "Your role does not allow this action.",
+        )
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            ErrorCode::Unauthorized,
+            "A valid access token is required.",
+        )
+    }
+
+    pub fn validation(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        let mut e = Self::new(ErrorCode::ValidationFailed, detail);
+        e.field = Some(field.into());
+        e
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, detail)
+    }
+
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        Self::new(ErrorCode::RateLimited, "Too many requests; try again later.")
+            .with_retry_after(retry_after)
+    }
+
+    pub fn unavailable(detail: impl Into<String>, retry_after: Duration) -> Self {
+        Self::new(ErrorCode::ServiceUnavailable, detail).with_retry_after(retry_after)
+    }
+
+    /// An unexpected failure: logged with its chain, answered as `internal`.
+    pub fn internal(source: anyhow::Error) -> Self {
+        let mut e = Self::new(
+            ErrorCode::Internal,
+            "Something went wrong on our side; it has been logged.",
+        );
+        e.source = Some(source);
+        e
+    }
+
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.spec().0
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+/// The problem+json body.
+#[derive(Debug, Serialize)]
+pub struct Problem<'a> {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'a str,
+    pub status: u16,
+    pub detail: &'a str,
+    pub code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// Builds a problem+json answer. The one function that writes error bodies.
+pub fn problem_response(
+    code: ErrorCode,
+    detail: &str,
+    field: Option<&str>,
+    retry_after: Option<Duration>,
+    request_id: Option<String>,
+) -> HttpResponse {
+    let (status, title) = code.spec();
+    let body = Problem {
+        kind: format!("https://bwenge.dev/problems/{}", code.as_str()),
+        title,
+        status: status.as_u16(),
+        detail,
+        code: code.as_str(),
+        field,
+        request_id,
+    };
+    let mut res = HttpResponse::build(status);
+    res.insert_header((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    ));
+    let retry_after = retry_after.or(match status {
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+            Some(Duration::from_secs(1))
+        }
+        _ => None,
+    });
+    if let Some(after) = retry_after {
+        // Whole seconds, rounded up: a client waiting this long will succeed.
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        res.insert_header((header::RETRY_AFTER, secs.max(1).to_string()));
+    }
+    match serde_json::to_vec(&body) {
+        Ok(bytes) => res.body(bytes),
+        Err(_) => res.finish(),
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Some(source) = &self.source {
+            tracing::error!(error = ?source, code = self.code.as_str(), "request failed");
+        }
+        problem_response(
+            self.code,
+            &self.detail,
+            self.field.as_deref(),
+            self.retry_after,
+            current_request_id(),
+        )
+    }
+}
+
+/// `Result` of handlers and services that answer HTTP.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("unique constraint violated: {0}")]
+    Conflict(String),
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.constraint().unwrap_or_default().to_owned())
+            }
+            _ => StoreError::Other(anyhow::Error::new(e).context("database query failed")),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::not_found(),
+            StoreError::Conflict(_) => ApiError::new(
+                ErrorCode::Conflict,
+                "The request conflicts with existing data.",
+            ),
+            StoreError::Unavailable(source) => {
+                tracing::error!(error = ?source, "database unavailable");
+                ApiError::unavailable(
+                    "The database is not answering; try again shortly.",
+                    Duration::from_secs(2),
+                )
+            }
+            StoreError::Other(source) => ApiError::internal(source),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn codes_are_snake_case_and_match_serde() {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::ValidationFailed,
+            ErrorCode::EmailTaken,
+            ErrorCode::LlmUnavailable,
+            ErrorCode::RangeNotSatisfiable,
+        ] {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, serde_json::Value::String(code.as_str().into()));
+        }
+    }
+
+    #[test]
+    fn statuses_round_trip_through_for_status() {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::UnsupportedMediaType,
+            ErrorCode::RateLimited,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(ErrorCode::for_status(code.spec().0), code);
+        }
+    }
+}

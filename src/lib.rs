@@ -1,0 +1,17 @@
+//! Bwenge: a real-time AI tutoring engine for schools, one binary built as an
+//! actix actor system. This crate holds the server: configuration, HTTP
+//! routes (one module per domain) and the adapters behind the ports of
+//! `bwenge-actors` (storage, bus, cache, rate limits).
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod infra;
+pub mod metrics;
+pub mod ops;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use startup::Application;

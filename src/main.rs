@@ -1,0 +1,153 @@
+//! The `bwenge` command: `serve`, `migrate`, `version`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bwenge::Application;
+use bwenge::config::{LoadOptions, Settings};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bwenge",
+    version,
+    about = "Real-time AI tutoring engine for schools",
+    after_help = "Configuration: config/default.toml, then config/{BWENGE_ENV}.toml, then --config FILE, \
+                  then BWENGE_* variables (BWENGE_DATABASE_URL, BWENGE_REDIS_URL, BWENGE_ENV, \
+                  BWENGE_HTTP__JSON_LIMIT_BYTES, …), then flags."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone, Default)]
+struct Common {
+    /// Data directory (SQLite file, uploads, generated secrets). Variable: BWENGE_DATA_DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A TOML file layered over config/default.toml and config/{BWENGE_ENV}.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply migrations and serve HTTP and WebSocket.
+    Serve {
+        /// Address to listen on; port 0 picks a free one. Variable: BWENGE_BIND.
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn load(common: &Common, bind: Option<&str>) -> Result<(Settings, Vec<String>), String> {
+    let mut opts = LoadOptions::from_process();
+    opts.config_file = common.config.clone();
+    if let Some(bind) = bind {
+        opts.overrides.push(("bind".into(), bind.into()));
+    }
+    if let Some(dir) = &common.data_dir {
+        opts.overrides
+            .push(("data_dir".into(), dir.display().to_string()));
+    }
+    Settings::load(&opts).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("bwenge {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Serve { bind, common } => run(load(&common, bind.as_deref()), serve),
+        Command::Migrate { common } => run(load(&common, None), migrate),
+    }
+}
+
+fn run<F, Fut>(loaded: Result<(Settings, Vec<String>), String>, f: F) -> ExitCode
+where
+    F: FnOnce(Settings) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let (settings, warnings) = match loaded {
+        Ok(v) => v,
+        Err(message) => {
+            eprintln!("bwenge: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    bwenge::telemetry::init(&settings);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let system = actix_web::rt::System::new();
+    match system.block_on(f(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = ?e, "bwenge failed");
+            eprintln!("bwenge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    let handle = app.handle();
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{}", app.local_addr())?;
+        out.flush()?;
+    }
+    tracing::info!(addr = %app.local_addr(), "listening");
+    actix_web::rt::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested: finishing in-flight requests");
+        handle.stop(true).await;
+    });
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let db = bwenge::db::Db::connect(&settings).await?;
+    db.migrate().await?;
+    db.close().await;
+    println!("migrations applied ({})", db.backend());
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

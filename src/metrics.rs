@@ -1,0 +1,80 @@
+//! Every metric Bwenge exports, in one file. Names are `bwenge_…` with unit
+//! suffixes; labels are small fixed sets (route *patterns*, never raw paths).
+//! Other crates (the actor registries, the adapters) emit through the same
+//! `metrics` facade and are listed here for reference:
+//! `bwenge_registry_actors`, `bwenge_registry_started_total`,
+//! `bwenge_registry_restarted_total`, `bwenge_registry_stopped_idle_total`,
+//! `bwenge_bus_published_total`, `bwenge_bus_dropped_total`,
+//! `bwenge_cache_hits_total`, `bwenge_cache_misses_total`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS_TOTAL: &str = "bwenge_http_requests_total";
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "bwenge_http_request_duration_seconds";
+pub const HTTP_PANICS_TOTAL: &str = "bwenge_http_panics_total";
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "bwenge_process_resident_memory_bytes";
+pub const BUILD_INFO: &str = "bwenge_build_info";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once (every app built in this process
+/// shares it: the registry is global by nature) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(HTTP_REQUEST_DURATION_SECONDS.to_owned()),
+                    LATENCY_BUCKETS,
+                )
+                .expect("the latency buckets are a fixed, non-empty list");
+            let handle = match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Another recorder is already installed (an embedding
+                // program's): keep ours private so /metrics still works.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+/// Records one finished HTTP request.
+pub fn record_request(route: &str, method: &str, status: u16, elapsed: Duration) {
+    let labels = [
+        ("route", route.to_owned()),
+        ("method", method.to_owned()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!(HTTP_REQUESTS_TOTAL, &labels).increment(1);
+    metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels).record(elapsed.as_secs_f64());
+}
+
+pub fn record_panic() {
+    metrics::counter!(HTTP_PANICS_TOTAL).increment(1);
+}
+
+/// Renders the Prometheus text, refreshing process gauges first.
+pub fn render(handle: &PrometheusHandle) -> String {
+    if let Some(rss) = resident_memory_bytes() {
+        metrics::gauge!(PROCESS_RESIDENT_MEMORY_BYTES).set(rss as f64);
+    }
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// Resident set size of this process, from `/proc/self/status` (Linux).
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,59 @@
+//! Routes the test-suite uses to provoke failures a real route should never
+//! produce on purpose: a panic, a slow request, a failing query. Mounted only
+//! when `testing.routes` is on, which production refuses.
+
+use std::time::Duration;
+
+use actix_web::http::Method;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+
+use crate::error::{ApiResult, StoreError};
+use crate::http::RouteDef;
+use crate::state::AppState;
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        RouteDef::new(Method::GET, "/__test/panic", || web::get().to(panic)),
+        RouteDef::new(Method::GET, "/__test/sleep", || web::get().to(sleep)),
+        RouteDef::new(Method::GET, "/__test/db-error", || web::get().to(db_error)),
+        RouteDef::new(Method::POST, "/__test/echo", || web::post().to(echo)),
+    ]
+}
+
+async fn panic() -> HttpResponse {
+    panic!("deliberate panic from /__test/panic")
+}
+
+#[derive(Deserialize)]
+struct SleepQuery {
+    ms: u64,
+}
+
+async fn sleep(q: web::Query<SleepQuery>) -> HttpResponse {
+    tokio::time::sleep(Duration::from_millis(q.ms.min(60_000))).await;
+    HttpResponse::Ok().json(serde_json::json!({ "slept_ms": q.ms }))
+}
+
+/// Runs a query against a table that does not exist: the answer must not
+/// show SQL, table names or driver messages.
+async fn db_error(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    crate::on_db!(&state.db, |pool| sqlx::query(
+        "SELECT secret_column FROM no_such_table_xyz"
+    )
+    .execute(pool)
+    .await
+    .map(|_| ())
+    .map_err(StoreError::from)?);
+    Ok(HttpResponse::Ok().finish())
+}
+
+#[derive(Deserialize, serde::Serialize)]
+struct Echo {
+    name: String,
+    count: u32,
+}
+
+async fn echo(body: web::Json<Echo>) -> HttpResponse {
+    HttpResponse::Ok().json(body.into_inner())
+}

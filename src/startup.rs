@@ -1,0 +1,158 @@
+//! The one place that builds the application: pools, Redis, ports, metrics,
+//! the HTTP server. `main`, the tests and the benches all start Bwenge through
+//! [`Application::build`].
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tracing_actix_web::TracingLogger;
+
+use crate::config::Settings;
+use crate::db::Db;
+use crate::http::middleware::{BwengeRootSpan, observe};
+use crate::infra::bus::{InProcessBus, RedisBus};
+use crate::infra::cache::{InProcessCache, RedisCache};
+use crate::infra::ratelimit::{InProcessRateLimiter, RedisRateLimiter};
+use crate::state::AppState;
+
+/// Entries kept by the in-process cache.
+const IN_PROCESS_CACHE_ENTRIES: usize = 10_000;
+
+pub struct Application {
+    port: u16,
+    local_addr: std::net::SocketAddr,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Connects to the database (applying migrations) and Redis, builds the
+    /// state and binds the listener. Serving starts with
+    /// [`Application::run_until_stopped`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!(
+                "could not create the data directory {}",
+                settings.data_dir.display()
+            )
+        })?;
+        let metrics = crate::metrics::install();
+        let db = Db::connect(&settings).await?;
+        db.migrate().await?;
+
+        let prefix = settings.redis.key_prefix.clone();
+        let (redis, bus, cache, limiter) = match settings.redis_url() {
+            None => (
+                None,
+                Arc::new(InProcessBus::new()) as Arc<dyn bwenge_actors::ports::Bus>,
+                Arc::new(InProcessCache::new(IN_PROCESS_CACHE_ENTRIES))
+                    as Arc<dyn bwenge_actors::ports::Cache>,
+                Arc::new(InProcessRateLimiter::new())
+                    as Arc<dyn bwenge_actors::ports::RateLimiter>,
+            ),
+            Some(url) => {
+                let mut cfg = deadpool_redis::Config::from_url(url);
+                cfg.pool = Some(deadpool_redis::PoolConfig::new(settings.redis.pool_size));
+                let pool = cfg
+                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                    .context("BWENGE_REDIS_URL is not a valid Redis URL")?;
+                // Fail fast at start-up rather than on the first request.
+                let mut conn = pool
+                    .get()
+                    .await
+                    .context("could not connect to Redis at BWENGE_REDIS_URL")?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .context("Redis did not answer PING")?;
+                drop(conn);
+                let bus = RedisBus::new(pool.clone(), url, &prefix)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .context("could not set up the Redis bus")?;
+                (
+                    Some(pool.clone()),
+                    Arc::new(bus) as Arc<dyn bwenge_actors::ports::Bus>,
+                    Arc::new(RedisCache::new(pool.clone(), &prefix))
+                        as Arc<dyn bwenge_actors::ports::Cache>,
+                    Arc::new(RedisRateLimiter::new(pool, &prefix))
+                        as Arc<dyn bwenge_actors::ports::RateLimiter>,
+                )
+            }
+        };
+
+        let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            db,
+            redis,
+            bus,
+            cache,
+            limiter,
+            metrics,
+        });
+
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("could not listen on {}", settings.bind))?;
+        let local_addr = listener.local_addr()?;
+        let server_state = state.clone();
+        let json_limit = settings.http.json_limit_bytes;
+        let cors_origins = settings.http.cors_origins.clone();
+        let mut server = HttpServer::new(move || {
+            let routes = crate::http::route_table(&server_state);
+            App::new()
+                .app_data(server_state.clone())
+                .configure(|cfg| crate::http::configure(cfg, &routes, json_limit))
+                .default_service(web::to(crate::http::not_found))
+                .wrap(crate::http::cors(&cors_origins))
+                .wrap(TracingLogger::<BwengeRootSpan>::new())
+                .wrap(from_fn(observe))
+        })
+        // Signals are handled by `main`, so SIGINT is as graceful as SIGTERM.
+        .disable_signals()
+        .shutdown_timeout(settings.http.shutdown_grace_secs)
+        .listen(listener)?;
+        if settings.http.workers > 0 {
+            server = server.workers(settings.http.workers);
+        }
+        let server = server.run();
+
+        Ok(Application {
+            port: local_addr.port(),
+            local_addr,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local_addr
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Stops the server: `graceful` lets in-flight requests finish within
+    /// `http.shutdown_grace_secs`.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped, then closes the pools.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.state.db.close().await;
+        if let Some(pool) = &self.state.redis {
+            pool.close();
+        }
+        tracing::info!("stopped");
+        result
+    }
+}
