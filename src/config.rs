@@ -24,9 +24,10 @@ const DEVELOPMENT_TOML: &str = include_str!("../config/development.toml");
 const PRODUCTION_TOML: &str = include_str!("../config/production.toml");
 const TEST_TOML: &str = include_str!("../config/test.toml");
 
-/// Environment variables with this prefix belong to the test harness, not to
-/// the server, and are not configuration keys.
-const NON_CONFIG_PREFIXES: &[&str] = &["BWENGE_TEST_", "BWENGE_CONFIG_DIR", "BWENGE_BIN"];
+/// Environment variables of the test harness and the benches (this prefix),
+/// and those read before configuration (these names): not configuration keys.
+const NON_CONFIG_PREFIX: &str = "BWENGE_TEST_";
+const NON_CONFIG_NAMES: &[&str] = &["BWENGE_CONFIG_DIR", "BWENGE_BIN"];
 
 /// Why the configuration could not be loaded. Every message is a sentence an
 /// operator can act on.
@@ -206,8 +207,9 @@ impl LoadOptions {
     /// Reads the layers' sources from this process: its `BWENGE_*` variables
     /// and `BWENGE_CONFIG_DIR` (default `./config`).
     pub fn from_process() -> Self {
-        let env: HashMap<String, String> =
-            std::env::vars().filter(|(k, _)| k.starts_with("BWENGE_")).collect();
+        let env: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("BWENGE_"))
+            .collect();
         let config_dir = env
             .get("BWENGE_CONFIG_DIR")
             .map(PathBuf::from)
@@ -249,7 +251,9 @@ impl Settings {
         let env_vars: HashMap<String, String> = opts
             .env
             .iter()
-            .filter(|(k, _)| !NON_CONFIG_PREFIXES.iter().any(|p| k.starts_with(p)))
+            .filter(|(k, _)| {
+                !k.starts_with(NON_CONFIG_PREFIX) && !NON_CONFIG_NAMES.contains(&k.as_str())
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
 
@@ -430,10 +434,7 @@ fn first_unknown_key(
         match known.get(key) {
             None => return Some(path),
             Some(k) => {
-                if let Some(found) = actual
-                    .get(key)
-                    .and_then(|a| first_unknown_key(k, a, &path))
-                {
+                if let Some(found) = actual.get(key).and_then(|a| first_unknown_key(k, a, &path)) {
                     return Some(found);
                 }
             }
@@ -474,7 +475,9 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
-fn read_secrets_file(path: &Path) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+fn read_secrets_file(
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
@@ -576,15 +579,23 @@ mod tests {
         let mut o = opts(
             dir.path(),
             &[
+                ("BWENGE_BIND", "127.0.0.1:9"),
                 ("BWENGE_HTTP__WORKERS", "5"),
-                ("BWENGE_HTTP__CORS_ORIGINS", "https://a.example,https://b.example"),
+                (
+                    "BWENGE_HTTP__CORS_ORIGINS",
+                    "https://a.example,https://b.example",
+                ),
             ],
         );
         o.config_file = Some(file);
         let (s, _) = Settings::load(&o).unwrap();
-        assert_eq!(s.bind, "0.0.0.0:1");
+        // The variable beats the file.
+        assert_eq!(s.bind, "127.0.0.1:9");
         assert_eq!(s.http.workers, 5);
-        assert_eq!(s.http.cors_origins, vec!["https://a.example", "https://b.example"]);
+        assert_eq!(
+            s.http.cors_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
         o.overrides.push(("bind".into(), "127.0.0.1:0".into()));
         let (s, _) = Settings::load(&o).unwrap();
         assert_eq!(s.bind, "127.0.0.1:0");
@@ -656,7 +667,9 @@ mod tests {
         assert!(is_placeholder(""));
         assert!(is_placeholder("changeme"));
         assert!(is_placeholder(&"a".repeat(40)));
-        assert!(is_placeholder("change-me-please-to-something-long-and-random"));
+        assert!(is_placeholder(
+            "change-me-please-to-something-long-and-random"
+        ));
         assert!(!is_placeholder(&random_hex(32)));
     }
 }

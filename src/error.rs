@@ -68,14 +68,8 @@ impl ErrorCode {
             EmailTaken => (StatusCode::CONFLICT, "Email already registered"),
             LastAdmin => (StatusCode::CONFLICT, "Last admin"),
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large"),
-            UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Unsupported media type",
-            ),
-            RangeNotSatisfiable => (
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "Range not satisfiable",
-            ),
+            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type"),
+            RangeNotSatisfiable => (StatusCode::RANGE_NOT_SATISFIABLE, "Range not satisfiable"),
             QuotaExceeded => (StatusCode::PAYMENT_REQUIRED, "Quota exceeded"),
             RateLimited => (StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
@@ -177,10 +171,7 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(
-            ErrorCode::Unauthorized,
-            "A valid access token is required.",
-        )
+        Self::new(ErrorCode::Unauthorized, "A valid access token is required.")
     }
 
     pub fn validation(field: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -194,8 +185,11 @@ impl ApiError {
     }
 
     pub fn rate_limited(retry_after: Duration) -> Self {
-        Self::new(ErrorCode::RateLimited, "Too many requests; try again later.")
-            .with_retry_after(retry_after)
+        Self::new(
+            ErrorCode::RateLimited,
+            "Too many requests; try again later.",
+        )
+        .with_retry_after(retry_after)
     }
 
     pub fn unavailable(detail: impl Into<String>, retry_after: Duration) -> Self {

@@ -51,8 +51,7 @@ impl Application {
                 Arc::new(InProcessBus::new()) as Arc<dyn bwenge_actors::ports::Bus>,
                 Arc::new(InProcessCache::new(IN_PROCESS_CACHE_ENTRIES))
                     as Arc<dyn bwenge_actors::ports::Cache>,
-                Arc::new(InProcessRateLimiter::new())
-                    as Arc<dyn bwenge_actors::ports::RateLimiter>,
+                Arc::new(InProcessRateLimiter::new()) as Arc<dyn bwenge_actors::ports::RateLimiter>,
             ),
             Some(url) => {
                 let mut cfg = deadpool_redis::Config::from_url(url);

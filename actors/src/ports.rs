@@ -86,9 +86,13 @@ pub struct RateLimit {
 /// The answer of a rate limiter.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RateDecision {
-    Allowed { remaining: u32 },
+    Allowed {
+        remaining: u32,
+    },
     /// Refused; a token will be available after `retry_after`.
-    Limited { retry_after: Duration },
+    Limited {
+        retry_after: Duration,
+    },
 }
 
 impl RateDecision {

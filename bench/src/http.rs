@@ -61,8 +61,9 @@ const READYZ_CONNS: usize = 16;
 /// How long a server may take to print its `listening on` line and answer
 /// its first `/healthz` (a release build with migrations takes well under).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
-/// Lines of a child's output kept to explain a failure.
-const TAIL_LINES: usize = 40;
+/// Lines of a child's output kept to explain a failure: first and last.
+const HEAD_LINES: usize = 20;
+const TAIL_LINES: usize = 30;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -269,6 +270,9 @@ struct Row {
 async fn run(args: &Args) -> Result<(), String> {
     if args.conns.is_empty() || args.conns.contains(&0) {
         return Err("--conns: expected positive connection counts".to_owned());
+    }
+    if args.duration.is_zero() {
+        return Err("--duration: expected a positive number of seconds".to_owned());
     }
     let mut kinds = args.targets.clone();
     kinds.sort();
@@ -617,25 +621,46 @@ impl Drop for Cleanup {
     }
 }
 
-/// The last lines a child printed, on either stream.
+/// What a child printed, on either stream: its first lines (where a panic
+/// message or a configuration error usually is) and its last ones.
 #[derive(Clone, Default)]
-struct Tail(Arc<Mutex<VecDeque<String>>>);
+struct Tail(Arc<Mutex<Lines>>);
+
+#[derive(Default)]
+struct Lines {
+    head: Vec<String>,
+    tail: VecDeque<String>,
+    skipped: usize,
+}
 
 impl Tail {
     fn push(&self, line: String) {
-        if let Ok(mut t) = self.0.lock() {
-            if t.len() == TAIL_LINES {
-                t.pop_front();
+        if let Ok(mut l) = self.0.lock() {
+            if l.head.len() < HEAD_LINES {
+                l.head.push(line);
+                return;
             }
-            t.push_back(line);
+            if l.tail.len() == TAIL_LINES {
+                l.tail.pop_front();
+                l.skipped += 1;
+            }
+            l.tail.push_back(line);
         }
     }
 
     fn dump(&self) -> String {
-        match self.0.lock() {
-            Ok(t) if !t.is_empty() => t.iter().map(|l| format!("  | {l}\n")).collect(),
-            _ => "  (nothing)\n".to_owned(),
+        let Ok(l) = self.0.lock() else {
+            return "  (unavailable)\n".to_owned();
+        };
+        if l.head.is_empty() {
+            return "  (nothing)\n".to_owned();
         }
+        let mut out: String = l.head.iter().map(|x| format!("  | {x}\n")).collect();
+        if l.skipped > 0 {
+            let _ = writeln!(out, "  | ... {} lines ...", l.skipped);
+        }
+        out.extend(l.tail.iter().map(|x| format!("  | {x}\n")));
+        out
     }
 }
 
@@ -668,6 +693,8 @@ fn bwenge_command(bin: &Path, data_dir: &Path, database_url: &str) -> Command {
         .arg(data_dir)
         .env("BWENGE_DATABASE_URL", database_url)
         .env("BWENGE_LOG__LEVEL", "warn")
+        // `RUST_LOG` would win over `log.level`: keep logging out of the way.
+        .env_remove("RUST_LOG")
         .stdin(Stdio::null());
     cmd
 }

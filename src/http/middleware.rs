@@ -44,8 +44,7 @@ pub async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
-    let request_id =
-        client_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = client_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(request_id.clone()));
     // Read before the call: actix needs the request uniquely owned while it
     // routes, so no clone of it may be kept across `next.call`.

@@ -102,12 +102,11 @@ fn json_config(limit: usize) -> web::JsonConfig {
 /// Maps the JSON extractor's failures to the error table.
 fn json_error(err: JsonPayloadError) -> ApiError {
     match err {
-        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
-            ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("The JSON body is larger than the limit of {limit} bytes."),
-            )
-        }
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("The JSON body is larger than the limit of {limit} bytes."),
+        ),
         JsonPayloadError::ContentType => ApiError::new(
             ErrorCode::UnsupportedMediaType,
             "Send the body as application/json.",
@@ -119,9 +118,10 @@ fn json_error(err: JsonPayloadError) -> ApiError {
                 None => ApiError::new(ErrorCode::ValidationFailed, strip_position(&msg)),
             }
         }
-        JsonPayloadError::Deserialize(e) => {
-            ApiError::bad_request(format!("The body is not valid JSON: {}", strip_position(&e.to_string())))
-        }
+        JsonPayloadError::Deserialize(e) => ApiError::bad_request(format!(
+            "The body is not valid JSON: {}",
+            strip_position(&e.to_string())
+        )),
         _ => ApiError::bad_request("The request body could not be read."),
     }
 }
@@ -132,7 +132,10 @@ fn field_of(msg: &str) -> Option<String> {
     let len = msg[start..].find('`')?;
     msg.starts_with("missing field")
         .then(|| msg[start..start + len].to_owned())
-        .or_else(|| msg.contains("unknown field").then(|| msg[start..start + len].to_owned()))
+        .or_else(|| {
+            msg.contains("unknown field")
+                .then(|| msg[start..start + len].to_owned())
+        })
 }
 
 /// Drops serde_json's " at line 1 column 9" suffix: noise to a client.

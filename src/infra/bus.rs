@@ -52,7 +52,8 @@ fn spawn_forwarder(
                 Ok(msg) => {
                     // Waiting here (rather than try_send) keeps the newest
                     // messages queued in the broadcast channel, so lag drops
-                    // the oldest ones as the `Subscription` contract says.
+                    // the oldest not yet handed to the subscription's mpsc,
+                    // never the latest state change.
                     if tx.send(msg).await.is_err() {
                         break;
                     }
@@ -391,7 +392,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn slow_subscriber_loses_oldest_messages_without_blocking_publishers() {
+    async fn slow_subscriber_drops_messages_without_blocking_publishers() {
         const N: u32 = 3 * BUFFER as u32;
         for Case { name, bus, .. } in cases() {
             let mut sub = bus.subscribe("flood").await.unwrap();

@@ -1,0 +1,236 @@
+//! The `bwenge` binary itself: the first line, configuration errors,
+//! `migrate`, `version`, secrets that survive a restart, graceful shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bwenge");
+
+fn bwenge(dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    // A clean environment: only what the test says.
+    cmd.env_clear()
+        .env("BWENGE_DATA_DIR", dir)
+        .env("BWENGE_LOG__LEVEL", "warn")
+        .envs(env.iter().copied())
+        .current_dir(dir);
+    cmd
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `bwenge serve --bind 127.0.0.1:0` and reads the port from the
+/// first line of stdout.
+fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    let mut child = bwenge(dir, env)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("a first line").unwrap();
+    let port = first
+        .strip_prefix("listening on http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .parse()
+        .unwrap();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, port }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not exit in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[actix_web::test]
+async fn serve_prints_the_real_port_and_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    assert_ne!(server.port, 0);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let res = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{base}/v1/openapi.json"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The embedded default: a SQLite file in the data directory.
+    assert!(dir.path().join("bwenge.db").exists());
+    // Development never mounts the test routes.
+    assert_eq!(
+        reqwest::get(format!("{base}/__test/panic"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[test]
+fn development_secrets_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(serve(dir.path(), &[]));
+    let first = std::fs::read_to_string(dir.path().join("secrets")).unwrap();
+    drop(serve(dir.path(), &[]));
+    let second = std::fs::read_to_string(dir.path().join("secrets")).unwrap();
+    assert_eq!(first, second);
+    assert!(first.contains("jwt_secret="));
+}
+
+#[test]
+fn production_refuses_to_start_without_real_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bwenge(dir.path(), &[("BWENGE_ENV", "production")])
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BWENGE_SECRETS__JWT_SECRET"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    let out = bwenge(
+        dir.path(),
+        &[
+            ("BWENGE_ENV", "production"),
+            ("BWENGE_SECRETS__JWT_SECRET", "changeme"),
+        ],
+    )
+    .args(["serve", "--bind", "127.0.0.1:0"])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BWENGE_SECRETS__JWT_SECRET"));
+}
+
+#[test]
+fn an_unknown_variable_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bwenge(dir.path(), &[("BWENGE_DATABSE_URL", "sqlite://x.db")])
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("databse_url"), "{err}");
+    assert!(err.contains("BWENGE_DATABSE_URL"), "{err}");
+}
+
+#[test]
+fn migrate_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bwenge(dir.path(), &[]).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("bwenge.db").exists());
+    // Idempotent.
+    let out = bwenge(dir.path(), &[]).arg("migrate").output().unwrap();
+    assert!(out.status.success());
+    let out = bwenge(dir.path(), &[]).arg("version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("bwenge {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+async fn graceful_shutdown_on(sig: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path(), &[("BWENGE_ENV", "test")]);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let slow = tokio::spawn({
+        let url = format!("{base}/__test/sleep?ms=1500");
+        async move { reqwest::get(url).await }
+    });
+    // Let the slow request reach its handler.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    signal(&server.child, sig);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // No new connections once shutdown started.
+    let refused = reqwest::Client::new()
+        .get(format!("{base}/healthz"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(refused.is_err(), "accepted a request after {sig}");
+    // The in-flight request finishes.
+    let res = slow.await.unwrap().expect("in-flight request completed");
+    assert_eq!(res.status(), 200);
+    let status = wait_exit(&mut server.child, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    assert!(signalled.elapsed() >= Duration::from_millis(1000));
+}
+
+#[actix_web::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    graceful_shutdown_on("TERM").await;
+}
+
+#[actix_web::test]
+async fn sigint_is_as_graceful_as_sigterm() {
+    graceful_shutdown_on("INT").await;
+}
+
+#[actix_web::test]
+async fn shutdown_grace_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(
+        dir.path(),
+        &[
+            ("BWENGE_ENV", "test"),
+            ("BWENGE_HTTP__SHUTDOWN_GRACE_SECS", "1"),
+        ],
+    );
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let slow = tokio::spawn(reqwest::get(format!("{base}/__test/sleep?ms=20000")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    signal(&server.child, "TERM");
+    let status = wait_exit(&mut server.child, Duration::from_secs(6));
+    assert!(status.success());
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+    // The request that outlived the grace period was cut off, not answered.
+    assert!(slow.await.unwrap().is_err());
+}
