@@ -64,12 +64,12 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_millis(db.busy_timeout_ms));
-            if let Some(dir) = std::path::Path::new(opts.get_filename()).parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir).with_context(|| {
-                        format!("could not create the database directory {}", dir.display())
-                    })?;
-                }
+            if let Some(dir) = std::path::Path::new(opts.get_filename()).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("could not create the database directory {}", dir.display())
+                })?;
             }
             // An in-memory database exists once per connection: keep one.
             let max = if opts.get_filename().as_os_str() == ":memory:" {
