@@ -1,0 +1,1 @@
+//! Embedders and hybrid search (being written).
