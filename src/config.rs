@@ -126,6 +126,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     pub registry: RegistrySettings,
+    pub auth: AuthSettings,
+    pub mail: MailSettings,
     pub secrets: SecretSettings,
     pub testing: TestingSettings,
 }
@@ -137,6 +139,41 @@ pub struct HttpSettings {
     pub shutdown_grace_secs: u64,
     pub cors_origins: Vec<String>,
     pub workers: usize,
+    pub trust_forwarded_headers: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_days: u64,
+    pub lockout_threshold: u32,
+    pub lockout_minutes: u64,
+    pub hash_concurrency: usize,
+    pub hash_queue_wait_ms: u64,
+    pub ip_burst: u32,
+    pub ip_refill_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    File,
+    Smtp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    pub transport: MailTransport,
+    pub from: String,
+    pub link_base_url: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_starttls: bool,
+    pub smtp_username: String,
+    pub smtp_password: Secret,
+    pub smtp_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -320,6 +357,18 @@ impl Settings {
         if self.env == RunEnv::Production && self.testing.routes {
             return Err(ConfigError::Refused(
                 "testing.routes must be false in production (unset BWENGE_TESTING__ROUTES)".into(),
+            ));
+        }
+        if self.mail.transport == MailTransport::Smtp && self.mail.smtp_host.trim().is_empty() {
+            return Err(ConfigError::Refused(
+                "mail.transport is smtp, so BWENGE_MAIL__SMTP_HOST must name the SMTP server \
+                 (or set BWENGE_MAIL__TRANSPORT=file)"
+                    .into(),
+            ));
+        }
+        if self.auth.lockout_threshold == 0 || self.auth.ip_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.lockout_threshold and auth.ip_burst must be at least 1".into(),
             ));
         }
         if self.http.json_limit_bytes == 0 {
@@ -655,10 +704,24 @@ mod tests {
                 ("BWENGE_ENV", "production"),
                 ("BWENGE_SECRETS__JWT_SECRET", &good),
                 ("BWENGE_SECRETS__ASSET_SIGNING_KEY", &other),
+                ("BWENGE_MAIL__SMTP_HOST", "smtp.school.example"),
             ],
         ))
         .unwrap();
         assert!(s.json_logs());
+        assert_eq!(s.mail.transport, MailTransport::Smtp);
+        // Production without an SMTP host is refused with the variable named.
+        let err = Settings::load(&opts(
+            dir.path(),
+            &[
+                ("BWENGE_ENV", "production"),
+                ("BWENGE_SECRETS__JWT_SECRET", &good),
+                ("BWENGE_SECRETS__ASSET_SIGNING_KEY", &other),
+            ],
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("BWENGE_MAIL__SMTP_HOST"), "{err}");
         assert!(!dir.path().join("secrets").exists());
     }
 

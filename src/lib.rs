@@ -3,13 +3,19 @@
 //! routes (one module per domain) and the adapters behind the ports of
 //! `bwenge-actors` (storage, bus, cache, rate limits).
 
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod ids;
 pub mod infra;
+pub mod mail;
 pub mod metrics;
 pub mod ops;
+pub mod orgs;
+pub mod pagination;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -47,6 +47,18 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Create a first organisation and its admin (idempotent).
+    Seed {
+        #[arg(long, value_name = "EMAIL")]
+        admin_email: String,
+        /// At least 12 characters.
+        #[arg(long, value_name = "PASSWORD")]
+        admin_password: String,
+        #[arg(long, value_name = "NAME", default_value = "My School")]
+        org_name: String,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Print the version.
     Version,
 }
@@ -73,6 +85,14 @@ fn main() -> ExitCode {
         }
         Command::Serve { bind, common } => run(load(&common, bind.as_deref()), serve),
         Command::Migrate { common } => run(load(&common, None), migrate),
+        Command::Seed {
+            admin_email,
+            admin_password,
+            org_name,
+            common,
+        } => run(load(&common, None), move |settings| {
+            seed(settings, org_name, admin_email, admin_password)
+        }),
     }
 }
 
@@ -126,6 +146,24 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
     db.migrate().await?;
     db.close().await;
     println!("migrations applied ({})", db.backend());
+    Ok(())
+}
+
+async fn seed(
+    settings: Settings,
+    org_name: String,
+    email: String,
+    password: String,
+) -> anyhow::Result<()> {
+    let db = bwenge::db::Db::connect(&settings).await?;
+    db.migrate().await?;
+    let created = bwenge::auth::service::seed(&db, &org_name, &email, &password).await;
+    db.close().await;
+    if created? {
+        println!("created organisation \"{org_name}\" with admin {email}");
+    } else {
+        println!("admin {email} already exists; nothing changed");
+    }
     Ok(())
 }
 

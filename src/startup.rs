@@ -4,6 +4,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
@@ -17,7 +18,9 @@ use crate::http::middleware::{BwengeRootSpan, observe};
 use crate::infra::bus::{InProcessBus, RedisBus};
 use crate::infra::cache::{InProcessCache, RedisCache};
 use crate::infra::ratelimit::{InProcessRateLimiter, RedisRateLimiter};
-use crate::state::AppState;
+use crate::auth::password::Hasher;
+use crate::auth::tokens::TokenKeys;
+use crate::state::{AppState, AuthContext};
 
 /// Entries kept by the in-process cache.
 const IN_PROCESS_CACHE_ENTRIES: usize = 10_000;
@@ -83,6 +86,17 @@ impl Application {
             }
         };
 
+        let auth = AuthContext {
+            keys: TokenKeys::new(
+                settings.secrets.jwt_secret.expose(),
+                settings.auth.access_token_ttl_secs as i64,
+            ),
+            hasher: Hasher::new(
+                settings.auth.hash_concurrency,
+                Duration::from_millis(settings.auth.hash_queue_wait_ms),
+            ),
+        };
+        let mailer = crate::mail::from_settings(&settings.mail, &settings.data_dir)?;
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             db,
@@ -91,6 +105,8 @@ impl Application {
             cache,
             limiter,
             metrics,
+            auth,
+            mailer,
         });
 
         let listener = TcpListener::bind(&settings.bind)

@@ -6,8 +6,17 @@ use std::sync::Arc;
 use bwenge_actors::ports::{Bus, Cache, RateLimiter};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::auth::password::Hasher;
+use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::db::Db;
+use crate::mail::Mailer;
+
+/// Signing keys and the password hasher.
+pub struct AuthContext {
+    pub keys: TokenKeys,
+    pub hasher: Hasher,
+}
 
 pub struct AppState {
     pub settings: Settings,
@@ -18,4 +27,6 @@ pub struct AppState {
     pub cache: Arc<dyn Cache>,
     pub limiter: Arc<dyn RateLimiter>,
     pub metrics: PrometheusHandle,
+    pub auth: AuthContext,
+    pub mailer: Arc<dyn Mailer>,
 }

@@ -274,6 +274,12 @@ async fn run(args: &Args) -> Result<(), String> {
     if args.duration.is_zero() {
         return Err("--duration: expected a positive number of seconds".to_owned());
     }
+    let mut conns_list: Vec<usize> = Vec::new();
+    for &c in &args.conns {
+        if !conns_list.contains(&c) {
+            conns_list.push(c);
+        }
+    }
     let mut kinds = args.targets.clone();
     kinds.sort();
     kinds.dedup();
@@ -294,6 +300,8 @@ async fn run(args: &Args) -> Result<(), String> {
             bwenge_bin.display()
         ));
     }
+    // Absolute, since the server runs in its own working directory.
+    let bwenge_bin = std::path::absolute(&bwenge_bin).unwrap_or(bwenge_bin);
 
     println!("bwenge-bench http");
     println!(
@@ -302,7 +310,7 @@ async fn run(args: &Args) -> Result<(), String> {
         args.rounds,
         args.warmup,
         args.duration,
-        args.conns,
+        conns_list,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         if cfg!(debug_assertions) {
             "debug (unoptimised client: use --release for real figures)"
@@ -339,7 +347,7 @@ async fn run(args: &Args) -> Result<(), String> {
     let mut rows: Vec<Row> = Vec::new();
     for server in &servers {
         for &path in server.kind.paths() {
-            for &conns in &args.conns {
+            for &conns in &conns_list {
                 rows.push(Row {
                     kind: server.kind,
                     path,
@@ -353,7 +361,7 @@ async fn run(args: &Args) -> Result<(), String> {
 
     let started = Instant::now();
     for round in 1..=args.rounds {
-        for &conns in &args.conns {
+        for &conns in &conns_list {
             // For each connection count: every target's /healthz (baseline
             // first), then every database's /readyz.
             for path in ["/healthz", "/readyz"] {
@@ -410,7 +418,7 @@ async fn run(args: &Args) -> Result<(), String> {
     eprintln!("measured in {:.0?}", started.elapsed());
 
     print_table(&rows);
-    print_verdict(&rows, &kinds, &servers, args);
+    print_verdict(&rows, &kinds, &servers, &conns_list);
 
     drop(servers); // kill the children, then remove their data
     Ok(())
@@ -473,7 +481,7 @@ fn print_table(rows: &[Row]) {
     println!();
 }
 
-fn print_verdict(rows: &[Row], kinds: &[TargetKind], servers: &[Server], args: &Args) {
+fn print_verdict(rows: &[Row], kinds: &[TargetKind], servers: &[Server], conns_list: &[usize]) {
     println!("verdict");
     if !kinds.iter().any(|k| *k != TargetKind::Bare) {
         println!("  (no bwenge target in this run)");
@@ -488,7 +496,7 @@ fn print_verdict(rows: &[Row], kinds: &[TargetKind], servers: &[Server], args: &
             println!("  {:<16} skipped (see note above)", kind.label());
             continue;
         }
-        for &conns in &args.conns {
+        for &conns in conns_list {
             let Some(row) = rows
                 .iter()
                 .find(|r| r.kind == kind && r.path == "/healthz" && r.conns == conns)
@@ -583,7 +591,7 @@ impl Server {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => Err(format!(
-                "{} exited during the run ({status}); its last output:\n{}",
+                "{} exited ({status}); its output:\n{}",
                 self.kind.label(),
                 self.tail.dump()
             )),
@@ -695,6 +703,10 @@ fn bwenge_command(bin: &Path, data_dir: &Path, database_url: &str) -> Command {
         .env("BWENGE_LOG__LEVEL", "warn")
         // `RUST_LOG` would win over `log.level`: keep logging out of the way.
         .env_remove("RUST_LOG")
+        // Run it away from the workspace so that a `./config` directory there
+        // (possibly newer than the binary) does not apply: the layers come
+        // from the copies compiled into the binary, plus the environment.
+        .current_dir(data_dir)
         .stdin(Stdio::null());
     cmd
 }

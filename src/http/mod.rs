@@ -38,6 +38,8 @@ impl RouteDef {
 pub fn route_table(state: &AppState) -> Vec<RouteDef> {
     let mut routes = Vec::new();
     routes.extend(crate::ops::routes());
+    routes.extend(crate::auth::routes());
+    routes.extend(crate::orgs::routes());
     if state.settings.testing.routes {
         routes.extend(crate::ops::testing::routes());
     }

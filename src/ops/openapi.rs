@@ -19,11 +19,50 @@ use utoipa::OpenApi;
         crate::ops::readyz,
         crate::ops::metrics,
         openapi_json,
+        crate::auth::routes::register,
+        crate::auth::routes::login,
+        crate::auth::routes::refresh,
+        crate::auth::routes::logout,
+        crate::auth::routes::me,
+        crate::auth::routes::verify_email,
+        crate::auth::routes::resend_verification,
+        crate::auth::routes::password_reset,
+        crate::auth::routes::password_reset_confirm,
+        crate::orgs::routes::invite,
+        crate::orgs::routes::accept,
+        crate::orgs::routes::list_members,
+        crate::orgs::routes::change_role,
+        crate::orgs::routes::remove_member,
+        crate::orgs::routes::list_audit,
     ),
     components(schemas(crate::ops::Health, crate::ops::Readiness, ProblemSchema)),
-    tags((name = "operations", description = "Health, readiness, metrics, this document"))
+    modifiers(&BearerAuth),
+    tags(
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "identity", description = "Accounts, tokens, verification, password reset"),
+        (name = "organisation", description = "Members, invitations, audit log"),
+    )
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme (JWT access tokens).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The problem+json error body every failing call answers.
 #[derive(utoipa::ToSchema)]

@@ -1,0 +1,309 @@
+//! all-MiniLM-L6-v2 in-process: candle (BERT) + tokenizers, on the CPU.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{PaddingParams, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+use super::http::error_chain;
+use super::{EmbedError, Embedder, l2_normalize};
+
+/// The files a model directory must hold.
+pub const MINILM_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+
+/// Where [`LocalEmbedder::load`] downloads missing files from (each file is
+/// `<base>/<name>`).
+pub const MINILM_HUB_BASE_URL: &str =
+    "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2/resolve/main";
+
+/// How to load and run the local model.
+#[derive(Debug, Clone)]
+pub struct LocalEmbedderConfig {
+    /// Directory with `config.json`, `tokenizer.json`, `model.safetensors`.
+    pub model_dir: PathBuf,
+    /// Name used in the id (`local:<name>`); vectors of different models are
+    /// not comparable, so keep it tied to the weights.
+    pub model_name: String,
+    /// Download missing files from `download_base_url` (async [`LocalEmbedder::load`] only).
+    pub allow_download: bool,
+    pub download_base_url: String,
+    pub download_timeout: Duration,
+    /// Token limit per text (longer texts are truncated), at most the
+    /// model's 512 positions. MiniLM was trained with 256.
+    pub max_tokens: usize,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+    /// Forward passes allowed at once on the blocking pool. Each pass already
+    /// uses every core for its matrix products, so 1 is right on small machines.
+    pub max_concurrency: usize,
+}
+
+impl LocalEmbedderConfig {
+    pub fn new(model_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            model_dir: model_dir.into(),
+            model_name: "all-MiniLM-L6-v2".to_owned(),
+            allow_download: true,
+            download_base_url: MINILM_HUB_BASE_URL.to_owned(),
+            download_timeout: Duration::from_secs(300),
+            max_tokens: 256,
+            batch_size: 32,
+            max_concurrency: 1,
+        }
+    }
+}
+
+/// all-MiniLM-L6-v2 sentence embeddings (384-d): BERT forward pass, mean
+/// pooling over the attention mask, L2 normalisation — what
+/// sentence-transformers computes for this model.
+///
+/// Texts are tokenised, sorted by length and run in batches of
+/// `batch_size` (less padding); [`Embedder::embed`] runs that on tokio's
+/// blocking pool behind a semaphore of `max_concurrency` permits.
+/// [`LocalEmbedder::embed_blocking`] is the same work on the calling thread.
+#[derive(Clone)]
+pub struct LocalEmbedder {
+    inner: Arc<Model>,
+    permits: Arc<Semaphore>,
+}
+
+struct Model {
+    bert: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+    batch_size: usize,
+    dim: usize,
+    id: String,
+}
+
+impl std::fmt::Debug for LocalEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEmbedder").field("id", &self.inner.id).finish()
+    }
+}
+
+impl LocalEmbedder {
+    /// Loads the model, first downloading missing files into `model_dir` when
+    /// `allow_download` is set. The files are written to `*.part` and renamed,
+    /// so an interrupted download leaves no truncated file behind. Without
+    /// network this fails with [`EmbedError::ModelUnavailable`], naming the
+    /// missing files, the URL tried and how to fetch them by hand.
+    pub async fn load(config: LocalEmbedderConfig) -> Result<Self, EmbedError> {
+        let missing = missing_files(&config.model_dir);
+        if !missing.is_empty() {
+            if !config.allow_download {
+                return Err(unavailable(&config, &missing, "downloads are disabled"));
+            }
+            download(&config, &missing).await?;
+        }
+        let config2 = config.clone();
+        tokio::task::spawn_blocking(move || Self::load_blocking(config2))
+            .await
+            .map_err(|e| EmbedError::Task(e.to_string()))?
+    }
+
+    /// Loads the model from `model_dir` on the calling thread; never downloads.
+    pub fn load_blocking(config: LocalEmbedderConfig) -> Result<Self, EmbedError> {
+        let missing = missing_files(&config.model_dir);
+        if !missing.is_empty() {
+            return Err(unavailable(&config, &missing, "not downloaded"));
+        }
+        let dir = &config.model_dir;
+        let model_err = |what: &str, e: &dyn std::fmt::Display| {
+            EmbedError::Model(format!("{what} in {}: {e}", dir.display()))
+        };
+        let bert_config: Config = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)
+            .map_err(|e| model_err("bad config.json", &e))?;
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| model_err("bad tokenizer.json", &e))?;
+        let max_tokens = config.max_tokens.clamp(8, bert_config.max_position_embeddings);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| model_err("tokenizer truncation", &e))?;
+        // The shipped tokenizer pads to a fixed 128: padding is done per batch here.
+        tokenizer.with_padding(None::<PaddingParams>);
+        let device = Device::Cpu;
+        // SAFETY: the weights file is memory-mapped read-only; it must not be
+        // modified while mapped (the download writes a `.part` file and renames).
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &device)
+        }
+        .map_err(|e| model_err("bad model.safetensors", &e))?;
+        let bert = BertModel::load(vb, &bert_config).map_err(|e| model_err("cannot build BERT", &e))?;
+        Ok(Self {
+            inner: Arc::new(Model {
+                bert,
+                tokenizer,
+                device,
+                batch_size: config.batch_size.max(1),
+                dim: bert_config.hidden_size,
+                id: format!("local:{}", config.model_name),
+            }),
+            permits: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+        })
+    }
+
+    /// Embeds on the calling thread (CPU-bound: call from a blocking context).
+    pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.inner.embed(texts)
+    }
+}
+
+#[async_trait]
+impl Embedder for LocalEmbedder {
+    fn id(&self) -> String {
+        self.inner.id.clone()
+    }
+
+    fn dim(&self) -> usize {
+        self.inner.dim
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| EmbedError::Task(e.to_string()))?;
+        let model = Arc::clone(&self.inner);
+        let texts = texts.to_vec();
+        tokio::task::spawn_blocking(move || model.embed(&texts))
+            .await
+            .map_err(|e| EmbedError::Task(e.to_string()))?
+    }
+}
+
+impl Model {
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut encoded = Vec::with_capacity(texts.len());
+        for t in texts {
+            let enc = self
+                .tokenizer
+                .encode(t.as_str(), true)
+                .map_err(|e| EmbedError::Model(format!("tokenizer: {e}")))?;
+            encoded.push(enc.get_ids().to_vec());
+        }
+        // Longest first, so each batch pads to similar lengths.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].len()));
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for batch in order.chunks(self.batch_size) {
+            let vectors = self
+                .forward(batch.iter().map(|&i| encoded[i].as_slice()))
+                .map_err(|e| EmbedError::Model(e.to_string()))?;
+            for (&i, v) in batch.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One padded batch → mean-pooled, normalised vectors.
+    fn forward<'a>(
+        &self,
+        batch: impl Iterator<Item = &'a [u32]> + Clone,
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        let n = batch.clone().count();
+        let len = batch.clone().map(<[u32]>::len).max().unwrap_or(0).max(1);
+        let mut ids = vec![0u32; n * len];
+        let mut mask = vec![0u32; n * len];
+        for (row, seq) in batch.enumerate() {
+            ids[row * len..row * len + seq.len()].copy_from_slice(seq);
+            mask[row * len..row * len + seq.len()].iter_mut().for_each(|m| *m = 1);
+        }
+        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
+        let type_ids = ids.zeros_like()?;
+        let hidden = self.bert.forward(&ids, &type_ids, Some(&mask))?; // (n, len, dim)
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // (n, dim)
+        let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?; // (n, 1)
+        let mean = summed.broadcast_div(&counts)?;
+        let mut rows = mean.to_vec2::<f32>()?;
+        for r in &mut rows {
+            l2_normalize(r);
+        }
+        Ok(rows)
+    }
+}
+
+fn missing_files(dir: &Path) -> Vec<&'static str> {
+    MINILM_FILES
+        .iter()
+        .copied()
+        .filter(|f| !dir.join(f).is_file())
+        .collect()
+}
+
+fn unavailable(config: &LocalEmbedderConfig, missing: &[&str], why: &str) -> EmbedError {
+    EmbedError::ModelUnavailable {
+        dir: config.model_dir.display().to_string(),
+        reason: format!(
+            "missing {} ({why}); put the files there, e.g. with scripts/fetch-model.sh {}",
+            missing.join(", "),
+            config.model_dir.display()
+        ),
+    }
+}
+
+async fn download(config: &LocalEmbedderConfig, missing: &[&str]) -> Result<(), EmbedError> {
+    let fail = |url: &str, e: String| EmbedError::ModelUnavailable {
+        dir: config.model_dir.display().to_string(),
+        reason: format!(
+            "missing {}; download of {url} failed: {e}; fetch the files by hand \
+             (scripts/fetch-model.sh {}) or point the model directory at them",
+            missing.join(", "),
+            config.model_dir.display()
+        ),
+    };
+    tokio::fs::create_dir_all(&config.model_dir).await?;
+    let client = reqwest::Client::builder()
+        .timeout(config.download_timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| fail(&config.download_base_url, e.to_string()))?;
+    for file in missing {
+        let url = format!("{}/{file}", config.download_base_url.trim_end_matches('/'));
+        tracing::info!(%url, dir = %config.model_dir.display(), "downloading embedding model file");
+        let mut resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| fail(&url, error_chain(&e)))?;
+        if !resp.status().is_success() {
+            return Err(fail(&url, format!("HTTP {}", resp.status())));
+        }
+        let part = config.model_dir.join(format!("{file}.part"));
+        let mut out = tokio::fs::File::create(&part).await?;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(bytes)) => out.write_all(&bytes).await?,
+                Ok(None) => break,
+                Err(e) => {
+                    drop(out);
+                    let _ = tokio::fs::remove_file(&part).await;
+                    return Err(fail(&url, error_chain(&e)));
+                }
+            }
+        }
+        out.sync_all().await?;
+        drop(out);
+        tokio::fs::rename(&part, config.model_dir.join(file)).await?;
+    }
+    Ok(())
+}

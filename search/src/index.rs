@@ -1,0 +1,717 @@
+//! [`OrgIndex`]: one organisation's hybrid index (Tantivy BM25 + HNSW vectors).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use uuid::Uuid;
+
+use crate::fusion::reciprocal_rank_fusion;
+use crate::vectors::{Slot, VectorStore};
+
+/// Version of the on-disk layout; an index of another version is rebuilt.
+const FORMAT: u32 = 1;
+const MANIFEST: &str = "manifest.json";
+const VECTORS: &str = "vectors.bin";
+const BM25_DIR: &str = "bm25";
+/// Tantivy indexing memory budget (one indexing thread).
+const WRITER_MEMORY: usize = 50_000_000;
+/// Distinct query terms kept from user text (the rest are ignored).
+pub const MAX_QUERY_TERMS: usize = 128;
+/// Default dead-vector share above which [`OrgIndex::needs_rebuild`] is true.
+pub const DEFAULT_REBUILD_THRESHOLD: f64 = 0.2;
+
+/// One chunk to index. `vector` must have the index's `dim` components
+/// (it is L2-normalised on the way in). Adding a `chunk_id` that is already
+/// indexed replaces it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexItem {
+    pub chunk_id: Uuid,
+    pub source_id: Uuid,
+    pub title: String,
+    pub heading: String,
+    pub text: String,
+    pub page: Option<u64>,
+    pub vector: Vec<f32>,
+}
+
+/// One search result. `score` is BM25 for [`OrgSearcher::search_bm25`], the
+/// cosine similarity for [`OrgSearcher::search_vector`] and the RRF score for
+/// [`OrgSearcher::search_hybrid`]; higher is better in all three.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    pub chunk_id: Uuid,
+    pub source_id: Uuid,
+    pub page: Option<u64>,
+    pub score: f32,
+}
+
+/// What [`OrgIndex::open_or_create`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenState {
+    /// The index was read from disk and holds `chunks` chunks.
+    Loaded { chunks: usize },
+    /// The returned index is empty: the caller must add every chunk of the
+    /// organisation again (from the database, re-embedding if the embedder
+    /// changed).
+    Reindex(ReindexReason),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReindexReason {
+    /// There was no index in the directory.
+    Missing,
+    /// The index was built by another embedder (or dimension); vectors of
+    /// different embedders are not comparable.
+    EmbedderChanged { previous: String, previous_dim: usize },
+    /// The index was written by another version of this crate's layout.
+    FormatChanged { previous: u32 },
+    /// Files were unreadable, or BM25 and vectors disagree (e.g. a crash
+    /// between a mutation and [`OrgIndex::persist`]).
+    Corrupt(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("search index error: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("search index i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("vector has {got} dimensions, the index has {expected}")]
+    Dimension { expected: usize, got: usize },
+    #[error("vector of chunk {0} is zero or not finite")]
+    InvalidVector(Uuid),
+    #[error("search index manifest: {0}")]
+    Manifest(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    embedder_id: String,
+    dim: usize,
+    generation: u64,
+    chunks: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    chunk_id: Field,
+    source_id: Field,
+    title: Field,
+    heading: Field,
+    text: Field,
+    page: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let words = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("en_stem")
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let fields = Fields {
+        chunk_id: b.add_text_field("chunk_id", STRING | STORED),
+        source_id: b.add_text_field("source_id", STRING | STORED),
+        title: b.add_text_field("title", words.clone()),
+        heading: b.add_text_field("heading", words.clone()),
+        text: b.add_text_field("text", words),
+        page: b.add_u64_field("page", STORED),
+    };
+    (b.build(), fields)
+}
+
+struct Shared {
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+    dim: usize,
+    vectors: RwLock<VectorStore>,
+}
+
+/// One organisation's hybrid index, and its only writer.
+///
+/// Holds the Tantivy [`IndexWriter`] and the HNSW graph; every mutation takes
+/// `&mut self`, so the owner (one per index, e.g. an actor) serialises them.
+/// Searches take `&self`; [`OrgIndex::searcher`] hands out cheap, cloneable,
+/// `Send + Sync` [`OrgSearcher`]s for concurrent readers on other threads.
+///
+/// Mutations are visible to searches when they return (BM25 is committed
+/// and its reader reloaded; vectors are linked into the graph), and BM25 is
+/// durable then too. Vectors are durable after [`OrgIndex::persist`]; if the
+/// process dies in between, the next open reports
+/// [`ReindexReason::Corrupt`] (BM25 and vectors disagree) and the caller
+/// re-adds the organisation's chunks from the database, which is the source
+/// of truth. So: call `persist` after each batch of mutations.
+///
+/// Everything here is synchronous CPU and disk work (Tantivy, HNSW): call it
+/// from `tokio::task::spawn_blocking` (or a dedicated thread), never directly
+/// on an async executor thread.
+///
+/// On disk, under `dir`: `manifest.json` (layout version, embedder id,
+/// dimension, generation), `bm25/` (a Tantivy `MmapDirectory`) and
+/// `vectors.bin` (every live chunk's ids, page and vector). The HNSW graph is
+/// not stored: it is rebuilt from `vectors.bin` on open (see `bench/SEARCH.md`
+/// for what that costs). Tantivy's commit payload, `vectors.bin` and the
+/// manifest each carry the generation (bumped by every mutation); an open
+/// that finds them unequal treats the index as corrupt.
+pub struct OrgIndex {
+    dir: PathBuf,
+    embedder_id: String,
+    generation: u64,
+    dirty: bool,
+    writer: IndexWriter,
+    shared: Arc<Shared>,
+    rebuild_threshold: f64,
+}
+
+/// A read-only handle on an [`OrgIndex`]: cheap to clone, `Send + Sync`.
+/// Sees every mutation of the index as soon as the mutation returns.
+#[derive(Clone)]
+pub struct OrgSearcher {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for OrgIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrgIndex")
+            .field("dir", &self.dir)
+            .field("embedder_id", &self.embedder_id)
+            .field("dim", &self.shared.dim)
+            .field("chunks", &self.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for OrgSearcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrgSearcher").field("chunks", &self.len()).finish()
+    }
+}
+
+impl OrgIndex {
+    /// Opens the index in `dir` (creating `dir` if needed), or creates an
+    /// empty one when there is none, it is unreadable, it was built by
+    /// another embedder id or dimension, or by another layout version: the
+    /// old files (only this index's own: `manifest.json`, `vectors.bin`,
+    /// `bm25/`) are removed then, and [`OpenState::Reindex`] says why.
+    ///
+    /// Fails only on I/O errors creating the new index, or when another
+    /// writer holds the index (Tantivy's lock file).
+    pub fn open_or_create(dir: &Path, embedder_id: &str, dim: usize) -> Result<(OrgIndex, OpenState), IndexError> {
+        if dim == 0 {
+            return Err(IndexError::Dimension { expected: 1, got: 0 });
+        }
+        std::fs::create_dir_all(dir)?;
+        let reason = match std::fs::read(dir.join(MANIFEST)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if dir.join(BM25_DIR).exists() || dir.join(VECTORS).exists() {
+                    ReindexReason::Corrupt("manifest.json is missing".into())
+                } else {
+                    ReindexReason::Missing
+                }
+            }
+            Err(e) => ReindexReason::Corrupt(format!("manifest.json: {e}")),
+            Ok(bytes) => match serde_json::from_slice::<Manifest>(&bytes) {
+                Err(e) => ReindexReason::Corrupt(format!("manifest.json: {e}")),
+                Ok(m) if m.format != FORMAT => ReindexReason::FormatChanged { previous: m.format },
+                Ok(m) if m.embedder_id != embedder_id || m.dim != dim => ReindexReason::EmbedderChanged {
+                    previous: m.embedder_id,
+                    previous_dim: m.dim,
+                },
+                Ok(m) => match Self::load(dir, embedder_id, dim, &m) {
+                    Ok(Ok(index)) => {
+                        let chunks = index.len();
+                        return Ok((index, OpenState::Loaded { chunks }));
+                    }
+                    Ok(Err(reason)) => reason,
+                    Err(e) => return Err(e),
+                },
+            },
+        };
+        tracing::warn!(dir = %dir.display(), ?reason, "search index must be rebuilt");
+        for file in [MANIFEST, VECTORS, "vectors.bin.tmp", "manifest.json.tmp"] {
+            match std::fs::remove_file(dir.join(file)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        match std::fs::remove_dir_all(dir.join(BM25_DIR)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        std::fs::create_dir_all(dir.join(BM25_DIR))?;
+        let (schema, fields) = schema();
+        let index = Index::create_in_dir(dir.join(BM25_DIR), schema)?;
+        let mut this = Self::assemble(dir, embedder_id, index, fields, VectorStore::new(dim, 0), 0)?;
+        this.commit_bm25()?;
+        this.dirty = true;
+        this.persist()?;
+        Ok((this, OpenState::Reindex(reason)))
+    }
+
+    /// Reads an index whose manifest matched. `Ok(Err(_))` = rebuild it;
+    /// `Err(_)` = cannot proceed (e.g. locked by another writer).
+    fn load(dir: &Path, embedder_id: &str, dim: usize, m: &Manifest) -> Result<Result<OrgIndex, ReindexReason>, IndexError> {
+        let corrupt = |what: String| Ok(Err(ReindexReason::Corrupt(what)));
+        let index = match Index::open_in_dir(dir.join(BM25_DIR)) {
+            Ok(index) => index,
+            Err(e) => return corrupt(format!("bm25: {e}")),
+        };
+        let (expected_schema, fields) = schema();
+        if index.schema() != expected_schema {
+            return corrupt("bm25: unexpected schema".into());
+        }
+        let payload = match index.load_metas() {
+            Ok(metas) => metas.payload,
+            Err(e) => return corrupt(format!("bm25: {e}")),
+        };
+        if payload.as_deref() != Some(m.generation.to_string().as_str()) {
+            return corrupt(format!(
+                "bm25 is at generation {payload:?}, the manifest at {}",
+                m.generation
+            ));
+        }
+        let (store, generation) = match VectorStore::load(&dir.join(VECTORS), dim) {
+            Ok(loaded) => loaded,
+            Err(e) => return corrupt(e),
+        };
+        if generation != m.generation {
+            return corrupt(format!(
+                "vectors.bin is at generation {generation}, the manifest at {}",
+                m.generation
+            ));
+        }
+        let this = Self::assemble(dir, embedder_id, index, fields, store, m.generation)?;
+        let docs = this.shared.reader.searcher().num_docs() as usize;
+        if docs != this.len() {
+            return corrupt(format!("bm25 holds {docs} chunks, vectors.bin {}", this.len()));
+        }
+        Ok(Ok(this))
+    }
+
+    fn assemble(
+        dir: &Path,
+        embedder_id: &str,
+        index: Index,
+        fields: Fields,
+        store: VectorStore,
+        generation: u64,
+    ) -> Result<OrgIndex, IndexError> {
+        let writer: IndexWriter = index.writer_with_num_threads(1, WRITER_MEMORY)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(OrgIndex {
+            dir: dir.to_path_buf(),
+            embedder_id: embedder_id.to_owned(),
+            generation,
+            dirty: false,
+            writer,
+            shared: Arc::new(Shared {
+                index,
+                reader,
+                fields,
+                dim: store.dim(),
+                vectors: RwLock::new(store),
+            }),
+            rebuild_threshold: DEFAULT_REBUILD_THRESHOLD,
+        })
+    }
+
+    fn commit_bm25(&mut self) -> Result<(), IndexError> {
+        let next = self.generation + 1;
+        let mut prepared = self.writer.prepare_commit()?;
+        prepared.set_payload(&next.to_string());
+        prepared.commit()?;
+        self.generation = next;
+        self.dirty = true;
+        self.shared.reader.reload()?;
+        Ok(())
+    }
+
+    /// A read-only handle for concurrent searches.
+    pub fn searcher(&self) -> OrgSearcher {
+        OrgSearcher { shared: Arc::clone(&self.shared) }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The embedder id recorded in the manifest.
+    pub fn embedder_id(&self) -> &str {
+        &self.embedder_id
+    }
+
+    pub fn dim(&self) -> usize {
+        self.shared.dim
+    }
+
+    /// Number of chunks indexed (live, i.e. not deleted).
+    pub fn len(&self) -> usize {
+        self.shared.vectors.read().live()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds (or replaces, by `chunk_id`) chunks; searchable when this
+    /// returns. Checks every vector first: on a dimension or value error
+    /// nothing is added.
+    pub fn add(&mut self, items: &[IndexItem]) -> Result<(), IndexError> {
+        let dim = self.shared.dim;
+        // Last occurrence of a chunk id wins.
+        let mut last: HashMap<Uuid, usize> = HashMap::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if item.vector.len() != dim {
+                return Err(IndexError::Dimension { expected: dim, got: item.vector.len() });
+            }
+            last.insert(item.chunk_id, i);
+        }
+        let mut vectors: Vec<(usize, Vec<f32>)> = Vec::with_capacity(last.len());
+        for (i, item) in items.iter().enumerate() {
+            if last.get(&item.chunk_id) != Some(&i) {
+                continue;
+            }
+            let mut v = item.vector.clone();
+            if !crate::embed::l2_normalize(&mut v) {
+                return Err(IndexError::InvalidVector(item.chunk_id));
+            }
+            vectors.push((i, v));
+        }
+        if vectors.is_empty() {
+            return Ok(());
+        }
+        let f = self.shared.fields;
+        {
+            let store = self.shared.vectors.read();
+            for (i, _) in &vectors {
+                let item = &items[*i];
+                let id = item.chunk_id.to_string();
+                if store.contains_chunk(&item.chunk_id) {
+                    self.writer.delete_term(Term::from_field_text(f.chunk_id, &id));
+                }
+                let mut doc = TantivyDocument::new();
+                doc.add_text(f.chunk_id, &id);
+                doc.add_text(f.source_id, item.source_id.to_string());
+                doc.add_text(f.title, &item.title);
+                doc.add_text(f.heading, &item.heading);
+                doc.add_text(f.text, &item.text);
+                if let Some(page) = item.page {
+                    doc.add_u64(f.page, page);
+                }
+                if let Err(e) = self.writer.add_document(doc) {
+                    drop(store);
+                    self.writer.rollback()?;
+                    return Err(e.into());
+                }
+            }
+        }
+        if let Err(e) = self.commit_bm25() {
+            let _ = self.writer.rollback();
+            return Err(e);
+        }
+        {
+            let mut store = self.shared.vectors.write();
+            for (i, v) in &vectors {
+                let item = &items[*i];
+                store.push(
+                    Slot { chunk_id: item.chunk_id, source_id: item.source_id, page: item.page },
+                    v,
+                );
+            }
+        }
+        // The slow part (graph linking) under a read lock: searches go on,
+        // scanning the not-yet-linked slots exactly.
+        self.shared.vectors.read().index_pending();
+        self.shared.vectors.write().mark_indexed();
+        Ok(())
+    }
+
+    /// Removes every chunk of `source_id` from BM25 and vectors at once:
+    /// no search that starts after this returns sees any of them. Returns how
+    /// many chunks were removed.
+    pub fn delete_source(&mut self, source_id: Uuid) -> Result<usize, IndexError> {
+        let shared = Arc::clone(&self.shared);
+        // Held across the BM25 commit so that hybrid and vector searches see
+        // both halves change together.
+        let mut store = shared.vectors.write();
+        self.writer
+            .delete_term(Term::from_field_text(shared.fields.source_id, &source_id.to_string()));
+        if let Err(e) = self.commit_bm25() {
+            let _ = self.writer.rollback();
+            return Err(e);
+        }
+        Ok(store.delete_source(&source_id))
+    }
+
+    /// Dead (deleted or replaced) vectors still in the graph.
+    pub fn tombstones(&self) -> usize {
+        self.shared.vectors.read().dead()
+    }
+
+    /// Sets the dead share above which [`Self::needs_rebuild`] is true
+    /// (default [`DEFAULT_REBUILD_THRESHOLD`]).
+    pub fn set_rebuild_threshold(&mut self, share: f64) {
+        self.rebuild_threshold = share;
+    }
+
+    /// True when tombstones are more than the threshold share of the graph:
+    /// they slow searches down and hold memory; call [`Self::rebuild`].
+    pub fn needs_rebuild(&self) -> bool {
+        let store = self.shared.vectors.read();
+        store.slots() > 0 && store.dead() as f64 > self.rebuild_threshold * store.slots() as f64
+    }
+
+    /// Rebuilds the vector graph from the live vectors only (no re-embedding;
+    /// BM25 needs nothing: Tantivy purges deleted documents as it merges).
+    /// Searches go on against the old graph meanwhile.
+    pub fn rebuild(&mut self) -> Result<(), IndexError> {
+        let fresh = self.shared.vectors.read().compacted();
+        *self.shared.vectors.write() = fresh;
+        Ok(())
+    }
+
+    /// Makes the vectors durable (`vectors.bin`, then `manifest.json`, each
+    /// written to a temporary file and renamed). Does nothing when nothing
+    /// changed since the last call.
+    pub fn persist(&mut self) -> Result<(), IndexError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let chunks = {
+            let store = self.shared.vectors.read();
+            store.save(&self.dir.join(VECTORS), self.generation)?;
+            store.live()
+        };
+        let manifest = Manifest {
+            format: FORMAT,
+            embedder_id: self.embedder_id.clone(),
+            dim: self.shared.dim,
+            generation: self.generation,
+            chunks,
+        };
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| IndexError::Manifest(e.to_string()))?;
+        let tmp = self.dir.join("manifest.json.tmp");
+        {
+            let mut file = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.dir.join(MANIFEST))?;
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// See [`OrgSearcher::search_bm25`].
+    pub fn search_bm25(&self, query: &str, k: usize, filter: Option<&HashSet<Uuid>>) -> Result<Vec<Hit>, IndexError> {
+        self.shared.search_bm25(&self.shared.reader.searcher(), query, k, filter)
+    }
+
+    /// See [`OrgSearcher::search_vector`].
+    pub fn search_vector(&self, vector: &[f32], k: usize, filter: Option<&HashSet<Uuid>>) -> Result<Vec<Hit>, IndexError> {
+        self.searcher().search_vector(vector, k, filter)
+    }
+
+    /// See [`OrgSearcher::search_hybrid`].
+    pub fn search_hybrid(
+        &self,
+        query: &str,
+        vector: &[f32],
+        k: usize,
+        filter: Option<&HashSet<Uuid>>,
+    ) -> Result<Vec<Hit>, IndexError> {
+        self.searcher().search_hybrid(query, vector, k, filter)
+    }
+}
+
+impl OrgSearcher {
+    /// Number of chunks indexed.
+    pub fn len(&self) -> usize {
+        self.shared.vectors.read().live()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn dim(&self) -> usize {
+        self.shared.dim
+    }
+
+    /// BM25 over title, heading and text (English stemming), best first.
+    ///
+    /// `query` is plain user text, never query syntax: it is cut into words
+    /// by the same analyzer as the documents (up to [`MAX_QUERY_TERMS`]
+    /// distinct ones) and any word may match (OR), so no input is an error
+    /// (text without words gives no hits). `filter`, when given, keeps only
+    /// chunks of those sources (an empty set gives no hits).
+    pub fn search_bm25(&self, query: &str, k: usize, filter: Option<&HashSet<Uuid>>) -> Result<Vec<Hit>, IndexError> {
+        self.shared.search_bm25(&self.shared.reader.searcher(), query, k, filter)
+    }
+
+    /// The `k` chunks whose vectors are most similar (cosine) to `vector`,
+    /// best first, within `filter`'s sources when given. Returns
+    /// `min(k, chunks in scope)` hits (small scopes are scanned exactly).
+    pub fn search_vector(&self, vector: &[f32], k: usize, filter: Option<&HashSet<Uuid>>) -> Result<Vec<Hit>, IndexError> {
+        let q = self.shared.query_vector(vector)?;
+        let store = self.shared.vectors.read();
+        Ok(Shared::vector_hits(&store, &q, k, filter))
+    }
+
+    /// Exact (brute-force) nearest neighbours, for measuring the graph's recall.
+    pub fn search_vector_exact(&self, vector: &[f32], k: usize) -> Result<Vec<Hit>, IndexError> {
+        let q = self.shared.query_vector(vector)?;
+        let store = self.shared.vectors.read();
+        Ok(store
+            .exact_all(&q, k)
+            .into_iter()
+            .map(|(i, score)| slot_hit(store.slot(i), score))
+            .collect())
+    }
+
+    /// Reciprocal-rank fusion (k = 60) of [`Self::search_bm25`] and
+    /// [`Self::search_vector`], each fetched `max(50, 4k)` deep, on one
+    /// consistent snapshot of both halves. `query` and `vector` should be the
+    /// same text and its embedding.
+    pub fn search_hybrid(
+        &self,
+        query: &str,
+        vector: &[f32],
+        k: usize,
+        filter: Option<&HashSet<Uuid>>,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let q = self.shared.query_vector(vector)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let depth = (4 * k).max(50);
+        let store = self.shared.vectors.read();
+        let bm25 = self.shared.search_bm25(&self.shared.reader.searcher(), query, depth, filter)?;
+        let vec = Shared::vector_hits(&store, &q, depth, filter);
+        drop(store);
+        let mut meta: HashMap<Uuid, Hit> = HashMap::with_capacity(bm25.len() + vec.len());
+        for h in bm25.iter().chain(&vec) {
+            meta.entry(h.chunk_id).or_insert(*h);
+        }
+        let lists = [
+            bm25.iter().map(|h| h.chunk_id).collect::<Vec<_>>(),
+            vec.iter().map(|h| h.chunk_id).collect::<Vec<_>>(),
+        ];
+        Ok(reciprocal_rank_fusion(&lists)
+            .into_iter()
+            .take(k)
+            .filter_map(|(id, score)| meta.get(&id).map(|h| Hit { score, ..*h }))
+            .collect())
+    }
+}
+
+fn slot_hit(s: Slot, score: f32) -> Hit {
+    Hit { chunk_id: s.chunk_id, source_id: s.source_id, page: s.page, score }
+}
+
+impl Shared {
+    fn query_vector(&self, vector: &[f32]) -> Result<Vec<f32>, IndexError> {
+        if vector.len() != self.dim {
+            return Err(IndexError::Dimension { expected: self.dim, got: vector.len() });
+        }
+        let mut q = vector.to_vec();
+        if !crate::embed::l2_normalize(&mut q) {
+            return Err(IndexError::InvalidVector(Uuid::nil()));
+        }
+        Ok(q)
+    }
+
+    fn vector_hits(store: &VectorStore, q: &[f32], k: usize, filter: Option<&HashSet<Uuid>>) -> Vec<Hit> {
+        store
+            .search(q, k, filter)
+            .into_iter()
+            .map(|(i, score)| slot_hit(store.slot(i), score))
+            .collect()
+    }
+
+    /// The analyzed, de-duplicated words of `query`.
+    fn query_terms(&self, query: &str) -> Result<Vec<String>, IndexError> {
+        let mut analyzer = self.index.tokenizer_for_field(self.fields.text)?;
+        let mut stream = analyzer.token_stream(query);
+        let mut seen = HashSet::new();
+        let mut terms = Vec::new();
+        while stream.advance() {
+            let t = &stream.token().text;
+            if seen.insert(t.clone()) {
+                terms.push(t.clone());
+                if terms.len() == MAX_QUERY_TERMS {
+                    break;
+                }
+            }
+        }
+        Ok(terms)
+    }
+
+    fn search_bm25(
+        &self,
+        searcher: &tantivy::Searcher,
+        query: &str,
+        k: usize,
+        filter: Option<&HashSet<Uuid>>,
+    ) -> Result<Vec<Hit>, IndexError> {
+        if k == 0 || filter.is_some_and(HashSet::is_empty) {
+            return Ok(Vec::new());
+        }
+        let f = self.fields;
+        let terms = self.query_terms(query)?;
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(terms.len() * 3);
+        for t in &terms {
+            for field in [f.title, f.heading, f.text] {
+                should.push((
+                    Occur::Should,
+                    Box::new(TermQuery::new(Term::from_field_text(field, t), IndexRecordOption::WithFreqs)),
+                ));
+            }
+        }
+        let words: Box<dyn Query> = Box::new(BooleanQuery::new(should));
+        let query: Box<dyn Query> = match filter {
+            None => words,
+            Some(sources) => {
+                let set = TermSetQuery::new(
+                    sources.iter().map(|s| Term::from_field_text(f.source_id, &s.to_string())),
+                );
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Must, words),
+                    (Occur::Must, Box::new(ConstScoreQuery::new(Box::new(set), 0.0))),
+                ]))
+            }
+        };
+        let top = searcher.search(&query, &TopDocs::with_limit(k).order_by_score())?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            let uuid = |field: Field| {
+                doc.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| Uuid::parse_str(s).ok())
+            };
+            let (Some(chunk_id), Some(source_id)) = (uuid(f.chunk_id), uuid(f.source_id)) else {
+                continue;
+            };
+            let page = doc.get_first(f.page).and_then(|v| v.as_u64());
+            hits.push(Hit { chunk_id, source_id, page, score });
+        }
+        Ok(hits)
+    }
+}

@@ -1,0 +1,400 @@
+//! Identity storage: organisations, users, refresh tokens and one-time
+//! tokens. Every query that reads a tenant's rows filters on its
+//! organisation; lookups by a secret's hash are global by nature (the hash
+//! identifies the row) and the row's organisation is then used.
+
+use chrono::{DateTime, Utc};
+
+use crate::db::Db;
+use crate::error::StoreError;
+use crate::ids::{FamilyId, OrgId, TokenId, UserId};
+use crate::on_db;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrgRow {
+    pub id: OrgId,
+    pub name: String,
+    pub plan: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: UserId,
+    pub organization_id: OrgId,
+    pub email: String,
+    pub full_name: String,
+    pub role: String,
+    pub password_hash: String,
+    pub email_verified: bool,
+    pub token_version: i64,
+    pub failed_logins: i64,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+const USER_COLUMNS: &str = "id, organization_id, email, full_name, role, password_hash, \
+     email_verified, token_version, failed_logins, locked_until, created_at";
+
+pub struct NewUser<'a> {
+    pub id: UserId,
+    pub org: OrgId,
+    pub email: &'a str,
+    pub full_name: &'a str,
+    pub role: &'a str,
+    pub password_hash: &'a str,
+    pub email_verified: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// The INSERT of a user, for a pool or a transaction.
+macro_rules! insert_user_query {
+    ($user:expr) => {
+        sqlx::query(
+            "INSERT INTO users (id, organization_id, email, full_name, role, password_hash, \
+             email_verified, token_version, failed_logins, locked_until, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, NULL, $8, $8)",
+        )
+        .bind($user.id)
+        .bind($user.org)
+        .bind($user.email)
+        .bind($user.full_name)
+        .bind($user.role)
+        .bind($user.password_hash)
+        .bind($user.email_verified)
+        .bind($user.now)
+    };
+}
+
+/// Creates an organisation and its first user in one transaction.
+pub async fn create_org_with_user(db: &Db, org: &OrgRow, user: &NewUser<'_>) -> Result<(), StoreError> {
+    on_db!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        sqlx::query("INSERT INTO organizations (id, name, plan, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(org.id)
+            .bind(&org.name)
+            .bind(&org.plan)
+            .bind(org.created_at)
+            .execute(&mut *tx)
+            .await?;
+        insert_user_query!(user).execute(&mut *tx).await?;
+        tx.commit().await?;
+    });
+    Ok(())
+}
+
+pub async fn insert_user(db: &Db, user: &NewUser<'_>) -> Result<(), StoreError> {
+    on_db!(db, |pool| insert_user_query!(user).execute(pool).await.map(|_| ())?);
+    Ok(())
+}
+
+pub async fn org(db: &Db, id: OrgId) -> Result<Option<OrgRow>, StoreError> {
+    Ok(on_db!(db, |pool| sqlx::query_as(
+        "SELECT id, name, plan, created_at FROM organizations WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?))
+}
+
+pub async fn user_by_email(db: &Db, email: &str) -> Result<Option<UserRow>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(email)
+        .fetch_optional(pool)
+        .await?))
+}
+
+/// A user of `org` (none for a user of another organisation).
+pub async fn user_in_org(db: &Db, org: OrgId, id: UserId) -> Result<Option<UserRow>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND organization_id = $2");
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(id)
+        .bind(org)
+        .fetch_optional(pool)
+        .await?))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct AuthState {
+    pub organization_id: OrgId,
+    pub role: String,
+    pub token_version: i64,
+}
+
+/// What a token is checked against on every request.
+pub async fn auth_state(db: &Db, id: UserId) -> Result<Option<AuthState>, StoreError> {
+    Ok(on_db!(db, |pool| sqlx::query_as(
+        "SELECT organization_id, role, token_version FROM users WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?))
+}
+
+/// Counts a failed login; locks the account when the count reaches
+/// `threshold`. Returns the new count and lock.
+pub async fn record_failed_login(
+    db: &Db,
+    id: UserId,
+    threshold: u32,
+    lock_until: DateTime<Utc>,
+) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+    let row: (i64, Option<DateTime<Utc>>) = on_db!(db, |pool| sqlx::query_as(
+        "UPDATE users SET failed_logins = failed_logins + 1, \
+         locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END \
+         WHERE id = $1 RETURNING failed_logins, locked_until"
+    )
+    .bind(id)
+    .bind(i64::from(threshold))
+    .bind(lock_until)
+    .fetch_one(pool)
+    .await?);
+    Ok(row)
+}
+
+pub async fn clear_failed_logins(db: &Db, id: UserId) -> Result<(), StoreError> {
+    on_db!(db, |pool| sqlx::query(
+        "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1"
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+/// Revokes every access token of the user at once.
+pub async fn bump_token_version(db: &Db, id: UserId) -> Result<(), StoreError> {
+    on_db!(db, |pool| sqlx::query(
+        "UPDATE users SET token_version = token_version + 1, updated_at = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(Utc::now())
+    .execute(pool)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+pub async fn set_password(db: &Db, id: UserId, hash: &str) -> Result<(), StoreError> {
+    on_db!(db, |pool| sqlx::query(
+        "UPDATE users SET password_hash = $2, token_version = token_version + 1, \
+         failed_logins = 0, locked_until = NULL, email_verified = TRUE, updated_at = $3 \
+         WHERE id = $1"
+    )
+    .bind(id)
+    .bind(hash)
+    .bind(Utc::now())
+    .execute(pool)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+pub async fn set_email_verified(db: &Db, id: UserId) -> Result<(), StoreError> {
+    on_db!(db, |pool| sqlx::query(
+        "UPDATE users SET email_verified = TRUE, updated_at = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(Utc::now())
+    .execute(pool)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+// ---- refresh tokens ------------------------------------------------------
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct RefreshRow {
+    pub id: TokenId,
+    pub organization_id: OrgId,
+    pub user_id: UserId,
+    pub family_id: FamilyId,
+    pub used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+}
+
+pub async fn insert_refresh(
+    db: &Db,
+    org: OrgId,
+    user: UserId,
+    family: FamilyId,
+    hash: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    on_db!(db, |pool| sqlx::query(
+        "INSERT INTO refresh_tokens (id, organization_id, user_id, family_id, token_hash, \
+         used_at, revoked_at, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6, $7)"
+    )
+    .bind(TokenId::new())
+    .bind(org)
+    .bind(user)
+    .bind(family)
+    .bind(hash)
+    .bind(expires_at)
+    .bind(Utc::now())
+    .execute(pool)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+pub async fn refresh_by_hash(db: &Db, hash: &str) -> Result<Option<RefreshRow>, StoreError> {
+    Ok(on_db!(db, |pool| sqlx::query_as(
+        "SELECT id, organization_id, user_id, family_id, used_at, revoked_at, expires_at \
+         FROM refresh_tokens WHERE token_hash = $1"
+    )
+    .bind(hash)
+    .fetch_optional(pool)
+    .await?))
+}
+
+/// Marks a refresh token used, atomically: `false` when another request
+/// used (or revoked) it first.
+pub async fn claim_refresh(db: &Db, id: TokenId) -> Result<bool, StoreError> {
+    let done = on_db!(db, |pool| sqlx::query(
+        "UPDATE refresh_tokens SET used_at = $2 \
+         WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL"
+    )
+    .bind(id)
+    .bind(Utc::now())
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(done == 1)
+}
+
+pub async fn revoke_family(db: &Db, family: FamilyId) -> Result<(), StoreError> {
+    on_db!(db, |pool| sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL"
+    )
+    .bind(family)
+    .bind(Utc::now())
+    .execute(pool)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+pub async fn revoke_all_refresh(db: &Db, user: UserId) -> Result<(), StoreError> {
+    on_db!(db, |pool| sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
+    )
+    .bind(user)
+    .bind(Utc::now())
+    .execute(pool)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+// ---- one-time tokens -----------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OneTimeKind {
+    VerifyEmail,
+    PasswordReset,
+    Invitation,
+}
+
+impl OneTimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VerifyEmail => "verify_email",
+            Self::PasswordReset => "password_reset",
+            Self::Invitation => "invitation",
+        }
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct OneTimeRow {
+    pub id: TokenId,
+    pub organization_id: OrgId,
+    pub user_id: Option<UserId>,
+    pub email: String,
+    pub role: Option<String>,
+    pub created_by: Option<UserId>,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+pub struct NewOneTime<'a> {
+    pub id: TokenId,
+    pub org: OrgId,
+    pub user: Option<UserId>,
+    pub kind: OneTimeKind,
+    pub hash: &'a str,
+    pub email: &'a str,
+    pub role: Option<&'a str>,
+    pub created_by: Option<UserId>,
+    pub expires_at: DateTime<Utc>,
+}
+
+pub async fn insert_one_time(db: &Db, t: &NewOneTime<'_>) -> Result<(), StoreError> {
+    on_db!(db, |pool| sqlx::query(
+        "INSERT INTO one_time_tokens (id, organization_id, user_id, kind, token_hash, email, role, \
+         created_by, expires_at, used_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)"
+    )
+    .bind(t.id)
+    .bind(t.org)
+    .bind(t.user)
+    .bind(t.kind.as_str())
+    .bind(t.hash)
+    .bind(t.email)
+    .bind(t.role)
+    .bind(t.created_by)
+    .bind(t.expires_at)
+    .bind(Utc::now())
+    .execute(pool)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+pub async fn one_time_by_hash(
+    db: &Db,
+    kind: OneTimeKind,
+    hash: &str,
+) -> Result<Option<OneTimeRow>, StoreError> {
+    Ok(on_db!(db, |pool| sqlx::query_as(
+        "SELECT id, organization_id, user_id, email, role, created_by, expires_at, used_at \
+         FROM one_time_tokens WHERE token_hash = $1 AND kind = $2"
+    )
+    .bind(hash)
+    .bind(kind.as_str())
+    .fetch_optional(pool)
+    .await?))
+}
+
+/// Uses a one-time token, atomically: `false` if it was already used.
+pub async fn claim_one_time(db: &Db, id: TokenId) -> Result<bool, StoreError> {
+    let done = on_db!(db, |pool| sqlx::query(
+        "UPDATE one_time_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL"
+    )
+    .bind(id)
+    .bind(Utc::now())
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(done == 1)
+}
+
+/// Unused tokens of one kind for a user stop working when a new one is sent
+/// or one is used.
+pub async fn expire_one_time_for_user(db: &Db, user: UserId, kind: OneTimeKind) -> Result<(), StoreError> {
+    on_db!(db, |pool| sqlx::query(
+        "UPDATE one_time_tokens SET used_at = $3 WHERE user_id = $1 AND kind = $2 AND used_at IS NULL"
+    )
+    .bind(user)
+    .bind(kind.as_str())
+    .bind(Utc::now())
+    .execute(pool)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
