@@ -38,18 +38,27 @@ fn build_message(from: &Mailbox, mail: &Mail) -> anyhow::Result<Message> {
         .from(from.clone())
         .to(to)
         .subject(mail.subject.clone())
-        .header(ContentType::TEXT_PLAIN)
-        // 7bit when the text allows it, so links stay unbroken in the file
-        // (quoted-printable would fold long lines).
         .singlepart(
             SinglePart::builder()
                 .header(ContentType::TEXT_PLAIN)
-                .body(
-                    Body::new_with_encoding(mail.body.clone(), ContentTransferEncoding::SevenBit)
-                        .unwrap_or_else(Body::new),
-                ),
+                .body(plain_body(&mail.body)),
         )
         .context("building the message")
+}
+
+/// ASCII text with CRLF line ends and lines under 998 octets is valid 7bit
+/// as it stands (RFC 5322): sending it so keeps links whole, where lettre's
+/// automatic choice would fold lines over 76 columns with quoted-printable.
+fn plain_body(text: &str) -> Body {
+    let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
+    let fits_7bit = crlf.is_ascii()
+        && !crlf.contains('\0')
+        && crlf.split("\r\n").all(|line| line.len() < 998 && !line.contains('\r'));
+    if fits_7bit {
+        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::SevenBit)
+    } else {
+        Body::new(text.to_owned())
+    }
 }
 
 /// Writes each message to `<dir>/<time>-<id>.eml`.

@@ -20,7 +20,11 @@ pub(crate) fn srt(src: &str) -> Result<Document, ParseError> {
         match timing {
             Some(t) => {
                 if let Some((start, end)) = parse_timing(block[t]) {
-                    let text = block[t + 1..].iter().map(|l| strip_srt_tags(l)).collect::<Vec<_>>().join(" ");
+                    let text = block[t + 1..]
+                        .iter()
+                        .map(|l| strip_srt_tags(l))
+                        .collect::<Vec<_>>()
+                        .join(" ");
                     cues.push((start, end, text));
                 }
             }
@@ -43,7 +47,11 @@ pub(crate) fn vtt(src: &str) -> Result<Document, ParseError> {
     let mut iter = all.into_iter();
     match iter.next() {
         Some(header) if header.first().is_some_and(|l| l.starts_with("WEBVTT")) => {}
-        _ => return Err(ParseError::Malformed("a WebVTT file must start with WEBVTT".into())),
+        _ => {
+            return Err(ParseError::Malformed(
+                "a WebVTT file must start with WEBVTT".into(),
+            ));
+        }
     }
     let mut cues = Vec::new();
     for block in iter {
@@ -58,7 +66,11 @@ pub(crate) fn vtt(src: &str) -> Result<Document, ParseError> {
             continue;
         };
         if let Some((start, end)) = parse_timing(block[t]) {
-            let text = block[t + 1..].iter().map(|l| strip_vtt_tags(l)).collect::<Vec<_>>().join(" ");
+            let text = block[t + 1..]
+                .iter()
+                .map(|l| strip_vtt_tags(l))
+                .collect::<Vec<_>>()
+                .join(" ");
             cues.push((start, end, text));
         }
     }
@@ -107,10 +119,16 @@ fn build(cues: Vec<(u64, u64, String)>) -> Result<Document, ParseError> {
         });
     }
     if sections.is_empty() {
-        return Err(ParseError::Malformed("no captions with timestamps were found".into()));
+        return Err(ParseError::Malformed(
+            "no captions with timestamps were found".into(),
+        ));
     }
     let page_count = sections.iter().map(|s| s.page).max().unwrap_or(1);
-    Ok(Document { sections, page_count, title: None })
+    Ok(Document {
+        sections,
+        page_count,
+        title: None,
+    })
 }
 
 /// `page = minute index + 1`.
@@ -137,7 +155,13 @@ pub(crate) fn parse_ts(s: &str) -> Option<u64> {
     let parts: Vec<&str> = hms.split(':').collect();
     let nums: Option<Vec<u64>> = parts
         .iter()
-        .map(|p| if !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()) { p.parse().ok() } else { None })
+        .map(|p| {
+            if !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()) {
+                p.parse().ok()
+            } else {
+                None
+            }
+        })
         .collect();
     let nums = nums?;
     let (h, m, sec) = match nums.as_slice() {
@@ -182,7 +206,10 @@ fn strip_vtt_tags(l: &str) -> String {
             break;
         };
         let tag = &after[..q];
-        if let Some(voice) = tag.strip_prefix("v ").or_else(|| tag.strip_prefix("v.").and_then(|t| t.split_once(' ').map(|x| x.1))) {
+        if let Some(voice) = tag.strip_prefix("v ").or_else(|| {
+            tag.strip_prefix("v.")
+                .and_then(|t| t.split_once(' ').map(|x| x.1))
+        }) {
             let voice = voice.trim();
             if !voice.is_empty() {
                 out.push_str(voice);
@@ -215,7 +242,10 @@ mod tests {
         let d = srt(s).unwrap_or_default();
         assert_eq!(d.sections.len(), 2);
         assert_eq!(d.sections[0].text, "Hello class, today: waves.");
-        assert_eq!((d.sections[0].start_ms, d.sections[0].end_ms), (Some(1000), Some(4000)));
+        assert_eq!(
+            (d.sections[0].start_ms, d.sections[0].end_ms),
+            (Some(1000), Some(4000))
+        );
         assert_eq!(d.sections[1].page, 2);
         assert_eq!(d.sections[1].end_ms, Some(68_000));
         assert_eq!(d.page_count, 2);

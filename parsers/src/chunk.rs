@@ -37,7 +37,11 @@ pub struct ChunkConfig {
 
 impl Default for ChunkConfig {
     fn default() -> Self {
-        ChunkConfig { target_tokens: 300, max_tokens: 400, overlap_tokens: 50 }
+        ChunkConfig {
+            target_tokens: 300,
+            max_tokens: 400,
+            overlap_tokens: 50,
+        }
     }
 }
 
@@ -102,7 +106,12 @@ pub fn chunk(doc: &Document, cfg: &ChunkConfig) -> Vec<Chunk> {
             end_ms: section.end_ms,
             caption: section.start_ms.is_some(),
         };
-        for para in section.text.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
+        for para in section
+            .text
+            .split("\n\n")
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             b.paragraph(para, meta);
         }
     }
@@ -137,11 +146,22 @@ struct Piece<'a> {
 impl<'a> Piece<'a> {
     fn new(text: &'a str, meta: Meta<'a>, para_start: bool) -> Self {
         let (words, chars) = counts(text);
-        Piece { text, words, chars, meta, para_start, overlap: false }
+        Piece {
+            text,
+            words,
+            chars,
+            meta,
+            para_start,
+            overlap: false,
+        }
     }
 
     fn separator(&self) -> &'static str {
-        if self.para_start && !self.meta.caption { "\n\n" } else { " " }
+        if self.para_start && !self.meta.caption {
+            "\n\n"
+        } else {
+            " "
+        }
     }
 }
 
@@ -173,12 +193,20 @@ impl<'a> Builder<'a> {
     }
 
     fn tokens_with(&self, p: &Piece<'_>) -> usize {
-        let sep = if self.cur.is_empty() { 0 } else { p.separator().len() };
+        let sep = if self.cur.is_empty() {
+            0
+        } else {
+            p.separator().len()
+        };
         tokens(self.words + p.words, self.chars + sep + p.chars)
     }
 
     fn push(&mut self, p: Piece<'a>) {
-        let sep = if self.cur.is_empty() { 0 } else { p.separator().len() };
+        let sep = if self.cur.is_empty() {
+            0
+        } else {
+            p.separator().len()
+        };
         self.words += p.words;
         self.chars += sep + p.chars;
         if !p.overlap {
@@ -206,9 +234,11 @@ impl<'a> Builder<'a> {
 
     fn paragraph(&mut self, text: &'a str, meta: Meta<'a>) {
         if let (Some(first), Some(last)) = (self.cur.first(), self.cur.last()) {
-            if first.meta.path.first() != meta.path.first() {
-                self.flush(false);
-            } else if last.meta.path != meta.path && self.new_tokens() >= self.target / 2 {
+            // Never across a top-level heading; across a lower one only
+            // while the chunk is still small.
+            let top_changed = first.meta.path.first() != meta.path.first();
+            let sub_changed = last.meta.path != meta.path;
+            if top_changed || (sub_changed && self.new_tokens() >= self.target / 2) {
                 self.flush(false);
             }
         }
@@ -234,7 +264,9 @@ impl<'a> Builder<'a> {
             for part in split_long(s, self.target, self.max) {
                 let p = Piece::new(part, meta, first);
                 first = false;
-                if self.has_new() && (self.tokens() >= self.target || self.tokens_with(&p) > self.max) {
+                if self.has_new()
+                    && (self.tokens() >= self.target || self.tokens_with(&p) > self.max)
+                {
                     self.flush(true);
                 }
                 self.add(p);
@@ -257,10 +289,20 @@ impl<'a> Builder<'a> {
             text.push_str(p.text);
         }
         let page = self.cur.iter().map(|p| p.meta.page).next().unwrap_or(1);
-        let page_end = self.cur.iter().map(|p| p.meta.page).max().unwrap_or(page).max(page);
+        let page_end = self
+            .cur
+            .iter()
+            .map(|p| p.meta.page)
+            .max()
+            .unwrap_or(page)
+            .max(page);
         let mut heading_path: Vec<String> = self.cur[0].meta.path.to_vec();
         for p in &self.cur[1..] {
-            let common = heading_path.iter().zip(p.meta.path).take_while(|(a, b)| a == b).count();
+            let common = heading_path
+                .iter()
+                .zip(p.meta.path)
+                .take_while(|(a, b)| a == b)
+                .count();
             heading_path.truncate(common);
         }
         let token_estimate = u32::try_from(estimate_tokens(&text)).unwrap_or(u32::MAX);
@@ -274,7 +316,11 @@ impl<'a> Builder<'a> {
             start_ms: self.cur.iter().find_map(|p| p.meta.start_ms),
             end_ms: self.cur.iter().rev().find_map(|p| p.meta.end_ms),
         });
-        let carried = if carry && self.overlap > 0 { self.overlap_pieces() } else { Vec::new() };
+        let carried = if carry && self.overlap > 0 {
+            self.overlap_pieces()
+        } else {
+            Vec::new()
+        };
         self.clear();
         for p in carried {
             self.push(p);
@@ -318,7 +364,10 @@ impl<'a> Builder<'a> {
 /// The longest suffix of `text`, starting at a word, within `budget` tokens.
 fn word_tail(text: &str, budget: usize) -> &str {
     let base = text.as_ptr() as usize;
-    let starts: Vec<usize> = text.split_whitespace().map(|w| w.as_ptr() as usize - base).collect();
+    let starts: Vec<usize> = text
+        .split_whitespace()
+        .map(|w| w.as_ptr() as usize - base)
+        .collect();
     let mut best = text.len();
     for &start in starts.iter().rev() {
         if estimate_tokens(&text[start..]) > budget {
@@ -346,7 +395,8 @@ pub(crate) fn split_sentences(text: &str) -> Vec<&str> {
             start = end;
         } else if matches!(c, '.' | '!' | '?' | '…') {
             let mut j = i + 1;
-            while j < chars.len() && matches!(chars[j].1, '"' | '\'' | ')' | ']' | '”' | '’' | '»') {
+            while j < chars.len() && matches!(chars[j].1, '"' | '\'' | ')' | ']' | '”' | '’' | '»')
+            {
                 j += 1;
             }
             if j < chars.len() && chars[j].1.is_whitespace() {
@@ -408,7 +458,9 @@ fn split_long(s: &str, target: usize, max: usize) -> Vec<&str> {
     if let Some(gs) = group_start {
         out.push(&s[gs..group_end]);
     }
-    out.into_iter().flat_map(|part| split_words(part.trim(), target, max)).collect()
+    out.into_iter()
+        .flat_map(|part| split_words(part.trim(), target, max))
+        .collect()
 }
 
 fn split_words(s: &str, target: usize, max: usize) -> Vec<&str> {
@@ -495,7 +547,10 @@ mod tests {
     #[test]
     fn estimates() {
         assert_eq!(estimate_tokens(""), 0);
-        assert_eq!(estimate_tokens("one two three four five six seven eight nine ten"), 13);
+        assert_eq!(
+            estimate_tokens("one two three four five six seven eight nine ten"),
+            13
+        );
         assert_eq!(estimate_tokens(&"x".repeat(400)), 100);
     }
 
@@ -503,7 +558,13 @@ mod tests {
     fn sentences() {
         assert_eq!(
             split_sentences("It swings at 2.3 Hz. Why? See e.g. the book.\n“Yes.” Next"),
-            ["It swings at 2.3 Hz.", "Why?", "See e.g. the book.", "“Yes.”", "Next"]
+            [
+                "It swings at 2.3 Hz.",
+                "Why?",
+                "See e.g. the book.",
+                "“Yes.”",
+                "Next"
+            ]
         );
         assert_eq!(split_sentences("一。二。"), ["一。", "二。"]);
     }
@@ -511,7 +572,11 @@ mod tests {
     #[test]
     fn long_blobs_are_bounded() {
         let blob = "y".repeat(10_000);
-        let doc = Document { sections: vec![section(1, &[], &blob)], page_count: 1, title: None };
+        let doc = Document {
+            sections: vec![section(1, &[], &blob)],
+            page_count: 1,
+            title: None,
+        };
         let chunks = chunk(&doc, &ChunkConfig::default());
         assert!(chunks.iter().all(|c| c.token_estimate <= 400));
         assert!(chunks.iter().map(|c| c.text.len()).sum::<usize>() >= 10_000);

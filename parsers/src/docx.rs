@@ -19,7 +19,9 @@ const MAIN_PART: &str = "word/document.xml";
 pub(crate) fn extract(path: &Path, limits: &ExtractLimits) -> Result<Document, ParseError> {
     let mut zip = SafeZip::open(path, limits)?;
     if !zip.contains(MAIN_PART) {
-        return Err(ParseError::Malformed("it has no word/document.xml part".into()));
+        return Err(ParseError::Malformed(
+            "it has no word/document.xml part".into(),
+        ));
     }
     let styles = read_styles(&mut zip)?;
     let core = core_title(&mut zip)?;
@@ -89,13 +91,19 @@ fn read_styles(zip: &mut SafeZip) -> Result<HashMap<String, StyleRole>, ParseErr
 
 /// `heading 2`, `Heading2`, `Title` → role.
 fn role_from_name(name: &str) -> Option<StyleRole> {
-    let compact: String = name.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+    let compact: String = name
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
     if compact == "title" {
         return Some(StyleRole::Title);
     }
     let digits = compact.strip_prefix("heading")?;
     let level: u8 = digits.parse().ok()?;
-    (1..=9).contains(&level).then_some(StyleRole::Heading(level))
+    (1..=9)
+        .contains(&level)
+        .then_some(StyleRole::Heading(level))
 }
 
 /// `w:outlineLvl` is 0-based; 9 means body text.
@@ -254,9 +262,23 @@ fn parse_body(xml: &mut Xml<'_>, styles: &HashMap<String, StyleRole>) -> Result<
                         tb.cell.clear();
                     }
                 }
-                other => empty_like(other, &t, &mut st, &mut paras, run_depth, !tables.is_empty()),
+                other => empty_like(
+                    other,
+                    &t,
+                    &mut st,
+                    &mut paras,
+                    run_depth,
+                    !tables.is_empty(),
+                ),
             },
-            Ev::Empty(t) => empty_like(&t.name, &t, &mut st, &mut paras, run_depth, !tables.is_empty()),
+            Ev::Empty(t) => empty_like(
+                &t.name,
+                &t,
+                &mut st,
+                &mut paras,
+                run_depth,
+                !tables.is_empty(),
+            ),
             Ev::Text(s) => {
                 if in_t && let Some(p) = paras.last_mut() {
                     p.text.push_str(&s);
@@ -355,10 +377,8 @@ fn empty_like(
                 p.outline = t.attr("val").and_then(outline_level);
             }
         }
-        "pageBreakBefore" => {
-            if !matches!(t.attr("val"), Some("0" | "false" | "off")) {
-                page_break_in_para(st, paras, in_table);
-            }
+        "pageBreakBefore" if !matches!(t.attr("val"), Some("0" | "false" | "off")) => {
+            page_break_in_para(st, paras, in_table);
         }
         "lastRenderedPageBreak" => page_break_in_para(st, paras, in_table),
         // Tabs and breaks only count inside runs: `w:tabs/w:tab` in the

@@ -14,9 +14,41 @@ const DROPPED: &[&str] = &["script", "style", "noscript", "template"];
 
 /// Elements that start/end a paragraph.
 const BLOCKS: &[&str] = &[
-    "address", "article", "aside", "blockquote", "body", "br", "caption", "center", "dd", "details", "dialog", "dir",
-    "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "header", "hgroup", "hr", "html", "li",
-    "main", "menu", "nav", "ol", "p", "pre", "section", "summary", "table", "ul",
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "body",
+    "br",
+    "caption",
+    "center",
+    "dd",
+    "details",
+    "dialog",
+    "dir",
+    "div",
+    "dl",
+    "dt",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "header",
+    "hgroup",
+    "hr",
+    "html",
+    "li",
+    "main",
+    "menu",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "summary",
+    "table",
+    "ul",
 ];
 
 pub(crate) fn extract(src: &str) -> Document {
@@ -31,8 +63,8 @@ pub(crate) fn extract(src: &str) -> Document {
             continue;
         }
         let rest = &src[i..];
-        if rest.starts_with("<!--") {
-            i = rest[4..].find("-->").map_or(src.len(), |p| i + 4 + p + 3);
+        if let Some(comment) = rest.strip_prefix("<!--") {
+            i = comment.find("-->").map_or(src.len(), |p| i + 4 + p + 3);
             continue;
         }
         if rest.starts_with("<![CDATA[") {
@@ -107,14 +139,24 @@ fn parse_tag(s: &str) -> Option<Tag> {
             (None, b'"' | b'\'') => quote = Some(b[i]),
             (None, b'>') => {
                 let self_closing = i > 0 && b[i - 1] == b'/';
-                return Some(Tag { name, closing, self_closing, len: i + 1 });
+                return Some(Tag {
+                    name,
+                    closing,
+                    self_closing,
+                    len: i + 1,
+                });
             }
             (None, _) => {}
         }
         i += 1;
     }
     // Unterminated tag at the end of the file: swallow it.
-    Some(Tag { name, closing, self_closing: false, len: b.len() })
+    Some(Tag {
+        name,
+        closing,
+        self_closing: false,
+        len: b.len(),
+    })
 }
 
 /// Case-insensitive ASCII find.
@@ -236,7 +278,10 @@ impl Builder {
     }
 
     fn title(&mut self, raw: &str) {
-        let t = decode_entities(raw).split_whitespace().collect::<Vec<_>>().join(" ");
+        let t = decode_entities(raw)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         if self.title.is_none() && !t.is_empty() {
             self.title = Some(t);
         }
@@ -262,9 +307,15 @@ impl Builder {
         }
         self.flush();
         let title = self.title.or_else(|| {
-            self.sections.iter().find_map(|s| s.heading_path.first().cloned())
+            self.sections
+                .iter()
+                .find_map(|s| s.heading_path.first().cloned())
         });
-        Document { sections: self.sections, page_count: 1, title }
+        Document {
+            sections: self.sections,
+            page_count: 1,
+            title,
+        }
     }
 }
 
@@ -290,7 +341,11 @@ pub(crate) fn decode_entities(s: &str) -> String {
         rest = &rest[p..];
         // Look for `;` within a short window; HTML also allows some legacy
         // references without it, which we leave alone.
-        let window = rest.char_indices().take(33).find(|(_, c)| *c == ';').map(|(i, _)| i);
+        let window = rest
+            .char_indices()
+            .take(33)
+            .find(|(_, c)| *c == ';')
+            .map(|(i, _)| i);
         let decoded = window.and_then(|semi| {
             let name = &rest[1..semi];
             decode_one(name).map(|c| (c, semi + 1))
@@ -317,7 +372,9 @@ fn decode_one(name: &str) -> Option<String> {
             None => num.parse::<u32>().ok()?,
         };
         // NUL and surrogates map to U+FFFD as in browsers.
-        let c = char::from_u32(code).filter(|c| *c != '\0').unwrap_or('\u{FFFD}');
+        let c = char::from_u32(code)
+            .filter(|c| *c != '\0')
+            .unwrap_or('\u{FFFD}');
         return Some(c.to_string());
     }
     let c = match name {
@@ -449,21 +506,42 @@ mod tests {
             assert!(!all.contains(bad), "{bad:?} leaked into {all:?}");
         }
         assert!(all.contains("A wave carries energy — not matter."), "{all}");
-        assert!(all.contains("longitudinal wave at 343 m/s ≈ fast."), "{all}");
+        assert!(
+            all.contains("longitudinal wave at 343 m/s ≈ fast."),
+            "{all}"
+        );
         assert!(all.contains("Medium | Speed\nAir | 343"), "{all}");
         assert!(all.contains("1 < 2 and broken link"), "{all}");
-        let sound = d.sections.iter().find(|s| s.text.contains("longitudinal")).map(|s| s.heading_path.clone());
+        let sound = d
+            .sections
+            .iter()
+            .find(|s| s.text.contains("longitudinal"))
+            .map(|s| s.heading_path.clone());
         assert_eq!(sound, Some(vec!["Waves".to_string(), "Sound".to_string()]));
     }
 
     #[test]
     fn entities() {
-        assert_eq!(decode_entities("a &amp;&lt; &#65;&#x42; &bogus; & x &#0;"), "a &< AB &bogus; & x \u{FFFD}");
+        assert_eq!(
+            decode_entities("a &amp;&lt; &#65;&#x42; &bogus; & x &#0;"),
+            "a &< AB &bogus; & x \u{FFFD}"
+        );
     }
 
     #[test]
     fn unterminated_things_do_not_panic() {
-        for s in ["<", "<p", "<!--", "<script>x", "<![CDATA[x", "&", "&#x;", "<h1>x", "</", "<a href='"] {
+        for s in [
+            "<",
+            "<p",
+            "<!--",
+            "<script>x",
+            "<![CDATA[x",
+            "&",
+            "&#x;",
+            "<h1>x",
+            "</",
+            "<a href='",
+        ] {
             let _ = extract(s);
         }
     }

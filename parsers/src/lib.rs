@@ -107,7 +107,8 @@ impl MediaKind {
     /// True for every kind this crate can turn into text ([`extract`] or, for
     /// PDF, [`extract_pdf_in_child`]).
     pub fn is_document(&self) -> bool {
-        matches!(self, MediaKind::Pdf | MediaKind::Docx | MediaKind::Pptx) || self.is_text_document()
+        matches!(self, MediaKind::Pdf | MediaKind::Docx | MediaKind::Pptx)
+            || self.is_text_document()
     }
 
     /// True for audio and video, which need a transcription provider first.
@@ -228,7 +229,9 @@ pub enum ParseError {
     #[error("This file is too large to process: {0}.")]
     TooLarge(String),
     /// Damaged, truncated, or not really the kind it claims to be.
-    #[error("This file could not be read; it seems damaged or is not really what it claims to be ({0}).")]
+    #[error(
+        "This file could not be read; it seems damaged or is not really what it claims to be ({0})."
+    )]
     Malformed(String),
     /// Extraction took longer than the allowed wall-clock time.
     #[error("Reading this file took too long. Please try again later.")]
@@ -262,7 +265,9 @@ fn unsupported_hint(kind: MediaKind) -> &'static str {
         MediaKind::Audio | MediaKind::Video => {
             "recordings need a transcription service, which is not configured on this server"
         }
-        _ => "please upload a PDF, Word (.docx), PowerPoint (.pptx), text, Markdown, HTML or captions (.srt/.vtt) file",
+        _ => {
+            "please upload a PDF, Word (.docx), PowerPoint (.pptx), text, Markdown, HTML or captions (.srt/.vtt) file"
+        }
     }
 }
 
@@ -303,7 +308,11 @@ impl Default for ExtractLimits {
 /// PDF returns [`ParseError::PdfNeedsChildProcess`] (use
 /// [`extract_pdf_in_child`]); audio, video and unknown kinds return
 /// [`ParseError::Unsupported`]. Never panics on hostile input.
-pub fn extract(kind: MediaKind, path: &Path, limits: &ExtractLimits) -> Result<Document, ParseError> {
+pub fn extract(
+    kind: MediaKind,
+    path: &Path,
+    limits: &ExtractLimits,
+) -> Result<Document, ParseError> {
     let doc = match kind {
         MediaKind::Pdf => return Err(ParseError::PdfNeedsChildProcess),
         MediaKind::Docx => docx::extract(path, limits)?,
@@ -390,6 +399,9 @@ mod tests {
         assert!(!MediaKind::Pdf.is_text_document());
         assert!(MediaKind::Pdf.is_document());
         assert!(MediaKind::Video.is_media());
-        assert_eq!(MediaKind::Docx.mime(), "application/vnd.openxmlformats-officedocument.wordprocessingml.document");
+        assert_eq!(
+            MediaKind::Docx.mime(),
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+        );
     }
 }

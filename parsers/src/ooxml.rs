@@ -107,8 +107,14 @@ impl<'r> Xml<'r> {
             self.buf.clear();
             let ev = match self.reader.read_event_into(&mut self.buf) {
                 Ok(ev) => ev,
-                Err(quick_xml::Error::Io(e)) => return Err(read_error(std::io::Error::new(e.kind(), e.to_string()))),
-                Err(e) => return Err(ParseError::Malformed(format!("damaged XML inside the file: {e}"))),
+                Err(quick_xml::Error::Io(e)) => {
+                    return Err(read_error(std::io::Error::new(e.kind(), e.to_string())));
+                }
+                Err(e) => {
+                    return Err(ParseError::Malformed(format!(
+                        "damaged XML inside the file: {e}"
+                    )));
+                }
             };
             return Ok(Some(match ev {
                 Event::Start(e) => Ev::Start(tag(&e)),
@@ -191,5 +197,9 @@ pub(crate) fn squash(s: &str) -> String {
 /// Squashes each line of a paragraph and drops empty lines, keeping the
 /// explicit line breaks (`w:br`, `a:br`) an author typed.
 pub(crate) fn clean_para(s: &str) -> String {
-    s.lines().map(squash).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(squash)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

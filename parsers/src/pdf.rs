@@ -16,8 +16,9 @@
 //!
 //! Exit codes of the child: 0 success, 2 cannot read the input file,
 //! 3 cannot set limits, 4 not a readable PDF (or the parser panicked),
-//! 5 password-protected. Deaths by signal (CPU limit, out of memory) are
-//! reported as [`ParseError::TooLarge`].
+//! 5 password-protected, 6 the file alone exceeds the memory limit. Deaths
+//! by signal (CPU limit, allocation failure) are reported as
+//! [`ParseError::TooLarge`].
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -47,6 +48,7 @@ const EXIT_IO: i32 = 2;
 const EXIT_LIMITS: i32 = 3;
 const EXIT_MALFORMED: i32 = 4;
 const EXIT_ENCRYPTED: i32 = 5;
+const EXIT_NO_MEMORY: i32 = 6;
 
 /// Limits for one PDF extraction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +101,10 @@ pub fn pdf_child_main(path: &Path) -> i32 {
     }
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+            eprintln!("the file does not fit in the memory limit");
+            return EXIT_NO_MEMORY;
+        }
         Err(e) => {
             eprintln!("cannot read {}: {e}", path.display());
             return EXIT_IO;
@@ -149,7 +155,8 @@ pub fn pdf_child_main(path: &Path) -> i32 {
 fn extract_pages(bytes: &[u8]) -> Result<ChildOutput, ChildError> {
     use pdf_extract::{Error as PdfError, PlainTextOutput};
 
-    let is_password_error = |e: &PdfError| matches!(e, PdfError::Decryption(_) | PdfError::InvalidPassword);
+    let is_password_error =
+        |e: &PdfError| matches!(e, PdfError::Decryption(_) | PdfError::InvalidPassword);
     let mut doc = match pdf_extract::Document::load_mem(bytes) {
         Ok(d) => d,
         Err(e) if is_password_error(&e) => return Err(ChildError::Encrypted),
@@ -182,7 +189,11 @@ fn extract_pages(bytes: &[u8]) -> Result<ChildOutput, ChildError> {
             }
         }
     }
-    Ok(ChildOutput { pages, title, page_errors })
+    Ok(ChildOutput {
+        pages,
+        title,
+        page_errors,
+    })
 }
 
 /// `/Title` from the document information dictionary.
@@ -204,7 +215,10 @@ fn pdf_title(doc: &pdf_extract::Document) -> Option<String> {
 /// or PDFDocEncoding (close enough to Latin-1 for titles).
 fn decode_pdf_string(b: &[u8]) -> String {
     if let Some(rest) = b.strip_prefix(&[0xFE, 0xFF]) {
-        let units: Vec<u16> = rest.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+        let units: Vec<u16> = rest
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
         return String::from_utf16_lossy(&units);
     }
     if let Some(rest) = b.strip_prefix(b"\xEF\xBB\xBF") {
@@ -227,7 +241,11 @@ impl StdoutToStderr {
             // dup leaves stdout untouched (saved = None).
             let saved = unsafe {
                 let fd = libc::dup(1);
-                if fd >= 0 && libc::dup2(2, 1) >= 0 { Some(fd) } else { None }
+                if fd >= 0 && libc::dup2(2, 1) >= 0 {
+                    Some(fd)
+                } else {
+                    None
+                }
             };
             StdoutToStderr { saved }
         }
@@ -257,12 +275,17 @@ fn env_u64(name: &str) -> Option<u64> {
 #[cfg(unix)]
 fn apply_limits() -> io::Result<()> {
     let mem = env_u64(ENV_PDF_MAX_MEMORY_BYTES).unwrap_or(DEFAULT_MEMORY);
-    let cpu = env_u64(ENV_PDF_CPU_SECONDS).unwrap_or(DEFAULT_CPU_SECONDS).max(1);
+    let cpu = env_u64(ENV_PDF_CPU_SECONDS)
+        .unwrap_or(DEFAULT_CPU_SECONDS)
+        .max(1);
 
     // A macro because the resource type differs between libcs.
     macro_rules! limit {
         ($res:expr, $soft:expr, $hard:expr) => {{
-            let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            let mut cur = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
             // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
             if unsafe { libc::getrlimit($res, &mut cur) } != 0 {
                 return Err(io::Error::last_os_error());
@@ -270,7 +293,10 @@ fn apply_limits() -> io::Result<()> {
             // Never try to raise a hard limit (that needs privileges);
             // only lower.
             let hard = ($hard as libc::rlim_t).min(cur.rlim_max);
-            let new = libc::rlimit { rlim_cur: ($soft as libc::rlim_t).min(hard), rlim_max: hard };
+            let new = libc::rlimit {
+                rlim_cur: ($soft as libc::rlim_t).min(hard),
+                rlim_max: hard,
+            };
             // SAFETY: as above.
             if unsafe { libc::setrlimit($res, &new) } != 0 {
                 return Err(io::Error::last_os_error());
@@ -300,13 +326,20 @@ fn apply_limits() -> io::Result<()> {
 /// or parser crashes, [`ParseError::TooLarge`] for memory/CPU/output limits,
 /// [`ParseError::Timeout`] after `limits.timeout`, [`ParseError::Io`] when
 /// the child cannot be run.
-pub async fn extract_pdf_in_child(exe: &Path, path: &Path, limits: &PdfLimits) -> Result<Document, ParseError> {
+pub async fn extract_pdf_in_child(
+    exe: &Path,
+    path: &Path,
+    limits: &PdfLimits,
+) -> Result<Document, ParseError> {
     let cpu_seconds = limits.timeout.as_secs().saturating_add(1).max(1);
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg(PDF_CHILD_SUBCOMMAND)
         .arg(path)
         .env_clear()
-        .env(ENV_PDF_MAX_MEMORY_BYTES, limits.max_memory_bytes.to_string())
+        .env(
+            ENV_PDF_MAX_MEMORY_BYTES,
+            limits.max_memory_bytes.to_string(),
+        )
         .env(ENV_PDF_CPU_SECONDS, cpu_seconds.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -314,14 +347,18 @@ pub async fn extract_pdf_in_child(exe: &Path, path: &Path, limits: &PdfLimits) -
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(ParseError::Io(io::Error::other("child process pipes missing")));
+        return Err(ParseError::Io(io::Error::other(
+            "child process pipes missing",
+        )));
     };
     let deadline = tokio::time::Instant::now() + limits.timeout;
 
-    let io_result = tokio::time::timeout_at(
-        deadline,
-        async { tokio::join!(read_capped(stdout, limits.max_output_bytes, true), read_capped(stderr, STDERR_CAP, false)) },
-    )
+    let io_result = tokio::time::timeout_at(deadline, async {
+        tokio::join!(
+            read_capped(stdout, limits.max_output_bytes, true),
+            read_capped(stderr, STDERR_CAP, false)
+        )
+    })
     .await;
     let (out, err) = match io_result {
         Ok(r) => r,
@@ -337,7 +374,9 @@ pub async fn extract_pdf_in_child(exe: &Path, path: &Path, limits: &PdfLimits) -
             return Err(ParseError::Io(e));
         }
     };
-    let stderr_text = err.map(|(e, _)| String::from_utf8_lossy(&e).into_owned()).unwrap_or_default();
+    let stderr_text = err
+        .map(|(e, _)| String::from_utf8_lossy(&e).into_owned())
+        .unwrap_or_default();
     if out_overflow {
         kill(&mut child).await;
         return Err(ParseError::TooLarge(format!(
@@ -355,8 +394,11 @@ pub async fn extract_pdf_in_child(exe: &Path, path: &Path, limits: &PdfLimits) -
     if !status.success() {
         return Err(child_failure(status, &stderr_text, limits));
     }
-    let parsed: ChildOutput = serde_json::from_slice(&out)
-        .map_err(|e| ParseError::Io(io::Error::other(format!("PDF child printed invalid JSON: {e}"))))?;
+    let parsed: ChildOutput = serde_json::from_slice(&out).map_err(|e| {
+        ParseError::Io(io::Error::other(format!(
+            "PDF child printed invalid JSON: {e}"
+        )))
+    })?;
     document_from_pages(parsed)
 }
 
@@ -370,7 +412,11 @@ async fn kill(child: &mut tokio::process::Child) {
 /// the child's next write fails and it exits; otherwise (stderr) it keeps
 /// reading and discarding to EOF so a chatty child cannot block on a full
 /// pipe.
-async fn read_capped<R: tokio::io::AsyncRead + Unpin>(mut r: R, cap: usize, stop_at_cap: bool) -> io::Result<(Vec<u8>, bool)> {
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
+    mut r: R,
+    cap: usize,
+    stop_at_cap: bool,
+) -> io::Result<(Vec<u8>, bool)> {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut overflow = false;
@@ -391,9 +437,14 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(mut r: R, cap: usize, stop
 }
 
 fn child_failure(status: std::process::ExitStatus, stderr: &str, limits: &PdfLimits) -> ParseError {
-    let first_line = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let first_line = stderr
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     let short: String = first_line.chars().take(200).collect();
-    let out_of_memory = stderr.contains("memory allocation of") || stderr.contains("capacity overflow");
+    let out_of_memory =
+        stderr.contains("memory allocation of") || stderr.contains("capacity overflow");
     if out_of_memory {
         return ParseError::TooLarge(format!(
             "reading it needs more than {} MB of memory",
@@ -405,18 +456,22 @@ fn child_failure(status: std::process::ExitStatus, stderr: &str, limits: &PdfLim
         use std::os::unix::process::ExitStatusExt;
         if let Some(sig) = status.signal() {
             return match sig {
-                libc::SIGXCPU | libc::SIGKILL => {
-                    ParseError::TooLarge("reading it needs more computing time or memory than allowed".into())
-                }
+                libc::SIGXCPU | libc::SIGKILL => ParseError::TooLarge(
+                    "reading it needs more computing time or memory than allowed".into(),
+                ),
                 _ => ParseError::Malformed("the PDF reader crashed on it".into()),
             };
         }
     }
     match status.code() {
         Some(EXIT_ENCRYPTED) => ParseError::Encrypted,
-        Some(EXIT_MALFORMED) if short.is_empty() => ParseError::Malformed("not a readable PDF".into()),
+        Some(EXIT_MALFORMED) if short.is_empty() => {
+            ParseError::Malformed("not a readable PDF".into())
+        }
         Some(EXIT_MALFORMED) => ParseError::Malformed(short),
-        Some(code) => ParseError::Io(io::Error::other(format!("PDF child exited with code {code}: {short}"))),
+        Some(code) => ParseError::Io(io::Error::other(format!(
+            "PDF child exited with code {code}: {short}"
+        ))),
         None => ParseError::Malformed("the PDF reader stopped unexpectedly".into()),
     }
 }
@@ -447,7 +502,11 @@ fn document_from_pages(out: ChildOutput) -> Result<Document, ParseError> {
             ParseError::NoTextLayer
         });
     }
-    Ok(Document { sections, page_count, title: out.title })
+    Ok(Document {
+        sections,
+        page_count,
+        title: out.title,
+    })
 }
 
 /// Cleans PDF text for search: typographic ligatures (`ﬁ`) become letters,
@@ -500,7 +559,10 @@ mod tests {
 
     #[test]
     fn normalizes_ligatures_and_hyphens() {
-        assert_eq!(normalize_pdf_text("the ﬁrst ex-\nperiment, X-\nRay,  well-known"), "the first experiment, X-\nRay, well-known");
+        assert_eq!(
+            normalize_pdf_text("the ﬁrst ex-\nperiment, X-\nRay,  well-known"),
+            "the first experiment, X-\nRay, well-known"
+        );
     }
 
     #[test]
@@ -511,9 +573,23 @@ mod tests {
 
     #[test]
     fn empty_pages_mean_scanned() {
-        let out = ChildOutput { pages: vec![" \n".into(), String::new()], title: None, page_errors: 0 };
-        assert!(matches!(document_from_pages(out), Err(ParseError::NoTextLayer)));
-        let out = ChildOutput { pages: vec![String::new()], title: None, page_errors: 1 };
-        assert!(matches!(document_from_pages(out), Err(ParseError::Malformed(_))));
+        let out = ChildOutput {
+            pages: vec![" \n".into(), String::new()],
+            title: None,
+            page_errors: 0,
+        };
+        assert!(matches!(
+            document_from_pages(out),
+            Err(ParseError::NoTextLayer)
+        ));
+        let out = ChildOutput {
+            pages: vec![String::new()],
+            title: None,
+            page_errors: 1,
+        };
+        assert!(matches!(
+            document_from_pages(out),
+            Err(ParseError::Malformed(_))
+        ));
     }
 }

@@ -130,7 +130,10 @@ struct Table {
 /// Placeholders for the slide number, date, header, footer and slide image
 /// are skipped: on notes pages they only repeat the page number.
 fn read_shapes(xml: &mut Xml<'_>) -> Result<Shapes, ParseError> {
-    let mut out = Shapes { title: None, body: Vec::new() };
+    let mut out = Shapes {
+        title: None,
+        body: Vec::new(),
+    };
     let mut shape: Option<Shape> = None;
     let mut table: Option<Table> = None;
     let mut para: Option<String> = None;

@@ -43,14 +43,19 @@ pub fn sniff(path: &Path, filename_hint: Option<&str>) -> io::Result<MediaKind> 
 pub fn sniff_with_mime(path: &Path, filename_hint: Option<&str>) -> io::Result<Sniffed> {
     let mut file = File::open(path)?;
     let mut head = Vec::with_capacity(SNIFF_BYTES);
-    (&mut file).take(SNIFF_BYTES as u64).read_to_end(&mut head)?;
+    (&mut file)
+        .take(SNIFF_BYTES as u64)
+        .read_to_end(&mut head)?;
     let complete = head.len() < SNIFF_BYTES;
     let kind = match infer::get(&head) {
         Some(t) if is_zip_family(&t) => Some(zip_kind(path, &head)),
         _ => None,
     };
     if let Some(kind) = kind {
-        return Ok(Sniffed { kind, mime: kind.mime() });
+        return Ok(Sniffed {
+            kind,
+            mime: kind.mime(),
+        });
     }
     Ok(sniff_bytes_inner(&head, complete, filename_hint))
 }
@@ -63,13 +68,19 @@ pub fn sniff_bytes(head: &[u8], complete: bool, filename_hint: Option<&str>) -> 
         && is_zip_family(&t)
     {
         let kind = zip_kind_from_local_headers(head);
-        return Sniffed { kind, mime: kind.mime() };
+        return Sniffed {
+            kind,
+            mime: kind.mime(),
+        };
     }
     sniff_bytes_inner(head, complete, filename_hint)
 }
 
 fn sniff_bytes_inner(head: &[u8], complete: bool, filename_hint: Option<&str>) -> Sniffed {
-    let plain = |kind: MediaKind| Sniffed { kind, mime: kind.mime() };
+    let plain = |kind: MediaKind| Sniffed {
+        kind,
+        mime: kind.mime(),
+    };
     if head.starts_with(b"%PDF-") {
         return plain(MediaKind::Pdf);
     }
@@ -84,8 +95,14 @@ fn sniff_bytes_inner(head: &[u8], complete: bool, filename_hint: Option<&str>) -
         return plain(MediaKind::Pdf);
     }
     match infer::get(head) {
-        Some(t) if t.matcher_type() == infer::MatcherType::Audio => Sniffed { kind: MediaKind::Audio, mime: t.mime_type() },
-        Some(t) if t.matcher_type() == infer::MatcherType::Video => Sniffed { kind: MediaKind::Video, mime: t.mime_type() },
+        Some(t) if t.matcher_type() == infer::MatcherType::Audio => Sniffed {
+            kind: MediaKind::Audio,
+            mime: t.mime_type(),
+        },
+        Some(t) if t.matcher_type() == infer::MatcherType::Video => Sniffed {
+            kind: MediaKind::Video,
+            mime: t.mime_type(),
+        },
         _ => plain(MediaKind::Unknown),
     }
 }
@@ -103,7 +120,13 @@ fn is_zip_family(t: &infer::Type) -> bool {
 /// DOCX vs PPTX vs other zip, from the central directory.
 fn zip_kind(path: &Path, head: &[u8]) -> MediaKind {
     let limits = ExtractLimits::default();
-    match crate::zipsafe::SafeZip::open(path, &ExtractLimits { max_zip_entries: usize::MAX, ..limits }) {
+    match crate::zipsafe::SafeZip::open(
+        path,
+        &ExtractLimits {
+            max_zip_entries: usize::MAX,
+            ..limits
+        },
+    ) {
         Ok(zip) => {
             if zip.contains("word/document.xml") {
                 MediaKind::Docx
@@ -127,7 +150,9 @@ fn zip_kind_from_local_headers(head: &[u8]) -> MediaKind {
     let mut pptx = false;
     while let Some(p) = find(&head[i..], b"PK\x03\x04") {
         let h = i + p;
-        let Some(hdr) = head.get(h..h + 30) else { break };
+        let Some(hdr) = head.get(h..h + 30) else {
+            break;
+        };
         let name_len = usize::from(u16::from_le_bytes([hdr[26], hdr[27]]));
         if let Some(name) = head.get(h + 30..h + 30 + name_len) {
             docx |= name.starts_with(b"word/");
@@ -155,12 +180,16 @@ fn utf8_prefix(head: &[u8], complete: bool) -> Option<&str> {
     let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
     let text = match std::str::from_utf8(head) {
         Ok(t) => t,
-        Err(e) if !complete && e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
+        Err(e) if !complete && e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).ok()?
+        }
         Err(_) => return None,
     };
     // Tab, LF, CR, FF and ESC occur in real text files; other C0 controls
     // (NUL above all) mean binary.
-    let binary = text.bytes().any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c | 0x1b));
+    let binary = text
+        .bytes()
+        .any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c | 0x1b));
     (!binary && !text.trim().is_empty()).then_some(text)
 }
 
@@ -178,7 +207,9 @@ fn text_kind(text: &str, hint: Option<&str>) -> MediaKind {
     if lower_start.starts_with("{\\rtf") || lower_start.starts_with("%!ps") {
         return MediaKind::Unknown;
     }
-    if lower_start.starts_with("<svg") || (lower_start.starts_with("<?xml") && lower_start.contains("<svg")) {
+    if lower_start.starts_with("<svg")
+        || (lower_start.starts_with("<?xml") && lower_start.contains("<svg"))
+    {
         return MediaKind::Unknown;
     }
     if starts_as_html(&lower_start) {
@@ -235,18 +266,30 @@ fn starts_as_html(lower: &str) -> bool {
             break;
         }
     }
-    s.starts_with("<!doctype html") || s.starts_with("<html") || s.starts_with("<head") || s.starts_with("<body")
+    s.starts_with("<!doctype html")
+        || s.starts_with("<html")
+        || s.starts_with("<head")
+        || s.starts_with("<body")
 }
 
 /// An SRT file opens with an optional cue number and a timing line.
 fn looks_like_srt(t: &str) -> bool {
     let mut lines = t.lines().map(str::trim).filter(|l| !l.is_empty());
-    let Some(first) = lines.next() else { return false };
-    let timing = if first.bytes().all(|b| b.is_ascii_digit()) { lines.next() } else { Some(first) };
+    let Some(first) = lines.next() else {
+        return false;
+    };
+    let timing = if first.bytes().all(|b| b.is_ascii_digit()) {
+        lines.next()
+    } else {
+        Some(first)
+    };
     timing.is_some_and(|l| {
         l.split_once("-->").is_some_and(|(a, b)| {
             crate::captions::parse_ts(a.trim()).is_some()
-                && b.split_whitespace().next().and_then(crate::captions::parse_ts).is_some()
+                && b.split_whitespace()
+                    .next()
+                    .and_then(crate::captions::parse_ts)
+                    .is_some()
         })
     })
 }
@@ -254,8 +297,9 @@ fn looks_like_srt(t: &str) -> bool {
 /// Counts HTML tags of common elements (`<p>`, `</div>`, `<br/>`, ...).
 fn html_score(text: &str) -> u32 {
     const TAGS: &[&str] = &[
-        "p", "div", "br", "span", "a", "ul", "ol", "li", "table", "tr", "td", "h1", "h2", "h3", "h4", "b", "i", "em",
-        "strong", "img", "body", "head", "title", "section", "article", "script", "style",
+        "p", "div", "br", "span", "a", "ul", "ol", "li", "table", "tr", "td", "h1", "h2", "h3",
+        "h4", "b", "i", "em", "strong", "img", "body", "head", "title", "section", "article",
+        "script", "style",
     ];
     let lower = text.to_ascii_lowercase();
     let mut score = 0u32;
@@ -295,13 +339,15 @@ fn markdown_score(text: &str) -> u32 {
         let hashes = t.bytes().take_while(|b| *b == b'#').count();
         if (1..=6).contains(&hashes) && t[hashes..].starts_with(' ') {
             score += 2;
-        } else if t.starts_with("- ") || t.starts_with("* ") || t.starts_with("+ ") {
-            score += 1;
-        } else if t.starts_with("> ") {
+        } else if ["- ", "* ", "+ ", "> "].iter().any(|p| t.starts_with(p)) {
+            // List item or block quote.
             score += 1;
         } else if t.starts_with('|') && t.contains("---") {
             score += 2;
-        } else if !t.is_empty() && (t.bytes().all(|b| b == b'=') || t.bytes().all(|b| b == b'-')) && t.len() >= 3 {
+        } else if !t.is_empty()
+            && (t.bytes().all(|b| b == b'=') || t.bytes().all(|b| b == b'-'))
+            && t.len() >= 3
+        {
             score += 1;
         }
         if t.contains("](") {
@@ -327,12 +373,36 @@ mod tests {
 
     #[test]
     fn text_kinds_by_content() {
-        assert_eq!(kind("WEBVTT\n\n00:01.000 --> 00:02.000\nhi\n", None), MediaKind::Vtt);
-        assert_eq!(kind("1\n00:00:01,000 --> 00:00:02,000\nhi\n", Some("notes.txt")), MediaKind::Srt);
-        assert_eq!(kind("<!DOCTYPE html><p>x</p>", Some("a.md")), MediaKind::Html);
-        assert_eq!(kind("# Title\n\nSome *text* with a [link](http://x).\n\n## Part\n- a\n- b\n", None), MediaKind::Markdown);
-        assert_eq!(kind("Dear class,\n\nPlease read chapter 2.\n", None), MediaKind::PlainText);
-        assert_eq!(kind("<p>Hello</p><p>World</p><br><div>x</div><b>y</b><i>z</i>", None), MediaKind::Html);
+        assert_eq!(
+            kind("WEBVTT\n\n00:01.000 --> 00:02.000\nhi\n", None),
+            MediaKind::Vtt
+        );
+        assert_eq!(
+            kind("1\n00:00:01,000 --> 00:00:02,000\nhi\n", Some("notes.txt")),
+            MediaKind::Srt
+        );
+        assert_eq!(
+            kind("<!DOCTYPE html><p>x</p>", Some("a.md")),
+            MediaKind::Html
+        );
+        assert_eq!(
+            kind(
+                "# Title\n\nSome *text* with a [link](http://x).\n\n## Part\n- a\n- b\n",
+                None
+            ),
+            MediaKind::Markdown
+        );
+        assert_eq!(
+            kind("Dear class,\n\nPlease read chapter 2.\n", None),
+            MediaKind::PlainText
+        );
+        assert_eq!(
+            kind(
+                "<p>Hello</p><p>World</p><br><div>x</div><b>y</b><i>z</i>",
+                None
+            ),
+            MediaKind::Html
+        );
         assert_eq!(kind("%PDF-1.4\n...", Some("x.txt")), MediaKind::Pdf);
         assert_eq!(kind("{\\rtf1\\ansi hello}", None), MediaKind::Unknown);
     }
@@ -350,7 +420,10 @@ mod tests {
     #[test]
     fn binary_is_not_text() {
         assert_eq!(kind("abc\0def", None), MediaKind::Unknown);
-        assert_eq!(sniff_bytes(&[0xff, 0xfe, 0x41, 0x00], true, None).kind, MediaKind::Unknown);
+        assert_eq!(
+            sniff_bytes(&[0xff, 0xfe, 0x41, 0x00], true, None).kind,
+            MediaKind::Unknown
+        );
         assert_eq!(sniff_bytes(b"", true, None).kind, MediaKind::Unknown);
         // A UTF-8 sequence cut by the sniff window is fine.
         let mut cut = "é".repeat(10).into_bytes();

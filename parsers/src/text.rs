@@ -18,7 +18,8 @@ use crate::{Document, ExtractLimits, ParseError, Section, tidy_text};
 pub(crate) fn read_text(path: &Path, limits: &ExtractLimits) -> Result<String, ParseError> {
     let file = File::open(path)?;
     let mut buf = Vec::new();
-    file.take(limits.max_text_bytes.saturating_add(1)).read_to_end(&mut buf)?;
+    file.take(limits.max_text_bytes.saturating_add(1))
+        .read_to_end(&mut buf)?;
     if buf.len() as u64 > limits.max_text_bytes {
         return Err(ParseError::TooLarge(format!(
             "text files may be at most {} MB",
@@ -39,14 +40,26 @@ pub(crate) fn plain(s: &str) -> Document {
         pages = n;
         let text = tidy_text(page);
         if !text.is_empty() {
-            sections.push(Section { page: n, heading_path: Vec::new(), text, start_ms: None, end_ms: None });
+            sections.push(Section {
+                page: n,
+                heading_path: Vec::new(),
+                text,
+                start_ms: None,
+                end_ms: None,
+            });
         }
     }
     // A trailing form feed ends the last page rather than opening a new one.
-    if s.trim_end().ends_with('\x0c') {
+    if s.trim_end_matches([' ', '\n', '\t', '\r'])
+        .ends_with('\x0c')
+    {
         pages = pages.saturating_sub(1).max(1);
     }
-    Document { sections, page_count: pages.max(1), title: None }
+    Document {
+        sections,
+        page_count: pages.max(1),
+        title: None,
+    }
 }
 
 /// Markdown: sections split at headings, each carrying its heading path.
@@ -55,7 +68,11 @@ pub(crate) fn markdown(s: &str) -> Document {
     let mut title = None;
     // YAML front matter: `---` on the first line up to the next `---`/`...`.
     if lines.first().map(|l| l.trim_end()) == Some("---")
-        && let Some(end) = lines.iter().skip(1).take(200).position(|l| matches!(l.trim_end(), "---" | "..."))
+        && let Some(end) = lines
+            .iter()
+            .skip(1)
+            .take(200)
+            .position(|l| matches!(l.trim_end(), "---" | "..."))
     {
         for l in &lines[1..=end] {
             if let Some(v) = l.strip_prefix("title:") {
@@ -111,7 +128,11 @@ pub(crate) fn markdown(s: &str) -> Document {
         b.line(line);
     }
     b.flush();
-    Document { sections: b.sections, page_count: 1, title }
+    Document {
+        sections: b.sections,
+        page_count: 1,
+        title,
+    }
 }
 
 /// `## Title ##` → (2, "Title").
@@ -228,10 +249,21 @@ mod tests {
         let md = "---\ntitle: \"Physics 2\"\n---\nIntro text.\n\n# Chapter 2\n\nSome words.\n\n## Pendulum ##\n\nA pendulum swings.\n```\n# not a heading\n```\n\nMore\n--\n\nText under More.\n";
         let d = markdown(md);
         assert_eq!(d.title.as_deref(), Some("Physics 2"));
-        let paths: Vec<_> = d.sections.iter().map(|s| s.heading_path.join(" > ")).collect();
-        assert_eq!(paths, ["", "Chapter 2", "Chapter 2 > Pendulum", "Chapter 2 > More"]);
+        let paths: Vec<_> = d
+            .sections
+            .iter()
+            .map(|s| s.heading_path.join(" > "))
+            .collect();
+        assert_eq!(
+            paths,
+            ["", "Chapter 2", "Chapter 2 > Pendulum", "Chapter 2 > More"]
+        );
         assert!(d.sections[2].text.contains("# not a heading"));
-        assert!(d.sections[2].text.starts_with("Pendulum\n\nA pendulum swings."));
+        assert!(
+            d.sections[2]
+                .text
+                .starts_with("Pendulum\n\nA pendulum swings.")
+        );
         assert!(!d.sections[0].text.contains("title:"));
     }
 

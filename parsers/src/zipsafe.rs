@@ -6,8 +6,9 @@
 
 use std::cell::Cell;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::rc::Rc;
 
 use zip::ZipArchive;
 use zip::result::ZipError;
@@ -16,9 +17,31 @@ use crate::{ExtractLimits, ParseError};
 
 /// An opened container plus the decompression budget shared by all its entries.
 pub(crate) struct SafeZip {
-    archive: ZipArchive<BufReader<File>>,
-    file_len: u64,
+    archive: ZipArchive<CountingFile>,
+    /// Bytes the zip reader has pulled from the file so far.
+    file_reads: Rc<Cell<u64>>,
     budget: Budget,
+}
+
+/// The container file, counting the bytes read from it: the compressed
+/// bytes an entry really consumed are what its ratio is measured against.
+struct CountingFile {
+    inner: BufReader<File>,
+    count: Rc<Cell<u64>>,
+}
+
+impl Read for CountingFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+impl Seek for CountingFile {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
 }
 
 /// Decompression accounting shared by every entry of one container.
@@ -57,7 +80,9 @@ pub(crate) fn zip_error(e: ZipError) -> ParseError {
     match e {
         ZipError::Io(e) => ParseError::Malformed(format!("the file is cut short or damaged: {e}")),
         ZipError::UnsupportedArchive(m) => {
-            if m.to_ascii_lowercase().contains("encrypt") || m.to_ascii_lowercase().contains("password") {
+            if m.to_ascii_lowercase().contains("encrypt")
+                || m.to_ascii_lowercase().contains("password")
+            {
                 ParseError::Encrypted
             } else {
                 ParseError::Malformed(format!("unsupported zip feature: {m}"))
@@ -72,8 +97,12 @@ impl SafeZip {
     /// Opens the container, reading only its central directory.
     pub(crate) fn open(path: &Path, limits: &ExtractLimits) -> Result<SafeZip, ParseError> {
         let file = File::open(path)?;
-        let file_len = file.metadata()?.len();
-        let archive = ZipArchive::new(BufReader::new(file)).map_err(zip_error)?;
+        let file_reads = Rc::new(Cell::new(0));
+        let counting = CountingFile {
+            inner: BufReader::new(file),
+            count: Rc::clone(&file_reads),
+        };
+        let archive = ZipArchive::new(counting).map_err(zip_error)?;
         if archive.len() > limits.max_zip_entries {
             return Err(ParseError::TooLarge(format!(
                 "it contains {} internal files (the limit is {})",
@@ -83,7 +112,7 @@ impl SafeZip {
         }
         Ok(SafeZip {
             archive,
-            file_len,
+            file_reads,
             budget: Budget {
                 used: Cell::new(0),
                 max_total: limits.max_uncompressed_bytes,
@@ -120,32 +149,26 @@ impl SafeZip {
         // the counting reader below.
         let remaining = self.budget.max_total.saturating_sub(self.budget.used.get());
         if entry.size() > remaining {
-            return Err(Violation::Total(self.budget.max_total).into_error());
+            let declared_ratio = entry.size() / entry.compressed_size().max(1);
+            return Err(if declared_ratio > self.budget.max_ratio {
+                Violation::Ratio(self.budget.max_ratio)
+            } else {
+                Violation::Total(self.budget.max_total)
+            }
+            .into_error());
         }
-        // The zip reader never consumes more than the declared compressed
-        // size, and never more than the file holds: that is what the ratio
-        // is measured against.
-        let compressed = entry.compressed_size().min(self.file_len).max(1);
         let mut reader = CountingReader {
             inner: entry,
             budget: &self.budget,
             produced: 0,
-            compressed,
+            file_reads: &self.file_reads,
+            consumed_start: self.file_reads.get(),
         };
         let result = f(&mut reader);
         if let Some(v) = self.budget.violation.get() {
             return Err(v.into_error());
         }
         result.map(Some)
-    }
-
-    /// Reads a whole (small) entry as UTF-8 text, lossily.
-    pub(crate) fn read_string(&mut self, name: &str) -> Result<Option<String>, ParseError> {
-        self.with_entry(name, |r| {
-            let mut buf = Vec::new();
-            r.read_to_end(&mut buf).map_err(read_error)?;
-            Ok(String::from_utf8_lossy(&buf).into_owned())
-        })
     }
 }
 
@@ -157,8 +180,13 @@ pub(crate) fn read_error(e: io::Error) -> ParseError {
 struct CountingReader<'a, R> {
     inner: R,
     budget: &'a Budget,
+    /// Bytes this entry has decompressed so far.
     produced: u64,
-    compressed: u64,
+    file_reads: &'a Cell<u64>,
+    /// `file_reads` when the entry was opened; the difference is what the
+    /// decompressor consumed (plus its small read-ahead, which only makes
+    /// the check more lenient).
+    consumed_start: u64,
 }
 
 impl<R: Read> Read for CountingReader<'_, R> {
@@ -169,19 +197,30 @@ impl<R: Read> Read for CountingReader<'_, R> {
         // Never ask for more than the remaining budget (+1 to detect
         // overflow), so a single huge read cannot overshoot much.
         let remaining = self.budget.max_total.saturating_sub(self.budget.used.get());
-        let want = buf.len().min(usize::try_from(remaining.saturating_add(1)).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(remaining.saturating_add(1)).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         let n64 = n as u64;
         self.produced += n64;
         self.budget.used.set(self.budget.used.get() + n64);
         if self.budget.used.get() > self.budget.max_total {
-            self.budget.violation.set(Some(Violation::Total(self.budget.max_total)));
+            self.budget
+                .violation
+                .set(Some(Violation::Total(self.budget.max_total)));
             return Err(io::Error::other("decompression limit exceeded"));
         }
+        let consumed = self
+            .file_reads
+            .get()
+            .saturating_sub(self.consumed_start)
+            .max(1);
         if self.produced > self.budget.ratio_threshold
-            && self.produced / self.compressed > self.budget.max_ratio
+            && self.produced / consumed > self.budget.max_ratio
         {
-            self.budget.violation.set(Some(Violation::Ratio(self.budget.max_ratio)));
+            self.budget
+                .violation
+                .set(Some(Violation::Ratio(self.budget.max_ratio)));
             return Err(io::Error::other("compression ratio limit exceeded"));
         }
         Ok(n)
@@ -214,12 +253,18 @@ mod tests {
 
     #[test]
     fn targets_resolve() {
-        assert_eq!(resolve_target("ppt/presentation.xml", "slides/slide1.xml"), "ppt/slides/slide1.xml");
+        assert_eq!(
+            resolve_target("ppt/presentation.xml", "slides/slide1.xml"),
+            "ppt/slides/slide1.xml"
+        );
         assert_eq!(
             resolve_target("ppt/slides/slide1.xml", "../notesSlides/notesSlide1.xml"),
             "ppt/notesSlides/notesSlide1.xml"
         );
-        assert_eq!(resolve_target("ppt/slides/slide1.xml", "/ppt/x.xml"), "ppt/x.xml");
+        assert_eq!(
+            resolve_target("ppt/slides/slide1.xml", "/ppt/x.xml"),
+            "ppt/x.xml"
+        );
         assert_eq!(resolve_target("a.xml", "../../../x.xml"), "x.xml");
     }
 }

@@ -165,19 +165,19 @@ pub async fn send_one_time_link(
         OneTimeKind::VerifyEmail => (
             "Confirm your email address",
             "verify-email",
-            "Confirm your email address for Bwenge by opening this link (valid for 24 hours):",
+            "Confirm your email address for Bwenge by opening this link\r\n(valid for 24 hours):",
         ),
         OneTimeKind::PasswordReset => (
             "Reset your password",
             "reset-password",
-            "Someone asked to reset your Bwenge password. If it was you, open this link \
-             (valid for 30 minutes); otherwise ignore this message:",
+            "Someone asked to reset your Bwenge password. If it was you, open\r\n\
+             this link (valid for 30 minutes); otherwise ignore this message:",
         ),
         OneTimeKind::Invitation => (
             "You are invited to Bwenge",
             "accept-invitation",
-            "You have been invited to join your school on Bwenge. Open this link to create \
-             your account (valid for 7 days):",
+            "You have been invited to join your school on Bwenge. Open this\r\n\
+             link to create your account (valid for 7 days):",
         ),
     };
     mail::send_in_background(
@@ -185,7 +185,9 @@ pub async fn send_one_time_link(
         Mail {
             to: email.to_owned(),
             subject: subject.to_owned(),
-            body: format!("{text}\n\n{base}/{path}?token={secret}\n"),
+            // CRLF and short lines keep the message 7bit, so the link is
+            // never folded by quoted-printable.
+            body: format!("{text}\r\n\r\n{base}/{path}?token={secret}\r\n"),
         },
     );
     Ok((id, expires_at))

@@ -7,9 +7,12 @@
 //! failure instead of a skip.
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod cli;
 mod errors;
 mod helpers;
 mod ops;
+mod orgs;
 mod redis_bus;
 mod schema;
+mod tenancy;

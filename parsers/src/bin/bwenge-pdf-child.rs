@@ -8,9 +8,14 @@ use std::path::Path;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.as_slice() {
-        [_, sub, path] if sub == bwenge_parsers::PDF_CHILD_SUBCOMMAND => bwenge_parsers::pdf_child_main(Path::new(path)),
+        [_, sub, path] if sub == bwenge_parsers::PDF_CHILD_SUBCOMMAND => {
+            bwenge_parsers::pdf_child_main(Path::new(path))
+        }
         _ => {
-            eprintln!("usage: bwenge-pdf-child {} <file.pdf>", bwenge_parsers::PDF_CHILD_SUBCOMMAND);
+            eprintln!(
+                "usage: bwenge-pdf-child {} <file.pdf>",
+                bwenge_parsers::PDF_CHILD_SUBCOMMAND
+            );
             64
         }
     };

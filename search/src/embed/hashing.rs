@@ -131,8 +131,13 @@ mod tests {
         // Fixed hash: a known value guards against accidental changes, which
         // would silently invalidate every index built with `hashing:384`.
         let v = e.embed_one("hello world");
-        let nz: Vec<usize> = v.iter().enumerate().filter(|(_, x)| **x != 0.0).map(|(i, _)| i).collect();
-        assert_eq!(nz.len(), 3);
+        let nz: Vec<(usize, f32)> = v.iter().copied().enumerate().filter(|(_, x)| *x != 0.0).collect();
+        let s = 1.0 / 3f32.sqrt();
+        assert_eq!(nz.len(), 3, "{nz:?}");
+        for ((i, x), (ei, ex)) in nz.into_iter().zip([(221, -s), (328, -s), (352, s)]) {
+            assert_eq!(i, ei);
+            assert!((x - ex).abs() < 1e-6);
+        }
         assert_eq!(e.id(), "hashing:384");
     }
 
