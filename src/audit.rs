@@ -97,7 +97,10 @@ pub async fn list(db: &Db, org: OrgId, page: Page) -> Result<List<AuditView>, St
     Ok(page_of(
         rows,
         page.limit,
-        |r| Cursor { t: r.at, id: r.id.0 },
+        |r| Cursor {
+            t: r.at,
+            id: r.id.0,
+        },
         |r| AuditView {
             id: r.id,
             action: r.action,

@@ -53,7 +53,9 @@ fn plain_body(text: &str) -> Body {
     let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
     let fits_7bit = crlf.is_ascii()
         && !crlf.contains('\0')
-        && crlf.split("\r\n").all(|line| line.len() < 998 && !line.contains('\r'));
+        && crlf
+            .split("\r\n")
+            .all(|line| line.len() < 998 && !line.contains('\r'));
     if fits_7bit {
         Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::SevenBit)
     } else {
@@ -145,7 +147,10 @@ impl Mailer for SmtpMailer {
 }
 
 /// The mailer the settings ask for.
-pub fn from_settings(settings: &MailSettings, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Mailer>> {
+pub fn from_settings(
+    settings: &MailSettings,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Arc<dyn Mailer>> {
     let from: Mailbox = settings
         .from
         .parse()

@@ -12,14 +12,14 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
+use crate::auth::password::Hasher;
+use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::http::middleware::{BwengeRootSpan, observe};
 use crate::infra::bus::{InProcessBus, RedisBus};
 use crate::infra::cache::{InProcessCache, RedisCache};
 use crate::infra::ratelimit::{InProcessRateLimiter, RedisRateLimiter};
-use crate::auth::password::Hasher;
-use crate::auth::tokens::TokenKeys;
 use crate::state::{AppState, AuthContext};
 
 /// Entries kept by the in-process cache.

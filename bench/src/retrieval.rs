@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use bwenge_search::{HashingEmbedder, Hit, IndexItem, LocalEmbedder, LocalEmbedderConfig, OrgIndex};
+use bwenge_search::{
+    HashingEmbedder, Hit, IndexItem, LocalEmbedder, LocalEmbedderConfig, OrgIndex,
+};
 use clap::Parser;
 use uuid::Uuid;
 
@@ -54,7 +56,8 @@ fn run(args: Args) -> Result<(), String> {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cranfield")
     });
     let read = |f: &str| {
-        std::fs::read_to_string(data.join(f)).map_err(|e| format!("{}: {e}", data.join(f).display()))
+        std::fs::read_to_string(data.join(f))
+            .map_err(|e| format!("{}: {e}", data.join(f).display()))
     };
     let docs = parse_docs(&read("cran.all.1400")?);
     let queries = parse_queries(&read("cran.qry")?);
@@ -68,18 +71,26 @@ fn run(args: Args) -> Result<(), String> {
     );
 
     // Embed documents and queries.
-    let doc_texts: Vec<String> = docs.iter().map(|d| format!("{}\n{}", d.title, d.text)).collect();
+    let doc_texts: Vec<String> = docs
+        .iter()
+        .map(|d| format!("{}\n{}", d.title, d.text))
+        .collect();
     let started = Instant::now();
     let (embedder_id, doc_vecs, query_vecs) = match &args.model_dir {
         Some(dir) => {
-            let model = LocalEmbedder::load_blocking(LocalEmbedderConfig::new(dir)).map_err(|e| e.to_string())?;
-            let d = model.embed_blocking(&doc_texts).map_err(|e| e.to_string())?;
+            let model = LocalEmbedder::load_blocking(LocalEmbedderConfig::new(dir))
+                .map_err(|e| e.to_string())?;
+            let d = model
+                .embed_blocking(&doc_texts)
+                .map_err(|e| e.to_string())?;
             let q = model.embed_blocking(&queries).map_err(|e| e.to_string())?;
             ("local:all-MiniLM-L6-v2".to_owned(), d, q)
         }
         None => {
             println!();
-            println!("!!! NOTE: no --model-dir / BWENGE_MODEL_DIR: vectors come from the HASHING embedder,");
+            println!(
+                "!!! NOTE: no --model-dir / BWENGE_MODEL_DIR: vectors come from the HASHING embedder,"
+            );
             println!("!!! a word-overlap fallback. These are NOT the figures of the real model.");
             println!("!!! Fetch it with scripts/fetch-model.sh and pass --model-dir.");
             println!();
@@ -97,7 +108,8 @@ fn run(args: Args) -> Result<(), String> {
     );
 
     let tmp = std::env::temp_dir().join(format!("bwenge-retrieval-{}", std::process::id()));
-    let (mut index, _) = OrgIndex::open_or_create(&tmp, &embedder_id, doc_vecs[0].len()).map_err(|e| e.to_string())?;
+    let (mut index, _) = OrgIndex::open_or_create(&tmp, &embedder_id, doc_vecs[0].len())
+        .map_err(|e| e.to_string())?;
     let items: Vec<IndexItem> = docs
         .iter()
         .zip(doc_vecs)
@@ -116,7 +128,9 @@ fn run(args: Args) -> Result<(), String> {
     let mut sums: [Metrics; 3] = Default::default();
     let mut judged = 0usize;
     for (qi, (q, qv)) in queries.iter().zip(&query_vecs).enumerate() {
-        let Some(gains) = qrels.get(&(qi as u32 + 1)) else { continue };
+        let Some(gains) = qrels.get(&(qi as u32 + 1)) else {
+            continue;
+        };
         if !gains.values().any(|g| *g > 0.0) {
             continue;
         }
@@ -137,9 +151,17 @@ fn run(args: Args) -> Result<(), String> {
     let n = judged as f64;
     let base = sums[0].ndcg10 / n;
     println!();
-    println!("{judged} queries with relevant documents; graded gain 5 - code (codes 1-4), 0 for -1");
-    println!("{:<28} {:>9} {:>10} {:>9} {:>13}", "run", "nDCG@10", "vs BM25", "ratio", "recall@100");
-    for (name, m) in ["BM25 (baseline)", "vectors", "hybrid (RRF k=60)"].iter().zip(&sums) {
+    println!(
+        "{judged} queries with relevant documents; graded gain 5 - code (codes 1-4), 0 for -1"
+    );
+    println!(
+        "{:<28} {:>9} {:>10} {:>9} {:>13}",
+        "run", "nDCG@10", "vs BM25", "ratio", "recall@100"
+    );
+    for (name, m) in ["BM25 (baseline)", "vectors", "hybrid (RRF k=60)"]
+        .iter()
+        .zip(&sums)
+    {
         let ndcg = m.ndcg10 / n;
         println!(
             "{:<28} {:>9.4} {:>+10.4} {:>9.3} {:>13.4}",
@@ -187,9 +209,22 @@ fn evaluate(ranked: &[u32], gains: &HashMap<u32, f64>) -> Metrics {
         .sum();
     let mut ideal: Vec<f64> = gains.values().copied().filter(|g| *g > 0.0).collect();
     ideal.sort_by(|a, b| b.total_cmp(a));
-    let idcg: f64 = ideal.iter().take(10).enumerate().map(|(i, g)| g / (i as f64 + 2.0).log2()).sum();
-    let relevant: HashSet<u32> = gains.iter().filter(|(_, g)| **g > 0.0).map(|(d, _)| *d).collect();
-    let found = ranked.iter().take(100).filter(|d| relevant.contains(d)).count();
+    let idcg: f64 = ideal
+        .iter()
+        .take(10)
+        .enumerate()
+        .map(|(i, g)| g / (i as f64 + 2.0).log2())
+        .sum();
+    let relevant: HashSet<u32> = gains
+        .iter()
+        .filter(|(_, g)| **g > 0.0)
+        .map(|(d, _)| *d)
+        .collect();
+    let found = ranked
+        .iter()
+        .take(100)
+        .filter(|d| relevant.contains(d))
+        .count();
     Metrics {
         ndcg10: if idcg > 0.0 { dcg / idcg } else { 0.0 },
         recall100: found as f64 / relevant.len().max(1) as f64,
@@ -201,7 +236,9 @@ fn parse_docs(raw: &str) -> Vec<Doc> {
     let mut docs = Vec::new();
     for rec in raw.split("\n.I ").map(|r| r.trim_start_matches(".I ")) {
         let mut lines = rec.lines();
-        let Some(id) = lines.next().and_then(|l| l.trim().parse::<u32>().ok()) else { continue };
+        let Some(id) = lines.next().and_then(|l| l.trim().parse::<u32>().ok()) else {
+            continue;
+        };
         let (mut title, mut text, mut field) = (String::new(), String::new(), "");
         for line in lines {
             if line.starts_with('.') && line.len() == 2 {
@@ -216,7 +253,11 @@ fn parse_docs(raw: &str) -> Vec<Doc> {
             target.push_str(line.trim());
             target.push(' ');
         }
-        docs.push(Doc { id, title: title.trim().to_owned(), text: text.trim().to_owned() });
+        docs.push(Doc {
+            id,
+            title: title.trim().to_owned(),
+            text: text.trim().to_owned(),
+        });
     }
     docs
 }
@@ -237,8 +278,15 @@ fn parse_qrels(raw: &str) -> HashMap<u32, HashMap<u32, f64>> {
     for line in raw.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         let [q, d, code] = f[..] else { continue };
-        let (Ok(q), Ok(d), Ok(code)) = (q.parse::<u32>(), d.parse::<u32>(), code.parse::<i32>()) else { continue };
-        let gain = if (1..=4).contains(&code) { f64::from(5 - code) } else { 0.0 };
+        let (Ok(q), Ok(d), Ok(code)) = (q.parse::<u32>(), d.parse::<u32>(), code.parse::<i32>())
+        else {
+            continue;
+        };
+        let gain = if (1..=4).contains(&code) {
+            f64::from(5 - code)
+        } else {
+            0.0
+        };
         out.entry(q).or_default().insert(d, gain);
     }
     out

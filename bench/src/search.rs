@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bwenge_search::{HashingEmbedder, IndexItem, LocalEmbedder, LocalEmbedderConfig, OrgIndex, OrgSearcher};
+use bwenge_search::{
+    HashingEmbedder, IndexItem, LocalEmbedder, LocalEmbedderConfig, OrgIndex, OrgSearcher,
+};
 use clap::Parser;
 use uuid::Uuid;
 
@@ -97,7 +99,11 @@ impl Chain {
                 prev = Some(id);
             }
         }
-        Self { words, tokens, next }
+        Self {
+            words,
+            tokens,
+            next,
+        }
     }
 
     fn text(&self, rng: &mut Rng, len: usize) -> String {
@@ -109,7 +115,11 @@ impl Chain {
             }
             out.push_str(&self.words[w as usize]);
             let succ = &self.next[w as usize];
-            w = if succ.is_empty() { self.tokens[rng.below(self.tokens.len())] } else { succ[rng.below(succ.len())] };
+            w = if succ.is_empty() {
+                self.tokens[rng.below(self.tokens.len())]
+            } else {
+                succ[rng.below(succ.len())]
+            };
         }
         out
     }
@@ -139,7 +149,11 @@ impl Lat {
     }
 }
 
-fn time<F: FnMut(usize) -> Result<(), String>>(rounds: usize, n: usize, mut f: F) -> Result<Lat, String> {
+fn time<F: FnMut(usize) -> Result<(), String>>(
+    rounds: usize,
+    n: usize,
+    mut f: F,
+) -> Result<Lat, String> {
     for i in 0..n.min(50) {
         f(i)?; // warm-up
     }
@@ -160,14 +174,21 @@ fn verdict(ok: bool) -> &'static str {
 
 fn run(args: Args) -> Result<(), String> {
     let e = |e: bwenge_search::IndexError| e.to_string();
-    let data = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cranfield"));
-    let read = |f: &str| std::fs::read_to_string(data.join(f)).map_err(|e| format!("{}: {e}", data.join(f).display()));
+    let data = args.data_dir.clone().unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cranfield")
+    });
+    let read = |f: &str| {
+        std::fs::read_to_string(data.join(f))
+            .map_err(|e| format!("{}: {e}", data.join(f).display()))
+    };
     let docs = parse_docs(&read("cran.all.1400")?);
     let queries = parse_queries(&read("cran.qry")?);
-    let chain = Chain::new(&docs.iter().map(|(t, w)| format!("{t} {w}")).collect::<Vec<_>>());
+    let chain = Chain::new(
+        &docs
+            .iter()
+            .map(|(t, w)| format!("{t} {w}"))
+            .collect::<Vec<_>>(),
+    );
     println!(
         "corpus: {} synthetic chunks from a word-bigram chain over {} Cranfield abstracts ({} words), seed {SEED:#x}",
         args.chunks,
@@ -176,9 +197,14 @@ fn run(args: Args) -> Result<(), String> {
     );
     let hashing = HashingEmbedder::default();
     let model = match &args.model_dir {
-        Some(dir) => Some(LocalEmbedder::load_blocking(LocalEmbedderConfig::new(dir)).map_err(|e| e.to_string())?),
+        Some(dir) => Some(
+            LocalEmbedder::load_blocking(LocalEmbedderConfig::new(dir))
+                .map_err(|e| e.to_string())?,
+        ),
         None => {
-            println!("!!! NOTE: no --model-dir: recall on real embeddings and the end-to-end latency with the");
+            println!(
+                "!!! NOTE: no --model-dir: recall on real embeddings and the end-to-end latency with the"
+            );
             println!("!!! local model are replaced by hashing-embedder figures / skipped.");
             None
         }
@@ -232,43 +258,101 @@ fn run(args: Args) -> Result<(), String> {
     let qv: Vec<Vec<f32>> = queries.iter().map(|q| hashing.embed_one(q)).collect();
     let nq = queries.len();
     let k = 10;
-    let scope: HashSet<Uuid> = (0..5u128).map(|s| Uuid::from_u128((1 << 64) | (s * 97))).collect();
-    let exact = time(1, nq, |i| searcher.search_vector_exact(&qv[i], k).map(|_| ()).map_err(e))?;
-    let vector = time(args.rounds, nq, |i| searcher.search_vector(&qv[i], k, None).map(|_| ()).map_err(e))?;
-    let bm25 = time(args.rounds, nq, |i| searcher.search_bm25(&queries[i], k, None).map(|_| ()).map_err(e))?;
+    let scope: HashSet<Uuid> = (0..5u128)
+        .map(|s| Uuid::from_u128((1 << 64) | (s * 97)))
+        .collect();
+    let exact = time(1, nq, |i| {
+        searcher
+            .search_vector_exact(&qv[i], k)
+            .map(|_| ())
+            .map_err(e)
+    })?;
+    let vector = time(args.rounds, nq, |i| {
+        searcher
+            .search_vector(&qv[i], k, None)
+            .map(|_| ())
+            .map_err(e)
+    })?;
+    let bm25 = time(args.rounds, nq, |i| {
+        searcher
+            .search_bm25(&queries[i], k, None)
+            .map(|_| ())
+            .map_err(e)
+    })?;
     let hybrid = time(args.rounds, nq, |i| {
         let v = hashing.embed_one(&queries[i]);
-        searcher.search_hybrid(&queries[i], &v, k, None).map(|_| ()).map_err(e)
+        searcher
+            .search_hybrid(&queries[i], &v, k, None)
+            .map(|_| ())
+            .map_err(e)
     })?;
     let scoped = time(args.rounds, nq, |i| {
         let v = hashing.embed_one(&queries[i]);
-        searcher.search_hybrid(&queries[i], &v, k, Some(&scope)).map(|_| ()).map_err(e)
+        searcher
+            .search_hybrid(&queries[i], &v, k, Some(&scope))
+            .map(|_| ())
+            .map_err(e)
     })?;
     println!();
-    println!("latency over {} queries × {} rounds, k = {k} (ms):", nq, args.rounds);
-    println!("{:<52} {:>8} {:>8} {:>16}", "", "p50", "p99", "p50 vs baseline");
+    println!(
+        "latency over {} queries × {} rounds, k = {k} (ms):",
+        nq, args.rounds
+    );
+    println!(
+        "{:<52} {:>8} {:>8} {:>16}",
+        "", "p50", "p99", "p50 vs baseline"
+    );
     let row = |name: &str, l: &Lat, base: Option<&Lat>| {
-        let ratio = base.map(|b| format!("{:.3}×", l.pct(0.5) / b.pct(0.5))).unwrap_or_default();
-        println!("{name:<52} {:>8.3} {:>8.3} {:>16}", l.pct(0.5), l.pct(0.99), ratio);
+        let ratio = base
+            .map(|b| format!("{:.3}×", l.pct(0.5) / b.pct(0.5)))
+            .unwrap_or_default();
+        println!(
+            "{name:<52} {:>8.3} {:>8.3} {:>16}",
+            l.pct(0.5),
+            l.pct(0.99),
+            ratio
+        );
     };
     row("exact vector scan, 100k (baseline)", &exact, None);
     row("HNSW vector search", &vector, Some(&exact));
     row("BM25", &bm25, Some(&exact));
-    row("hybrid incl. hashing query embedding", &hybrid, Some(&exact));
-    row("hybrid, scope of 5 sources (500 chunks)", &scoped, Some(&exact));
+    row(
+        "hybrid incl. hashing query embedding",
+        &hybrid,
+        Some(&exact),
+    );
+    row(
+        "hybrid, scope of 5 sources (500 chunks)",
+        &scoped,
+        Some(&exact),
+    );
     let mut e2e_line = None;
     if let Some(model) = &model {
-        let embed = time(1, nq, |i| model.embed_blocking(&queries[i..=i]).map(|_| ()).map_err(|e| e.to_string()))?;
+        let embed = time(1, nq, |i| {
+            model
+                .embed_blocking(&queries[i..=i])
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })?;
         let e2e = time(1, nq, |i| {
-            let real = model.embed_blocking(&queries[i..=i]).map_err(|e| e.to_string())?;
+            let real = model
+                .embed_blocking(&queries[i..=i])
+                .map_err(|e| e.to_string())?;
             std::hint::black_box(real);
             // The index holds hashing vectors, so search with the hashing
             // vector; the local-model embedding is there for its cost.
             let v = hashing.embed_one(&queries[i]);
-            searcher.search_hybrid(&queries[i], &v, k, None).map(|_| ()).map_err(e)
+            searcher
+                .search_hybrid(&queries[i], &v, k, None)
+                .map(|_| ())
+                .map_err(e)
         })?;
         row("local-model query embedding alone", &embed, Some(&exact));
-        row("hybrid incl. local-model query embedding", &e2e, Some(&exact));
+        row(
+            "hybrid incl. local-model query embedding",
+            &e2e,
+            Some(&exact),
+        );
         e2e_line = Some((e2e.pct(0.5), e2e.pct(0.99)));
     }
 
@@ -311,7 +395,9 @@ fn run(args: Args) -> Result<(), String> {
         (id, r)
     };
     println!();
-    println!("HNSW recall@{k} against an exact scan in the same run (exact = 1.000 is the baseline):");
+    println!(
+        "HNSW recall@{k} against an exact scan in the same run (exact = 1.000 is the baseline):"
+    );
     println!("  100k synthetic chunks, hashing vectors:              {recall_100k:.4}");
     println!("  1400 Cranfield abstracts, {real_id:<24} {real_recall:.4}");
 
@@ -326,9 +412,16 @@ fn run(args: Args) -> Result<(), String> {
     let t = Instant::now();
     index.persist().map_err(e)?;
     let persist = t.elapsed();
-    let vec_size = std::fs::metadata(tmp.join("vectors.bin")).map(|m| m.len()).unwrap_or(0);
+    let vec_size = std::fs::metadata(tmp.join("vectors.bin"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     let bm25_size: u64 = std::fs::read_dir(tmp.join("bm25"))
-        .map(|d| d.filter_map(Result::ok).filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|f| f.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0);
     drop(searcher);
     drop(index);
@@ -361,8 +454,15 @@ fn run(args: Args) -> Result<(), String> {
             verdict(p50 <= 15.0 && p99 <= 30.0)
         );
     }
-    println!("  BM25 p99 <= 2 ms: {:.2} ms -> {}", bm25.pct(0.99), verdict(bm25.pct(0.99) <= 2.0));
-    println!("  VmRSS <= 600 MB at 100k x 384: {rss1} MB -> {}", verdict(rss1 <= 600));
+    println!(
+        "  BM25 p99 <= 2 ms: {:.2} ms -> {}",
+        bm25.pct(0.99),
+        verdict(bm25.pct(0.99) <= 2.0)
+    );
+    println!(
+        "  VmRSS <= 600 MB at 100k x 384: {rss1} MB -> {}",
+        verdict(rss1 <= 600)
+    );
     Ok(())
 }
 
@@ -375,9 +475,15 @@ fn hashing_id(h: &HashingEmbedder) -> String {
 fn recall(s: &OrgSearcher, queries: &[Vec<f32>], k: usize) -> Result<f64, String> {
     let mut sum = 0.0;
     for q in queries {
-        let exact: HashSet<Uuid> = s.search_vector_exact(q, k).map_err(|e| e.to_string())?.iter().map(|h| h.chunk_id).collect();
+        let exact: HashSet<Uuid> = s
+            .search_vector_exact(q, k)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|h| h.chunk_id)
+            .collect();
         let got = s.search_vector(q, k, None).map_err(|e| e.to_string())?;
-        sum += got.iter().filter(|h| exact.contains(&h.chunk_id)).count() as f64 / exact.len().max(1) as f64;
+        sum += got.iter().filter(|h| exact.contains(&h.chunk_id)).count() as f64
+            / exact.len().max(1) as f64;
     }
     Ok(sum / queries.len().max(1) as f64)
 }

@@ -53,8 +53,9 @@ const EXIT_NO_MEMORY: i32 = 6;
 /// Limits for one PDF extraction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PdfLimits {
-    /// Wall-clock budget; the child is killed when it runs out. The child's
-    /// CPU limit is derived from it (rounded up, plus one second).
+    /// Wall-clock budget; the child is killed when it runs out
+    /// ([`ParseError::Timeout`]). The child's CPU limit is three quarters
+    /// of it (at least 1 s); hitting that is [`ParseError::TooLarge`].
     pub timeout: Duration,
     /// Address-space limit of the child (`RLIMIT_AS`).
     pub max_memory_bytes: u64,
@@ -331,7 +332,11 @@ pub async fn extract_pdf_in_child(
     path: &Path,
     limits: &PdfLimits,
 ) -> Result<Document, ParseError> {
-    let cpu_seconds = limits.timeout.as_secs().saturating_add(1).max(1);
+    // Three quarters of the wall-clock budget (at least 1 s): a parse that
+    // really burns that much CPU is too expensive for good (TooLarge,
+    // permanent), while a wall-clock timeout on a busy server, where the
+    // child got less CPU than wall time, stays Timeout (retryable).
+    let cpu_seconds = (limits.timeout.as_millis() * 3 / 4).div_ceil(1000).max(1);
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg(PDF_CHILD_SUBCOMMAND)
         .arg(path)

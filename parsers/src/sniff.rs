@@ -119,14 +119,7 @@ fn is_zip_family(t: &infer::Type) -> bool {
 
 /// DOCX vs PPTX vs other zip, from the central directory.
 fn zip_kind(path: &Path, head: &[u8]) -> MediaKind {
-    let limits = ExtractLimits::default();
-    match crate::zipsafe::SafeZip::open(
-        path,
-        &ExtractLimits {
-            max_zip_entries: usize::MAX,
-            ..limits
-        },
-    ) {
+    match crate::zipsafe::SafeZip::open(path, &ExtractLimits::default()) {
         Ok(zip) => {
             if zip.contains("word/document.xml") {
                 MediaKind::Docx
@@ -136,9 +129,9 @@ fn zip_kind(path: &Path, head: &[u8]) -> MediaKind {
                 MediaKind::Unknown
             }
         }
-        // Truncated or damaged: fall back to the names in the local headers
-        // we have, so the upload is reported as a damaged document (a clear
-        // message) rather than as an unsupported type.
+        // Truncated, damaged or over the entry limit: fall back to the names
+        // in the local headers we have, so extraction reports the real
+        // problem (a clear message) rather than "unsupported type".
         Err(_) => zip_kind_from_local_headers(head),
     }
 }

@@ -96,7 +96,18 @@ pub(crate) fn zip_error(e: ZipError) -> ParseError {
 impl SafeZip {
     /// Opens the container, reading only its central directory.
     pub(crate) fn open(path: &Path, limits: &ExtractLimits) -> Result<SafeZip, ParseError> {
-        let file = File::open(path)?;
+        let mut file = File::open(path)?;
+        // Check the entry count ourselves first: the zip crate sizes its
+        // directory vector from the count the file declares.
+        if let Some(n) = declared_entries(&mut file)?
+            && n > limits.max_zip_entries as u64
+        {
+            return Err(ParseError::TooLarge(format!(
+                "it contains {n} internal files (the limit is {})",
+                limits.max_zip_entries
+            )));
+        }
+        file.seek(SeekFrom::Start(0))?;
         let file_reads = Rc::new(Cell::new(0));
         let counting = CountingFile {
             inner: BufReader::new(file),
@@ -170,6 +181,50 @@ impl SafeZip {
         }
         result.map(Some)
     }
+}
+
+/// The entry count from the end-of-central-directory record (zip64 aware),
+/// `None` when there is no such record (the zip crate will then fail).
+fn declared_entries(file: &mut File) -> io::Result<Option<u64>> {
+    let len = file.seek(SeekFrom::End(0))?;
+    // The record is 22 bytes plus a comment of at most 65535 bytes.
+    let tail_len = len.min(22 + 65_535);
+    file.seek(SeekFrom::Start(len - tail_len))?;
+    let mut tail = Vec::new();
+    file.by_ref().take(tail_len).read_to_end(&mut tail)?;
+    let Some(eocd) = tail.windows(4).rposition(|w| w == b"PK\x05\x06") else {
+        return Ok(None);
+    };
+    let Some(rec) = tail.get(eocd..eocd + 22) else {
+        return Ok(None);
+    };
+    let this_disk = u16::from_le_bytes([rec[8], rec[9]]);
+    let total = u16::from_le_bytes([rec[10], rec[11]]);
+    let mut count = u64::from(this_disk.max(total));
+    if this_disk == u16::MAX || total == u16::MAX {
+        // Zip64: the locator sits right before the classic record.
+        let eocd_pos = len - tail_len + eocd as u64;
+        if eocd_pos >= 20 {
+            let mut loc = [0u8; 20];
+            file.seek(SeekFrom::Start(eocd_pos - 20))?;
+            if file.read_exact(&mut loc).is_ok() && &loc[..4] == b"PK\x06\x07" {
+                let mut off = [0u8; 8];
+                off.copy_from_slice(&loc[8..16]);
+                let mut rec64 = [0u8; 48];
+                if file.seek(SeekFrom::Start(u64::from_le_bytes(off))).is_ok()
+                    && file.read_exact(&mut rec64).is_ok()
+                    && &rec64[..4] == b"PK\x06\x06"
+                {
+                    let mut a = [0u8; 8];
+                    let mut b = [0u8; 8];
+                    a.copy_from_slice(&rec64[24..32]);
+                    b.copy_from_slice(&rec64[32..40]);
+                    count = count.max(u64::from_le_bytes(a)).max(u64::from_le_bytes(b));
+                }
+            }
+        }
+    }
+    Ok(Some(count))
 }
 
 /// Maps an I/O error met while decompressing an entry.
@@ -248,8 +303,54 @@ pub(crate) fn resolve_target(base_part: &str, target: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn budget(max_total: u64) -> Budget {
+        Budget {
+            used: Cell::new(0),
+            max_total,
+            max_ratio: 100,
+            ratio_threshold: 1024 * 1024,
+            violation: Cell::new(None),
+        }
+    }
+
+    /// The counters themselves, independent of what the zip reader
+    /// enforces from headers: output is counted as it is produced.
+    #[test]
+    fn counting_reader_stops_bombs() {
+        let reads = Cell::new(0u64);
+        // 10 KB "consumed", unlimited zeros produced: ratio trips after 1 MiB.
+        reads.set(10_000);
+        let b = budget(u64::MAX);
+        let mut r = CountingReader {
+            inner: io::repeat(0),
+            budget: &b,
+            produced: 0,
+            file_reads: &reads,
+            consumed_start: 0,
+        };
+        let err = io::copy(&mut r, &mut io::sink()).unwrap_err();
+        assert!(err.to_string().contains("ratio"));
+        assert!(matches!(b.violation.get(), Some(Violation::Ratio(100))));
+        assert!(r.produced < 2 * 1024 * 1024);
+
+        // Plenty consumed, but the total budget is 64 KiB.
+        reads.set(u64::MAX / 2);
+        let b = budget(64 * 1024);
+        let mut r = CountingReader {
+            inner: io::repeat(1),
+            budget: &b,
+            produced: 0,
+            file_reads: &reads,
+            consumed_start: 0,
+        };
+        assert!(io::copy(&mut r, &mut io::sink()).is_err());
+        assert!(matches!(b.violation.get(), Some(Violation::Total(_))));
+        assert!(r.produced <= 64 * 1024 + 1);
+    }
 
     #[test]
     fn targets_resolve() {

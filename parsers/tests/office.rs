@@ -159,18 +159,22 @@ fn zip_bombs_are_refused_quickly() {
     let err = assert_fast_error(&mid, &defaults);
     assert!(matches!(err, ParseError::ZipBomb(_)), "{err:?}");
 
-    // Headers that lie ("1000 bytes") change nothing: bytes are counted as
-    // they come out of the decompressor.
+    // Headers that lie ("1000 bytes") do not let it through: the zip reader
+    // stops at the declared size (damaged file) or our counters stop it.
     lie_about_size(&mid, "word/document.xml", 1000);
     let err = assert_fast_error(&mid, &defaults);
-    assert!(matches!(err, ParseError::ZipBomb(_)), "{err:?}");
-    // And with the ratio check off, the total budget still stops it.
+    assert!(
+        matches!(err, ParseError::ZipBomb(_) | ParseError::Malformed(_)),
+        "{err:?}"
+    );
+
+    // With the ratio check off, the size budget still refuses it.
     let no_ratio = ExtractLimits {
         max_ratio: u64::MAX,
         max_uncompressed_bytes: 8 * 1024 * 1024,
         ..Default::default()
     };
-    let err = assert_fast_error(&mid, &no_ratio);
+    let err = assert_fast_error(&big, &no_ratio);
     assert!(matches!(err, ParseError::TooLarge(_)), "{err:?}");
 }
 
@@ -211,6 +215,19 @@ fn other_zips_and_damaged_containers() {
     assert_eq!(sniff(&cut, None).unwrap(), MediaKind::Docx);
     let err = extract(MediaKind::Docx, &cut, &ExtractLimits::default()).unwrap_err();
     assert!(matches!(err, ParseError::Malformed(_)), "{err:?}");
+
+    // A directory that claims 65,534 entries is refused before the zip
+    // reader sizes anything from that claim.
+    let mut forged = bytes.clone();
+    let eocd = forged.windows(4).rposition(|w| w == b"PK\x05\x06").unwrap();
+    forged[eocd + 8..eocd + 12].copy_from_slice(&[0xFE, 0xFF, 0xFE, 0xFF]);
+    let forged_path = dir.path().join("forged.docx");
+    std::fs::write(&forged_path, &forged).unwrap();
+    let err = extract(MediaKind::Docx, &forged_path, &ExtractLimits::default()).unwrap_err();
+    assert!(
+        matches!(&err, ParseError::TooLarge(m) if m.contains("65534")),
+        "{err:?}"
+    );
 
     // A zip without the main part.
     let empty = dir.path().join("empty.docx");

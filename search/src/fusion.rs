@@ -39,7 +39,10 @@ mod tests {
         let fused = reciprocal_rank_fusion(&[vec!["a", "b", "c"], vec!["x", "b", "y"]]);
         assert_eq!(fused[0].0, "b");
         assert!((fused[0].1 - 2.0 / 62.0).abs() < 1e-6);
-        assert_eq!(fused[1].0, "a", "tie between a and x keeps first-seen order");
+        assert_eq!(
+            fused[1].0, "a",
+            "tie between a and x keeps first-seen order"
+        );
         assert_eq!(fused[2].0, "x");
         assert_eq!(fused.len(), 5);
         // Ranked 3rd in both still beats 1st in one only: 2/63 > 1/61.

@@ -71,7 +71,10 @@ pub enum ReindexReason {
     Missing,
     /// The index was built by another embedder (or dimension); vectors of
     /// different embedders are not comparable.
-    EmbedderChanged { previous: String, previous_dim: usize },
+    EmbedderChanged {
+        previous: String,
+        previous_dim: usize,
+    },
     /// The index was written by another version of this crate's layout.
     FormatChanged { previous: u32 },
     /// Files were unreadable, or BM25 and vectors disagree (e.g. a crash
@@ -194,7 +197,9 @@ impl std::fmt::Debug for OrgIndex {
 
 impl std::fmt::Debug for OrgSearcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrgSearcher").field("chunks", &self.len()).finish()
+        f.debug_struct("OrgSearcher")
+            .field("chunks", &self.len())
+            .finish()
     }
 }
 
@@ -207,9 +212,16 @@ impl OrgIndex {
     ///
     /// Fails only on I/O errors creating the new index, or when another
     /// writer holds the index (Tantivy's lock file).
-    pub fn open_or_create(dir: &Path, embedder_id: &str, dim: usize) -> Result<(OrgIndex, OpenState), IndexError> {
+    pub fn open_or_create(
+        dir: &Path,
+        embedder_id: &str,
+        dim: usize,
+    ) -> Result<(OrgIndex, OpenState), IndexError> {
         if dim == 0 {
-            return Err(IndexError::Dimension { expected: 1, got: 0 });
+            return Err(IndexError::Dimension {
+                expected: 1,
+                got: 0,
+            });
         }
         std::fs::create_dir_all(dir)?;
         let reason = match std::fs::read(dir.join(MANIFEST)) {
@@ -224,10 +236,12 @@ impl OrgIndex {
             Ok(bytes) => match serde_json::from_slice::<Manifest>(&bytes) {
                 Err(e) => ReindexReason::Corrupt(format!("manifest.json: {e}")),
                 Ok(m) if m.format != FORMAT => ReindexReason::FormatChanged { previous: m.format },
-                Ok(m) if m.embedder_id != embedder_id || m.dim != dim => ReindexReason::EmbedderChanged {
-                    previous: m.embedder_id,
-                    previous_dim: m.dim,
-                },
+                Ok(m) if m.embedder_id != embedder_id || m.dim != dim => {
+                    ReindexReason::EmbedderChanged {
+                        previous: m.embedder_id,
+                        previous_dim: m.dim,
+                    }
+                }
                 Ok(m) => match Self::load(dir, embedder_id, dim, &m) {
                     Ok(Ok(index)) => {
                         let chunks = index.len();
@@ -252,7 +266,8 @@ impl OrgIndex {
         std::fs::create_dir_all(dir.join(BM25_DIR))?;
         let (schema, fields) = schema();
         let index = Index::create_in_dir(dir.join(BM25_DIR), schema)?;
-        let mut this = Self::assemble(dir, embedder_id, index, fields, VectorStore::new(dim, 0), 0)?;
+        let mut this =
+            Self::assemble(dir, embedder_id, index, fields, VectorStore::new(dim, 0), 0)?;
         this.commit_bm25()?;
         this.dirty = true;
         this.persist()?;
@@ -261,7 +276,12 @@ impl OrgIndex {
 
     /// Reads an index whose manifest matched. `Ok(Err(_))` = rebuild it;
     /// `Err(_)` = cannot proceed (e.g. locked by another writer).
-    fn load(dir: &Path, embedder_id: &str, dim: usize, m: &Manifest) -> Result<Result<OrgIndex, ReindexReason>, IndexError> {
+    fn load(
+        dir: &Path,
+        embedder_id: &str,
+        dim: usize,
+        m: &Manifest,
+    ) -> Result<Result<OrgIndex, ReindexReason>, IndexError> {
         let corrupt = |what: String| Ok(Err(ReindexReason::Corrupt(what)));
         let index = match Index::open_in_dir(dir.join(BM25_DIR)) {
             Ok(index) => index,
@@ -294,7 +314,10 @@ impl OrgIndex {
         let this = Self::assemble(dir, embedder_id, index, fields, store, m.generation)?;
         let docs = this.shared.reader.searcher().num_docs() as usize;
         if docs != this.len() {
-            return corrupt(format!("bm25 holds {docs} chunks, vectors.bin {}", this.len()));
+            return corrupt(format!(
+                "bm25 holds {docs} chunks, vectors.bin {}",
+                this.len()
+            ));
         }
         Ok(Ok(this))
     }
@@ -308,7 +331,10 @@ impl OrgIndex {
         generation: u64,
     ) -> Result<OrgIndex, IndexError> {
         let writer: IndexWriter = index.writer_with_num_threads(1, WRITER_MEMORY)?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
         Ok(OrgIndex {
             dir: dir.to_path_buf(),
             embedder_id: embedder_id.to_owned(),
@@ -339,7 +365,9 @@ impl OrgIndex {
 
     /// A read-only handle for concurrent searches.
     pub fn searcher(&self) -> OrgSearcher {
-        OrgSearcher { shared: Arc::clone(&self.shared) }
+        OrgSearcher {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -373,7 +401,10 @@ impl OrgIndex {
         let mut last: HashMap<Uuid, usize> = HashMap::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             if item.vector.len() != dim {
-                return Err(IndexError::Dimension { expected: dim, got: item.vector.len() });
+                return Err(IndexError::Dimension {
+                    expected: dim,
+                    got: item.vector.len(),
+                });
             }
             last.insert(item.chunk_id, i);
         }
@@ -398,7 +429,8 @@ impl OrgIndex {
                 let item = &items[*i];
                 let id = item.chunk_id.to_string();
                 if store.contains_chunk(&item.chunk_id) {
-                    self.writer.delete_term(Term::from_field_text(f.chunk_id, &id));
+                    self.writer
+                        .delete_term(Term::from_field_text(f.chunk_id, &id));
                 }
                 let mut doc = TantivyDocument::new();
                 doc.add_text(f.chunk_id, &id);
@@ -425,7 +457,11 @@ impl OrgIndex {
             for (i, v) in &vectors {
                 let item = &items[*i];
                 store.push(
-                    Slot { chunk_id: item.chunk_id, source_id: item.source_id, page: item.page },
+                    Slot {
+                        chunk_id: item.chunk_id,
+                        source_id: item.source_id,
+                        page: item.page,
+                    },
                     v,
                 );
             }
@@ -445,8 +481,10 @@ impl OrgIndex {
         // Held across the BM25 commit so that hybrid and vector searches see
         // both halves change together.
         let mut store = shared.vectors.write();
-        self.writer
-            .delete_term(Term::from_field_text(shared.fields.source_id, &source_id.to_string()));
+        self.writer.delete_term(Term::from_field_text(
+            shared.fields.source_id,
+            &source_id.to_string(),
+        ));
         if let Err(e) = self.commit_bm25() {
             let _ = self.writer.rollback();
             return Err(e);
@@ -500,7 +538,8 @@ impl OrgIndex {
             generation: self.generation,
             chunks,
         };
-        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| IndexError::Manifest(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| IndexError::Manifest(e.to_string()))?;
         let tmp = self.dir.join("manifest.json.tmp");
         {
             let mut file = std::fs::File::create(&tmp)?;
@@ -516,12 +555,23 @@ impl OrgIndex {
     }
 
     /// See [`OrgSearcher::search_bm25`].
-    pub fn search_bm25(&self, query: &str, k: usize, filter: Option<&HashSet<Uuid>>) -> Result<Vec<Hit>, IndexError> {
-        self.shared.search_bm25(&self.shared.reader.searcher(), query, k, filter)
+    pub fn search_bm25(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&HashSet<Uuid>>,
+    ) -> Result<Vec<Hit>, IndexError> {
+        self.shared
+            .search_bm25(&self.shared.reader.searcher(), query, k, filter)
     }
 
     /// See [`OrgSearcher::search_vector`].
-    pub fn search_vector(&self, vector: &[f32], k: usize, filter: Option<&HashSet<Uuid>>) -> Result<Vec<Hit>, IndexError> {
+    pub fn search_vector(
+        &self,
+        vector: &[f32],
+        k: usize,
+        filter: Option<&HashSet<Uuid>>,
+    ) -> Result<Vec<Hit>, IndexError> {
         self.searcher().search_vector(vector, k, filter)
     }
 
@@ -558,14 +608,25 @@ impl OrgSearcher {
     /// distinct ones) and any word may match (OR), so no input is an error
     /// (text without words gives no hits). `filter`, when given, keeps only
     /// chunks of those sources (an empty set gives no hits).
-    pub fn search_bm25(&self, query: &str, k: usize, filter: Option<&HashSet<Uuid>>) -> Result<Vec<Hit>, IndexError> {
-        self.shared.search_bm25(&self.shared.reader.searcher(), query, k, filter)
+    pub fn search_bm25(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&HashSet<Uuid>>,
+    ) -> Result<Vec<Hit>, IndexError> {
+        self.shared
+            .search_bm25(&self.shared.reader.searcher(), query, k, filter)
     }
 
     /// The `k` chunks whose vectors are most similar (cosine) to `vector`,
     /// best first, within `filter`'s sources when given. Returns
     /// `min(k, chunks in scope)` hits (small scopes are scanned exactly).
-    pub fn search_vector(&self, vector: &[f32], k: usize, filter: Option<&HashSet<Uuid>>) -> Result<Vec<Hit>, IndexError> {
+    pub fn search_vector(
+        &self,
+        vector: &[f32],
+        k: usize,
+        filter: Option<&HashSet<Uuid>>,
+    ) -> Result<Vec<Hit>, IndexError> {
         let q = self.shared.query_vector(vector)?;
         let store = self.shared.vectors.read();
         Ok(Shared::vector_hits(&store, &q, k, filter))
@@ -599,7 +660,9 @@ impl OrgSearcher {
         }
         let depth = (4 * k).max(50);
         let store = self.shared.vectors.read();
-        let bm25 = self.shared.search_bm25(&self.shared.reader.searcher(), query, depth, filter)?;
+        let bm25 = self
+            .shared
+            .search_bm25(&self.shared.reader.searcher(), query, depth, filter)?;
         let vec = Shared::vector_hits(&store, &q, depth, filter);
         drop(store);
         let mut meta: HashMap<Uuid, Hit> = HashMap::with_capacity(bm25.len() + vec.len());
@@ -619,13 +682,21 @@ impl OrgSearcher {
 }
 
 fn slot_hit(s: Slot, score: f32) -> Hit {
-    Hit { chunk_id: s.chunk_id, source_id: s.source_id, page: s.page, score }
+    Hit {
+        chunk_id: s.chunk_id,
+        source_id: s.source_id,
+        page: s.page,
+        score,
+    }
 }
 
 impl Shared {
     fn query_vector(&self, vector: &[f32]) -> Result<Vec<f32>, IndexError> {
         if vector.len() != self.dim {
-            return Err(IndexError::Dimension { expected: self.dim, got: vector.len() });
+            return Err(IndexError::Dimension {
+                expected: self.dim,
+                got: vector.len(),
+            });
         }
         let mut q = vector.to_vec();
         if !crate::embed::l2_normalize(&mut q) {
@@ -634,7 +705,12 @@ impl Shared {
         Ok(q)
     }
 
-    fn vector_hits(store: &VectorStore, q: &[f32], k: usize, filter: Option<&HashSet<Uuid>>) -> Vec<Hit> {
+    fn vector_hits(
+        store: &VectorStore,
+        q: &[f32],
+        k: usize,
+        filter: Option<&HashSet<Uuid>>,
+    ) -> Vec<Hit> {
         store
             .search(q, k, filter)
             .into_iter()
@@ -680,7 +756,10 @@ impl Shared {
             for field in [f.title, f.heading, f.text] {
                 should.push((
                     Occur::Should,
-                    Box::new(TermQuery::new(Term::from_field_text(field, t), IndexRecordOption::WithFreqs)),
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(field, t),
+                        IndexRecordOption::WithFreqs,
+                    )),
                 ));
             }
         }
@@ -689,11 +768,16 @@ impl Shared {
             None => words,
             Some(sources) => {
                 let set = TermSetQuery::new(
-                    sources.iter().map(|s| Term::from_field_text(f.source_id, &s.to_string())),
+                    sources
+                        .iter()
+                        .map(|s| Term::from_field_text(f.source_id, &s.to_string())),
                 );
                 Box::new(BooleanQuery::new(vec![
                     (Occur::Must, words),
-                    (Occur::Must, Box::new(ConstScoreQuery::new(Box::new(set), 0.0))),
+                    (
+                        Occur::Must,
+                        Box::new(ConstScoreQuery::new(Box::new(set), 0.0)),
+                    ),
                 ]))
             }
         };
@@ -710,7 +794,12 @@ impl Shared {
                 continue;
             };
             let page = doc.get_first(f.page).and_then(|v| v.as_u64());
-            hits.push(Hit { chunk_id, source_id, page, score });
+            hits.push(Hit {
+                chunk_id,
+                source_id,
+                page,
+                score,
+            });
         }
         Ok(hits)
     }

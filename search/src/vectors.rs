@@ -59,7 +59,13 @@ pub(crate) struct VectorStore {
 }
 
 fn new_graph(capacity: usize) -> Hnsw<'static, f32, DistDot> {
-    Hnsw::new(HNSW_M, capacity.max(1024), 16, HNSW_EF_CONSTRUCTION, DistDot)
+    Hnsw::new(
+        HNSW_M,
+        capacity.max(1024),
+        16,
+        HNSW_EF_CONSTRUCTION,
+        DistDot,
+    )
 }
 
 impl VectorStore {
@@ -219,7 +225,12 @@ impl VectorStore {
     /// that still yields fewer than `k` of the hits that exist, the whole
     /// scope is scanned exactly: a search never returns fewer than
     /// `min(k, live chunks in scope)` hits.
-    pub fn search(&self, query: &[f32], k: usize, scope: Option<&HashSet<Uuid>>) -> Vec<(u32, f32)> {
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        scope: Option<&HashSet<Uuid>>,
+    ) -> Vec<(u32, f32)> {
         if k == 0 || self.live() == 0 {
             return Vec::new();
         }
@@ -230,7 +241,11 @@ impl VectorStore {
         };
         let available = match scope {
             None => self.live(),
-            Some(scope) => scope.iter().filter_map(|s| self.by_source.get(s)).map(Vec::len).sum(),
+            Some(scope) => scope
+                .iter()
+                .filter_map(|s| self.by_source.get(s))
+                .map(Vec::len)
+                .sum(),
         };
         if available == 0 {
             return Vec::new();
@@ -263,7 +278,10 @@ impl VectorStore {
     }
 
     /// Live slots of `scope` (all live slots when `None`).
-    fn members<'a>(&'a self, scope: Option<&'a HashSet<Uuid>>) -> Box<dyn Iterator<Item = u32> + 'a> {
+    fn members<'a>(
+        &'a self,
+        scope: Option<&'a HashSet<Uuid>>,
+    ) -> Box<dyn Iterator<Item = u32> + 'a> {
         match scope {
             None => Box::new((0..self.slots.len() as u32).filter(|&i| !self.dead[i as usize])),
             Some(scope) => Box::new(
@@ -284,7 +302,8 @@ impl VectorStore {
 
     /// Exact top-k by dot product over `ids` (query already scaled).
     pub fn exact(&self, q: &[f32], k: usize, ids: impl Iterator<Item = u32>) -> Vec<(u32, f32)> {
-        let mut scored: Vec<(u32, f32)> = ids.map(|i| (i, dot(q, self.vector(i)) / SHRINK2)).collect();
+        let mut scored: Vec<(u32, f32)> =
+            ids.map(|i| (i, dot(q, self.vector(i)) / SHRINK2)).collect();
         top_k(&mut scored, k);
         scored
     }
@@ -292,7 +311,11 @@ impl VectorStore {
     /// Exact top-k over every live slot, for benchmarks (query is a unit vector).
     pub fn exact_all(&self, query: &[f32], k: usize) -> Vec<(u32, f32)> {
         let q: Vec<f32> = query.iter().map(|x| x * SHRINK).collect();
-        self.exact(&q, k, (0..self.slots.len() as u32).filter(|&i| !self.dead[i as usize]))
+        self.exact(
+            &q,
+            k,
+            (0..self.slots.len() as u32).filter(|&i| !self.dead[i as usize]),
+        )
     }
 
     /// Writes the live slots to `path` (via a temporary file and a rename).
@@ -347,7 +370,10 @@ impl VectorStore {
         }
         let record = 16 + 16 + 8 + 4 * dim as u64;
         if len != 32 + record * count as u64 {
-            return Err(format!("vectors.bin is {len} bytes, expected {}", 32 + record * count as u64));
+            return Err(format!(
+                "vectors.bin is {len} bytes, expected {}",
+                32 + record * count as u64
+            ));
         }
         let mut store = VectorStore::new(dim, count);
         store.slots.reserve(count);
@@ -368,7 +394,14 @@ impl VectorStore {
             if !v.iter().all(|x| x.is_finite()) {
                 return Err("vectors.bin holds a non-finite value".into());
             }
-            store.push(Slot { chunk_id, source_id, page }, &v);
+            store.push(
+                Slot {
+                    chunk_id,
+                    source_id,
+                    page,
+                },
+                &v,
+            );
         }
         store.index_pending();
         store.mark_indexed();
@@ -399,7 +432,12 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let ca = a.chunks_exact(8);
     let cb = b.chunks_exact(8);
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
             acc[i] += x[i] * y[i];

@@ -37,7 +37,9 @@ async fn serve(handler: Handler) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let seen2 = Arc::clone(&seen);
     tokio::spawn(async move {
         loop {
-            let Ok((sock, _)) = listener.accept().await else { return };
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
             let handler = Arc::clone(&handler);
             let seen = Arc::clone(&seen2);
             tokio::spawn(async move { handle(sock, handler, seen).await });
@@ -81,8 +83,16 @@ async fn handle(mut sock: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen>
         buf.extend_from_slice(&chunk[..n]);
     }
     let mut parts = request_line.split(' ');
-    let method_path = format!("{} {}", parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let req = Seen { method_path, authorization, body: buf[head_end..head_end + content_length].to_vec() };
+    let method_path = format!(
+        "{} {}",
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or("")
+    );
+    let req = Seen {
+        method_path,
+        authorization,
+        body: buf[head_end..head_end + content_length].to_vec(),
+    };
     seen.lock().unwrap().push(req.clone());
     let Some((status, content_type, body)) = handler(&req) else {
         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -114,7 +124,11 @@ fn fake_embeddings(req: &Seen, dim: usize) -> Option<(u16, String, Vec<u8>)> {
         .collect();
     data.reverse();
     let body = serde_json::json!({"object": "list", "model": v["model"], "data": data});
-    Some((200, "application/json".into(), serde_json::to_vec(&body).unwrap()))
+    Some((
+        200,
+        "application/json".into(),
+        serde_json::to_vec(&body).unwrap(),
+    ))
 }
 
 fn texts(n: usize) -> Vec<String> {
@@ -150,7 +164,10 @@ async fn http_embedder_speaks_the_openai_protocol() {
     assert_eq!(seen[0].authorization.as_deref(), Some("Bearer sk-test"));
     let body: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
     assert_eq!(body["model"], "tiny-embed");
-    assert_eq!(body["input"], serde_json::json!(["text number 0", "text number 1"]));
+    assert_eq!(
+        body["input"],
+        serde_json::json!(["text number 0", "text number 1"])
+    );
     assert!(e.embed(&[]).await.unwrap().is_empty());
 }
 
@@ -165,7 +182,11 @@ async fn http_embedder_without_key_sends_no_authorization() {
 #[tokio::test]
 async fn http_embedder_reports_error_status() {
     let (base, _) = serve(Arc::new(|_: &Seen| {
-        Some((503, "application/json".into(), br#"{"error":{"message":"overloaded"}}"#.to_vec()))
+        Some((
+            503,
+            "application/json".into(),
+            br#"{"error":{"message":"overloaded"}}"#.to_vec(),
+        ))
     }))
     .await;
     let e = HttpEmbedder::new(HttpEmbedderConfig::new(base, "m", 4)).unwrap();
@@ -180,20 +201,29 @@ async fn http_embedder_rejects_malformed_answers() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("not json", b"<html>oops</html>".to_vec()),
         ("no data", br#"{"object":"list"}"#.to_vec()),
-        ("too few", br#"{"data":[{"index":0,"embedding":[1,0,0,0]}]}"#.to_vec()),
+        (
+            "too few",
+            br#"{"data":[{"index":0,"embedding":[1,0,0,0]}]}"#.to_vec(),
+        ),
         (
             "repeated index",
-            br#"{"data":[{"index":0,"embedding":[1,0,0,0]},{"index":0,"embedding":[1,0,0,0]}]}"#.to_vec(),
+            br#"{"data":[{"index":0,"embedding":[1,0,0,0]},{"index":0,"embedding":[1,0,0,0]}]}"#
+                .to_vec(),
         ),
         (
             "index out of range",
-            br#"{"data":[{"index":0,"embedding":[1,0,0,0]},{"index":5,"embedding":[1,0,0,0]}]}"#.to_vec(),
+            br#"{"data":[{"index":0,"embedding":[1,0,0,0]},{"index":5,"embedding":[1,0,0,0]}]}"#
+                .to_vec(),
         ),
         (
             "zero vector",
-            br#"{"data":[{"index":0,"embedding":[0,0,0,0]},{"index":1,"embedding":[1,0,0,0]}]}"#.to_vec(),
+            br#"{"data":[{"index":0,"embedding":[0,0,0,0]},{"index":1,"embedding":[1,0,0,0]}]}"#
+                .to_vec(),
         ),
-        ("string values", br#"{"data":[{"index":0,"embedding":["a"]}]}"#.to_vec()),
+        (
+            "string values",
+            br#"{"data":[{"index":0,"embedding":["a"]}]}"#.to_vec(),
+        ),
     ];
     for (name, body) in cases {
         let body = Arc::new(body);
@@ -212,7 +242,10 @@ async fn http_embedder_rejects_malformed_answers() {
     let e = HttpEmbedder::new(HttpEmbedderConfig::new(base, "m", 4)).unwrap();
     assert!(matches!(
         e.embed(&texts(1)).await,
-        Err(EmbedError::Dimension { expected: 4, got: 3 })
+        Err(EmbedError::Dimension {
+            expected: 4,
+            got: 3
+        })
     ));
 }
 
@@ -223,15 +256,26 @@ async fn http_embedder_unreachable_and_timeout() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let e = HttpEmbedder::new(HttpEmbedderConfig::new(format!("http://127.0.0.1:{port}"), "m", 4)).unwrap();
-    assert!(matches!(e.embed(&texts(1)).await, Err(EmbedError::Transport(_))));
+    let e = HttpEmbedder::new(HttpEmbedderConfig::new(
+        format!("http://127.0.0.1:{port}"),
+        "m",
+        4,
+    ))
+    .unwrap();
+    assert!(matches!(
+        e.embed(&texts(1)).await,
+        Err(EmbedError::Transport(_))
+    ));
 
     let (base, _) = serve(Arc::new(|_: &Seen| None)).await;
     let mut config = HttpEmbedderConfig::new(base, "m", 4);
     config.timeout = Duration::from_millis(300);
     let e = HttpEmbedder::new(config).unwrap();
     let started = std::time::Instant::now();
-    assert!(matches!(e.embed(&texts(1)).await, Err(EmbedError::Transport(_))));
+    assert!(matches!(
+        e.embed(&texts(1)).await,
+        Err(EmbedError::Transport(_))
+    ));
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -241,7 +285,10 @@ async fn http_embedder_unreachable_and_timeout() {
 async fn hashing_embedder_through_the_trait() {
     let e: Box<dyn Embedder> = Box::new(HashingEmbedder::default());
     assert_eq!(e.id(), "hashing:384");
-    let out = e.embed(&["wing flutter".to_owned(), "wing flutter".to_owned()]).await.unwrap();
+    let out = e
+        .embed(&["wing flutter".to_owned(), "wing flutter".to_owned()])
+        .await
+        .unwrap();
     assert_eq!(out[0], out[1]);
     assert_eq!(out[0].len(), 384);
 }
@@ -279,10 +326,18 @@ const REF_TEXTS: [&str; 4] = [
     "Hello, world!",
 ];
 const REF_FIRST8: [[f32; 8]; 4] = [
-    [0.134177, -0.0329, -0.024804, 0.041439, -0.036348, 0.041814, 0.031217, 0.037202],
-    [0.10013, -0.019275, 0.017466, 0.055746, -0.07266, 0.040779, 0.030093, 0.040514],
-    [0.034175, 0.023278, 0.031419, 0.006021, -0.001253, 0.003679, -0.040871, 0.023173],
-    [-0.038177, 0.032911, -0.005459, 0.01437, -0.040291, -0.116532, 0.031688, 0.001912],
+    [
+        0.134177, -0.0329, -0.024804, 0.041439, -0.036348, 0.041814, 0.031217, 0.037202,
+    ],
+    [
+        0.10013, -0.019275, 0.017466, 0.055746, -0.07266, 0.040779, 0.030093, 0.040514,
+    ],
+    [
+        0.034175, 0.023278, 0.031419, 0.006021, -0.001253, 0.003679, -0.040871, 0.023173,
+    ],
+    [
+        -0.038177, 0.032911, -0.005459, 0.01437, -0.040291, -0.116532, 0.031688, 0.001912,
+    ],
 ];
 const REF_COS: [[f32; 4]; 4] = [
     [1.0, 0.768879, -0.000322, -0.045208],
@@ -303,7 +358,12 @@ fn local_embedder_matches_reference_values() {
         let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4);
         for (a, b) in v.iter().zip(REF_FIRST8[i]) {
-            assert!((a - b).abs() < 2e-4, "text {i}: {:?} vs {:?}", &v[..8], REF_FIRST8[i]);
+            assert!(
+                (a - b).abs() < 2e-4,
+                "text {i}: {:?} vs {:?}",
+                &v[..8],
+                REF_FIRST8[i]
+            );
         }
         for (j, w) in out.iter().enumerate() {
             assert!((cosine(v, w) - REF_COS[i][j]).abs() < 5e-4, "cos({i},{j})");
@@ -337,9 +397,15 @@ fn local_embedder_batching_and_truncation_do_not_change_vectors() {
     let long = "supersonic flow over a thin airfoil ".repeat(2000); // ≫ 256 tokens
     let short = "boundary layer".to_owned();
     let alone = e.embed_blocking(std::slice::from_ref(&short)).unwrap();
-    let mixed = e.embed_blocking(&[long.clone(), short.clone(), String::new()]).unwrap();
+    let mixed = e
+        .embed_blocking(&[long.clone(), short.clone(), String::new()])
+        .unwrap();
     assert_eq!(mixed.len(), 3);
-    let drift: f32 = alone[0].iter().zip(&mixed[1]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let drift: f32 = alone[0]
+        .iter()
+        .zip(&mixed[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
     assert!(drift < 1e-4, "padding changed a vector by {drift}");
     // Truncated to 256 tokens: same as a text that is already only its start.
     let start = "supersonic flow over a thin airfoil ".repeat(60);
@@ -371,8 +437,14 @@ async fn local_embedder_missing_files_fail_clearly() {
     config.allow_download = false;
     let err = LocalEmbedder::load(config.clone()).await.unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, EmbedError::ModelUnavailable { .. }), "{err:?}");
-    assert!(msg.contains("model.safetensors") && msg.contains("fetch-model.sh"), "{msg}");
+    assert!(
+        matches!(err, EmbedError::ModelUnavailable { .. }),
+        "{err:?}"
+    );
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("fetch-model.sh"),
+        "{msg}"
+    );
 
     // Downloads allowed but nothing answers (as without internet): a clear
     // error naming the URL, nothing left half-written.
@@ -384,13 +456,22 @@ async fn local_embedder_missing_files_fail_clearly() {
     config.download_base_url = format!("http://127.0.0.1:{port}/sentence-transformers");
     let err = LocalEmbedder::load(config.clone()).await.unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, EmbedError::ModelUnavailable { .. }), "{err:?}");
-    assert!(msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("download"), "{msg}");
+    assert!(
+        matches!(err, EmbedError::ModelUnavailable { .. }),
+        "{err:?}"
+    );
+    assert!(
+        msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("download"),
+        "{msg}"
+    );
     let left: Vec<_> = std::fs::read_dir(&config.model_dir).unwrap().collect();
     assert!(left.is_empty(), "partial files left: {left:?}");
 
     // A server that answers 404.
-    let (base, _) = serve(Arc::new(|_: &Seen| Some((404, "text/plain".into(), b"no".to_vec())))).await;
+    let (base, _) = serve(Arc::new(|_: &Seen| {
+        Some((404, "text/plain".into(), b"no".to_vec()))
+    }))
+    .await;
     config.download_base_url = base;
     let msg = LocalEmbedder::load(config).await.unwrap_err().to_string();
     assert!(msg.contains("404"), "{msg}");
@@ -401,7 +482,12 @@ async fn local_embedder_downloads_missing_files() {
     let Some(src) = model_dir() else { return };
     let src = Arc::new(src);
     let (base, seen) = serve(Arc::new(move |req: &Seen| {
-        let name = req.method_path.rsplit('/').next().unwrap_or_default().to_owned();
+        let name = req
+            .method_path
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         match std::fs::read(src.join(&name)) {
             Ok(bytes) => Some((200, "application/octet-stream".into(), bytes)),
             Err(_) => Some((404, "text/plain".into(), Vec::new())),
@@ -413,7 +499,12 @@ async fn local_embedder_downloads_missing_files() {
     config.download_base_url = format!("{base}/resolve/main");
     let e = LocalEmbedder::load(config.clone()).await.unwrap();
     assert_eq!(e.embed(&["x".to_owned()]).await.unwrap()[0].len(), 384);
-    let paths: Vec<String> = seen.lock().unwrap().iter().map(|s| s.method_path.clone()).collect();
+    let paths: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.method_path.clone())
+        .collect();
     assert_eq!(paths.len(), 3, "{paths:?}");
     assert!(paths.iter().all(|p| p.starts_with("GET /resolve/main/")));
     // Second load: everything is there, nothing is fetched.

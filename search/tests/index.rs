@@ -56,8 +56,8 @@ const TOPICS: [&str; 6] = [
 ];
 
 const FILLER: [&str; 16] = [
-    "river", "mountain", "yellow", "quickly", "table", "music", "orange", "window",
-    "garden", "winter", "silver", "ocean", "pencil", "camera", "ladder", "rocket",
+    "river", "mountain", "yellow", "quickly", "table", "music", "orange", "window", "garden",
+    "winter", "silver", "ocean", "pencil", "camera", "ladder", "rocket",
 ];
 
 /// `per_source` chunks for each of `sources` sources. A chunk's text is its
@@ -87,7 +87,13 @@ fn corpus(sources: u128, per_source: u128) -> Vec<IndexItem> {
                 words.push(FILLER[(next() % 16) as usize].to_owned());
             }
             words.push(format!("source{s}"));
-            out.push(item(n, s, &format!("Lesson {n}"), &words.join(" "), Some(c as u64)));
+            out.push(item(
+                n,
+                s,
+                &format!("Lesson {n}"),
+                &words.join(" "),
+                Some(c as u64),
+            ));
         }
     }
     out
@@ -118,7 +124,9 @@ fn add_search_and_delete_source() {
         assert_eq!(h.chunk_id.as_u128() as u32 % 6, 0, "{h:?}");
         assert!(h.page.is_some());
     }
-    let v = index.search_vector(&emb("photosynthesis chlorophyll plants sunlight"), 5, None).unwrap();
+    let v = index
+        .search_vector(&emb("photosynthesis chlorophyll plants sunlight"), 5, None)
+        .unwrap();
     assert_eq!(v.len(), 5);
     assert!(v.windows(2).all(|w| w[0].score >= w[1].score));
     assert!(v[0].score > 0.3 && v[0].score <= 1.0001);
@@ -136,7 +144,10 @@ fn add_search_and_delete_source() {
         searcher.search_hybrid(q, &emb(q), 50, None).unwrap(),
         searcher.search_bm25("source0", 50, None).unwrap(),
     ] {
-        assert!(hits.iter().all(|h| h.source_id != gone), "deleted source still found");
+        assert!(
+            hits.iter().all(|h| h.source_id != gone),
+            "deleted source still found"
+        );
     }
     assert_eq!(searcher.search_vector(&emb(q), 50, None).unwrap().len(), 24);
     assert!(searcher.search_bm25("source0", 5, None).unwrap().is_empty());
@@ -148,19 +159,28 @@ fn add_search_and_delete_source() {
 fn re_adding_a_chunk_replaces_it() {
     let dir = tempfile::tempdir().unwrap();
     let (mut index, _) = open(dir.path());
-    index.add(&[item(1, 1, "Volcanoes", "magma and lava", Some(1))]).unwrap();
-    index.add(&[item(1, 1, "Circuits", "voltage and current", Some(2))]).unwrap();
+    index
+        .add(&[item(1, 1, "Volcanoes", "magma and lava", Some(1))])
+        .unwrap();
+    index
+        .add(&[item(1, 1, "Circuits", "voltage and current", Some(2))])
+        .unwrap();
     assert_eq!(index.len(), 1);
     assert!(index.search_bm25("magma", 10, None).unwrap().is_empty());
     let hits = index.search_bm25("voltage", 10, None).unwrap();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].page, Some(2));
-    let v = index.search_vector(&emb("Volcanoes magma and lava"), 10, None).unwrap();
+    let v = index
+        .search_vector(&emb("Volcanoes magma and lava"), 10, None)
+        .unwrap();
     assert_eq!(v.len(), 1);
     assert!(v[0].score < 0.5, "old vector still indexed");
     // Duplicates within one batch: the last one wins.
     index
-        .add(&[item(2, 1, "A", "first version", None), item(2, 1, "B", "second version", None)])
+        .add(&[
+            item(2, 1, "A", "first version", None),
+            item(2, 1, "B", "second version", None),
+        ])
         .unwrap();
     assert_eq!(index.len(), 2);
     assert_eq!(index.search_bm25("version", 10, None).unwrap().len(), 1);
@@ -206,20 +226,44 @@ fn filter_by_source_set_still_returns_k() {
     // The BM25 matches in scope are the circuit chunks of those two sources: exactly 10.
     assert_eq!(index.search_bm25(q, 100, Some(&scope)).unwrap().len(), 10);
     // All 60 chunks of the scope have a vector.
-    assert_eq!(index.search_vector(&emb(q), 100, Some(&scope)).unwrap().len(), 60);
+    assert_eq!(
+        index
+            .search_vector(&emb(q), 100, Some(&scope))
+            .unwrap()
+            .len(),
+        60
+    );
     // A scope smaller than k gives everything it has; an empty scope nothing.
     let one: HashSet<Uuid> = [id(1_000_005)].into_iter().collect();
-    assert_eq!(index.search_vector(&emb(q), 50, Some(&one)).unwrap().len(), 30);
+    assert_eq!(
+        index.search_vector(&emb(q), 50, Some(&one)).unwrap().len(),
+        30
+    );
     let none = HashSet::new();
-    assert!(index.search_hybrid(q, &emb(q), 10, Some(&none)).unwrap().is_empty());
+    assert!(
+        index
+            .search_hybrid(q, &emb(q), 10, Some(&none))
+            .unwrap()
+            .is_empty()
+    );
     let unknown: HashSet<Uuid> = [id(77)].into_iter().collect();
-    assert!(index.search_hybrid(q, &emb(q), 10, Some(&unknown)).unwrap().is_empty());
+    assert!(
+        index
+            .search_hybrid(q, &emb(q), 10, Some(&unknown))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
 fn persist_and_reopen_give_the_same_results() {
     let dir = tempfile::tempdir().unwrap();
-    let queries = ["lava eruption", "the bastille and the monarchy", "ohm's law resistance", "glucose"];
+    let queries = [
+        "lava eruption",
+        "the bastille and the monarchy",
+        "ohm's law resistance",
+        "glucose",
+    ];
     let before: Vec<_> = {
         let (mut index, _) = open(dir.path());
         index.add(&corpus(4, 25)).unwrap();
@@ -244,7 +288,11 @@ fn persist_and_reopen_give_the_same_results() {
         assert_eq!(ids(&again), bm, "{q}");
         assert_eq!(again, bm_hits, "scores and pages survive");
         // 75 points: graph search is exact at this size.
-        assert_eq!(ids(&index.search_vector(&emb(q), 10, None).unwrap()), vec, "{q}");
+        assert_eq!(
+            ids(&index.search_vector(&emb(q), 10, None).unwrap()),
+            vec,
+            "{q}"
+        );
     }
 }
 
@@ -258,17 +306,26 @@ fn unpersisted_changes_or_damage_ask_for_a_reindex() {
         index.add(&corpus(2, 5)).unwrap(); // committed to BM25, vectors not persisted
     }
     let (mut index, state) = open(dir.path());
-    assert!(matches!(state, OpenState::Reindex(ReindexReason::Corrupt(_))), "{state:?}");
+    assert!(
+        matches!(state, OpenState::Reindex(ReindexReason::Corrupt(_))),
+        "{state:?}"
+    );
     assert!(index.is_empty() && index.search_bm25("lesson", 10, None).unwrap().is_empty());
     index.add(&corpus(1, 5)).unwrap();
     index.persist().unwrap();
     drop(index);
     std::fs::write(dir.path().join("vectors.bin"), b"garbage").unwrap();
     let (_, state) = open(dir.path());
-    assert!(matches!(state, OpenState::Reindex(ReindexReason::Corrupt(_))), "{state:?}");
+    assert!(
+        matches!(state, OpenState::Reindex(ReindexReason::Corrupt(_))),
+        "{state:?}"
+    );
     std::fs::write(dir.path().join("manifest.json"), b"{").unwrap();
     let (_, state) = open(dir.path());
-    assert!(matches!(state, OpenState::Reindex(ReindexReason::Corrupt(_))), "{state:?}");
+    assert!(
+        matches!(state, OpenState::Reindex(ReindexReason::Corrupt(_))),
+        "{state:?}"
+    );
 }
 
 #[test]
@@ -279,17 +336,27 @@ fn another_embedder_asks_for_a_reindex() {
         index.add(&corpus(1, 5)).unwrap();
         index.persist().unwrap();
     }
-    let (index, state) = OrgIndex::open_or_create(dir.path(), "local:all-MiniLM-L6-v2", DIM).unwrap();
+    let (index, state) =
+        OrgIndex::open_or_create(dir.path(), "local:all-MiniLM-L6-v2", DIM).unwrap();
     assert_eq!(
         state,
-        OpenState::Reindex(ReindexReason::EmbedderChanged { previous: EMB.into(), previous_dim: DIM })
+        OpenState::Reindex(ReindexReason::EmbedderChanged {
+            previous: EMB.into(),
+            previous_dim: DIM
+        })
     );
     assert!(index.is_empty());
     assert_eq!(index.embedder_id(), "local:all-MiniLM-L6-v2");
     drop(index);
     // Same id, other dimension: also a change.
     let (_, state) = OrgIndex::open_or_create(dir.path(), "local:all-MiniLM-L6-v2", 768).unwrap();
-    assert!(matches!(state, OpenState::Reindex(ReindexReason::EmbedderChanged { previous_dim: DIM, .. })));
+    assert!(matches!(
+        state,
+        OpenState::Reindex(ReindexReason::EmbedderChanged {
+            previous_dim: DIM,
+            ..
+        })
+    ));
     // The new index was persisted empty: opening it again loads it.
     let (_, state) = OrgIndex::open_or_create(dir.path(), "local:all-MiniLM-L6-v2", 768).unwrap();
     assert_eq!(state, OpenState::Loaded { chunks: 0 });
@@ -309,12 +376,20 @@ fn tombstone_rebuild_keeps_results() {
     index.add(&corpus(10, 20)).unwrap();
     assert!(!index.needs_rebuild());
     index.delete_source(id(1_000_000)).unwrap();
-    assert!(!index.needs_rebuild(), "10% dead is under the 20% threshold");
+    assert!(
+        !index.needs_rebuild(),
+        "10% dead is under the 20% threshold"
+    );
     index.delete_source(id(1_000_001)).unwrap();
     index.delete_source(id(1_000_002)).unwrap();
     assert_eq!(index.tombstones(), 60);
     assert!(index.needs_rebuild());
-    let queries = ["magma", "division of fractions", "aircraft wing lift", "source5 lesson"];
+    let queries = [
+        "magma",
+        "division of fractions",
+        "aircraft wing lift",
+        "source5 lesson",
+    ];
     let scope: HashSet<Uuid> = [id(1_000_004), id(1_000_009)].into_iter().collect();
     let snapshot = |index: &OrgIndex| -> Vec<Vec<Uuid>> {
         queries
@@ -357,7 +432,9 @@ fn hostile_queries_never_fail() {
     let (mut index, _) = open(dir.path());
     index.add(&corpus(2, 10)).unwrap();
     let long = "lava ".repeat(2_000); // 10k chars
-    let noise: String = (0..10_000).map(|i| char::from_u32(0x20 + (i * 7919) % 0x2fff).unwrap_or('x')).collect();
+    let noise: String = (0..10_000)
+        .map(|i| char::from_u32(0x20 + (i * 7919) % 0x2fff).unwrap_or('x'))
+        .collect();
     let queries = [
         "\"",
         "\"unbalanced phrase",
@@ -389,13 +466,20 @@ fn hostile_queries_never_fail() {
     let scope: HashSet<Uuid> = [id(1_000_001)].into_iter().collect();
     for q in queries {
         let v = emb(q);
-        index.search_bm25(q, 10, None).unwrap_or_else(|e| panic!("{q:?}: {e}"));
+        index
+            .search_bm25(q, 10, None)
+            .unwrap_or_else(|e| panic!("{q:?}: {e}"));
         index.search_bm25(q, 10, Some(&scope)).unwrap();
         index.search_hybrid(q, &v, 10, None).unwrap();
         index.search_hybrid(q, &v, 10, Some(&scope)).unwrap();
     }
     // Query syntax is plain text: "title:lava" finds lava anywhere.
-    assert!(!index.search_bm25("title:lava", 10, None).unwrap().is_empty());
+    assert!(
+        !index
+            .search_bm25("title:lava", 10, None)
+            .unwrap()
+            .is_empty()
+    );
     assert!(!index.search_bm25(&long, 10, None).unwrap().is_empty());
 }
 
@@ -407,14 +491,29 @@ fn hybrid_prefers_a_chunk_ranked_well_in_both_lists() {
     let qv = emb(q);
     let mut items = vec![
         // Good in both lists (2nd in each).
-        IndexItem { vector: emb("alpha beta gamma"), ..item(1, 1, "", "alpha beta gamma", None) },
+        IndexItem {
+            vector: emb("alpha beta gamma"),
+            ..item(1, 1, "", "alpha beta gamma", None)
+        },
         // Best BM25 (alpha, beta twice each), worst vector.
-        IndexItem { vector: qv.iter().map(|x| -x).collect(), ..item(2, 1, "", "alpha beta alpha beta", None) },
+        IndexItem {
+            vector: qv.iter().map(|x| -x).collect(),
+            ..item(2, 1, "", "alpha beta alpha beta", None)
+        },
         // Best vector, no word in common.
-        IndexItem { vector: qv.clone(), ..item(3, 1, "", "nothing in common", None) },
+        IndexItem {
+            vector: qv.clone(),
+            ..item(3, 1, "", "nothing in common", None)
+        },
     ];
     for n in 0..20 {
-        items.push(item(100 + n, 2, "", &format!("filler text number {n} about other things"), None));
+        items.push(item(
+            100 + n,
+            2,
+            "",
+            &format!("filler text number {n} about other things"),
+            None,
+        ));
     }
     index.add(&items).unwrap();
     let bm = index.search_bm25(q, 10, None).unwrap();
@@ -448,6 +547,11 @@ fn searchers_are_send_sync_and_see_later_changes() {
     }
     reader.join().unwrap();
     assert_eq!(searcher.len(), 100);
-    assert_eq!(searcher.search_vector(&emb("lava"), 100, None).unwrap().len(), 100);
+    assert_eq!(
+        searcher
+            .search_vector(&emb("lava"), 100, None)
+            .unwrap()
+            .len(),
+        100
+    );
 }
-

@@ -68,14 +68,12 @@ impl FullName {
 
 /// An organisation's name: the same rules as a person's name.
 pub fn parse_org_name(raw: &str) -> Result<String, ApiError> {
-    FullName::parse(raw)
-        .map(|n| n.0)
-        .map_err(|_| {
-            ApiError::validation(
-                "organization_name",
-                "The organisation name must be 1 to 200 characters.",
-            )
-        })
+    FullName::parse(raw).map(|n| n.0).map_err(|_| {
+        ApiError::validation(
+            "organization_name",
+            "The organisation name must be 1 to 200 characters.",
+        )
+    })
 }
 
 /// A new password: 12–128 characters, not the email or the name.
@@ -184,8 +182,22 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(Email::parse("  Ada@School.ORG ").unwrap().as_str(), "ada@school.org");
-        for bad in ["", "ada", "ada@", "@school.org", "ada@school", "a b@school.org", "a@@b.org", "ada@.org", "ada@school.org.", "ada@sch..org"] {
+        assert_eq!(
+            Email::parse("  Ada@School.ORG ").unwrap().as_str(),
+            "ada@school.org"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@school.org",
+            "ada@school",
+            "a b@school.org",
+            "a@@b.org",
+            "ada@.org",
+            "ada@school.org.",
+            "ada@sch..org",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
         assert!(Email::parse(&format!("{}@x.org", "a".repeat(250))).is_err());
@@ -198,8 +210,12 @@ mod tests {
         assert!(Password::parse_new("short", "password", &email, Some(&name)).is_err());
         assert!(Password::parse_new(&"x".repeat(129), "password", &email, Some(&name)).is_err());
         assert!(Password::parse_new("ADA@school.org", "password", &email, Some(&name)).is_err());
-        assert!(Password::parse_new("ada lovelace byron", "password", &email, Some(&name)).is_err());
-        assert!(Password::parse_new("correct horse battery", "password", &email, Some(&name)).is_ok());
+        assert!(
+            Password::parse_new("ada lovelace byron", "password", &email, Some(&name)).is_err()
+        );
+        assert!(
+            Password::parse_new("correct horse battery", "password", &email, Some(&name)).is_ok()
+        );
         assert!(Password::parse_new(&"é".repeat(12), "password", &email, None).is_ok());
         let err = Password::parse_new("short", "new_password", &email, None).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("new_password"));

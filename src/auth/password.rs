@@ -69,7 +69,9 @@ impl Hasher {
 
     pub async fn hash(&self, password: &str) -> ApiResult<String> {
         let password = password.to_owned();
-        self.run(move || hash_blocking(&password)).await?.map_err(ApiError::internal)
+        self.run(move || hash_blocking(&password))
+            .await?
+            .map_err(ApiError::internal)
     }
 
     /// Verifies `password` against `hash`; with no hash (unknown account)
@@ -81,7 +83,11 @@ impl Hasher {
         let ok = self
             .run(move || {
                 PasswordHash::new(&hash)
-                    .map(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+                    .map(|parsed| {
+                        argon2()
+                            .verify_password(password.as_bytes(), &parsed)
+                            .is_ok()
+                    })
                     .unwrap_or(false)
             })
             .await?;
@@ -103,7 +109,11 @@ pub fn hash_blocking(password: &str) -> anyhow::Result<String> {
 /// One argon2id verification, synchronously (benches measure raw speed).
 pub fn verify_blocking(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            argon2()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -116,8 +126,15 @@ mod tests {
     async fn hashes_verify_and_use_argon2id() {
         let h = Hasher::new(1, Duration::from_secs(5));
         let hash = h.hash("correct horse battery").await.unwrap();
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
-        assert!(h.verify("correct horse battery", Some(&hash)).await.unwrap());
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(
+            h.verify("correct horse battery", Some(&hash))
+                .await
+                .unwrap()
+        );
         assert!(!h.verify("wrong horse battery", Some(&hash)).await.unwrap());
         assert!(!h.verify("correct horse battery", None).await.unwrap());
     }

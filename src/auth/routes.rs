@@ -14,7 +14,9 @@ use crate::state::AppState;
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::new(Method::POST, "/v1/auth/register", || web::post().to(register)),
+        RouteDef::new(Method::POST, "/v1/auth/register", || {
+            web::post().to(register)
+        }),
         RouteDef::new(Method::POST, "/v1/auth/login", || web::post().to(login)),
         RouteDef::new(Method::POST, "/v1/auth/refresh", || web::post().to(refresh)),
         RouteDef::new(Method::POST, "/v1/auth/logout", || web::post().to(logout)),
@@ -108,7 +110,8 @@ pub async fn login(
     req: HttpRequest,
     body: web::Json<LoginBody>,
 ) -> ApiResult<HttpResponse> {
-    let (user, tokens) = service::login(&state, &ip(&req, &state), &body.email, &body.password).await?;
+    let (user, tokens) =
+        service::login(&state, &ip(&req, &state), &body.email, &body.password).await?;
     Ok(HttpResponse::Ok().json(LoginAnswer {
         user: UserView::from_row(&user),
         tokens,
@@ -224,6 +227,7 @@ pub async fn password_reset_confirm(
     req: HttpRequest,
     body: web::Json<ResetConfirmBody>,
 ) -> ApiResult<HttpResponse> {
-    service::confirm_password_reset(&state, &ip(&req, &state), &body.token, &body.new_password).await?;
+    service::confirm_password_reset(&state, &ip(&req, &state), &body.token, &body.new_password)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

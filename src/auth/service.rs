@@ -93,7 +93,11 @@ pub async fn check_ip_limit(state: &AppState, ip: &str, bucket: &str) -> ApiResu
         capacity: auth.ip_burst,
         refill_per_sec: auth.ip_refill_per_sec,
     };
-    match state.limiter.check(&format!("auth:{bucket}:{ip}"), limit, 1).await {
+    match state
+        .limiter
+        .check(&format!("auth:{bucket}:{ip}"), limit, 1)
+        .await
+    {
         Ok(RateDecision::Allowed { .. }) => Ok(()),
         Ok(RateDecision::Limited { retry_after }) => Err(ApiError::rate_limited(retry_after)),
         Err(e) => {
@@ -104,7 +108,11 @@ pub async fn check_ip_limit(state: &AppState, ip: &str, bucket: &str) -> ApiResu
     }
 }
 
-pub async fn issue_tokens(state: &AppState, user: &UserRow, family: Option<FamilyId>) -> ApiResult<Tokens> {
+pub async fn issue_tokens(
+    state: &AppState,
+    user: &UserRow,
+    family: Option<FamilyId>,
+) -> ApiResult<Tokens> {
     let now = Utc::now();
     let role = Role::parse(&user.role)?;
     let access = state
@@ -131,17 +139,31 @@ pub async fn issue_tokens(state: &AppState, user: &UserRow, family: Option<Famil
     })
 }
 
+/// What a one-time link is for and whom it goes to.
+pub struct OneTimeLink<'a> {
+    pub kind: OneTimeKind,
+    pub org: OrgId,
+    pub user: Option<UserId>,
+    pub email: &'a str,
+    pub role: Option<Role>,
+    pub created_by: Option<UserId>,
+    pub ttl: chrono::Duration,
+}
+
 /// Creates a one-time token and mails its link.
 pub async fn send_one_time_link(
     state: &AppState,
-    kind: OneTimeKind,
-    org: OrgId,
-    user: Option<UserId>,
-    email: &str,
-    role: Option<Role>,
-    created_by: Option<UserId>,
-    ttl: chrono::Duration,
+    link: OneTimeLink<'_>,
 ) -> ApiResult<(TokenId, chrono::DateTime<Utc>)> {
+    let OneTimeLink {
+        kind,
+        org,
+        user,
+        email,
+        role,
+        created_by,
+        ttl,
+    } = link;
     let secret = new_secret();
     let id = TokenId::new();
     let expires_at = Utc::now() + ttl;
@@ -210,7 +232,10 @@ pub async fn register(
     let name = FullName::parse(&input.full_name)?;
     let email = Email::parse(&input.email)?;
     let password = Password::parse_new(&input.password, "password", &email, Some(&name))?;
-    if store::user_by_email(&state.db, email.as_str()).await?.is_some() {
+    if store::user_by_email(&state.db, email.as_str())
+        .await?
+        .is_some()
+    {
         return Err(email_taken());
     }
     let hash = state.auth.hasher.hash(password.expose()).await?;
@@ -255,13 +280,15 @@ pub async fn register(
     .await?;
     send_one_time_link(
         state,
-        OneTimeKind::VerifyEmail,
-        org.id,
-        Some(user.id),
-        email.as_str(),
-        None,
-        None,
-        chrono::Duration::hours(VERIFY_EMAIL_TTL_HOURS),
+        OneTimeLink {
+            kind: OneTimeKind::VerifyEmail,
+            org: org.id,
+            user: Some(user.id),
+            email: email.as_str(),
+            role: None,
+            created_by: None,
+            ttl: chrono::Duration::hours(VERIFY_EMAIL_TTL_HOURS),
+        },
     )
     .await?;
     let tokens = issue_tokens(state, &user, None).await?;
@@ -291,7 +318,12 @@ fn invalid_credentials() -> ApiError {
     )
 }
 
-pub async fn login(state: &AppState, ip: &str, email: &str, password: &str) -> ApiResult<(UserRow, Tokens)> {
+pub async fn login(
+    state: &AppState,
+    ip: &str,
+    email: &str,
+    password: &str,
+) -> ApiResult<(UserRow, Tokens)> {
     check_ip_limit(state, ip, "login").await?;
     let password = Password::presented(password)?;
     let user = match Email::parse(email) {
@@ -318,7 +350,8 @@ pub async fn login(state: &AppState, ip: &str, email: &str, password: &str) -> A
         let auth = &state.settings.auth;
         let lock_until = now + chrono::Duration::minutes(auth.lockout_minutes as i64);
         let (count, locked_until) =
-            store::record_failed_login(&state.db, user.id, auth.lockout_threshold, lock_until).await?;
+            store::record_failed_login(&state.db, user.id, auth.lockout_threshold, lock_until)
+                .await?;
         audit::record(
             &state.db,
             Entry {
@@ -444,9 +477,13 @@ pub async fn logout(state: &AppState, ip: &str, token: &str) -> ApiResult<()> {
 
 pub async fn verify_email(state: &AppState, ip: &str, token: &str) -> ApiResult<()> {
     check_ip_limit(state, ip, "token").await?;
-    let row = store::one_time_by_hash(&state.db, OneTimeKind::VerifyEmail, &hash_secret(token.trim()))
-        .await?
-        .ok_or_else(invalid_token)?;
+    let row = store::one_time_by_hash(
+        &state.db,
+        OneTimeKind::VerifyEmail,
+        &hash_secret(token.trim()),
+    )
+    .await?
+    .ok_or_else(invalid_token)?;
     let user_id = row.user_id.ok_or_else(invalid_token)?;
     if row.used_at.is_some() || row.expires_at <= Utc::now() {
         return Err(invalid_token());
@@ -470,7 +507,12 @@ pub async fn verify_email(state: &AppState, ip: &str, token: &str) -> ApiResult<
     Ok(())
 }
 
-pub async fn resend_verification(state: &AppState, ip: &str, user: UserId, org: OrgId) -> ApiResult<()> {
+pub async fn resend_verification(
+    state: &AppState,
+    ip: &str,
+    user: UserId,
+    org: OrgId,
+) -> ApiResult<()> {
     check_ip_limit(state, ip, "mail").await?;
     let row = store::user_in_org(&state.db, org, user)
         .await?
@@ -481,13 +523,15 @@ pub async fn resend_verification(state: &AppState, ip: &str, user: UserId, org: 
     store::expire_one_time_for_user(&state.db, user, OneTimeKind::VerifyEmail).await?;
     send_one_time_link(
         state,
-        OneTimeKind::VerifyEmail,
-        org,
-        Some(user),
-        &row.email,
-        None,
-        None,
-        chrono::Duration::hours(VERIFY_EMAIL_TTL_HOURS),
+        OneTimeLink {
+            kind: OneTimeKind::VerifyEmail,
+            org,
+            user: Some(user),
+            email: &row.email,
+            role: None,
+            created_by: None,
+            ttl: chrono::Duration::hours(VERIFY_EMAIL_TTL_HOURS),
+        },
     )
     .await?;
     Ok(())
@@ -505,13 +549,15 @@ pub async fn request_password_reset(state: &AppState, ip: &str, email: &str) -> 
     store::expire_one_time_for_user(&state.db, user.id, OneTimeKind::PasswordReset).await?;
     send_one_time_link(
         state,
-        OneTimeKind::PasswordReset,
-        user.organization_id,
-        Some(user.id),
-        &user.email,
-        None,
-        None,
-        chrono::Duration::minutes(PASSWORD_RESET_TTL_MINUTES),
+        OneTimeLink {
+            kind: OneTimeKind::PasswordReset,
+            org: user.organization_id,
+            user: Some(user.id),
+            email: &user.email,
+            role: None,
+            created_by: None,
+            ttl: chrono::Duration::minutes(PASSWORD_RESET_TTL_MINUTES),
+        },
     )
     .await?;
     Ok(())
@@ -519,11 +565,20 @@ pub async fn request_password_reset(state: &AppState, ip: &str, email: &str) -> 
 
 /// Sets a new password; every refresh and access token of the user stops
 /// working.
-pub async fn confirm_password_reset(state: &AppState, ip: &str, token: &str, new_password: &str) -> ApiResult<()> {
+pub async fn confirm_password_reset(
+    state: &AppState,
+    ip: &str,
+    token: &str,
+    new_password: &str,
+) -> ApiResult<()> {
     check_ip_limit(state, ip, "token").await?;
-    let row = store::one_time_by_hash(&state.db, OneTimeKind::PasswordReset, &hash_secret(token.trim()))
-        .await?
-        .ok_or_else(invalid_token)?;
+    let row = store::one_time_by_hash(
+        &state.db,
+        OneTimeKind::PasswordReset,
+        &hash_secret(token.trim()),
+    )
+    .await?
+    .ok_or_else(invalid_token)?;
     let user_id = row.user_id.ok_or_else(invalid_token)?;
     if row.used_at.is_some() || row.expires_at <= Utc::now() {
         return Err(invalid_token());
@@ -557,12 +612,22 @@ pub async fn confirm_password_reset(state: &AppState, ip: &str, token: &str, new
 
 /// `bwenge seed`: an organisation and its admin, once. Returns `false` when
 /// the admin already existed (nothing changed).
-pub async fn seed(db: &crate::db::Db, org_name: &str, email: &str, password: &str) -> anyhow::Result<bool> {
+pub async fn seed(
+    db: &crate::db::Db,
+    org_name: &str,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<bool> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--admin-email: {}", e.detail))?;
-    if store::user_by_email(db, email.as_str()).await.map_err(|e| anyhow::anyhow!("{e}"))?.is_some() {
+    if store::user_by_email(db, email.as_str())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .is_some()
+    {
         return Ok(false);
     }
-    let org_name = parse_org_name(org_name).map_err(|e| anyhow::anyhow!("--org-name: {}", e.detail))?;
+    let org_name =
+        parse_org_name(org_name).map_err(|e| anyhow::anyhow!("--org-name: {}", e.detail))?;
     let name = FullName::parse("Administrator").map_err(|e| anyhow::anyhow!("{}", e.detail))?;
     let password = Password::parse_new(password, "admin-password", &email, Some(&name))
         .map_err(|e| anyhow::anyhow!("--admin-password: {}", e.detail))?;

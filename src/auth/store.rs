@@ -67,16 +67,22 @@ macro_rules! insert_user_query {
 }
 
 /// Creates an organisation and its first user in one transaction.
-pub async fn create_org_with_user(db: &Db, org: &OrgRow, user: &NewUser<'_>) -> Result<(), StoreError> {
+pub async fn create_org_with_user(
+    db: &Db,
+    org: &OrgRow,
+    user: &NewUser<'_>,
+) -> Result<(), StoreError> {
     on_db!(db, |pool| {
         let mut tx = pool.begin().await?;
-        sqlx::query("INSERT INTO organizations (id, name, plan, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(org.id)
-            .bind(&org.name)
-            .bind(&org.plan)
-            .bind(org.created_at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO organizations (id, name, plan, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(org.id)
+        .bind(&org.name)
+        .bind(&org.plan)
+        .bind(org.created_at)
+        .execute(&mut *tx)
+        .await?;
         insert_user_query!(user).execute(&mut *tx).await?;
         tx.commit().await?;
     });
@@ -84,7 +90,10 @@ pub async fn create_org_with_user(db: &Db, org: &OrgRow, user: &NewUser<'_>) -> 
 }
 
 pub async fn insert_user(db: &Db, user: &NewUser<'_>) -> Result<(), StoreError> {
-    on_db!(db, |pool| insert_user_query!(user).execute(pool).await.map(|_| ())?);
+    on_db!(db, |pool| insert_user_query!(user)
+        .execute(pool)
+        .await
+        .map(|_| ())?);
     Ok(())
 }
 
@@ -225,7 +234,8 @@ pub async fn insert_refresh(
     hash: &str,
     expires_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+    on_db!(db, |pool| {
+        sqlx::query(
         "INSERT INTO refresh_tokens (id, organization_id, user_id, family_id, token_hash, \
          used_at, revoked_at, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6, $7)"
     )
@@ -238,7 +248,8 @@ pub async fn insert_refresh(
     .bind(Utc::now())
     .execute(pool)
     .await
-    .map(|_| ())?);
+    .map(|_| ())?
+    });
     Ok(())
 }
 
@@ -386,8 +397,13 @@ pub async fn claim_one_time(db: &Db, id: TokenId) -> Result<bool, StoreError> {
 
 /// Unused tokens of one kind for a user stop working when a new one is sent
 /// or one is used.
-pub async fn expire_one_time_for_user(db: &Db, user: UserId, kind: OneTimeKind) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+pub async fn expire_one_time_for_user(
+    db: &Db,
+    user: UserId,
+    kind: OneTimeKind,
+) -> Result<(), StoreError> {
+    on_db!(db, |pool| {
+        sqlx::query(
         "UPDATE one_time_tokens SET used_at = $3 WHERE user_id = $1 AND kind = $2 AND used_at IS NULL"
     )
     .bind(user)
@@ -395,6 +411,7 @@ pub async fn expire_one_time_for_user(db: &Db, user: UserId, kind: OneTimeKind) 
     .bind(Utc::now())
     .execute(pool)
     .await
-    .map(|_| ())?);
+    .map(|_| ())?
+    });
     Ok(())
 }

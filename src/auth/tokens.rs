@@ -123,7 +123,13 @@ mod tests {
         let other = TokenKeys::new("another-secret-of-some-length-012345", 900);
         assert!(other.verify(&token).is_none());
         let expired = keys
-            .issue(user, OrgId::new(), Role::Teacher, 0, Utc::now() - chrono::Duration::hours(1))
+            .issue(
+                user,
+                OrgId::new(),
+                Role::Teacher,
+                0,
+                Utc::now() - chrono::Duration::hours(1),
+            )
             .unwrap();
         assert!(keys.verify(&expired).is_none());
         assert!(keys.verify("garbage").is_none());

@@ -91,8 +91,14 @@ pub async fn accept(
     req: HttpRequest,
     body: web::Json<AcceptBody>,
 ) -> ApiResult<HttpResponse> {
-    let (user, tokens) =
-        service::accept(&state, &ip(&req, &state), &body.token, &body.full_name, &body.password).await?;
+    let (user, tokens) = service::accept(
+        &state,
+        &ip(&req, &state),
+        &body.token,
+        &body.full_name,
+        &body.password,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(AcceptAnswer {
         user: UserView::from_row(&user),
         tokens,
@@ -131,7 +137,8 @@ pub async fn change_role(
 ) -> ApiResult<HttpResponse> {
     user.require_admin()?;
     let role = Role::parse(&body.role)?;
-    let row = service::change_role(&state, &user, &ip(&req, &state), path.into_inner(), role).await?;
+    let row =
+        service::change_role(&state, &user, &ip(&req, &state), path.into_inner(), role).await?;
     Ok(HttpResponse::Ok().json(UserView::from_row(&row)))
 }
 

@@ -16,13 +16,20 @@ use crate::state::AppState;
 
 use super::store;
 
-pub async fn list_members(state: &AppState, caller: &AuthUser, page: Page) -> ApiResult<List<UserView>> {
+pub async fn list_members(
+    state: &AppState,
+    caller: &AuthUser,
+    page: Page,
+) -> ApiResult<List<UserView>> {
     caller.require_staff()?;
     let rows = store::list_members(&state.db, caller.org_id, page).await?;
     Ok(page_of(
         rows,
         page.limit,
-        |r| Cursor { t: r.created_at, id: r.id.0 },
+        |r| Cursor {
+            t: r.created_at,
+            id: r.id.0,
+        },
         |r| UserView::from_row(&r),
     ))
 }
@@ -46,7 +53,10 @@ pub async fn change_role(
         .await?
         .ok_or_else(ApiError::not_found)?;
     let from = Role::parse(&target.role)?;
-    if from == Role::Admin && role != Role::Admin && store::count_admins(&state.db, caller.org_id).await? <= 1 {
+    if from == Role::Admin
+        && role != Role::Admin
+        && store::count_admins(&state.db, caller.org_id).await? <= 1
+    {
         return Err(last_admin());
     }
     if from != role {
@@ -69,12 +79,19 @@ pub async fn change_role(
         .ok_or_else(ApiError::not_found)
 }
 
-pub async fn remove_member(state: &AppState, caller: &AuthUser, ip: &str, member: UserId) -> ApiResult<()> {
+pub async fn remove_member(
+    state: &AppState,
+    caller: &AuthUser,
+    ip: &str,
+    member: UserId,
+) -> ApiResult<()> {
     caller.require_admin()?;
     let target = auth_store::user_in_org(&state.db, caller.org_id, member)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    if target.role == Role::Admin.as_str() && store::count_admins(&state.db, caller.org_id).await? <= 1 {
+    if target.role == Role::Admin.as_str()
+        && store::count_admins(&state.db, caller.org_id).await? <= 1
+    {
         return Err(last_admin());
     }
     store::delete_member(&state.db, caller.org_id, member).await?;
@@ -101,7 +118,13 @@ pub struct Invitation {
 }
 
 /// Admins invite any role; teachers invite students only.
-pub async fn invite(state: &AppState, caller: &AuthUser, ip: &str, email: &str, role: &str) -> ApiResult<Invitation> {
+pub async fn invite(
+    state: &AppState,
+    caller: &AuthUser,
+    ip: &str,
+    email: &str,
+    role: &str,
+) -> ApiResult<Invitation> {
     caller.require_staff()?;
     let email = Email::parse(email)?;
     let role = Role::parse(role)?;
@@ -111,18 +134,23 @@ pub async fn invite(state: &AppState, caller: &AuthUser, ip: &str, email: &str, 
             "Teachers may invite students only.",
         ));
     }
-    if auth_store::user_by_email(&state.db, email.as_str()).await?.is_some() {
+    if auth_store::user_by_email(&state.db, email.as_str())
+        .await?
+        .is_some()
+    {
         return Err(email_taken());
     }
     let (id, expires_at) = auth_service::send_one_time_link(
         state,
-        OneTimeKind::Invitation,
-        caller.org_id,
-        None,
-        email.as_str(),
-        Some(role),
-        Some(caller.user_id),
-        chrono::Duration::days(auth_service::INVITATION_TTL_DAYS),
+        auth_service::OneTimeLink {
+            kind: OneTimeKind::Invitation,
+            org: caller.org_id,
+            user: None,
+            email: email.as_str(),
+            role: Some(role),
+            created_by: Some(caller.user_id),
+            ttl: chrono::Duration::days(auth_service::INVITATION_TTL_DAYS),
+        },
     )
     .await?;
     audit::record(
@@ -161,9 +189,13 @@ pub async fn accept(
             "This invitation is invalid, already used or expired; ask for a new one.",
         )
     };
-    let row = auth_store::one_time_by_hash(&state.db, OneTimeKind::Invitation, &hash_secret(token.trim()))
-        .await?
-        .ok_or_else(invalid)?;
+    let row = auth_store::one_time_by_hash(
+        &state.db,
+        OneTimeKind::Invitation,
+        &hash_secret(token.trim()),
+    )
+    .await?
+    .ok_or_else(invalid)?;
     if row.used_at.is_some() || row.expires_at <= Utc::now() {
         return Err(invalid());
     }
@@ -171,7 +203,10 @@ pub async fn accept(
     let email = Email::parse(&row.email)?;
     let password = Password::parse_new(password, "password", &email, Some(&name))?;
     let role = Role::parse(row.role.as_deref().unwrap_or("student"))?;
-    if auth_store::user_by_email(&state.db, email.as_str()).await?.is_some() {
+    if auth_store::user_by_email(&state.db, email.as_str())
+        .await?
+        .is_some()
+    {
         return Err(email_taken());
     }
     let hash = state.auth.hasher.hash(password.expose()).await?;

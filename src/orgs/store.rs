@@ -15,7 +15,8 @@ pub async fn list_members(db: &Db, org: OrgId, page: Page) -> Result<Vec<UserRow
         Some(c) => (Some(c.t), Some(UserId(c.id))),
         None => (None, None),
     };
-    Ok(on_db!(db, |pool| sqlx::query_as(
+    Ok(on_db!(db, |pool| {
+        sqlx::query_as(
         "SELECT id, organization_id, email, full_name, role, password_hash, email_verified, \
          token_version, failed_logins, locked_until, created_at FROM users \
          WHERE organization_id = $1 AND ($2 IS NULL OR created_at > $2 OR (created_at = $2 AND id > $3)) \
@@ -26,7 +27,8 @@ pub async fn list_members(db: &Db, org: OrgId, page: Page) -> Result<Vec<UserRow
     .bind(id)
     .bind(i64::from(page.limit) + 1)
     .fetch_all(pool)
-    .await?))
+    .await?
+    }))
 }
 
 pub async fn count_admins(db: &Db, org: OrgId) -> Result<i64, StoreError> {

@@ -205,11 +205,23 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 impl TestApp {
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.client.post(self.url(path)).json(body).send().await.unwrap()
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
-    pub fn authed(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
-        self.client.request(method, self.url(path)).bearer_auth(token)
+    pub fn authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
     }
 
     /// Registers a new organisation and its admin.
@@ -225,7 +237,12 @@ impl TestApp {
                 }),
             )
             .await;
-        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap_or_default());
+        assert_eq!(
+            res.status(),
+            201,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
         let body: serde_json::Value = res.json().await.unwrap();
         Member {
             id: body["user"]["id"].as_str().unwrap().to_owned(),
@@ -292,7 +309,12 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap_or_default());
+        assert_eq!(
+            res.status(),
+            201,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
         let token = self.mail_token(email, before).await;
         let res = self
             .post_json(
@@ -300,7 +322,12 @@ impl TestApp {
                 &serde_json::json!({"token": token, "full_name": "Invited Person", "password": PASSWORD}),
             )
             .await;
-        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap_or_default());
+        assert_eq!(
+            res.status(),
+            201,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
         let body: serde_json::Value = res.json().await.unwrap();
         Member {
             id: body["user"]["id"].as_str().unwrap().to_owned(),
@@ -315,5 +342,8 @@ impl TestApp {
 
 /// A unique email address for a test.
 pub fn email(tag: &str) -> String {
-    format!("{tag}-{}@school.example", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{tag}-{}@school.example",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }

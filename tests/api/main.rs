@@ -15,4 +15,5 @@ mod ops;
 mod orgs;
 mod redis_bus;
 mod schema;
+mod smtp;
 mod tenancy;

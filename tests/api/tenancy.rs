@@ -21,7 +21,9 @@ struct Fixtures {
 impl Fixtures {
     async fn build(app: &TestApp) -> Self {
         let a_admin = app.register("School A", &email("a-admin")).await;
-        let a_student = app.invite_and_accept(&a_admin, &email("a-student"), "student").await;
+        let a_student = app
+            .invite_and_accept(&a_admin, &email("a-student"), "student")
+            .await;
         Self { a_admin, a_student }
     }
 
@@ -39,37 +41,78 @@ impl Fixtures {
 }
 
 async fn another_organisation_sees_nothing(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else { return };
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
     let a = Fixtures::build(&app).await;
     let b_admin = app.register("School B", &email("b-admin")).await;
 
     let routes = bwenge::http::route_table(&app.state);
     let mut missing = Vec::new();
     let mut checked = 0;
-    for r in routes.iter().filter(|r| r.path.starts_with("/v1/") && r.path.contains('{')) {
+    for r in routes
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/") && r.path.contains('{'))
+    {
         let method = Method::from_bytes(r.method.as_str().as_bytes()).unwrap();
         let Some((path, body)) = a.case(&method, r.path) else {
             missing.push(format!("{} {}", r.method, r.path));
             continue;
         };
-        let res = app.authed(method.clone(), &path, &b_admin.access).json(&body).send().await.unwrap();
-        assert_eq!(res.status(), 404, "{} {} by another organisation", r.method, r.path);
+        let res = app
+            .authed(method.clone(), &path, &b_admin.access)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            404,
+            "{} {} by another organisation",
+            r.method,
+            r.path
+        );
         let problem: serde_json::Value = res.json().await.unwrap();
         assert_eq!(problem["code"], "not_found");
         checked += 1;
     }
-    assert!(missing.is_empty(), "routes with ids but no isolation case: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes with ids but no isolation case: {missing:?}"
+    );
     assert!(checked >= 2);
 
     // Nothing was changed by those attempts.
-    let me: serde_json::Value = app.authed(Method::GET, "/v1/auth/me", &a.a_student.access).send().await.unwrap().json().await.unwrap();
+    let me: serde_json::Value = app
+        .authed(Method::GET, "/v1/auth/me", &a.a_student.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["role"], "student");
 
     // Lists show only the caller's organisation.
     for path in ["/v1/members", "/v1/audit"] {
-        let text = app.authed(Method::GET, path, &b_admin.access).send().await.unwrap().text().await.unwrap();
-        for foreign in [&a.a_admin.id, &a.a_student.id, &a.a_admin.org_id, &a.a_student.email] {
-            assert!(!text.contains(foreign.as_str()), "{path} shows organisation A's {foreign}");
+        let text = app
+            .authed(Method::GET, path, &b_admin.access)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for foreign in [
+            &a.a_admin.id,
+            &a.a_student.id,
+            &a.a_admin.org_id,
+            &a.a_student.email,
+        ] {
+            assert!(
+                !text.contains(foreign.as_str()),
+                "{path} shows organisation A's {foreign}"
+            );
         }
     }
 }

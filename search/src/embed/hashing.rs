@@ -131,7 +131,12 @@ mod tests {
         // Fixed hash: a known value guards against accidental changes, which
         // would silently invalidate every index built with `hashing:384`.
         let v = e.embed_one("hello world");
-        let nz: Vec<(usize, f32)> = v.iter().copied().enumerate().filter(|(_, x)| *x != 0.0).collect();
+        let nz: Vec<(usize, f32)> = v
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, x)| *x != 0.0)
+            .collect();
         let s = 1.0 / 3f32.sqrt();
         assert_eq!(nz.len(), 3, "{nz:?}");
         for ((i, x), (ei, ex)) in nz.into_iter().zip([(221, -s), (328, -s), (352, s)]) {

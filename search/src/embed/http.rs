@@ -91,7 +91,11 @@ impl HttpEmbedder {
             .build()
             .map_err(|e| EmbedError::Transport(format!("cannot build HTTP client: {e}")))?;
         let url = format!("{}/v1/embeddings", config.base_url.trim_end_matches('/'));
-        Ok(Self { config, url, client })
+        Ok(Self {
+            config,
+            url,
+            client,
+        })
     }
 
     async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
@@ -120,7 +124,10 @@ impl HttpEmbedder {
                 }
                 text.truncate(cut);
             }
-            return Err(EmbedError::Status { status: status.as_u16(), body: text });
+            return Err(EmbedError::Status {
+                status: status.as_u16(),
+                body: text,
+            });
         }
         let parsed: Response =
             serde_json::from_slice(&body).map_err(|e| EmbedError::Protocol(e.to_string()))?;
@@ -133,9 +140,9 @@ impl HttpEmbedder {
         }
         let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
         for d in parsed.data {
-            let slot = out.get_mut(d.index).ok_or_else(|| {
-                EmbedError::Protocol(format!("index {} out of range", d.index))
-            })?;
+            let slot = out
+                .get_mut(d.index)
+                .ok_or_else(|| EmbedError::Protocol(format!("index {} out of range", d.index)))?;
             if slot.is_some() {
                 return Err(EmbedError::Protocol(format!("index {} repeated", d.index)));
             }

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::{PaddingParams, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    PaddingParams, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
@@ -85,7 +87,9 @@ struct Model {
 
 impl std::fmt::Debug for LocalEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalEmbedder").field("id", &self.inner.id).finish()
+        f.debug_struct("LocalEmbedder")
+            .field("id", &self.inner.id)
+            .finish()
     }
 }
 
@@ -123,7 +127,9 @@ impl LocalEmbedder {
             .map_err(|e| model_err("bad config.json", &e))?;
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| model_err("bad tokenizer.json", &e))?;
-        let max_tokens = config.max_tokens.clamp(8, bert_config.max_position_embeddings);
+        let max_tokens = config
+            .max_tokens
+            .clamp(8, bert_config.max_position_embeddings);
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: max_tokens,
@@ -138,10 +144,15 @@ impl LocalEmbedder {
         // SAFETY: the weights file is memory-mapped read-only; it must not be
         // modified while mapped (the download writes a `.part` file and renames).
         let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &device)
+            VarBuilder::from_mmaped_safetensors(
+                &[dir.join("model.safetensors")],
+                DType::F32,
+                &device,
+            )
         }
         .map_err(|e| model_err("bad model.safetensors", &e))?;
-        let bert = BertModel::load(vb, &bert_config).map_err(|e| model_err("cannot build BERT", &e))?;
+        let bert =
+            BertModel::load(vb, &bert_config).map_err(|e| model_err("cannot build BERT", &e))?;
         Ok(Self {
             inner: Arc::new(Model {
                 bert,
@@ -224,7 +235,9 @@ impl Model {
         let mut mask = vec![0u32; n * len];
         for (row, seq) in batch.enumerate() {
             ids[row * len..row * len + seq.len()].copy_from_slice(seq);
-            mask[row * len..row * len + seq.len()].iter_mut().for_each(|m| *m = 1);
+            mask[row * len..row * len + seq.len()]
+                .iter_mut()
+                .for_each(|m| *m = 1);
         }
         let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device)?;

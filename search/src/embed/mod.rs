@@ -68,7 +68,11 @@ pub enum EmbedError {
 /// Scales `v` to unit L2 norm in place. Returns `false` (and leaves `v`
 /// unchanged) when `v` is all zeros or not finite.
 pub fn l2_normalize(v: &mut [f32]) -> bool {
-    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
     if !(norm.is_finite() && norm > 0.0) {
         return false;
     }
