@@ -47,15 +47,36 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+type RequestKey = (String, String, u16);
+
+thread_local! {
+    /// Handles per (route, method, status), per worker thread: the set is
+    /// small (route patterns, not paths) and a cached handle skips the
+    /// recorder's label hashing and allocation on every request.
+    static REQUEST_HANDLES: std::cell::RefCell<
+        std::collections::HashMap<RequestKey, (metrics::Counter, metrics::Histogram)>,
+    > = std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// Records one finished HTTP request.
 pub fn record_request(route: &str, method: &str, status: u16, elapsed: Duration) {
-    let labels = [
-        ("route", route.to_owned()),
-        ("method", method.to_owned()),
-        ("status", status.to_string()),
-    ];
-    metrics::counter!(HTTP_REQUESTS_TOTAL, &labels).increment(1);
-    metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels).record(elapsed.as_secs_f64());
+    REQUEST_HANDLES.with(|cell| {
+        let mut handles = cell.borrow_mut();
+        let key = (route.to_owned(), method.to_owned(), status);
+        let (counter, histogram) = handles.entry(key).or_insert_with(|| {
+            let labels = [
+                ("route", route.to_owned()),
+                ("method", method.to_owned()),
+                ("status", status.to_string()),
+            ];
+            (
+                metrics::counter!(HTTP_REQUESTS_TOTAL, &labels),
+                metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels),
+            )
+        });
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
+    });
 }
 
 pub fn record_panic() {

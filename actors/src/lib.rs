@@ -4,5 +4,7 @@
 //! `bwenge` crate; this crate orchestrates and knows no database, HTTP
 //! framework (beyond the WebSocket actor) or search engine.
 
+pub mod ingest;
+pub mod messages;
 pub mod ports;
 pub mod registry;

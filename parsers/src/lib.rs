@@ -346,6 +346,17 @@ pub(crate) fn finish(mut doc: Document) -> Result<Document, ParseError> {
     Ok(doc)
 }
 
+/// "200 MB" / "512 KB" for limits in messages (binary units, as teachers'
+/// file managers mostly show them).
+pub(crate) fn human_size(bytes: u64) -> String {
+    const MB: u64 = 1024 * 1024;
+    if bytes >= MB {
+        format!("{} MB", bytes / MB)
+    } else {
+        format!("{} KB", bytes.div_ceil(1024))
+    }
+}
+
 /// Collapses runs of spaces/tabs inside lines, trims lines, and squeezes
 /// more than one blank line into one, so paragraph splitting downstream sees
 /// `"\n\n"` as the only paragraph separator.

@@ -385,8 +385,8 @@ pub async fn extract_pdf_in_child(
     if out_overflow {
         kill(&mut child).await;
         return Err(ParseError::TooLarge(format!(
-            "its text is larger than {} MB",
-            limits.max_output_bytes / (1024 * 1024)
+            "its text is larger than {}",
+            crate::human_size(limits.max_output_bytes as u64)
         )));
     }
     let status = match tokio::time::timeout_at(deadline, child.wait()).await {
@@ -452,8 +452,8 @@ fn child_failure(status: std::process::ExitStatus, stderr: &str, limits: &PdfLim
         stderr.contains("memory allocation of") || stderr.contains("capacity overflow");
     if out_of_memory {
         return ParseError::TooLarge(format!(
-            "reading it needs more than {} MB of memory",
-            limits.max_memory_bytes / (1024 * 1024)
+            "reading it needs more than {} of memory",
+            crate::human_size(limits.max_memory_bytes)
         ));
     }
     #[cfg(unix)]

@@ -22,8 +22,8 @@ pub(crate) fn read_text(path: &Path, limits: &ExtractLimits) -> Result<String, P
         .read_to_end(&mut buf)?;
     if buf.len() as u64 > limits.max_text_bytes {
         return Err(ParseError::TooLarge(format!(
-            "text files may be at most {} MB",
-            limits.max_text_bytes / (1024 * 1024)
+            "text files may be at most {}",
+            crate::human_size(limits.max_text_bytes)
         )));
     }
     let bytes = buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&buf);

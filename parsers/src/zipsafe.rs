@@ -65,8 +65,8 @@ impl Violation {
     fn into_error(self) -> ParseError {
         match self {
             Violation::Total(max) => ParseError::TooLarge(format!(
-                "its contents unpack to more than {} MB",
-                max / (1024 * 1024)
+                "its contents unpack to more than {}",
+                crate::human_size(max)
             )),
             Violation::Ratio(r) => ParseError::ZipBomb(format!(
                 "one of its parts unpacks to more than {r} times its packed size"

@@ -187,25 +187,35 @@ async fn parent_enforces_timeout_output_cap_and_signals() {
     assert!(matches!(err, ParseError::Io(_)), "{err:?}");
 }
 
+/// The expEYES user manual from Debian's `expeyes-doc-en`, or `None`
+/// (with a note) when it is not installed. With
+/// `BWENGE_TEST_REQUIRE_SERVICES=1` (CI) a missing package is a failure.
+fn expeyes_manual() -> Option<&'static Path> {
+    let path = Path::new("/usr/share/expeyes/doc/en-eyes.pdf");
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("BWENGE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!(
+            "{} missing: apt-get install -y expeyes-doc-en",
+            path.display()
+        );
+    }
+    eprintln!(
+        "SKIP: {} not installed (apt-get install -y expeyes-doc-en)",
+        path.display()
+    );
+    None
+}
+
 /// A real teacher's PDF from Debian's `expeyes-doc-en`: the phrase about the
 /// resonating pendulum is on page 110 of the 130-page expEYES user manual
 /// (checked against `pdftotext -f 110 -l 110`).
 #[tokio::test]
 async fn expeyes_manual_phrase_on_the_right_page() {
-    let path = Path::new("/usr/share/expeyes/doc/en-eyes.pdf");
-    if !path.exists() {
-        if std::env::var("BWENGE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
-            panic!(
-                "{} missing: apt-get install -y expeyes-doc-en",
-                path.display()
-            );
-        }
-        eprintln!(
-            "SKIP: {} not installed (apt-get install -y expeyes-doc-en)",
-            path.display()
-        );
+    let Some(path) = expeyes_manual() else {
         return;
-    }
+    };
     assert_eq!(sniff(path, None).unwrap(), MediaKind::Pdf);
     let doc = extract_pdf_in_child(&common::child_exe(), path, &limits())
         .await
@@ -241,11 +251,7 @@ async fn expeyes_manual_phrase_on_the_right_page() {
 /// reported as too large rather than as a damaged file or a server error.
 #[tokio::test]
 async fn memory_limit_is_enforced_in_the_child() {
-    let path = Path::new("/usr/share/expeyes/doc/en-eyes.pdf");
-    if !path.exists() {
-        eprintln!("SKIP: {} not installed", path.display());
-        return;
-    }
+    let Some(path) = expeyes_manual() else { return };
     let tiny = PdfLimits {
         max_memory_bytes: 12 * 1024 * 1024,
         ..limits()

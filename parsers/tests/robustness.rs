@@ -82,7 +82,12 @@ fn mangled_documents_never_panic() {
 fn random_bytes_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("random");
-    for seed in 0..40u64 {
+    // BWENGE_FUZZ_ITERATIONS=5000 for a longer local soak.
+    let iterations: u64 = std::env::var("BWENGE_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    for seed in 0..iterations {
         let len = [0usize, 1, 2, 3, 4, 22, 30, 100, 1000, 70_000][(seed % 10) as usize];
         let mut bytes = common::noise(seed, len);
         // Some with a zip signature in front, some with text-like prefixes.

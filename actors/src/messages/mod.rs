@@ -1,0 +1,3 @@
+//! Messages of the actor families, one file per family.
+
+pub mod ingest;
