@@ -26,7 +26,7 @@ const TEST_TOML: &str = include_str!("../config/test.toml");
 
 /// Environment variables of the test harness and the benches (this prefix),
 /// and those read before configuration (these names): not configuration keys.
-const NON_CONFIG_PREFIX: &str = "BWENGE_TEST_";
+const NON_CONFIG_PREFIXES: &[&str] = &["BWENGE_TEST_", "BWENGE_PDF_", "BWENGE_BENCH_"];
 const NON_CONFIG_NAMES: &[&str] = &["BWENGE_CONFIG_DIR", "BWENGE_BIN"];
 
 /// Why the configuration could not be loaded. Every message is a sentence an
@@ -128,6 +128,9 @@ pub struct Settings {
     pub registry: RegistrySettings,
     pub auth: AuthSettings,
     pub mail: MailSettings,
+    pub knowledge: KnowledgeSettings,
+    pub transcription: TranscriptionSettings,
+    pub embeddings: EmbeddingSettings,
     pub secrets: SecretSettings,
     pub testing: TestingSettings,
 }
@@ -153,6 +156,56 @@ pub struct AuthSettings {
     pub hash_queue_wait_ms: u64,
     pub ip_burst: u32,
     pub ip_refill_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeSettings {
+    pub max_upload_bytes: u64,
+    pub ingest_concurrency: usize,
+    pub max_attempts: u32,
+    pub pdf_timeout_secs: u64,
+    pub pdf_max_memory_mb: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscriptionSettings {
+    pub base_url: String,
+    pub api_key: Secret,
+    pub model: String,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingProvider {
+    Auto,
+    Local,
+    Http,
+    Hashing,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingSettings {
+    pub provider: EmbeddingProvider,
+    pub model_dir: String,
+    pub allow_download: bool,
+    pub http_base_url: String,
+    pub http_api_key: Secret,
+    pub http_model: String,
+}
+
+impl EmbeddingSettings {
+    /// The local model's directory.
+    pub fn model_dir(&self, data_dir: &Path) -> PathBuf {
+        if self.model_dir.trim().is_empty() {
+            data_dir.join("models").join("all-MiniLM-L6-v2")
+        } else {
+            PathBuf::from(self.model_dir.trim())
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -289,7 +342,8 @@ impl Settings {
             .env
             .iter()
             .filter(|(k, _)| {
-                !k.starts_with(NON_CONFIG_PREFIX) && !NON_CONFIG_NAMES.contains(&k.as_str())
+                !NON_CONFIG_PREFIXES.iter().any(|p| k.starts_with(p))
+                    && !NON_CONFIG_NAMES.contains(&k.as_str())
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();

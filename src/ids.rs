@@ -43,4 +43,4 @@ macro_rules! typed_id {
     };
 }
 
-typed_id!(OrgId, UserId, TokenId, FamilyId, AuditId);
+typed_id!(OrgId, UserId, TokenId, FamilyId, AuditId, SourceId, ChunkId);

@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod infra;
+pub mod knowledge;
 pub mod mail;
 pub mod metrics;
 pub mod ops;

@@ -59,6 +59,12 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Rebuild every search index from the database (after changing the
+    /// embedder, or to repair an index).
+    Reindex {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Print the version.
     Version,
 }
@@ -77,6 +83,16 @@ fn load(common: &Common, bind: Option<&str>) -> Result<(Settings, Vec<String>), 
 }
 
 fn main() -> ExitCode {
+    // The PDF child: parse one file under tight limits and exit, before
+    // anything else (no config, no runtime, no logging to stdout).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == bwenge_parsers::PDF_CHILD_SUBCOMMAND) {
+        let code = match args.get(2) {
+            Some(path) => bwenge_parsers::pdf_child_main(std::path::Path::new(path)),
+            None => 2,
+        };
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
@@ -85,6 +101,7 @@ fn main() -> ExitCode {
         }
         Command::Serve { bind, common } => run(load(&common, bind.as_deref()), serve),
         Command::Migrate { common } => run(load(&common, None), migrate),
+        Command::Reindex { common } => run(load(&common, None), reindex),
         Command::Seed {
             admin_email,
             admin_password,
@@ -146,6 +163,22 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
     db.migrate().await?;
     db.close().await;
     println!("migrations applied ({})", db.backend());
+    Ok(())
+}
+
+async fn reindex(settings: Settings) -> anyhow::Result<()> {
+    let db = bwenge::db::Db::connect(&settings).await?;
+    db.migrate().await?;
+    let embedder = bwenge::knowledge::embedders::build(&settings).await;
+    let id = embedder.id();
+    let search = bwenge::knowledge::index::SearchService::new(
+        db.clone(),
+        embedder,
+        settings.data_dir.join("index"),
+    );
+    let n = search.reindex_all().await?;
+    db.close().await;
+    println!("rebuilt the search indexes of {n} organisation(s) with {id}");
     Ok(())
 }
 

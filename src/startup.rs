@@ -20,7 +20,12 @@ use crate::http::middleware::{BwengeRootSpan, observe};
 use crate::infra::bus::{InProcessBus, RedisBus};
 use crate::infra::cache::{InProcessCache, RedisCache};
 use crate::infra::ratelimit::{InProcessRateLimiter, RedisRateLimiter};
+use crate::knowledge::index::SearchService;
+use crate::knowledge::ingest::KnowledgeIngest;
 use crate::state::{AppState, AuthContext};
+use actix::Actor;
+use bwenge_actors::ingest::{IngestScheduler, SchedulerConfig};
+use bwenge_actors::messages::ingest::{Enqueue, JobId};
 
 /// Entries kept by the in-process cache.
 const IN_PROCESS_CACHE_ENTRIES: usize = 10_000;
@@ -97,6 +102,61 @@ impl Application {
             ),
         };
         let mailer = crate::mail::from_settings(&settings.mail, &settings.data_dir)?;
+        let node_id = uuid::Uuid::new_v4().simple().to_string();
+        let embedder = crate::knowledge::embedders::build(&settings).await;
+        let search = Arc::new(SearchService::new(
+            db.clone(),
+            embedder,
+            settings.data_dir.join("index"),
+        ));
+        let concurrency = match settings.knowledge.ingest_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let work = Arc::new(KnowledgeIngest {
+            db: db.clone(),
+            search: search.clone(),
+            bus: bus.clone(),
+            settings: settings.clone(),
+            exe: std::env::current_exe().context("locating this executable")?,
+            node_id: node_id.clone(),
+        });
+        let ingest = IngestScheduler::new(
+            SchedulerConfig {
+                max_concurrent: concurrency,
+            },
+            work,
+        )
+        .start();
+        // Jobs queued or interrupted before a restart resume now.
+        for id in crate::knowledge::store::unfinished_jobs(&db).await? {
+            ingest.do_send(Enqueue(JobId(id.0)));
+        }
+        // Another node changed an organisation's chunks: rebuild ours from
+        // the database on next use.
+        let mut announcements = bus
+            .subscribe(crate::knowledge::INDEX_TOPIC)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("subscribing to index announcements")?;
+        {
+            let search = search.clone();
+            let me = node_id.clone();
+            actix_web::rt::spawn(async move {
+                while let Some(msg) = announcements.recv().await {
+                    let text = String::from_utf8_lossy(&msg.payload).into_owned();
+                    let Some((node, org)) = text.split_once(' ') else { continue };
+                    if node == me {
+                        continue;
+                    }
+                    if let Ok(org) = org.parse() {
+                        if let Err(e) = search.invalidate(org).await {
+                            tracing::warn!(error = %e, "could not refresh an index");
+                        }
+                    }
+                }
+            });
+        }
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             db,
@@ -107,6 +167,9 @@ impl Application {
             metrics,
             auth,
             mailer,
+            search,
+            ingest,
+            node_id,
         });
 
         let listener = TcpListener::bind(&settings.bind)

@@ -29,4 +29,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub auth: AuthContext,
     pub mailer: Arc<dyn Mailer>,
+    pub search: Arc<crate::knowledge::index::SearchService>,
+    pub ingest: actix::Addr<bwenge_actors::ingest::IngestScheduler>,
+    /// A random id of this process, to tell its own bus messages apart.
+    pub node_id: String,
 }

@@ -7,6 +7,7 @@
 //! last page, heading path, caption start) so answers can cite it.
 //!
 //! Rules:
+//! - A chunk never spans two pages, so its page is the page to cite.
 //! - A chunk never spans two different top-level headings. Below the top
 //!   level, small subsections are merged (the chunk's heading path is then
 //!   their common prefix) until the chunk holds at least half the target.
@@ -98,7 +99,15 @@ pub fn chunk(doc: &Document, cfg: &ChunkConfig) -> Vec<Chunk> {
         new_chars: 0,
         chunks: Vec::new(),
     };
+    let mut last_page = None;
     for section in &doc.sections {
+        // A chunk never spans two pages (slides, caption minutes): its
+        // citation names one page, so that page must hold all of it. No
+        // overlap is carried across, for the same reason.
+        if last_page.is_some_and(|p| p != section.page) {
+            b.flush(false);
+        }
+        last_page = Some(section.page);
         let meta = Meta {
             page: section.page,
             path: &section.heading_path,

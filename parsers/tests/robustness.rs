@@ -34,6 +34,14 @@ fn exercise(path: &Path) {
     }
 }
 
+/// `BWENGE_FUZZ_ITERATIONS=5000` for a longer local soak.
+fn iterations(default: usize) -> usize {
+    std::env::var("BWENGE_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn variants(original: &[u8], seed: u64) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     // Truncations at many lengths, including inside the zip directory.
@@ -43,8 +51,9 @@ fn variants(original: &[u8], seed: u64) -> Vec<Vec<u8>> {
     }
     out.push(original[..original.len().saturating_sub(1)].to_vec());
     // Flipped bytes at pseudo-random places.
-    let noise = common::noise(seed, 64);
-    for (i, n) in noise.iter().enumerate().take(24) {
+    let flips = iterations(24);
+    let noise = common::noise(seed, flips + 1);
+    for (i, n) in noise.iter().enumerate().take(flips) {
         let mut v = original.to_vec();
         if !v.is_empty() {
             let at = (usize::from(*n) * 7919 + i * 104_729) % v.len();
@@ -82,12 +91,7 @@ fn mangled_documents_never_panic() {
 fn random_bytes_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("random");
-    // BWENGE_FUZZ_ITERATIONS=5000 for a longer local soak.
-    let iterations: u64 = std::env::var("BWENGE_FUZZ_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
-    for seed in 0..iterations {
+    for seed in 0..iterations(40) as u64 {
         let len = [0usize, 1, 2, 3, 4, 22, 30, 100, 1000, 70_000][(seed % 10) as usize];
         let mut bytes = common::noise(seed, len);
         // Some with a zip signature in front, some with text-like prefixes.

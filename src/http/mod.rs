@@ -40,6 +40,7 @@ pub fn route_table(state: &AppState) -> Vec<RouteDef> {
     routes.extend(crate::ops::routes());
     routes.extend(crate::auth::routes());
     routes.extend(crate::orgs::routes());
+    routes.extend(crate::knowledge::routes());
     if state.settings.testing.routes {
         routes.extend(crate::ops::testing::routes());
     }

@@ -34,6 +34,11 @@ use utoipa::OpenApi;
         crate::orgs::routes::change_role,
         crate::orgs::routes::remove_member,
         crate::orgs::routes::list_audit,
+        crate::knowledge::upload_source,
+        crate::knowledge::list_sources,
+        crate::knowledge::get_source,
+        crate::knowledge::delete_source,
+        crate::knowledge::search,
     ),
     components(schemas(crate::ops::Health, crate::ops::Readiness, ProblemSchema)),
     modifiers(&BearerAuth),
@@ -41,6 +46,7 @@ use utoipa::OpenApi;
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "identity", description = "Accounts, tokens, verification, password reset"),
         (name = "organisation", description = "Members, invitations, audit log"),
+        (name = "knowledge", description = "Course material and search"),
     )
 )]
 pub struct ApiDoc;

@@ -11,6 +11,7 @@ mod auth;
 mod cli;
 mod errors;
 mod helpers;
+mod knowledge;
 mod ops;
 mod orgs;
 mod redis_bus;

@@ -16,6 +16,7 @@ on_both_databases!(another_organisation_sees_nothing);
 struct Fixtures {
     a_admin: Member,
     a_student: Member,
+    a_source: String,
 }
 
 impl Fixtures {
@@ -33,9 +34,12 @@ impl Fixtures {
         let body = match (method.as_str(), path) {
             ("PATCH", "/v1/members/{user_id}") => json!({"role": "teacher"}),
             ("DELETE", "/v1/members/{user_id}") => json!({}),
+            ("GET" | "DELETE", "/v1/knowledge/{id}") => json!({}),
             _ => return None,
         };
-        let real = path.replace("{user_id}", &self.a_student.id);
+        let real = path
+            .replace("{user_id}", &self.a_student.id)
+            .replace("{id}", &self.a_source);
         Some((real, body))
     }
 }

@@ -1,0 +1,48 @@
+//! Which embedder this node uses, from `[embeddings]`: the local MiniLM
+//! model when its files are there (or may be fetched), an OpenAI-compatible
+//! HTTP service, or the built-in hashing embedder — with a clear warning
+//! when the fallback is taken.
+
+use std::sync::Arc;
+
+use bwenge_search::{Embedder, HashingEmbedder, HttpEmbedder, HttpEmbedderConfig, LocalEmbedder, LocalEmbedderConfig};
+
+use crate::config::{EmbeddingProvider, Settings};
+
+const DIM: usize = 384;
+
+pub async fn build(settings: &Settings) -> Arc<dyn Embedder> {
+    let e = &settings.embeddings;
+    match e.provider {
+        EmbeddingProvider::Hashing => Arc::new(HashingEmbedder::new(DIM)),
+        EmbeddingProvider::Http => {
+            let mut cfg = HttpEmbedderConfig::new(e.http_base_url.clone(), e.http_model.clone(), DIM);
+            if !e.http_api_key.is_empty() {
+                cfg.api_key = Some(e.http_api_key.expose().to_owned());
+            }
+            match HttpEmbedder::new(cfg) {
+                Ok(h) => Arc::new(h),
+                Err(err) => {
+                    tracing::warn!(error = %err, "the HTTP embedder could not be set up; using the built-in hashing embedder");
+                    Arc::new(HashingEmbedder::new(DIM))
+                }
+            }
+        }
+        EmbeddingProvider::Local | EmbeddingProvider::Auto => {
+            let mut cfg = LocalEmbedderConfig::new(e.model_dir(&settings.data_dir));
+            cfg.allow_download = e.allow_download;
+            match LocalEmbedder::load(cfg).await {
+                Ok(local) => Arc::new(local),
+                Err(err) => {
+                    tracing::warn!(
+                        error = %err,
+                        "the local embedding model is not available; using the built-in hashing \
+                         embedder (search quality is lower). Put all-MiniLM-L6-v2 in \
+                         embeddings.model_dir (scripts/fetch-model.sh) and run `bwenge reindex`."
+                    );
+                    Arc::new(HashingEmbedder::new(DIM))
+                }
+            }
+        }
+    }
+}
