@@ -166,6 +166,7 @@ pub struct KnowledgeSettings {
     pub max_attempts: u32,
     pub pdf_timeout_secs: u64,
     pub pdf_max_memory_mb: u64,
+    pub pdf_extractor: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -86,7 +86,10 @@ fn main() -> ExitCode {
     // The PDF child: parse one file under tight limits and exit, before
     // anything else (no config, no runtime, no logging to stdout).
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == bwenge_parsers::PDF_CHILD_SUBCOMMAND) {
+    if args
+        .get(1)
+        .is_some_and(|a| a == bwenge_parsers::PDF_CHILD_SUBCOMMAND)
+    {
         let code = match args.get(2) {
             Some(path) => bwenge_parsers::pdf_child_main(std::path::Path::new(path)),
             None => 2,

@@ -118,7 +118,11 @@ impl Application {
             search: search.clone(),
             bus: bus.clone(),
             settings: settings.clone(),
-            exe: std::env::current_exe().context("locating this executable")?,
+            exe: if settings.knowledge.pdf_extractor.trim().is_empty() {
+                std::env::current_exe().context("locating this executable")?
+            } else {
+                std::path::PathBuf::from(settings.knowledge.pdf_extractor.trim())
+            },
             node_id: node_id.clone(),
         });
         let ingest = IngestScheduler::new(
@@ -145,7 +149,9 @@ impl Application {
             actix_web::rt::spawn(async move {
                 while let Some(msg) = announcements.recv().await {
                     let text = String::from_utf8_lossy(&msg.payload).into_owned();
-                    let Some((node, org)) = text.split_once(' ') else { continue };
+                    let Some((node, org)) = text.split_once(' ') else {
+                        continue;
+                    };
                     if node == me {
                         continue;
                     }

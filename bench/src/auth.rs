@@ -754,28 +754,27 @@ fn print_probes(
         "while", "probes", "p50 ms", "p99 ms", "max ms", "errors", "logins/s", "503s"
     );
     let flood_probes: Vec<ProbeSample> = flood.iter().map(|(p, _)| p.clone()).collect();
-    let rows: [(
-        String,
-        &[ProbeSample],
-        Option<&[(ProbeSample, LoginSample)]>,
-    ); 2] = [
-        ("the server is idle".to_owned(), idle, None),
+    let flood_logins: Vec<LoginSample> = flood.iter().map(|(_, l)| l.clone()).collect();
+    let rows = [
+        ("the server is idle".to_owned(), idle, &[][..]),
         (
             format!("{flood_clients} clients flood /v1/auth/login"),
-            &flood_probes,
-            Some(flood),
+            &flood_probes[..],
+            &flood_logins[..],
         ),
     ];
     for (what, probes, logins) in rows {
-        let (rps, unavailable) = match logins {
-            Some(l) => (
-                fmt_opt(median(l.iter().map(|(_, s)| s.rps)), 1),
-                l.iter()
-                    .map(|(_, s)| s.unavailable)
+        let (rps, unavailable) = if logins.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (
+                fmt_opt(median(logins.iter().map(|s| s.rps)), 1),
+                logins
+                    .iter()
+                    .map(|s| s.unavailable)
                     .sum::<u64>()
                     .to_string(),
-            ),
-            None => (String::new(), String::new()),
+            )
         };
         println!(
             "{:<40} {:>7} {:>9} {:>9} {:>9} {:>6} {:>9} {:>6}",

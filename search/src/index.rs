@@ -11,6 +11,9 @@ use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery, Ter
 use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use uuid::Uuid;
 
@@ -25,7 +28,16 @@ const BM25_DIR: &str = "bm25";
 /// Tantivy indexing memory budget (one indexing thread).
 const WRITER_MEMORY: usize = 50_000_000;
 /// Distinct query terms kept from user text (the rest are ignored).
-pub const MAX_QUERY_TERMS: usize = 128;
+pub const MAX_QUERY_TERMS: usize = 64;
+/// Words dropped from BM25 queries (not from documents): Lucene's classic
+/// English stop set. In a question they match nearly every chunk, add little
+/// to the ranking (BM25 gives them a tiny IDF) and cost most of the time
+/// (long posting lists). A query made only of them keeps them.
+pub const QUERY_STOP_WORDS: [&str; 33] = [
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
+    "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
+    "they", "this", "to", "was", "will", "with",
+];
 /// Default dead-vector share above which [`OrgIndex::needs_rebuild`] is true.
 pub const DEFAULT_REBUILD_THRESHOLD: f64 = 0.2;
 
@@ -134,7 +146,9 @@ fn schema() -> (Schema, Fields) {
 }
 
 struct Shared {
-    index: Index,
+    /// The documents' analyzer (`en_stem`), and the same without stop words.
+    full_analyzer: TextAnalyzer,
+    query_analyzer: TextAnalyzer,
     reader: IndexReader,
     fields: Fields,
     dim: usize,
@@ -252,7 +266,12 @@ impl OrgIndex {
                 },
             },
         };
-        tracing::warn!(dir = %dir.display(), ?reason, "search index must be rebuilt");
+        // A new organisation simply has no index yet; anything else is news.
+        if reason == ReindexReason::Missing {
+            tracing::debug!(dir = %dir.display(), "no search index yet");
+        } else {
+            tracing::warn!(dir = %dir.display(), ?reason, "search index must be rebuilt");
+        }
         for file in [MANIFEST, VECTORS, "vectors.bin.tmp", "manifest.json.tmp"] {
             match std::fs::remove_file(dir.join(file)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
@@ -342,7 +361,8 @@ impl OrgIndex {
             dirty: false,
             writer,
             shared: Arc::new(Shared {
-                index,
+                full_analyzer: index.tokenizer_for_field(fields.text)?,
+                query_analyzer: query_analyzer(),
                 reader,
                 fields,
                 dim: store.dim(),
@@ -681,6 +701,31 @@ impl OrgSearcher {
     }
 }
 
+fn query_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(StopWordFilter::remove(
+            QUERY_STOP_WORDS.iter().map(|w| (*w).to_owned()),
+        ))
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+/// Distinct tokens of `text`, in order, at most [`MAX_QUERY_TERMS`].
+fn analyze(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+    let mut stream = analyzer.token_stream(text);
+    let mut seen = HashSet::new();
+    let mut terms = Vec::new();
+    while terms.len() < MAX_QUERY_TERMS && stream.advance() {
+        let t = &stream.token().text;
+        if seen.insert(t.clone()) {
+            terms.push(t.clone());
+        }
+    }
+    terms
+}
+
 fn slot_hit(s: Slot, score: f32) -> Hit {
     Hit {
         chunk_id: s.chunk_id,
@@ -718,22 +763,16 @@ impl Shared {
             .collect()
     }
 
-    /// The analyzed, de-duplicated words of `query`.
-    fn query_terms(&self, query: &str) -> Result<Vec<String>, IndexError> {
-        let mut analyzer = self.index.tokenizer_for_field(self.fields.text)?;
-        let mut stream = analyzer.token_stream(query);
-        let mut seen = HashSet::new();
-        let mut terms = Vec::new();
-        while stream.advance() {
-            let t = &stream.token().text;
-            if seen.insert(t.clone()) {
-                terms.push(t.clone());
-                if terms.len() == MAX_QUERY_TERMS {
-                    break;
-                }
-            }
+    /// The analyzed, de-duplicated words of `query` (at most
+    /// [`MAX_QUERY_TERMS`]), without [`QUERY_STOP_WORDS`] unless the query
+    /// has nothing else.
+    fn query_terms(&self, query: &str) -> Vec<String> {
+        let mut terms = analyze(&mut self.query_analyzer.clone(), query);
+        if terms.is_empty() {
+            let mut full = self.full_analyzer.clone();
+            terms = analyze(&mut full, query);
         }
-        Ok(terms)
+        terms
     }
 
     fn search_bm25(
@@ -747,7 +786,7 @@ impl Shared {
             return Ok(Vec::new());
         }
         let f = self.fields;
-        let terms = self.query_terms(query)?;
+        let terms = self.query_terms(query);
         if terms.is_empty() {
             return Ok(Vec::new());
         }

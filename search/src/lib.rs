@@ -23,5 +23,5 @@ pub use embed::{
 pub use fusion::{RRF_K, reciprocal_rank_fusion};
 pub use index::{
     DEFAULT_REBUILD_THRESHOLD, Hit, IndexError, IndexItem, MAX_QUERY_TERMS, OpenState, OrgIndex,
-    OrgSearcher, ReindexReason,
+    OrgSearcher, QUERY_STOP_WORDS, ReindexReason,
 };

@@ -555,3 +555,24 @@ fn searchers_are_send_sync_and_see_later_changes() {
         100
     );
 }
+
+#[test]
+fn stop_words_are_dropped_from_queries_unless_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut index, _) = open(dir.path());
+    index
+        .add(&[
+            item(1, 1, "", "the lava of the volcano", None),
+            item(2, 1, "", "to be or not to be", None),
+            item(3, 1, "", "magma chamber", None),
+        ])
+        .unwrap();
+    // "of the" add nothing: the same hits and scores as "lava".
+    assert_eq!(
+        index.search_bm25("the lava of", 10, None).unwrap(),
+        index.search_bm25("lava", 10, None).unwrap()
+    );
+    // Only stop words: they are searched after all.
+    let hits = index.search_bm25("to be or not to be", 10, None).unwrap();
+    assert_eq!(hits[0].chunk_id, id(2));
+}

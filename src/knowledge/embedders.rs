@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use bwenge_search::{Embedder, HashingEmbedder, HttpEmbedder, HttpEmbedderConfig, LocalEmbedder, LocalEmbedderConfig};
+use bwenge_search::{
+    Embedder, HashingEmbedder, HttpEmbedder, HttpEmbedderConfig, LocalEmbedder, LocalEmbedderConfig,
+};
 
 use crate::config::{EmbeddingProvider, Settings};
 
@@ -16,7 +18,8 @@ pub async fn build(settings: &Settings) -> Arc<dyn Embedder> {
     match e.provider {
         EmbeddingProvider::Hashing => Arc::new(HashingEmbedder::new(DIM)),
         EmbeddingProvider::Http => {
-            let mut cfg = HttpEmbedderConfig::new(e.http_base_url.clone(), e.http_model.clone(), DIM);
+            let mut cfg =
+                HttpEmbedderConfig::new(e.http_base_url.clone(), e.http_model.clone(), DIM);
             if !e.http_api_key.is_empty() {
                 cfg.api_key = Some(e.http_api_key.expose().to_owned());
             }

@@ -63,9 +63,10 @@ impl SearchService {
         let dir = self.root.join(org.to_string());
         let id = self.embedder.id();
         let dim = self.embedder.dim();
-        let (mut index, state) = tokio::task::spawn_blocking(move || OrgIndex::open_or_create(&dir, &id, dim))
-            .await
-            .context("opening the search index")??;
+        let (mut index, state) =
+            tokio::task::spawn_blocking(move || OrgIndex::open_or_create(&dir, &id, dim))
+                .await
+                .context("opening the search index")??;
         if let OpenState::Reindex(reason) = state {
             tracing::info!(org_id = %org, ?reason, "rebuilding the search index from the database");
             let rows = store::chunks_of_org(&self.db, org).await?;
@@ -109,9 +110,12 @@ impl SearchService {
             .into_iter()
             .enumerate()
             .map(|(i, r)| {
-                let vector = vectors
-                    .remove(&i)
-                    .unwrap_or_else(|| r.embedding.as_deref().map(bytes_to_vector).unwrap_or_default());
+                let vector = vectors.remove(&i).unwrap_or_else(|| {
+                    r.embedding
+                        .as_deref()
+                        .map(bytes_to_vector)
+                        .unwrap_or_default()
+                });
                 IndexItem {
                     chunk_id: r.id.0,
                     source_id: r.source_id.0,
@@ -126,7 +130,12 @@ impl SearchService {
     }
 
     /// Replaces a source's passages in its organisation's index.
-    pub async fn index_source(&self, org: OrgId, source: SourceId, items: Vec<IndexItem>) -> anyhow::Result<()> {
+    pub async fn index_source(
+        &self,
+        org: OrgId,
+        source: SourceId,
+        items: Vec<IndexItem>,
+    ) -> anyhow::Result<()> {
         let handle = self.handle(org).await?;
         let writer = handle.writer.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -175,11 +184,14 @@ impl SearchService {
             .unwrap_or_default();
         let searcher = handle.searcher.clone();
         let query = query.to_owned();
-        let filter: Option<HashSet<uuid::Uuid>> = scope.map(|s| s.into_iter().map(|id| id.0).collect());
-        tokio::task::spawn_blocking(move || searcher.search_hybrid(&query, &vector, k, filter.as_ref()))
-            .await
-            .context("search task failed")?
-            .map_err(anyhow::Error::from)
+        let filter: Option<HashSet<uuid::Uuid>> =
+            scope.map(|s| s.into_iter().map(|id| id.0).collect());
+        tokio::task::spawn_blocking(move || {
+            searcher.search_hybrid(&query, &vector, k, filter.as_ref())
+        })
+        .await
+        .context("search task failed")?
+        .map_err(anyhow::Error::from)
     }
 
     /// Forgets an organisation's index and its files so the next use

@@ -59,23 +59,46 @@ impl From<crate::error::StoreError> for Failure {
 }
 
 impl KnowledgeIngest {
-    async fn stage(&self, src: &SourceRow, status: &str, stage: &str, progress: f64) -> Result<(), Failure> {
+    async fn stage(
+        &self,
+        src: &SourceRow,
+        status: &str,
+        stage: &str,
+        progress: f64,
+    ) -> Result<(), Failure> {
         store::set_stage(&self.db, src.id, status, stage, progress).await?;
-        self.publish(src.organization_id, src.id, status, stage, progress, None).await;
+        self.publish(src.organization_id, src.id, status, stage, progress, None)
+            .await;
         Ok(())
     }
 
-    async fn publish(&self, org: OrgId, id: SourceId, status: &str, stage: &str, progress: f64, error: Option<&str>) {
+    async fn publish(
+        &self,
+        org: OrgId,
+        id: SourceId,
+        status: &str,
+        stage: &str,
+        progress: f64,
+        error: Option<&str>,
+    ) {
         let payload = json!({
             "type": "ingest", "source_id": id, "status": status, "stage": stage,
             "progress": progress, "error": error,
         });
-        if let Err(e) = self.bus.publish(&progress_topic(org), payload.to_string().as_bytes()).await {
+        if let Err(e) = self
+            .bus
+            .publish(&progress_topic(org), payload.to_string().as_bytes())
+            .await
+        {
             tracing::warn!(error = %e, "could not publish ingest progress");
         }
     }
 
-    async fn extract(&self, src: &SourceRow, path: &std::path::Path) -> Result<Document, ParseError> {
+    async fn extract(
+        &self,
+        src: &SourceRow,
+        path: &std::path::Path,
+    ) -> Result<Document, ParseError> {
         let hint = src.filename.clone();
         let p = path.to_owned();
         let kind = tokio::task::spawn_blocking(move || bwenge_parsers::sniff(&p, Some(&hint)))
@@ -93,13 +116,21 @@ impl KnowledgeIngest {
                 bwenge_parsers::extract_pdf_in_child(&self.exe, path, &limits).await
             }
             MediaKind::Audio | MediaKind::Video => {
-                transcribe::transcribe(&self.settings.transcription, path, &src.filename, &src.media_type).await
+                transcribe::transcribe(
+                    &self.settings.transcription,
+                    path,
+                    &src.filename,
+                    &src.media_type,
+                )
+                .await
             }
             kind => {
                 let p = path.to_owned();
-                tokio::task::spawn_blocking(move || bwenge_parsers::extract(kind, &p, &ExtractLimits::default()))
-                    .await
-                    .map_err(|e| ParseError::Io(std::io::Error::other(e)))?
+                tokio::task::spawn_blocking(move || {
+                    bwenge_parsers::extract(kind, &p, &ExtractLimits::default())
+                })
+                .await
+                .map_err(|e| ParseError::Io(std::io::Error::other(e)))?
             }
         }
     }
@@ -114,9 +145,11 @@ impl KnowledgeIngest {
         };
         self.stage(src, "processing", "chunking", 0.3).await?;
         let pages = i64::from(doc.page_count);
-        let chunks = tokio::task::spawn_blocking(move || bwenge_parsers::chunk(&doc, &ChunkConfig::default()))
-            .await
-            .map_err(|e| Failure::Transient(e.to_string()))?;
+        let chunks = tokio::task::spawn_blocking(move || {
+            bwenge_parsers::chunk(&doc, &ChunkConfig::default())
+        })
+        .await
+        .map_err(|e| Failure::Transient(e.to_string()))?;
         if chunks.is_empty() {
             return Err(Failure::Permanent(
                 "No text could be found in this file, so there is nothing to search.".into(),
@@ -137,10 +170,16 @@ impl KnowledgeIngest {
                     }
                 })
                 .collect();
-            vectors.extend(embedder.embed(&texts).await.map_err(|e| Failure::Transient(e.to_string()))?);
+            vectors.extend(
+                embedder
+                    .embed(&texts)
+                    .await
+                    .map_err(|e| Failure::Transient(e.to_string()))?,
+            );
             let done = ((i + 1) * EMBED_BATCH).min(chunks.len()) as f64 / chunks.len() as f64;
             if i % 4 == 3 {
-                self.stage(src, "processing", "embedding", 0.35 + 0.5 * done).await?;
+                self.stage(src, "processing", "embedding", 0.35 + 0.5 * done)
+                    .await?;
             }
         }
         let rows: Vec<NewChunk> = chunks
@@ -174,9 +213,12 @@ impl KnowledgeIngest {
             })
             .collect();
         let count = items.len() as i64;
-        self.search.index_source(src.organization_id, src.id, items).await?;
+        self.search
+            .index_source(src.organization_id, src.id, items)
+            .await?;
         store::mark_ready(&self.db, src.id, pages, count).await?;
-        self.publish(src.organization_id, src.id, "ready", "ready", 1.0, None).await;
+        self.publish(src.organization_id, src.id, "ready", "ready", 1.0, None)
+            .await;
         // Other nodes refresh this organisation's index from the database.
         let _ = self
             .bus
@@ -213,7 +255,15 @@ impl IngestWork for KnowledgeIngest {
         if attempt > max {
             let msg = "Processing this file failed several times; try uploading it again.";
             let _ = store::mark_failed(&self.db, id, msg).await;
-            self.publish(src.organization_id, id, "failed", &src.stage, src.progress, Some(msg)).await;
+            self.publish(
+                src.organization_id,
+                id,
+                "failed",
+                &src.stage,
+                src.progress,
+                Some(msg),
+            )
+            .await;
             return Outcome::Finished;
         }
         match self.process(&src).await {
@@ -221,7 +271,8 @@ impl IngestWork for KnowledgeIngest {
             Err(Failure::Permanent(msg)) => {
                 tracing::info!(source_id = %id, reason = %msg, "ingest failed");
                 let _ = store::mark_failed(&self.db, id, &msg).await;
-                self.publish(src.organization_id, id, "failed", "failed", 1.0, Some(&msg)).await;
+                self.publish(src.organization_id, id, "failed", "failed", 1.0, Some(&msg))
+                    .await;
                 Outcome::Finished
             }
             Err(Failure::Transient(msg)) if attempt < max => {
@@ -233,7 +284,8 @@ impl IngestWork for KnowledgeIngest {
                 tracing::error!(source_id = %id, error = %msg, "ingest failed for good");
                 let text = "Processing this file failed; try uploading it again later.";
                 let _ = store::mark_failed(&self.db, id, text).await;
-                self.publish(src.organization_id, id, "failed", "failed", 1.0, Some(text)).await;
+                self.publish(src.organization_id, id, "failed", "failed", 1.0, Some(text))
+                    .await;
                 Outcome::Finished
             }
         }

@@ -33,9 +33,13 @@ pub const INDEX_TOPIC: &str = "index.changed";
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::new(Method::POST, "/v1/knowledge", || web::post().to(upload_source)),
+        RouteDef::new(Method::POST, "/v1/knowledge", || {
+            web::post().to(upload_source)
+        }),
         RouteDef::new(Method::GET, "/v1/knowledge", || web::get().to(list_sources)),
-        RouteDef::new(Method::GET, "/v1/knowledge/{id}", || web::get().to(get_source)),
+        RouteDef::new(Method::GET, "/v1/knowledge/{id}", || {
+            web::get().to(get_source)
+        }),
         RouteDef::new(Method::DELETE, "/v1/knowledge/{id}", || {
             web::delete().to(delete_source)
         }),
@@ -112,10 +116,13 @@ pub async fn upload_source(
     let (received, _) = upload::receive(payload, &tmp, limit, &["title"]).await?;
     let path = received.temp.to_path_buf();
     let hint = received.filename.clone();
-    let sniffed = tokio::task::spawn_blocking(move || bwenge_parsers::sniff_with_mime(&path, Some(&hint)))
-        .await
-        .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?
-        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("sniffing the upload")))?;
+    let sniffed =
+        tokio::task::spawn_blocking(move || bwenge_parsers::sniff_with_mime(&path, Some(&hint)))
+            .await
+            .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?
+            .map_err(|e| {
+                ApiError::internal(anyhow::Error::new(e).context("sniffing the upload"))
+            })?;
     match sniffed.kind {
         MediaKind::Unknown => {
             return Err(ApiError::new(
@@ -123,7 +130,9 @@ pub async fn upload_source(
                 format!("This file type is not supported. Accepted: {ACCEPTED}."),
             ));
         }
-        MediaKind::Audio | MediaKind::Video if !transcribe::enabled(&state.settings.transcription) => {
+        MediaKind::Audio | MediaKind::Video
+            if !transcribe::enabled(&state.settings.transcription) =>
+        {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedMediaType,
                 "Audio and video need a transcription service, and none is configured: set \
@@ -137,14 +146,13 @@ pub async fn upload_source(
     let key = format!("sources/{}/{}", user.org_id, id);
     let dest = upload::storage_path(&state.settings.data_dir, &key);
     if let Some(dir) = dest.parent() {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("creating the source directory")))?;
+        tokio::fs::create_dir_all(dir).await.map_err(|e| {
+            ApiError::internal(anyhow::Error::new(e).context("creating the source directory"))
+        })?;
     }
-    received
-        .temp
-        .persist(&dest)
-        .map_err(|e| ApiError::internal(anyhow::Error::new(e.error).context("keeping the upload")))?;
+    received.temp.persist(&dest).map_err(|e| {
+        ApiError::internal(anyhow::Error::new(e.error).context("keeping the upload"))
+    })?;
     let now = Utc::now();
     let title = received.title.unwrap_or_else(|| {
         received
@@ -177,7 +185,8 @@ pub async fn upload_source(
         return Err(e.into());
     }
     state.ingest.do_send(Enqueue(JobId(id.0)));
-    metrics::counter!("bwenge_knowledge_uploads_total", "kind" => sniffed.kind.as_str()).increment(1);
+    metrics::counter!("bwenge_knowledge_uploads_total", "kind" => sniffed.kind.as_str())
+        .increment(1);
     Ok(HttpResponse::Accepted().json(SourceView::from(row)))
 }
 
@@ -194,7 +203,10 @@ pub async fn list_sources(
     Ok(HttpResponse::Ok().json(page_of(
         rows,
         page.limit,
-        |r| Cursor { t: r.created_at, id: r.id.0 },
+        |r| Cursor {
+            t: r.created_at,
+            id: r.id.0,
+        },
         SourceView::from,
     )))
 }
@@ -233,7 +245,10 @@ pub async fn delete_source(
     state.search.delete_source(user.org_id, id).await?;
     let _ = state
         .bus
-        .publish(INDEX_TOPIC, format!("{} {}", state.node_id, user.org_id).as_bytes())
+        .publish(
+            INDEX_TOPIC,
+            format!("{} {}", state.node_id, user.org_id).as_bytes(),
+        )
         .await;
     let file = upload::storage_path(&state.settings.data_dir, &key);
     if let Err(e) = tokio::fs::remove_file(&file).await

@@ -38,7 +38,8 @@ const SOURCE_COLUMNS: &str = "id, organization_id, title, filename, media_type, 
      created_at, updated_at";
 
 pub async fn insert_source(db: &Db, s: &SourceRow) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+    on_db!(db, |pool| {
+        sqlx::query(
         "INSERT INTO knowledge_sources (id, organization_id, title, filename, media_type, size_bytes, \
          sha256, storage_key, status, stage, progress, page_count, chunk_count, error, attempts, \
          uploaded_by, created_at, updated_at) \
@@ -59,12 +60,15 @@ pub async fn insert_source(db: &Db, s: &SourceRow) -> Result<(), StoreError> {
     .bind(s.created_at)
     .execute(pool)
     .await
-    .map(|_| ())?);
+    .map(|_| ())?
+    });
     Ok(())
 }
 
 pub async fn source(db: &Db, org: OrgId, id: SourceId) -> Result<Option<SourceRow>, StoreError> {
-    let sql = format!("SELECT {SOURCE_COLUMNS} FROM knowledge_sources WHERE id = $1 AND organization_id = $2");
+    let sql = format!(
+        "SELECT {SOURCE_COLUMNS} FROM knowledge_sources WHERE id = $1 AND organization_id = $2"
+    );
     Ok(on_db!(db, |pool| sqlx::query_as(&sql)
         .bind(id)
         .bind(org)
@@ -102,7 +106,11 @@ pub async fn list_sources(db: &Db, org: OrgId, page: Page) -> Result<Vec<SourceR
 }
 
 /// Every source id of an organisation that exists (for scoping checks).
-pub async fn existing_source_ids(db: &Db, org: OrgId, ids: &[SourceId]) -> Result<Vec<SourceId>, StoreError> {
+pub async fn existing_source_ids(
+    db: &Db,
+    org: OrgId,
+    ids: &[SourceId],
+) -> Result<Vec<SourceId>, StoreError> {
     let mut found = Vec::new();
     for id in ids {
         let hit: Option<SourceId> = on_db!(db, |pool| sqlx::query_scalar(
@@ -118,19 +126,33 @@ pub async fn existing_source_ids(db: &Db, org: OrgId, ids: &[SourceId]) -> Resul
 }
 
 /// Deletes a source and its chunks; returns its storage key.
-pub async fn delete_source(db: &Db, org: OrgId, id: SourceId) -> Result<Option<String>, StoreError> {
-    let key: Option<String> = on_db!(db, |pool| sqlx::query_scalar(
+pub async fn delete_source(
+    db: &Db,
+    org: OrgId,
+    id: SourceId,
+) -> Result<Option<String>, StoreError> {
+    let key: Option<String> =
+        on_db!(db, |pool| {
+            sqlx::query_scalar(
         "DELETE FROM knowledge_sources WHERE id = $1 AND organization_id = $2 RETURNING storage_key"
     )
     .bind(id)
     .bind(org)
     .fetch_optional(pool)
-    .await?);
+    .await?
+        });
     Ok(key)
 }
 
-pub async fn set_stage(db: &Db, id: SourceId, status: &str, stage: &str, progress: f64) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+pub async fn set_stage(
+    db: &Db,
+    id: SourceId,
+    status: &str,
+    stage: &str,
+    progress: f64,
+) -> Result<(), StoreError> {
+    on_db!(db, |pool| {
+        sqlx::query(
         "UPDATE knowledge_sources SET status = $2, stage = $3, progress = $4, updated_at = $5 WHERE id = $1"
     )
     .bind(id)
@@ -140,24 +162,28 @@ pub async fn set_stage(db: &Db, id: SourceId, status: &str, stage: &str, progres
     .bind(Utc::now())
     .execute(pool)
     .await
-    .map(|_| ())?);
+    .map(|_| ())?
+    });
     Ok(())
 }
 
 /// Counts a run of the job; returns the attempt number.
 pub async fn begin_attempt(db: &Db, id: SourceId) -> Result<i64, StoreError> {
-    Ok(on_db!(db, |pool| sqlx::query_scalar(
+    Ok(on_db!(db, |pool| {
+        sqlx::query_scalar(
         "UPDATE knowledge_sources SET attempts = attempts + 1, status = 'processing', error = NULL, \
          updated_at = $2 WHERE id = $1 RETURNING attempts"
     )
     .bind(id)
     .bind(Utc::now())
     .fetch_one(pool)
-    .await?))
+    .await?
+    }))
 }
 
 pub async fn mark_ready(db: &Db, id: SourceId, pages: i64, chunks: i64) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+    on_db!(db, |pool| {
+        sqlx::query(
         "UPDATE knowledge_sources SET status = 'ready', stage = 'ready', progress = 1, page_count = $2, \
          chunk_count = $3, error = NULL, updated_at = $4 WHERE id = $1"
     )
@@ -167,7 +193,8 @@ pub async fn mark_ready(db: &Db, id: SourceId, pages: i64, chunks: i64) -> Resul
     .bind(Utc::now())
     .execute(pool)
     .await
-    .map(|_| ())?);
+    .map(|_| ())?
+    });
     Ok(())
 }
 
@@ -186,11 +213,13 @@ pub async fn mark_failed(db: &Db, id: SourceId, error: &str) -> Result<(), Store
 
 /// Jobs to resume at start-up: queued, or interrupted mid-way.
 pub async fn unfinished_jobs(db: &Db) -> Result<Vec<SourceId>, StoreError> {
-    Ok(on_db!(db, |pool| sqlx::query_scalar(
+    Ok(on_db!(db, |pool| {
+        sqlx::query_scalar(
         "SELECT id FROM knowledge_sources WHERE status IN ('queued', 'processing') ORDER BY created_at"
     )
     .fetch_all(pool)
-    .await?))
+    .await?
+    }))
 }
 
 pub struct NewChunk {
@@ -274,10 +303,15 @@ pub async fn chunks_of_org(db: &Db, org: OrgId) -> Result<Vec<ChunkRow>, StoreEr
 }
 
 /// Chunks by id within an organisation (search hits → text and title).
-pub async fn chunks_by_ids(db: &Db, org: OrgId, ids: &[ChunkId]) -> Result<Vec<ChunkRow>, StoreError> {
+pub async fn chunks_by_ids(
+    db: &Db,
+    org: OrgId,
+    ids: &[ChunkId],
+) -> Result<Vec<ChunkRow>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let row: Option<ChunkRow> = on_db!(db, |pool| sqlx::query_as(
+        let row: Option<ChunkRow> = on_db!(db, |pool| {
+            sqlx::query_as(
             "SELECT c.id, c.organization_id, c.source_id, c.page, c.heading_path, c.text, CAST(NULL AS BYTEA) AS embedding, \
              c.embedder, s.title FROM chunks c JOIN knowledge_sources s ON s.id = c.source_id \
              WHERE c.id = $1 AND c.organization_id = $2"
@@ -285,7 +319,8 @@ pub async fn chunks_by_ids(db: &Db, org: OrgId, ids: &[ChunkId]) -> Result<Vec<C
         .bind(*id)
         .bind(org)
         .fetch_optional(pool)
-        .await?);
+        .await?
+        });
         out.extend(row);
     }
     Ok(out)
@@ -300,7 +335,13 @@ pub async fn orgs_with_chunks(db: &Db) -> Result<Vec<OrgId>, StoreError> {
     .await?))
 }
 
-pub async fn set_embedding(db: &Db, org: OrgId, id: ChunkId, embedding: &[u8], embedder: &str) -> Result<(), StoreError> {
+pub async fn set_embedding(
+    db: &Db,
+    org: OrgId,
+    id: ChunkId,
+    embedding: &[u8],
+    embedder: &str,
+) -> Result<(), StoreError> {
     on_db!(db, |pool| sqlx::query(
         "UPDATE chunks SET embedding = $3, embedder = $4 WHERE id = $1 AND organization_id = $2"
     )

@@ -48,15 +48,19 @@ pub async fn transcribe(
         .timeout(Duration::from_secs(settings.timeout_secs))
         .build()
         .map_err(|e| ParseError::Io(std::io::Error::other(e)))?;
-    let url = format!("{}/v1/audio/transcriptions", settings.base_url.trim_end_matches('/'));
+    let url = format!(
+        "{}/v1/audio/transcriptions",
+        settings.base_url.trim_end_matches('/')
+    );
     let mut req = client.post(url).multipart(form);
     if !settings.api_key.is_empty() {
         req = req.bearer_auth(settings.api_key.expose());
     }
-    let res = req
-        .send()
-        .await
-        .map_err(|e| ParseError::Io(std::io::Error::other(format!("transcription service unreachable: {e}"))))?;
+    let res = req.send().await.map_err(|e| {
+        ParseError::Io(std::io::Error::other(format!(
+            "transcription service unreachable: {e}"
+        )))
+    })?;
     let status = res.status();
     if status.is_server_error() || status.as_u16() == 429 {
         return Err(ParseError::Io(std::io::Error::other(format!(
@@ -68,10 +72,11 @@ pub async fn transcribe(
             "The transcription service refused this file ({status})."
         )));
     }
-    let answer: Answer = res
-        .json()
-        .await
-        .map_err(|e| ParseError::Malformed(format!("The transcription service gave an unreadable answer: {e}")))?;
+    let answer: Answer = res.json().await.map_err(|e| {
+        ParseError::Malformed(format!(
+            "The transcription service gave an unreadable answer: {e}"
+        ))
+    })?;
     let mut sections: Vec<Section> = Vec::new();
     if answer.segments.is_empty() {
         let text = answer.text.unwrap_or_default();

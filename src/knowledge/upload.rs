@@ -62,9 +62,9 @@ pub async fn receive(
     limit: u64,
     text_fields: &[&str],
 ) -> ApiResult<(Received, Vec<(String, String)>)> {
-    tokio::fs::create_dir_all(tmp_dir)
-        .await
-        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("creating the upload directory")))?;
+    tokio::fs::create_dir_all(tmp_dir).await.map_err(|e| {
+        ApiError::internal(anyhow::Error::new(e).context("creating the upload directory"))
+    })?;
     let mut file: Option<(tempfile::TempPath, String, u64, String)> = None;
     let mut texts = Vec::new();
     while let Some(field) = payload.next().await {
@@ -82,7 +82,9 @@ pub async fn receive(
             let named = tempfile::Builder::new()
                 .prefix("upload-")
                 .tempfile_in(tmp_dir)
-                .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("creating a temporary file")))?;
+                .map_err(|e| {
+                    ApiError::internal(anyhow::Error::new(e).context("creating a temporary file"))
+                })?;
             let (std_file, temp) = named.into_parts();
             let mut out = tokio::fs::File::from_std(std_file);
             let mut size = 0u64;
@@ -99,9 +101,9 @@ pub async fn receive(
                     ApiError::internal(anyhow::Error::new(e).context("writing the upload"))
                 })?;
             }
-            out.flush()
-                .await
-                .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("flushing the upload")))?;
+            out.flush().await.map_err(|e| {
+                ApiError::internal(anyhow::Error::new(e).context("flushing the upload"))
+            })?;
             file = Some((temp, filename, size, hex::encode(hasher.finalize())));
         } else if text_fields.contains(&name.as_str()) {
             let mut value = Vec::new();
@@ -112,8 +114,9 @@ pub async fn receive(
                 }
                 value.extend_from_slice(&chunk);
             }
-            let value = String::from_utf8(value)
-                .map_err(|_| ApiError::validation(name.clone(), "This field must be UTF-8 text."))?;
+            let value = String::from_utf8(value).map_err(|_| {
+                ApiError::validation(name.clone(), "This field must be UTF-8 text.")
+            })?;
             texts.push((name, value));
         } else {
             // Unknown parts are read and dropped, within the same limit.
@@ -126,8 +129,8 @@ pub async fn receive(
             }
         }
     }
-    let (temp, filename, size, sha256) =
-        file.ok_or_else(|| ApiError::validation("file", "Attach the file in a part named `file`."))?;
+    let (temp, filename, size, sha256) = file
+        .ok_or_else(|| ApiError::validation("file", "Attach the file in a part named `file`."))?;
     if size == 0 {
         return Err(ApiError::validation("file", "The file is empty."));
     }
@@ -152,11 +155,7 @@ pub async fn receive(
 /// is shown to people, never used as a path.
 pub fn sanitize_filename(raw: &str) -> String {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or(raw);
-    let clean: String = last
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(255)
-        .collect();
+    let clean: String = last.chars().filter(|c| !c.is_control()).take(255).collect();
     let clean = clean.trim().to_owned();
     if clean.is_empty() || clean == "." || clean == ".." {
         "upload".to_owned()

@@ -62,6 +62,11 @@ pub fn test_settings(dir: &std::path::Path, database_url: &str) -> Settings {
         ("BWENGE_DATABASE_URL", database_url),
         ("BWENGE_DATA_DIR", dir.to_str().unwrap()),
         ("BWENGE_HTTP__WORKERS", "2"),
+        // The test binary is not `bwenge`: PDFs go to the real one.
+        (
+            "BWENGE_KNOWLEDGE__PDF_EXTRACTOR",
+            env!("CARGO_BIN_EXE_bwenge"),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -25,7 +25,19 @@ impl Fixtures {
         let a_student = app
             .invite_and_accept(&a_admin, &email("a-student"), "student")
             .await;
-        Self { a_admin, a_student }
+        let source = crate::knowledge::upload_and_wait(
+            app,
+            &a_admin,
+            "secret-plans.txt",
+            b"Organisation A's confidential lesson about volcanoes and magma chambers.".to_vec(),
+        )
+        .await;
+        let a_source = source["id"].as_str().unwrap().to_owned();
+        Self {
+            a_admin,
+            a_student,
+            a_source,
+        }
     }
 
     /// A real id of organisation A for `param` of `path`, and a body that
@@ -98,7 +110,12 @@ async fn another_organisation_sees_nothing(backend: Backend) {
     assert_eq!(me["role"], "student");
 
     // Lists show only the caller's organisation.
-    for path in ["/v1/members", "/v1/audit"] {
+    for path in [
+        "/v1/members",
+        "/v1/audit",
+        "/v1/knowledge",
+        "/v1/search?q=volcanoes+magma+chambers",
+    ] {
         let text = app
             .authed(Method::GET, path, &b_admin.access)
             .send()
@@ -111,6 +128,7 @@ async fn another_organisation_sees_nothing(backend: Backend) {
             &a.a_admin.id,
             &a.a_student.id,
             &a.a_admin.org_id,
+            &a.a_source,
             &a.a_student.email,
         ] {
             assert!(
