@@ -79,13 +79,16 @@ fn srt_and_vtt_keep_timestamps() {
     assert_eq!(doc.sections[1].page, 3);
     assert_eq!(doc.page_count, 3);
 
+    // A chunk never spans two pages (minutes here), so each cites its own.
     let chunks = chunk(&doc, &ChunkConfig::default());
-    assert_eq!(chunks.len(), 1);
-    assert_eq!(chunks[0].text, "Teacher: Good morning! Open your books.");
-    assert_eq!((chunks[0].page, chunks[0].page_end), (1, 3));
+    assert_eq!(chunks.len(), 2);
+    assert_eq!(chunks[0].text, "Teacher: Good morning!");
+    assert_eq!((chunks[0].page, chunks[0].page_end), (1, 1));
+    assert_eq!(chunks[1].text, "Open your books.");
+    assert_eq!((chunks[1].page, chunks[1].page_end), (3, 3));
     assert_eq!(
-        (chunks[0].start_ms, chunks[0].end_ms),
-        (Some(1000), Some(132_000))
+        (chunks[1].start_ms, chunks[1].end_ms),
+        (Some(130_000), Some(132_000))
     );
 }
 
@@ -284,6 +287,6 @@ fn pages_from_form_feeds_reach_chunks() {
     assert_eq!(kind, MediaKind::PlainText);
     assert_eq!(doc.page_count, 3);
     let chunks = chunk(&doc, &ChunkConfig::default());
-    assert_eq!(chunks.len(), 1);
-    assert_eq!((chunks[0].page, chunks[0].page_end), (1, 3));
+    let pages: Vec<_> = chunks.iter().map(|c| (c.page, c.page_end)).collect();
+    assert_eq!(pages, vec![(1, 1), (2, 2), (3, 3)]);
 }

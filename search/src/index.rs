@@ -26,7 +26,7 @@ const MANIFEST: &str = "manifest.json";
 const VECTORS: &str = "vectors.bin";
 const BM25_DIR: &str = "bm25";
 /// Tantivy indexing memory budget (one indexing thread).
-const WRITER_MEMORY: usize = 50_000_000;
+const WRITER_MEMORY: usize = 20_000_000;
 /// Distinct query terms kept from user text (the rest are ignored).
 pub const MAX_QUERY_TERMS: usize = 64;
 /// Words dropped from BM25 queries (not from documents): Lucene's classic

@@ -16,6 +16,8 @@ mod fusion;
 mod index;
 mod vectors;
 
+pub use vectors::{EXACT_SCAN_MAX, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M};
+
 pub use embed::{
     EmbedError, Embedder, HashingEmbedder, HttpEmbedder, HttpEmbedderConfig, LocalEmbedder,
     LocalEmbedderConfig,

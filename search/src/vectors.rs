@@ -6,28 +6,33 @@
 //! navigation). [`VectorStore::compacted`] builds a new store from the live
 //! slots only; the index does that when dead slots pass a threshold.
 //!
-//! The flat copy costs `4 × dim` bytes a chunk on top of the graph's own
-//! copy, and buys three things: exact search over a small scope (a persona
-//! limited to a few sources would otherwise get fewer than k graph hits),
-//! compaction without reading the graph back, and a simple on-disk format
-//! (`vectors.bin`) from which the graph is rebuilt on load.
+//! A slot's vector lives in the graph's own point (`hnsw_rs` keeps a copy of
+//! every vector it links); the store keeps an `Arc` to that point per slot,
+//! so there is one copy of each vector in memory. Slots added but not yet
+//! linked keep theirs in a pending buffer and are scanned exactly. Exact
+//! scans over a small scope (a persona limited to a few sources would
+//! otherwise get fewer than k graph hits), compaction and `vectors.bin` all
+//! read the vectors through those points. The graph itself is not stored: it
+//! is re-linked from `vectors.bin` on load.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
-use hnsw_rs::prelude::{DistDot, Hnsw};
+use std::sync::Arc;
+
+use hnsw_rs::prelude::{DistDot, Hnsw, Point};
 use uuid::Uuid;
 
 /// HNSW links per node and layer (layer 0 keeps twice as many).
-pub(crate) const HNSW_M: usize = 16;
+pub const HNSW_M: usize = 16;
 /// Candidate list size while inserting.
-pub(crate) const HNSW_EF_CONSTRUCTION: usize = 128;
+pub const HNSW_EF_CONSTRUCTION: usize = 64;
 /// Smallest candidate list size while searching.
-pub(crate) const HNSW_EF_SEARCH: usize = 64;
+pub const HNSW_EF_SEARCH: usize = 64;
 /// A filtered search whose scope has at most this many live chunks scans
 /// them exactly (a 384-d dot product is ~30 ns: 20k of them ≈ 0.6 ms).
-pub(crate) const EXACT_SCAN_MAX: usize = 20_000;
+pub const EXACT_SCAN_MAX: usize = 20_000;
 
 /// Stored vectors are unit vectors scaled by this, so that rounding can never
 /// push a dot product above 1 (`hnsw_rs`'s `DistDot` asserts `dot ≤ 1`).
@@ -47,8 +52,11 @@ pub(crate) struct Slot {
 pub(crate) struct VectorStore {
     dim: usize,
     slots: Vec<Slot>,
-    /// `slots.len() × dim`, unit vectors × [`SHRINK`].
-    data: Vec<f32>,
+    /// The graph point holding each linked slot's vector (unit vector ×
+    /// [`SHRINK`]); `None` for slots not linked yet, or never (dead first).
+    points: Vec<Option<Arc<Point<'static, f32>>>>,
+    /// Vectors of slots `in_graph..`, not yet linked, same scaling.
+    pending: Vec<f32>,
     dead: Vec<bool>,
     n_dead: usize,
     by_source: HashMap<Uuid, Vec<u32>>,
@@ -73,7 +81,8 @@ impl VectorStore {
         Self {
             dim,
             slots: Vec::new(),
-            data: Vec::new(),
+            points: Vec::new(),
+            pending: Vec::new(),
             dead: Vec::new(),
             n_dead: 0,
             by_source: HashMap::new(),
@@ -107,23 +116,35 @@ impl VectorStore {
         self.slots[i as usize]
     }
 
+    /// The stored (scaled) vector of slot `i`; empty for a slot that was
+    /// never linked (only possible for dead slots).
     pub fn vector(&self, i: u32) -> &[f32] {
         let i = i as usize;
-        &self.data[i * self.dim..(i + 1) * self.dim]
+        if i >= self.in_graph {
+            let at = (i - self.in_graph) * self.dim;
+            return &self.pending[at..at + self.dim];
+        }
+        self.points[i].as_ref().map_or(&[], |p| p.get_v())
     }
 
     /// Appends slots (replacing live chunks with the same id); they are not
     /// searchable through the graph until [`Self::index_pending`].
     /// `vector` must be a unit vector of `dim` components.
     pub fn push(&mut self, slot: Slot, vector: &[f32]) {
-        debug_assert_eq!(vector.len(), self.dim);
+        let scaled: Vec<f32> = vector.iter().map(|x| x * SHRINK).collect();
+        self.push_scaled(slot, &scaled);
+    }
+
+    fn push_scaled(&mut self, slot: Slot, scaled: &[f32]) {
+        debug_assert_eq!(scaled.len(), self.dim);
         if let Some(old) = self.by_chunk.get(&slot.chunk_id).copied() {
             self.kill(old);
         }
         let id = self.slots.len() as u32;
         self.slots.push(slot);
+        self.points.push(None);
         self.dead.push(false);
-        self.data.extend(vector.iter().map(|x| x * SHRINK));
+        self.pending.extend_from_slice(scaled);
         self.by_source.entry(slot.source_id).or_default().push(id);
         self.by_chunk.insert(slot.chunk_id, id);
     }
@@ -189,25 +210,30 @@ impl VectorStore {
         to - from
     }
 
-    /// Records that [`Self::index_pending`] covered every slot.
+    /// Records that [`Self::index_pending`] covered every slot: the linked
+    /// slots' vectors are now read from their graph points.
     pub fn mark_indexed(&mut self) {
+        let from = self.in_graph;
+        if from == self.slots.len() {
+            return;
+        }
+        for point in self.hnsw.get_point_indexation() {
+            let id = point.get_origin_id();
+            if id >= from {
+                self.points[id] = Some(point);
+            }
+        }
         self.in_graph = self.slots.len();
+        self.pending = Vec::new();
     }
 
     /// A new store holding only the live slots (renumbered), with a fresh graph.
     pub fn compacted(&self) -> VectorStore {
         let mut out = VectorStore::new(self.dim, self.live());
-        out.slots.reserve(self.live());
-        out.data.reserve(self.live() * self.dim);
+        out.pending.reserve(self.live() * self.dim);
         for i in 0..self.slots.len() {
             if !self.dead[i] {
-                let id = out.slots.len() as u32;
-                let s = self.slots[i];
-                out.slots.push(s);
-                out.dead.push(false);
-                out.data.extend_from_slice(self.vector(i as u32));
-                out.by_source.entry(s.source_id).or_default().push(id);
-                out.by_chunk.insert(s.chunk_id, id);
+                out.push_scaled(self.slots[i], self.vector(i as u32));
             }
         }
         out.index_pending();
@@ -377,7 +403,7 @@ impl VectorStore {
         }
         let mut store = VectorStore::new(dim, count);
         store.slots.reserve(count);
-        store.data.reserve(count * dim);
+        store.pending.reserve(count * dim);
         let mut buf = vec![0u8; record as usize];
         let mut v = vec![0f32; dim];
         for _ in 0..count {
