@@ -155,10 +155,10 @@ impl Application {
                     if node == me {
                         continue;
                     }
-                    if let Ok(org) = org.parse() {
-                        if let Err(e) = search.invalidate(org).await {
-                            tracing::warn!(error = %e, "could not refresh an index");
-                        }
+                    if let Ok(org) = org.parse()
+                        && let Err(e) = search.invalidate(org).await
+                    {
+                        tracing::warn!(error = %e, "could not refresh an index");
                     }
                 }
             });

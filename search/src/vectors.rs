@@ -8,8 +8,9 @@
 //!
 //! A slot's vector lives in the graph's own point (`hnsw_rs` keeps a copy of
 //! every vector it links); the store keeps an `Arc` to that point per slot,
-//! so there is one copy of each vector in memory. Slots added but not yet
-//! linked keep theirs in a pending buffer and are scanned exactly. Exact
+//! so there is one copy of each vector in memory. Slots not linked yet (just
+//! loaded from disk, or being added) keep their vector beside the slot and
+//! are scanned exactly, so they are searchable at once. Exact
 //! scans over a small scope (a persona limited to a few sources would
 //! otherwise get fewer than k graph hits), compaction and `vectors.bin` all
 //! read the vectors through those points. The graph itself is not stored: it
@@ -55,14 +56,14 @@ pub(crate) struct VectorStore {
     /// The graph point holding each linked slot's vector (unit vector ×
     /// [`SHRINK`]); `None` for slots not linked yet, or never (dead first).
     points: Vec<Option<Arc<Point<'static, f32>>>>,
-    /// Vectors of slots `in_graph..`, not yet linked, same scaling.
-    pending: Vec<f32>,
+    /// Vectors of slots not linked yet, same scaling.
+    unlinked: Vec<Option<Box<[f32]>>>,
+    /// Ids of the slots not linked yet, ascending.
+    queue: Vec<u32>,
     dead: Vec<bool>,
     n_dead: usize,
     by_source: HashMap<Uuid, Vec<u32>>,
     by_chunk: HashMap<Uuid, u32>,
-    /// Slots `< in_graph` have been inserted into `hnsw`.
-    in_graph: usize,
     hnsw: Hnsw<'static, f32, DistDot>,
 }
 
@@ -82,12 +83,12 @@ impl VectorStore {
             dim,
             slots: Vec::new(),
             points: Vec::new(),
-            pending: Vec::new(),
+            unlinked: Vec::new(),
+            queue: Vec::new(),
             dead: Vec::new(),
             n_dead: 0,
             by_source: HashMap::new(),
             by_chunk: HashMap::new(),
-            in_graph: 0,
             hnsw: new_graph(capacity),
         }
     }
@@ -120,22 +121,22 @@ impl VectorStore {
     /// never linked (only possible for dead slots).
     pub fn vector(&self, i: u32) -> &[f32] {
         let i = i as usize;
-        if i >= self.in_graph {
-            let at = (i - self.in_graph) * self.dim;
-            return &self.pending[at..at + self.dim];
+        match (&self.points[i], &self.unlinked[i]) {
+            (Some(p), _) => p.get_v(),
+            (None, Some(v)) => v,
+            (None, None) => &[],
         }
-        self.points[i].as_ref().map_or(&[], |p| p.get_v())
     }
 
-    /// Appends slots (replacing live chunks with the same id); they are not
-    /// searchable through the graph until [`Self::index_pending`].
+    /// Appends a slot (replacing a live chunk with the same id) and returns
+    /// its id; it is searched exactly until [`Self::link`]ed.
     /// `vector` must be a unit vector of `dim` components.
-    pub fn push(&mut self, slot: Slot, vector: &[f32]) {
+    pub fn push(&mut self, slot: Slot, vector: &[f32]) -> u32 {
         let scaled: Vec<f32> = vector.iter().map(|x| x * SHRINK).collect();
-        self.push_scaled(slot, &scaled);
+        self.push_scaled(slot, &scaled)
     }
 
-    fn push_scaled(&mut self, slot: Slot, scaled: &[f32]) {
+    fn push_scaled(&mut self, slot: Slot, scaled: &[f32]) -> u32 {
         debug_assert_eq!(scaled.len(), self.dim);
         if let Some(old) = self.by_chunk.get(&slot.chunk_id).copied() {
             self.kill(old);
@@ -143,10 +144,12 @@ impl VectorStore {
         let id = self.slots.len() as u32;
         self.slots.push(slot);
         self.points.push(None);
+        self.unlinked.push(Some(scaled.into()));
+        self.queue.push(id);
         self.dead.push(false);
-        self.pending.extend_from_slice(scaled);
         self.by_source.entry(slot.source_id).or_default().push(id);
         self.by_chunk.insert(slot.chunk_id, id);
+        id
     }
 
     fn kill(&mut self, i: u32) {
@@ -187,18 +190,25 @@ impl VectorStore {
         list.len()
     }
 
-    /// Inserts the slots pushed since the last call into the graph. Takes
+    /// Slots not linked into the graph yet.
+    pub fn unlinked(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The oldest `max` slots not linked yet.
+    pub fn next_unlinked(&self, max: usize) -> Vec<u32> {
+        self.queue[..max.min(self.queue.len())].to_vec()
+    }
+
+    /// Inserts `ids` (unlinked slots, ascending) into the graph. Takes
     /// `&self`: `hnsw_rs` inserts under its own locks, so searches may run
-    /// meanwhile (they see a point once it is linked).
-    pub fn index_pending(&self) -> usize {
-        let from = self.in_graph;
-        let to = self.slots.len();
-        if from == to {
-            return 0;
-        }
-        let items: Vec<(&[f32], usize)> = (from..to)
-            .filter(|&i| !self.dead[i])
-            .map(|i| (self.vector(i as u32), i))
+    /// meanwhile. Follow with [`Self::mark_linked`].
+    pub fn link(&self, ids: &[u32]) {
+        let items: Vec<(&[f32], usize)> = ids
+            .iter()
+            .filter(|&&i| !self.dead[i as usize] && self.points[i as usize].is_none())
+            .map(|&i| (self.vector(i), i as usize))
+            .filter(|(v, _)| !v.is_empty())
             .collect();
         if items.len() >= 64 {
             self.hnsw.parallel_insert_slice(&items);
@@ -207,37 +217,37 @@ impl VectorStore {
                 self.hnsw.insert_slice(item);
             }
         }
-        to - from
     }
 
-    /// Records that [`Self::index_pending`] covered every slot: the linked
-    /// slots' vectors are now read from their graph points.
-    pub fn mark_indexed(&mut self) {
-        let from = self.in_graph;
-        if from == self.slots.len() {
+    /// Records that [`Self::link`] covered `ids` (ascending): their vectors
+    /// are now read from their graph points, and the separate copies freed.
+    pub fn mark_linked(&mut self, ids: &[u32]) {
+        if ids.is_empty() {
             return;
         }
         for point in self.hnsw.get_point_indexation() {
             let id = point.get_origin_id();
-            if id >= from {
+            if self.points[id].is_none() && ids.binary_search(&(id as u32)).is_ok() {
                 self.points[id] = Some(point);
             }
         }
-        self.in_graph = self.slots.len();
-        self.pending = Vec::new();
+        for &i in ids {
+            self.unlinked[i as usize] = None;
+        }
+        self.queue.retain(|i| ids.binary_search(i).is_err());
     }
 
     /// A new store holding only the live slots (renumbered), with a fresh graph.
     pub fn compacted(&self) -> VectorStore {
         let mut out = VectorStore::new(self.dim, self.live());
-        out.pending.reserve(self.live() * self.dim);
         for i in 0..self.slots.len() {
             if !self.dead[i] {
                 out.push_scaled(self.slots[i], self.vector(i as u32));
             }
         }
-        out.index_pending();
-        out.mark_indexed();
+        let all = out.queue.clone();
+        out.link(&all);
+        out.mark_linked(&all);
         out
     }
 
@@ -280,7 +290,7 @@ impl VectorStore {
             return self.exact(&q, k, self.members(scope));
         }
         let ef = k.max(HNSW_EF_SEARCH);
-        let mut hits = if self.in_graph == 0 {
+        let mut hits = if self.queue.len() == self.slots.len() {
             Vec::new()
         } else if scope.is_none() && self.n_dead == 0 {
             self.graph_hits(self.hnsw.search(&q, k, ef))
@@ -289,9 +299,9 @@ impl VectorStore {
             let ef = widen(ef, self.slots.len(), available);
             self.graph_hits(self.hnsw.search_filter(&q, k, ef, Some(&ok)))
         };
-        if self.in_graph < self.slots.len() {
-            let pending = (self.in_graph..self.slots.len()).filter(|&i| in_scope(i));
-            hits.extend(self.exact(&q, k, pending.map(|i| i as u32)));
+        if !self.queue.is_empty() {
+            let pending = self.queue.iter().copied().filter(|&i| in_scope(i as usize));
+            hits.extend(self.exact(&q, k, pending));
             hits.sort_unstable_by_key(|h| h.0);
             hits.dedup_by_key(|h| h.0);
             top_k(&mut hits, k);
@@ -403,7 +413,6 @@ impl VectorStore {
         }
         let mut store = VectorStore::new(dim, count);
         store.slots.reserve(count);
-        store.pending.reserve(count * dim);
         let mut buf = vec![0u8; record as usize];
         let mut v = vec![0f32; dim];
         for _ in 0..count {
@@ -429,8 +438,6 @@ impl VectorStore {
                 &v,
             );
         }
-        store.index_pending();
-        store.mark_indexed();
         Ok((store, generation))
     }
 }

@@ -280,19 +280,31 @@ fn persist_and_reopen_give_the_same_results() {
             })
             .collect()
     };
-    let (index, state) = open(dir.path());
+    let (mut index, state) = open(dir.path());
     assert_eq!(state, OpenState::Loaded { chunks: 75 });
     assert_eq!(index.len(), 75);
-    for (q, (bm, vec, bm_hits)) in queries.iter().zip(before) {
-        let again = index.search_bm25(q, 10, None).unwrap();
-        assert_eq!(ids(&again), bm, "{q}");
-        assert_eq!(again, bm_hits, "scores and pages survive");
-        // 75 points: graph search is exact at this size.
-        assert_eq!(
-            ids(&index.search_vector(&emb(q), 10, None).unwrap()),
-            vec,
-            "{q}"
-        );
+    // Loaded vectors are searched exactly until linked, then through the
+    // graph (exact too at this size); mixed states in between.
+    assert_eq!(index.unlinked(), 75);
+    let mut remaining = vec![75, 45, 15, 0];
+    remaining.reverse();
+    loop {
+        for (q, (bm, vec, bm_hits)) in queries.iter().zip(&before) {
+            let again = index.search_bm25(q, 10, None).unwrap();
+            assert_eq!(&ids(&again), bm, "{q}");
+            assert_eq!(&again, bm_hits, "scores and pages survive");
+            assert_eq!(
+                &ids(&index.search_vector(&emb(q), 10, None).unwrap()),
+                vec,
+                "{q}"
+            );
+        }
+        let expect = remaining.pop().unwrap();
+        assert_eq!(index.unlinked(), expect);
+        if expect == 0 {
+            break;
+        }
+        index.link_pending(30);
     }
 }
 
@@ -421,8 +433,10 @@ fn tombstone_rebuild_keeps_results() {
     index.persist().unwrap();
     drop(index);
     drop(s);
-    let (index, state) = open(dir.path());
+    let (mut index, state) = open(dir.path());
     assert_eq!(state, OpenState::Loaded { chunks: 140 });
+    assert_eq!(snapshot(&index), before);
+    assert_eq!(index.link_pending(1000), 0);
     assert_eq!(snapshot(&index), before);
 }
 

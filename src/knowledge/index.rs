@@ -43,6 +43,14 @@ pub fn bytes_to_vector(b: &[u8]) -> Vec<f32> {
 
 impl SearchService {
     pub fn new(db: Db, embedder: Arc<dyn Embedder>, root: PathBuf) -> Self {
+        // Copies moved aside by `invalidate` that could not be deleted then.
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".stale-") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         Self {
             db,
             embedder,
@@ -198,15 +206,29 @@ impl SearchService {
     /// rebuilds it from the database (another node changed it, or
     /// `bwenge reindex`).
     pub async fn invalidate(&self, org: OrgId) -> anyhow::Result<()> {
-        let removed = self.orgs.lock().await.remove(&org);
-        drop(removed);
+        // Hold the map while the files move, so nobody reopens the old copy.
+        let mut orgs = self.orgs.lock().await;
+        drop(orgs.remove(&org));
         let dir = self.root.join(org.to_string());
-        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        // Move it aside first (atomic, even while the old writer's merge
+        // threads finish), then delete it at leisure.
+        let aside = self
+            .root
+            .join(format!(".stale-{org}-{}", uuid::Uuid::new_v4().simple()));
+        tokio::task::spawn_blocking(move || {
+            match std::fs::rename(&dir, &aside) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                Err(_) => return Ok(()),
+                Ok(()) => {}
+            }
+            if let Err(e) = std::fs::remove_dir_all(&aside) {
+                tracing::debug!(error = %e, "an old index copy will be removed at the next start");
+            }
+            Ok(())
         })
         .await
-        .context("removing the index")??;
+        .context("moving the index aside")??;
+        drop(orgs);
         Ok(())
     }
 

@@ -131,16 +131,15 @@ pub async fn delete_source(
     org: OrgId,
     id: SourceId,
 ) -> Result<Option<String>, StoreError> {
-    let key: Option<String> =
-        on_db!(db, |pool| {
-            sqlx::query_scalar(
+    let key: Option<String> = on_db!(db, |pool| {
+        sqlx::query_scalar(
         "DELETE FROM knowledge_sources WHERE id = $1 AND organization_id = $2 RETURNING storage_key"
     )
     .bind(id)
     .bind(org)
     .fetch_optional(pool)
     .await?
-        });
+    });
     Ok(key)
 }
 

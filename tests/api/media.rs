@@ -18,7 +18,9 @@ struct Seen {
 
 fn wav() -> Vec<u8> {
     let mut wav = b"RIFF\x24\x08\x00\x00WAVEfmt ".to_vec();
-    wav.extend_from_slice(&[16, 0, 0, 0, 1, 0, 1, 0, 0x44, 0xac, 0, 0, 0x88, 0x58, 1, 0, 2, 0, 16, 0]);
+    wav.extend_from_slice(&[
+        16, 0, 0, 0, 1, 0, 1, 0, 0x44, 0xac, 0, 0, 0x88, 0x58, 1, 0, 2, 0, 16, 0,
+    ]);
     wav.extend_from_slice(b"data\x00\x08\x00\x00");
     wav.extend(std::iter::repeat_n(0u8, 2048));
     wav
@@ -48,7 +50,8 @@ fn transcription_server(status: u16, body: serde_json::Value) -> (String, Arc<Mu
                             .unwrap_or_default()
                             .to_owned(),
                     );
-                    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).json(body)
+                    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                        .json(body)
                 }
             }),
         )
@@ -90,7 +93,14 @@ async fn audio_is_transcribed_with_timestamps_and_searchable() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.auth, vec!["Bearer sk-test-key".to_owned()]);
     let body = &seen.bodies[0];
-    for part in ["name=\"model\"", "whisper-1", "name=\"response_format\"", "verbose_json", "name=\"file\"", "filename=\"lesson.wav\""] {
+    for part in [
+        "name=\"model\"",
+        "whisper-1",
+        "name=\"response_format\"",
+        "verbose_json",
+        "name=\"file\"",
+        "filename=\"lesson.wav\"",
+    ] {
         assert!(body.contains(part), "the request lacks {part}");
     }
 }
@@ -104,5 +114,8 @@ async fn a_refusal_by_the_transcription_service_fails_the_source_clearly() {
     let teacher = app.register("School", &email("teacher")).await;
     let done = upload_and_wait(&app, &teacher, "noise.wav", wav()).await;
     assert_eq!(done["status"], "failed", "{done}");
-    assert!(done["error"].as_str().unwrap().contains("transcription"), "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("transcription"),
+        "{done}"
+    );
 }

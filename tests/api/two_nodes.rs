@@ -11,13 +11,18 @@ async fn node(pg: &str, redis: &str, prefix: &str) -> TestApp {
     let mut settings = test_settings(dir.path(), pg);
     settings.redis_url = redis.to_owned();
     settings.redis.key_prefix = prefix.to_owned();
+    // Nodes of one deployment share their secrets.
+    settings.secrets.jwt_secret =
+        bwenge::config::Secret::new("a-shared-secret-for-both-nodes-0123456789");
     crate::helpers::start(settings, Backend::Postgres, dir).await
 }
 
 #[actix_web::test]
 async fn a_node_finds_what_another_indexed() {
     let Some(redis) = redis_url() else { return };
-    let Some(pg) = fresh_postgres_database().await else { return };
+    let Some(pg) = fresh_postgres_database().await else {
+        return;
+    };
     let prefix = format!("test:{}:", uuid::Uuid::new_v4());
     let a = node(&pg, &redis, &prefix).await;
     let b = node(&pg, &redis, &prefix).await;
@@ -25,7 +30,13 @@ async fn a_node_finds_what_another_indexed() {
 
     // B has looked at the organisation's (empty) index already.
     assert!(search(&b, &teacher, "photosynthesis").await.is_empty());
-    let src = upload_and_wait(&a, &teacher, "plants.txt", b"Photosynthesis happens in the chloroplasts of green leaves.".to_vec()).await;
+    let src = upload_and_wait(
+        &a,
+        &teacher,
+        "plants.txt",
+        b"Photosynthesis happens in the chloroplasts of green leaves.".to_vec(),
+    )
+    .await;
     assert_eq!(src["status"], "ready");
     let mut found = Vec::new();
     for _ in 0..100 {
@@ -39,10 +50,20 @@ async fn a_node_finds_what_another_indexed() {
 
     // Deleted on A: gone on B too.
     let path = format!("/v1/knowledge/{}", src["id"].as_str().unwrap());
-    assert_eq!(a.authed(Method::DELETE, &path, &teacher.access).send().await.unwrap().status(), 204);
+    assert_eq!(
+        a.authed(Method::DELETE, &path, &teacher.access)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
     let mut gone = false;
     for _ in 0..100 {
-        if search(&b, &teacher, "photosynthesis chloroplasts").await.is_empty() {
+        if search(&b, &teacher, "photosynthesis chloroplasts")
+            .await
+            .is_empty()
+        {
             gone = true;
             break;
         }
