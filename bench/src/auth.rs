@@ -343,31 +343,37 @@ async fn run(args: &Args) -> Result<(), String> {
     let started = Instant::now();
     for round in 1..=args.rounds {
         let r = args.rounds;
-        // The baseline: one thread, then the server's parallelism.
+        // The single-thread baseline, once per round.
         let one = raw_verify(1, &hash, args.warmup, args.duration).await?;
         eprintln!(
-            "round {round}/{r} raw argon2id verify  1 thread  {:>7.1} /s",
-            one.per_sec
+            "round {round}/{r} raw argon2id verify  1 thread  {:>7.1} /s  cpu {}",
+            one.per_sec,
+            cpu(one.cpu)
         );
         raw_one.push(one);
-        let par = raw_verify(threads, &hash, args.warmup, args.duration).await?;
-        eprintln!(
-            "round {round}/{r} raw argon2id verify {threads:>2} threads {:>7.1} /s",
-            par.per_sec
-        );
-        raw_par.push(par);
 
-        for (si, server) in servers.iter_mut().enumerate() {
-            for &clients in &clients_list {
+        for &clients in &clients_list {
+            // The baseline at the server's parallelism right before the
+            // points it is the ratio's denominator of: on a shared machine
+            // the cores available drift within a round.
+            let par = raw_verify(threads, &hash, args.warmup, args.duration).await?;
+            eprintln!(
+                "round {round}/{r} raw argon2id verify {threads:>2} threads {:>7.1} /s  cpu {}",
+                par.per_sec,
+                cpu(par.cpu)
+            );
+            raw_par.push(par);
+            for (si, server) in servers.iter_mut().enumerate() {
                 server.server.check_alive()?;
                 let s = measure_logins(server, clients, args.warmup, args.duration).await;
                 eprintln!(
                     "round {round}/{r} {:<40} c={clients:<3} {:>7.1} logins/s  p50 {:.1} ms  \
-                     p99 {:.1} ms{}",
+                     p99 {:.1} ms  srv cpu {}{}",
                     server.label,
                     s.rps,
                     s.p50_ms,
                     s.p99_ms,
+                    cpu(s.srv_cpu),
                     error_summary(&s)
                 );
                 let row = rows
@@ -694,6 +700,10 @@ fn print_raw(threads: usize, one: &[RawSample], par: &[RawSample]) {
             cpu(median_opt(samples.iter().map(|s| s.cpu)))
         );
     }
+    println!(
+        "(medians: 1 thread once per round, {threads} threads before each client count of \
+         each round; ms/verify = threads ÷ rate; cpu = this process, % of one core)"
+    );
     println!();
 }
 
@@ -722,8 +732,9 @@ fn print_logins(servers: &[Bwenge], rows: &[LoginRow], threads: usize) {
     }
     println!(
         "(medians of {} round(s); logins/s and latencies count 200s only; 503s and other \
-         errors are totals over the rounds; ratio = median of per-round logins/s ÷ raw \
-         verifications/s on {threads} threads; cpu = % of one core during the window)",
+         errors are totals over the rounds; ratio = median over rounds of logins/s ÷ raw \
+         verifications/s on {threads} threads measured right before; cpu = % of one core \
+         during the window)",
         rows.first().map_or(0, |r| r.samples.len())
     );
     let mut errs = String::new();

@@ -536,6 +536,13 @@ impl OrgIndex {
         Ok(store.delete_source(&source_id))
     }
 
+    /// Scopes (source filters) with at most `n` chunks are searched by an
+    /// exact scan instead of a filtered graph search (default
+    /// [`crate::EXACT_SCAN_MAX`]). Kept across [`Self::rebuild`], not persisted.
+    pub fn set_exact_scan_max(&mut self, n: usize) {
+        self.shared.vectors.write().set_exact_scan_max(n);
+    }
+
     /// Dead (deleted or replaced) vectors still in the graph.
     pub fn tombstones(&self) -> usize {
         self.shared.vectors.read().dead()

@@ -31,9 +31,10 @@ pub const HNSW_M: usize = 16;
 pub const HNSW_EF_CONSTRUCTION: usize = 64;
 /// Smallest candidate list size while searching.
 pub const HNSW_EF_SEARCH: usize = 64;
-/// A filtered search whose scope has at most this many live chunks scans
-/// them exactly (a 384-d dot product is ~30 ns: 20k of them ≈ 0.6 ms).
-pub const EXACT_SCAN_MAX: usize = 20_000;
+/// Default for [`crate::OrgIndex::set_exact_scan_max`]: a filtered search
+/// whose scope has at most this many live chunks scans them exactly (about
+/// 0.1–0.5 µs a 384-d vector, depending on cache: ≤ 2.5 ms).
+pub const EXACT_SCAN_MAX: usize = 5_000;
 
 /// Stored vectors are unit vectors scaled by this, so that rounding can never
 /// push a dot product above 1 (`hnsw_rs`'s `DistDot` asserts `dot ≤ 1`).
@@ -65,6 +66,7 @@ pub(crate) struct VectorStore {
     by_source: HashMap<Uuid, Vec<u32>>,
     by_chunk: HashMap<Uuid, u32>,
     hnsw: Hnsw<'static, f32, DistDot>,
+    exact_scan_max: usize,
 }
 
 fn new_graph(capacity: usize) -> Hnsw<'static, f32, DistDot> {
@@ -90,11 +92,16 @@ impl VectorStore {
             by_source: HashMap::new(),
             by_chunk: HashMap::new(),
             hnsw: new_graph(capacity),
+            exact_scan_max: EXACT_SCAN_MAX,
         }
     }
 
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    pub fn set_exact_scan_max(&mut self, n: usize) {
+        self.exact_scan_max = n;
     }
 
     pub fn live(&self) -> usize {
@@ -240,6 +247,7 @@ impl VectorStore {
     /// A new store holding only the live slots (renumbered), with a fresh graph.
     pub fn compacted(&self) -> VectorStore {
         let mut out = VectorStore::new(self.dim, self.live());
+        out.exact_scan_max = self.exact_scan_max;
         for i in 0..self.slots.len() {
             if !self.dead[i] {
                 out.push_scaled(self.slots[i], self.vector(i as u32));
@@ -254,7 +262,7 @@ impl VectorStore {
     /// The `k` nearest live slots to unit vector `query` (similarity =
     /// cosine), best first, restricted to `scope` sources when given.
     ///
-    /// Small scopes (≤ [`EXACT_SCAN_MAX`] live chunks) are scanned exactly.
+    /// Small scopes (≤ `exact_scan_max` live chunks) are scanned exactly.
     /// Otherwise the graph is searched with a filter (dead and out-of-scope
     /// points are skipped, the candidate list widened in proportion), slots
     /// not yet linked into the graph are scanned exactly and merged, and if
@@ -286,7 +294,7 @@ impl VectorStore {
         if available == 0 {
             return Vec::new();
         }
-        if scope.is_some() && available <= EXACT_SCAN_MAX {
+        if scope.is_some() && available <= self.exact_scan_max {
             return self.exact(&q, k, self.members(scope));
         }
         let ef = k.max(HNSW_EF_SEARCH);

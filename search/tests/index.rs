@@ -590,3 +590,38 @@ fn stop_words_are_dropped_from_queries_unless_alone() {
     let hits = index.search_bm25("to be or not to be", 10, None).unwrap();
     assert_eq!(hits[0].chunk_id, id(2));
 }
+
+#[test]
+fn filtered_graph_search_returns_k_in_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut index, _) = open(dir.path());
+    index.set_exact_scan_max(0); // always the filtered graph search
+    index.add(&corpus(20, 50)).unwrap();
+    let s = index.searcher();
+    for (sources, q) in [
+        (1u128, "magma eruption"),
+        (3, "glucose in leaves"),
+        (10, "ohm resistance"),
+    ] {
+        let scope: HashSet<Uuid> = (0..sources).map(|i| id(1_000_000 + i * 2)).collect();
+        let hits = s.search_vector(&emb(q), 10, Some(&scope)).unwrap();
+        assert_eq!(hits.len(), 10, "{sources} sources");
+        assert!(hits.iter().all(|h| scope.contains(&h.source_id)));
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+        // As good as the exact answer within the scope, at this size.
+        index.set_exact_scan_max(usize::MAX);
+        let exact = index.search_vector(&emb(q), 10, Some(&scope)).unwrap();
+        index.set_exact_scan_max(0);
+        assert_eq!(ids(&hits), ids(&exact), "{sources} sources");
+        // Deleted chunks never come back through the graph.
+        assert_eq!(
+            s.search_hybrid(q, &emb(q), 10, Some(&scope)).unwrap().len(),
+            10
+        );
+    }
+    index.delete_source(id(1_000_000)).unwrap();
+    let scope: HashSet<Uuid> = [id(1_000_000), id(1_000_002)].into_iter().collect();
+    let hits = s.search_vector(&emb("magma"), 100, Some(&scope)).unwrap();
+    assert_eq!(hits.len(), 50);
+    assert!(hits.iter().all(|h| h.source_id == id(1_000_002)));
+}
