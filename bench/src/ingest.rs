@@ -558,6 +558,7 @@ fn run(args: Args) -> Result<(), String> {
     );
     let (mut pages, mut chunks_total, mut bytes) = (0u64, 0usize, 0u64);
     let mut all_chunks: Vec<Chunk> = Vec::new();
+    let mut doc_chunks: Vec<Vec<Chunk>> = Vec::new();
     for pdf in &pdfs {
         let doc = extract(&ctx.rt, &bwenge, &pdf.path)?;
         let chunks = bwenge_parsers::chunk(&doc, &cfg);
@@ -585,7 +586,8 @@ fn run(args: Args) -> Result<(), String> {
         pages += u64::from(doc.page_count);
         chunks_total += chunks.len();
         bytes += pdf.bytes;
-        all_chunks.extend(chunks);
+        all_chunks.extend(chunks.iter().cloned());
+        doc_chunks.push(chunks);
     }
     println!(
         "  {:<28} {:>8.2} {:>6} {:>10} {:>7}",
@@ -770,6 +772,7 @@ fn run(args: Args) -> Result<(), String> {
         raw_batch.len(),
         raw_tokens
     );
+    let padding = Padding::measure(&model_dir, &raw_batch, &doc_chunks);
     model
         .embed_blocking(&raw_batch)
         .map_err(|e| format!("embedding: {e}"))?;
@@ -843,6 +846,35 @@ fn run(args: Args) -> Result<(), String> {
         fmt_opt(raw_cps.map(|x| x * p / c), 1),
         fmt_opt(Some(c / p), 2),
     );
+    match &padding {
+        Ok(pad) => {
+            let tps = |padded: usize, secs: Option<f64>| secs.map(|s| padded as f64 / s);
+            println!(
+                "  tokens the model runs (MiniLM's tokenizer, truncated at {MAX_TOKENS}; padding to the longest of each batch of 32):"
+            );
+            println!(
+                "    fixed batch of 64:            {:>6} real / {:>6} padded = {:.2} useful; {} padded tokens/s",
+                pad.raw.0,
+                pad.raw.1,
+                pad.raw.0 as f64 / pad.raw.1 as f64,
+                fmt_opt(tps(pad.raw.1, raw), 0)
+            );
+            println!(
+                "    ingest, as the server batches: {:>6} real / {:>6} padded = {:.2} useful; {} padded tokens/s",
+                pad.ingest.0,
+                pad.ingest.1,
+                pad.ingest.0 as f64 / pad.ingest.1 as f64,
+                fmt_opt(tps(pad.ingest.1, emb), 0)
+            );
+            println!(
+                "    one embed call per document:  {:>6} real / {:>6} padded = {:.2} useful (not run; what sorting a whole document would pad)",
+                pad.per_doc.0,
+                pad.per_doc.1,
+                pad.per_doc.0 as f64 / pad.per_doc.1 as f64,
+            );
+        }
+        Err(e) => println!("  (token counts unavailable: {e})"),
+    }
     let ok2 = e2e_pages.is_some_and(|x| x >= TARGET_E2E_PAGES_S);
     println!(
         "\n  {}: extraction + chunking + BM25 {} pages/s (target ≥ {TARGET_PIPELINE_PAGES_S})",
@@ -856,6 +888,65 @@ fn run(args: Args) -> Result<(), String> {
     );
     println!("\n  load average at end: {}", loadavg());
     Ok(())
+}
+
+/// Must match `LocalEmbedderConfig::new`'s `max_tokens` and `batch_size`.
+const MAX_TOKENS: usize = 256;
+const MODEL_BATCH: usize = 32;
+
+/// Real and padded token counts `(real, padded)` of the forward passes
+/// `LocalEmbedder` runs (it sorts each call's texts longest first, cuts them
+/// into batches of 32 and pads each batch to its longest), from the model's
+/// own tokenizer.
+struct Padding {
+    raw: (usize, usize),
+    ingest: (usize, usize),
+    per_doc: (usize, usize),
+}
+
+impl Padding {
+    fn measure(dir: &Path, raw: &[String], docs: &[Vec<Chunk>]) -> Result<Self, String> {
+        let mut tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| format!("tokenizer.json: {e}"))?;
+        tok.with_truncation(Some(tokenizers::TruncationParams {
+            max_length: MAX_TOKENS,
+            ..Default::default()
+        }))
+        .map_err(|e| format!("tokenizer: {e}"))?;
+        tok.with_padding(None);
+        let lens = |texts: &[String]| -> Result<Vec<usize>, String> {
+            texts
+                .iter()
+                .map(|t| {
+                    tok.encode(t.as_str(), true)
+                        .map(|e| e.get_ids().len())
+                        .map_err(|e| format!("tokenizer: {e}"))
+                })
+                .collect()
+        };
+        // One `embed_blocking` call.
+        let call = |mut l: Vec<usize>| -> (usize, usize) {
+            l.sort_unstable_by(|a, b| b.cmp(a));
+            let padded = l.chunks(MODEL_BATCH).map(|b| b.len() * b[0]).sum();
+            (l.iter().sum(), padded)
+        };
+        let add = |a: (usize, usize), b: (usize, usize)| (a.0 + b.0, a.1 + b.1);
+        let raw = call(lens(raw)?);
+        let (mut ingest, mut per_doc) = ((0, 0), (0, 0));
+        for chunks in docs {
+            let texts: Vec<String> = chunks.iter().map(embed_text).collect();
+            let l = lens(&texts)?;
+            for b in l.chunks(EMBED_BATCH) {
+                ingest = add(ingest, call(b.to_vec()));
+            }
+            per_doc = add(per_doc, call(l));
+        }
+        Ok(Self {
+            raw,
+            ingest,
+            per_doc,
+        })
+    }
 }
 
 /// Removes the run's temporary directory, also on an early error.

@@ -87,11 +87,20 @@ impl SearchService {
             .await
             .context("rebuilding the search index")??;
         }
+        let pending = index.unlinked();
         let handle = Arc::new(OrgHandle {
             searcher: index.searcher(),
             writer: Arc::new(parking_lot::Mutex::new(index)),
         });
         orgs.insert(org, handle.clone());
+        if pending > 0 {
+            // A reopened index answers vector queries by exact scan until
+            // its vectors are linked into the graph: link them in the
+            // background, a slice at a time, so writers are never held up
+            // for long.
+            let writer = handle.writer.clone();
+            tokio::task::spawn_blocking(move || while writer.lock().link_pending(1000) > 0 {});
+        }
         Ok(handle)
     }
 
@@ -183,19 +192,30 @@ impl SearchService {
         scope: Option<HashSet<SourceId>>,
     ) -> anyhow::Result<Vec<Hit>> {
         let handle = self.handle(org).await?;
-        let vector = self
-            .embedder
-            .embed(&[query.to_owned()])
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
+        // The hashing fallback's vectors only add noise to BM25 (measured on
+        // Cranfield: hybrid 0.28 vs BM25 0.38 nDCG@10), so without a real
+        // model, search is lexical.
+        let lexical_only = self.embedder.id().starts_with("hashing:");
+        let vector = if lexical_only {
+            Vec::new()
+        } else {
+            self.embedder
+                .embed(&[query.to_owned()])
+                .await?
+                .into_iter()
+                .next()
+                .unwrap_or_default()
+        };
         let searcher = handle.searcher.clone();
         let query = query.to_owned();
         let filter: Option<HashSet<uuid::Uuid>> =
             scope.map(|s| s.into_iter().map(|id| id.0).collect());
         tokio::task::spawn_blocking(move || {
-            searcher.search_hybrid(&query, &vector, k, filter.as_ref())
+            if lexical_only {
+                searcher.search_bm25(&query, k, filter.as_ref())
+            } else {
+                searcher.search_hybrid(&query, &vector, k, filter.as_ref())
+            }
         })
         .await
         .context("search task failed")?
