@@ -105,26 +105,6 @@ pub async fn list_sources(db: &Db, org: OrgId, page: Page) -> Result<Vec<SourceR
         .await?))
 }
 
-/// Every source id of an organisation that exists (for scoping checks).
-pub async fn existing_source_ids(
-    db: &Db,
-    org: OrgId,
-    ids: &[SourceId],
-) -> Result<Vec<SourceId>, StoreError> {
-    let mut found = Vec::new();
-    for id in ids {
-        let hit: Option<SourceId> = on_db!(db, |pool| sqlx::query_scalar(
-            "SELECT id FROM knowledge_sources WHERE id = $1 AND organization_id = $2"
-        )
-        .bind(*id)
-        .bind(org)
-        .fetch_optional(pool)
-        .await?);
-        found.extend(hit);
-    }
-    Ok(found)
-}
-
 /// Deletes a source and its chunks; returns its storage key.
 pub async fn delete_source(
     db: &Db,
@@ -301,28 +281,31 @@ pub async fn chunks_of_org(db: &Db, org: OrgId) -> Result<Vec<ChunkRow>, StoreEr
     .await?))
 }
 
-/// Chunks by id within an organisation (search hits → text and title).
+/// Chunks by id within an organisation (search hits → text and title), in
+/// one round trip.
 pub async fn chunks_by_ids(
     db: &Db,
     org: OrgId,
     ids: &[ChunkId],
 ) -> Result<Vec<ChunkRow>, StoreError> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let row: Option<ChunkRow> = on_db!(db, |pool| {
-            sqlx::query_as(
-            "SELECT c.id, c.organization_id, c.source_id, c.page, c.heading_path, c.text, CAST(NULL AS BYTEA) AS embedding, \
-             c.embedder, s.title FROM chunks c JOIN knowledge_sources s ON s.id = c.source_id \
-             WHERE c.id = $1 AND c.organization_id = $2"
-        )
-        .bind(*id)
-        .bind(org)
-        .fetch_optional(pool)
-        .await?
-        });
-        out.extend(row);
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    let params: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "SELECT c.id, c.organization_id, c.source_id, c.page, c.heading_path, c.text, \
+         CAST(NULL AS BYTEA) AS embedding, c.embedder, s.title FROM chunks c \
+         JOIN knowledge_sources s ON s.id = c.source_id \
+         WHERE c.organization_id = $1 AND c.id IN ({})",
+        params.join(", ")
+    );
+    Ok(on_db!(db, |pool| {
+        let mut q = sqlx::query_as(&sql).bind(org);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        q.fetch_all(pool).await?
+    }))
 }
 
 /// Organisations that have chunks (index rebuilds at start-up and reindex).
