@@ -131,6 +131,9 @@ pub struct Settings {
     pub knowledge: KnowledgeSettings,
     pub transcription: TranscriptionSettings,
     pub embeddings: EmbeddingSettings,
+    pub personas: PersonaSettings,
+    pub llm: LlmSettings,
+    pub assets: AssetSettings,
     pub secrets: SecretSettings,
     pub testing: TestingSettings,
 }
@@ -176,6 +179,58 @@ pub struct TranscriptionSettings {
     pub api_key: Secret,
     pub model: String,
     pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonaSettings {
+    pub top_k: usize,
+    pub min_coverage: f64,
+    pub max_question_chars: usize,
+    pub history_turns: usize,
+    pub cache_ttl_secs: u64,
+}
+
+/// A language-model provider of the answer chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmProvider {
+    Openai,
+    Anthropic,
+    Extractive,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSettings {
+    pub chain: Vec<LlmProvider>,
+    pub max_answer_tokens: u32,
+    pub breaker_failures: u32,
+    pub breaker_open_secs: u64,
+    pub openai: LlmEndpoint,
+    pub anthropic: LlmEndpoint,
+}
+
+/// One remote provider's endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmEndpoint {
+    pub base_url: String,
+    pub api_key: Secret,
+    pub model: String,
+    pub context_window: u32,
+    pub timeout_secs: u64,
+    pub first_token_timeout_secs: u64,
+    #[serde(default)]
+    pub azure: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetSettings {
+    pub url_ttl_secs: u64,
+    pub public_base_url: String,
+    pub max_model_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -43,4 +43,6 @@ macro_rules! typed_id {
     };
 }
 
-typed_id!(OrgId, UserId, TokenId, FamilyId, AuditId, SourceId, ChunkId);
+typed_id!(
+    OrgId, UserId, TokenId, FamilyId, AuditId, SourceId, ChunkId, PersonaId, ModelId, SessionId
+);

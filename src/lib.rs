@@ -5,6 +5,8 @@
 
 pub mod audit;
 pub mod auth;
+pub mod avatars;
+pub mod chat;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -12,11 +14,13 @@ pub mod http;
 pub mod ids;
 pub mod infra;
 pub mod knowledge;
+pub mod llm;
 pub mod mail;
 pub mod metrics;
 pub mod ops;
 pub mod orgs;
 pub mod pagination;
+pub mod personas;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

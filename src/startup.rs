@@ -26,6 +26,8 @@ use crate::state::{AppState, AuthContext};
 use actix::Actor;
 use bwenge_actors::ingest::{IngestScheduler, SchedulerConfig};
 use bwenge_actors::messages::ingest::{Enqueue, JobId};
+use bwenge_actors::persona::{Persona, PersonaKey};
+use bwenge_actors::registry::{Registry, RegistryConfig};
 
 /// Entries kept by the in-process cache.
 const IN_PROCESS_CACHE_ENTRIES: usize = 10_000;
@@ -163,6 +165,36 @@ impl Application {
                 }
             });
         }
+        let model = crate::llm::build(&settings.llm)?;
+        let persona_port = Arc::new(crate::personas::PersonaService {
+            db: db.clone(),
+            search: search.clone(),
+            model,
+            cache: cache.clone(),
+            settings: Arc::new(settings.clone()),
+        });
+        let personas = Registry::new(
+            "personas",
+            RegistryConfig::with_idle_timeout(Duration::from_secs(
+                settings.registry.idle_timeout_secs,
+            )),
+            move |id: &PersonaKey| Persona::new(*id, persona_port.clone()),
+        )
+        .start();
+        let mut persona_news = bus
+            .subscribe(crate::personas::PERSONA_TOPIC)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("subscribing to persona announcements")?;
+        {
+            let personas = personas.clone();
+            let me = node_id.clone();
+            actix_web::rt::spawn(async move {
+                while let Some(msg) = persona_news.recv().await {
+                    crate::personas::reload_on_announcement(&personas, &me, &msg.payload);
+                }
+            });
+        }
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             db,
@@ -175,6 +207,7 @@ impl Application {
             mailer,
             search,
             ingest,
+            personas,
             node_id,
         });
 

@@ -31,6 +31,7 @@ pub struct AppState {
     pub mailer: Arc<dyn Mailer>,
     pub search: Arc<crate::knowledge::index::SearchService>,
     pub ingest: actix::Addr<bwenge_actors::ingest::IngestScheduler>,
+    pub personas: crate::personas::PersonaRegistry,
     /// A random id of this process, to tell its own bus messages apart.
     pub node_id: String,
 }

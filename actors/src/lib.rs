@@ -6,5 +6,6 @@
 
 pub mod ingest;
 pub mod messages;
+pub mod persona;
 pub mod ports;
 pub mod registry;

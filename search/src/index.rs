@@ -66,6 +66,21 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// Document frequencies of a query's terms (see [`OrgSearcher::term_stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TermStats {
+    /// Chunks in the index.
+    pub num_docs: u64,
+    /// Each analysed query term with the number of chunks containing it.
+    pub terms: Vec<(String, u64)>,
+}
+
+/// The distinct terms of `text` as the BM25 query analyzer produces them
+/// (lower-cased, English-stemmed, without the query stop words).
+pub fn analyze_query(text: &str) -> Vec<String> {
+    analyze(&mut query_analyzer(), text)
+}
+
 /// What [`OrgIndex::open_or_create`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenState {
@@ -667,6 +682,29 @@ impl OrgSearcher {
     ) -> Result<Vec<Hit>, IndexError> {
         self.shared
             .search_bm25(&self.shared.reader.searcher(), query, k, filter)
+    }
+
+    /// The query's terms, analysed exactly as BM25 analyses them, each with
+    /// the number of chunks whose text holds it, and the number of chunks:
+    /// what a relevance check needs to weigh rare words over common ones.
+    pub fn term_stats(&self, query: &str) -> TermStats {
+        let searcher = self.shared.reader.searcher();
+        let field = self.shared.fields.text;
+        let terms = self
+            .shared
+            .query_terms(query)
+            .into_iter()
+            .map(|t| {
+                let df = searcher
+                    .doc_freq(&Term::from_field_text(field, &t))
+                    .unwrap_or(0);
+                (t, df)
+            })
+            .collect();
+        TermStats {
+            num_docs: searcher.num_docs(),
+            terms,
+        }
     }
 
     /// The `k` chunks whose vectors are most similar (cosine) to `vector`,

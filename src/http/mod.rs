@@ -41,6 +41,9 @@ pub fn route_table(state: &AppState) -> Vec<RouteDef> {
     routes.extend(crate::auth::routes());
     routes.extend(crate::orgs::routes());
     routes.extend(crate::knowledge::routes());
+    routes.extend(crate::personas::routes());
+    routes.extend(crate::chat::routes());
+    routes.extend(crate::avatars::routes());
     if state.settings.testing.routes {
         routes.extend(crate::ops::testing::routes());
     }

@@ -222,6 +222,21 @@ impl SearchService {
         .map_err(anyhow::Error::from)
     }
 
+    /// Document frequencies of the query's terms in the organisation's
+    /// index (see [`bwenge_search::OrgSearcher::term_stats`]).
+    pub async fn term_stats(
+        &self,
+        org: OrgId,
+        query: &str,
+    ) -> anyhow::Result<bwenge_search::TermStats> {
+        let handle = self.handle(org).await?;
+        let searcher = handle.searcher.clone();
+        let query = query.to_owned();
+        tokio::task::spawn_blocking(move || searcher.term_stats(&query))
+            .await
+            .context("term statistics task failed")
+    }
+
     /// Forgets an organisation's index and its files so the next use
     /// rebuilds it from the database (another node changed it, or
     /// `bwenge reindex`).

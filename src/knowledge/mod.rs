@@ -303,25 +303,40 @@ pub async fn search(
     }
     let scope: Option<HashSet<SourceId>> = match q.persona_id {
         None => None,
-        // Personas are not built yet: no persona can exist.
-        Some(_) => return Err(ApiError::not_found()),
+        Some(id) => {
+            let id = crate::ids::PersonaId(id);
+            let persona = crate::personas::store::get(&state.db, user.org_id, id)
+                .await?
+                .ok_or_else(ApiError::not_found)?;
+            if persona.scope_all {
+                None
+            } else {
+                Some(
+                    crate::personas::store::sources(&state.db, user.org_id, id)
+                        .await?
+                        .into_iter()
+                        .collect(),
+                )
+            }
+        }
     };
-    let hits = search_passages(&state, user.org_id, query, k, scope).await?;
+    let hits = search_passages(&state.db, &state.search, user.org_id, query, k, scope).await?;
     Ok(HttpResponse::Ok().json(SearchAnswer { hits }))
 }
 
 /// Search with the passages' text and titles, read back from the database
 /// within the organisation.
 pub async fn search_passages(
-    state: &AppState,
+    db: &crate::db::Db,
+    search: &index::SearchService,
     org: crate::ids::OrgId,
     query: &str,
     k: usize,
     scope: Option<HashSet<SourceId>>,
 ) -> ApiResult<Vec<SearchHit>> {
-    let hits = state.search.search(org, query, k, scope).await?;
+    let hits = search.search(org, query, k, scope).await?;
     let ids: Vec<ChunkId> = hits.iter().map(index::chunk_id).collect();
-    let rows = store::chunks_by_ids(&state.db, org, &ids).await?;
+    let rows = store::chunks_by_ids(db, org, &ids).await?;
     Ok(hits
         .iter()
         .filter_map(|h| {

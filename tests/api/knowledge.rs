@@ -109,7 +109,7 @@ fn docx(paragraphs: &[(&str, Option<&str>)]) -> Vec<u8> {
     ])
 }
 
-fn pptx(slides: &[&str]) -> Vec<u8> {
+pub fn pptx(slides: &[&str]) -> Vec<u8> {
     let mut files: Vec<(String, String)> = vec![
         ("[Content_Types].xml".into(), "<?xml version=\"1.0\"?><Types xmlns=\"http://schemas.openxmlformats.org/package/2006/content-types\"><Override PartName=\"/ppt/presentation.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.presentationml.presentation.main+xml\"/></Types>".into()),
         ("_rels/.rels".into(), "<?xml version=\"1.0\"?><Relationships xmlns=\"http://schemas.openxmlformats.org/package/2006/relationships\"><Relationship Id=\"rId1\" Type=\"http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument\" Target=\"ppt/presentation.xml\"/></Relationships>".into()),

@@ -15,6 +15,7 @@ mod knowledge;
 mod media;
 mod ops;
 mod orgs;
+mod personas;
 mod redis_bus;
 mod schema;
 mod smtp;

@@ -17,6 +17,8 @@ struct Fixtures {
     a_admin: Member,
     a_student: Member,
     a_source: String,
+    a_persona: String,
+    a_session: String,
 }
 
 impl Fixtures {
@@ -33,10 +35,35 @@ impl Fixtures {
         )
         .await;
         let a_source = source["id"].as_str().unwrap().to_owned();
+        let res = app
+            .authed(Method::POST, "/v1/personas", &a_admin.access)
+            .json(&json!({"name": "Volcano tutor", "knowledge_source_ids": [a_source]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let persona: serde_json::Value = res.json().await.unwrap();
+        let a_persona = persona["id"].as_str().unwrap().to_owned();
+        // Sessions are opened over WebSocket; store one directly.
+        let now = chrono::Utc::now();
+        let session = bwenge::chat::store::SessionRow {
+            id: bwenge::ids::SessionId::new(),
+            organization_id: a_admin.org_id.parse().unwrap(),
+            persona_id: a_persona.parse().unwrap(),
+            user_id: a_student.id.parse().unwrap(),
+            last_seq: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        bwenge::chat::store::create_session(&app.state.db, &session)
+            .await
+            .unwrap();
         Self {
             a_admin,
             a_student,
             a_source,
+            a_persona,
+            a_session: session.id.to_string(),
         }
     }
 
@@ -47,11 +74,22 @@ impl Fixtures {
             ("PATCH", "/v1/members/{user_id}") => json!({"role": "teacher"}),
             ("DELETE", "/v1/members/{user_id}") => json!({}),
             ("GET" | "DELETE", "/v1/knowledge/{id}") => json!({}),
+            ("GET" | "DELETE", "/v1/personas/{id}") => json!({}),
+            ("PATCH", "/v1/personas/{id}") => json!({"name": "Taken over"}),
+            ("POST", "/v1/personas/{id}/ask") => json!({"question": "What is magma?"}),
+            ("GET", "/v1/chat/sessions/{id}") => json!({}),
             _ => return None,
+        };
+        let id = if path.starts_with("/v1/personas/") {
+            &self.a_persona
+        } else if path.starts_with("/v1/chat/sessions/") {
+            &self.a_session
+        } else {
+            &self.a_source
         };
         let real = path
             .replace("{user_id}", &self.a_student.id)
-            .replace("{id}", &self.a_source);
+            .replace("{id}", id);
         Some((real, body))
     }
 }
@@ -115,6 +153,8 @@ async fn another_organisation_sees_nothing(backend: Backend) {
         "/v1/audit",
         "/v1/knowledge",
         "/v1/search?q=volcanoes+magma+chambers",
+        "/v1/personas",
+        "/v1/chat/sessions",
     ] {
         let text = app
             .authed(Method::GET, path, &b_admin.access)
@@ -129,6 +169,8 @@ async fn another_organisation_sees_nothing(backend: Backend) {
             &a.a_student.id,
             &a.a_admin.org_id,
             &a.a_source,
+            &a.a_persona,
+            &a.a_session,
             &a.a_student.email,
         ] {
             assert!(

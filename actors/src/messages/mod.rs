@@ -1,3 +1,4 @@
 //! Messages of the actor families, one file per family.
 
 pub mod ingest;
+pub mod persona;

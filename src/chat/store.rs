@@ -1,0 +1,283 @@
+//! Chat storage: sessions and their sequenced events. The database is the
+//! source of truth for replay; `seq` is allocated by an atomic increment of
+//! the session's `last_seq` in the same transaction as the event's insert,
+//! so any node (or the HTTP `ask` route) can append without coordination,
+//! and the unique indexes make a repeated `client_id` or a second answer to
+//! one question impossible.
+
+use chrono::{DateTime, Utc};
+
+use crate::db::Db;
+use crate::error::StoreError;
+use crate::ids::{OrgId, PersonaId, SessionId, UserId};
+use crate::on_db;
+use crate::pagination::Page;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub id: SessionId,
+    pub organization_id: OrgId,
+    pub persona_id: PersonaId,
+    pub user_id: UserId,
+    pub last_seq: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventRow {
+    pub session_id: SessionId,
+    pub seq: i64,
+    pub organization_id: OrgId,
+    /// `user` (a question) or `assistant` (an answer).
+    pub role: String,
+    pub client_id: Option<String>,
+    pub reply_to: Option<i64>,
+    pub text: String,
+    /// JSON: for answers `{citations, animation, grounded, provider, usage}`.
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+}
+
+const SESSION_COLUMNS: &str =
+    "id, organization_id, persona_id, user_id, last_seq, created_at, updated_at";
+const EVENT_COLUMNS: &str =
+    "session_id, seq, organization_id, role, client_id, reply_to, text, payload, created_at";
+
+pub async fn create_session(db: &Db, s: &SessionRow) -> Result<(), StoreError> {
+    on_db!(db, |pool| sqlx::query(
+        "INSERT INTO chat_sessions (id, organization_id, persona_id, user_id, last_seq, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    )
+    .bind(s.id)
+    .bind(s.organization_id)
+    .bind(s.persona_id)
+    .bind(s.user_id)
+    .bind(s.last_seq)
+    .bind(s.created_at)
+    .bind(s.updated_at)
+    .execute(pool)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+pub async fn session(db: &Db, org: OrgId, id: SessionId) -> Result<Option<SessionRow>, StoreError> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE id = $1 AND organization_id = $2"
+    );
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(id)
+        .bind(org)
+        .fetch_optional(pool)
+        .await?))
+}
+
+/// Sessions of the organisation, optionally of one user and/or persona,
+/// newest first.
+pub async fn list_sessions(
+    db: &Db,
+    org: OrgId,
+    user: Option<UserId>,
+    persona: Option<PersonaId>,
+    page: Page,
+) -> Result<Vec<SessionRow>, StoreError> {
+    let (t, id) = match page.after {
+        Some(c) => (Some(c.t), Some(SessionId(c.id))),
+        None => (None, None),
+    };
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE organization_id = $1 \
+         AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR persona_id = $3) \
+         AND ($4 IS NULL OR created_at < $4 OR (created_at = $4 AND id < $5)) \
+         ORDER BY created_at DESC, id DESC LIMIT $6"
+    );
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(org)
+        .bind(user)
+        .bind(persona)
+        .bind(t)
+        .bind(id)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(pool)
+        .await?))
+}
+
+/// What [`append`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored now with this `seq`.
+    New(i64),
+    /// Already stored (same `client_id`, or an answer to the same question)
+    /// with this `seq`.
+    Existing(i64),
+}
+
+impl Appended {
+    pub fn seq(self) -> i64 {
+        match self {
+            Appended::New(s) | Appended::Existing(s) => s,
+        }
+    }
+}
+
+/// A new event for [`append`].
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub role: &'a str,
+    pub client_id: Option<&'a str>,
+    pub reply_to: Option<i64>,
+    pub text: &'a str,
+    pub payload: &'a str,
+}
+
+async fn existing(
+    db: &Db,
+    session: SessionId,
+    e: &NewEvent<'_>,
+) -> Result<Option<i64>, StoreError> {
+    let found: Option<i64> = match (e.client_id, e.reply_to, e.role) {
+        (Some(client), _, _) => on_db!(db, |pool| sqlx::query_scalar(
+            "SELECT seq FROM chat_events WHERE session_id = $1 AND client_id = $2"
+        )
+        .bind(session)
+        .bind(client)
+        .fetch_optional(pool)
+        .await?),
+        (None, Some(reply_to), "assistant") => on_db!(db, |pool| sqlx::query_scalar(
+            "SELECT seq FROM chat_events WHERE session_id = $1 AND reply_to = $2"
+        )
+        .bind(session)
+        .bind(reply_to)
+        .fetch_optional(pool)
+        .await?),
+        _ => None,
+    };
+    Ok(found)
+}
+
+/// Stores an event durably with the next `seq` of its session, unless the
+/// same question (by `client_id`) or an answer to the same question is
+/// already stored. `None` when the session is not the organisation's.
+pub async fn append(
+    db: &Db,
+    org: OrgId,
+    session: SessionId,
+    e: &NewEvent<'_>,
+) -> Result<Option<Appended>, StoreError> {
+    if let Some(seq) = existing(db, session, e).await? {
+        return Ok(Some(Appended::Existing(seq)));
+    }
+    let now = Utc::now();
+    let result: Result<Option<i64>, sqlx::Error> = on_db!(db, |pool| {
+        async {
+            let mut tx = pool.begin().await?;
+            let seq: Option<i64> = sqlx::query_scalar(
+                "UPDATE chat_sessions SET last_seq = last_seq + 1, updated_at = $1 \
+                 WHERE id = $2 AND organization_id = $3 RETURNING last_seq",
+            )
+            .bind(now)
+            .bind(session)
+            .bind(org)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(seq) = seq else {
+                return Ok(None);
+            };
+            sqlx::query(
+                "INSERT INTO chat_events (session_id, seq, organization_id, role, client_id, \
+                 reply_to, text, payload, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(session)
+            .bind(seq)
+            .bind(org)
+            .bind(e.role)
+            .bind(e.client_id)
+            .bind(e.reply_to)
+            .bind(e.text)
+            .bind(e.payload)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Some(seq))
+        }
+        .await
+    });
+    match result {
+        Ok(Some(seq)) => Ok(Some(Appended::New(seq))),
+        Ok(None) => Ok(None),
+        // A concurrent append of the same question or answer won the
+        // unique index: report the stored one.
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            match existing(db, session, e).await? {
+                Some(seq) => Ok(Some(Appended::Existing(seq))),
+                None => Err(StoreError::from(sqlx::Error::Database(d))),
+            }
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Events after `after_seq`, in order (at most `limit`).
+pub async fn events_after(
+    db: &Db,
+    org: OrgId,
+    session: SessionId,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<EventRow>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM chat_events WHERE session_id = $1 AND organization_id = $2 \
+         AND seq > $3 ORDER BY seq LIMIT $4"
+    );
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(session)
+        .bind(org)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+}
+
+/// The last `n` events, oldest first.
+pub async fn recent_events(
+    db: &Db,
+    org: OrgId,
+    session: SessionId,
+    n: i64,
+) -> Result<Vec<EventRow>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM chat_events WHERE session_id = $1 AND organization_id = $2 \
+         ORDER BY seq DESC LIMIT $3"
+    );
+    let mut rows: Vec<EventRow> = on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(session)
+        .bind(org)
+        .bind(n)
+        .fetch_all(pool)
+        .await?);
+    rows.reverse();
+    Ok(rows)
+}
+
+/// Questions of the session that have no answer yet (a node died while
+/// answering), oldest first.
+pub async fn unanswered(
+    db: &Db,
+    org: OrgId,
+    session: SessionId,
+) -> Result<Vec<EventRow>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM chat_events q WHERE q.session_id = $1 \
+         AND q.organization_id = $2 AND q.role = 'user' AND NOT EXISTS \
+         (SELECT 1 FROM chat_events a WHERE a.session_id = q.session_id AND a.reply_to = q.seq) \
+         ORDER BY q.seq"
+    );
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(session)
+        .bind(org)
+        .fetch_all(pool)
+        .await?))
+}
