@@ -132,6 +132,7 @@ pub struct Settings {
     pub transcription: TranscriptionSettings,
     pub embeddings: EmbeddingSettings,
     pub personas: PersonaSettings,
+    pub chat: ChatSettings,
     pub llm: LlmSettings,
     pub assets: AssetSettings,
     pub secrets: SecretSettings,
@@ -189,6 +190,19 @@ pub struct PersonaSettings {
     pub max_question_chars: usize,
     pub history_turns: usize,
     pub cache_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSettings {
+    pub heartbeat_interval_secs: u64,
+    pub client_timeout_secs: u64,
+    pub max_frame_bytes: usize,
+    pub outbound_queue: usize,
+    pub messages_burst: u32,
+    pub messages_per_sec: f64,
+    pub max_bad_frames: u32,
+    pub orphan_grace_ms: u64,
 }
 
 /// A language-model provider of the answer chain.

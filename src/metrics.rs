@@ -17,6 +17,8 @@ pub const HTTP_REQUEST_DURATION_SECONDS: &str = "bwenge_http_request_duration_se
 pub const HTTP_PANICS_TOTAL: &str = "bwenge_http_panics_total";
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "bwenge_process_resident_memory_bytes";
 pub const BUILD_INFO: &str = "bwenge_build_info";
+pub const WS_CONNECTIONS: &str = "bwenge_ws_connections";
+pub const WS_SLOW_DISCONNECTS_TOTAL: &str = "bwenge_ws_slow_disconnects_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -167,7 +167,7 @@ fn best_clip(gesture: &str, clips: &[String], names: &[(String, Vec<String>)]) -
             Some((0, 0))
         } else if let Some(s) = synonyms.iter().position(|s| s == normalized) {
             Some((1, s))
-        } else if words.iter().any(|w| *w == own) {
+        } else if words.contains(&own) {
             Some((2, 0))
         } else {
             synonyms

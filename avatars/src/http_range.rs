@@ -129,7 +129,7 @@ pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     };
     let mut rest = value;
     loop {
-        rest = rest.trim_start_matches(|c: char| c == ',' || c == ' ' || c == '\t');
+        rest = rest.trim_start_matches([',', ' ', '\t']);
         if rest.is_empty() {
             return false;
         }

@@ -258,37 +258,48 @@ fn validate_schema(root: &json::Root) -> Result<(), ModelError> {
         }
     }
 
-    let mut problems: Vec<(String, ValidationError)> = Vec::new();
+    // Paths are built lazily: only for the first problem, and for "missing"
+    // reports, which may be the tolerated POSITION bounds. A hostile file can
+    // hold millions of bad indices; none of them costs an allocation.
+    let mut first: Option<(String, ValidationError)> = None;
+    let mut others = 0usize;
     root.validate(root, json::Path::new, &mut |path, error| {
-        let path = path();
-        let p = path.as_str();
-        // A POSITION accessor without min/max is repaired from the data.
-        let position_bound = p.ends_with("[\"POSITION\"].min") || p.ends_with("[\"POSITION\"].max");
-        if !(error == ValidationError::Missing && position_bound) {
-            problems.push((path.to_string(), error));
+        if error == ValidationError::Missing {
+            let path = path();
+            let p = path.as_str();
+            // A POSITION accessor without min/max is repaired from the data.
+            if p.ends_with("[\"POSITION\"].min") || p.ends_with("[\"POSITION\"].max") {
+                return;
+            }
+            if first.is_none() {
+                first = Some((path.to_string(), error));
+                return;
+            }
+        } else if first.is_none() {
+            first = Some((path().to_string(), error));
+            return;
         }
+        others += 1;
     });
-    match problems.first() {
-        None => Ok(()),
-        Some((path, error)) => {
-            let what = match error {
-                ValidationError::IndexOutOfBounds => "refers to an object that does not exist",
-                ValidationError::Invalid => "has an invalid value",
-                ValidationError::Missing => "is missing",
-                ValidationError::Oversize => "is too large",
-                ValidationError::Unsupported => "names an unsupported extension",
-            };
-            let more = match problems.len() - 1 {
-                0 => String::new(),
-                1 => " (and 1 more problem)".to_owned(),
-                n => format!(" (and {n} more problems)"),
-            };
-            Err(ModelError::Invalid(format!(
-                "The model is not valid glTF 2.0: {} {what}{more}. Export it again from your 3D tool.",
-                clip_text(path)
-            )))
-        }
-    }
+    let Some((path, error)) = first else {
+        return Ok(());
+    };
+    let what = match error {
+        ValidationError::IndexOutOfBounds => "refers to an object that does not exist",
+        ValidationError::Invalid => "has an invalid value",
+        ValidationError::Missing => "is missing",
+        ValidationError::Oversize => "is too large",
+        ValidationError::Unsupported => "names an unsupported extension",
+    };
+    let more = match others {
+        0 => String::new(),
+        1 => " (and 1 more problem)".to_owned(),
+        n => format!(" (and {n} more problems)"),
+    };
+    Err(ModelError::Invalid(format!(
+        "The model is not valid glTF 2.0: {} {what}{more}. Export it again from your 3D tool.",
+        clip_text(&path)
+    )))
 }
 
 /// Shortens text from the file before it is quoted in a message.

@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn short_secrets_are_refused_and_not_printed() {
         assert_eq!(
-            UrlSigner::new(b"short".to_vec()).map(|_| ()),
+            UrlSigner::new(b"short").map(|_| ()),
             Err(WeakSecretError(5))
         );
         let debug = format!("{:?}", signer());

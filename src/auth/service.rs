@@ -459,6 +459,7 @@ pub async fn logout(state: &AppState, ip: &str, token: &str) -> ApiResult<()> {
     if let Some(row) = store::refresh_by_hash(&state.db, &hash_secret(token.trim())).await? {
         store::revoke_family(&state.db, row.family_id).await?;
         store::bump_token_version(&state.db, row.user_id).await?;
+        crate::chat::hub::announce_revoked(state.bus.as_ref(), row.user_id).await;
         audit::record(
             &state.db,
             Entry {
@@ -595,6 +596,7 @@ pub async fn confirm_password_reset(
     }
     store::set_password(&state.db, user.id, &hash).await?;
     store::revoke_all_refresh(&state.db, user.id).await?;
+    crate::chat::hub::announce_revoked(state.bus.as_ref(), user.id).await;
     audit::record(
         &state.db,
         Entry {

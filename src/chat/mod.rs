@@ -1,8 +1,12 @@
 //! Chat: sessions between a student and a persona, their durable
-//! sequenced events, and the history routes. The WebSocket side (connection
-//! and session actors) builds on [`store`].
+//! sequenced events ([`store`]), the chat-session actors ([`session`]), the
+//! WebSocket transport ([`ws`]), this node's hub ([`hub`]) and the history
+//! routes.
 
+pub mod hub;
+pub mod session;
 pub mod store;
+pub mod ws;
 
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
@@ -18,6 +22,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::RouteDef;
 use crate::ids::{PersonaId, SessionId, UserId};
 use crate::pagination::{Cursor, List, PageQuery, page_of};
+
+/// The session registry's address.
+pub type SessionRegistry =
+    actix::Addr<bwenge_actors::registry::Registry<SessionId, session::ChatSession>>;
 use crate::personas::Answer;
 use crate::state::AppState;
 use store::{EventRow, NewEvent, SessionRow};
@@ -30,6 +38,7 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::new(Method::GET, "/v1/chat/sessions/{id}", || {
             web::get().to(get_session)
         }),
+        RouteDef::new(Method::GET, "/v1/chat/ws", || web::get().to(ws::chat_ws)),
     ]
 }
 
@@ -260,5 +269,3 @@ pub async fn get_session(
     }))
 }
 
-/// Used by `List` in the OpenAPI document.
-pub type SessionList = List<SessionSummary>;

@@ -61,6 +61,7 @@ pub async fn change_role(
     }
     if from != role {
         store::set_role(&state.db, caller.org_id, member, role.as_str()).await?;
+        crate::chat::hub::announce_revoked(state.bus.as_ref(), member).await;
         audit::record(
             &state.db,
             Entry {
@@ -95,6 +96,7 @@ pub async fn remove_member(
         return Err(last_admin());
     }
     store::delete_member(&state.db, caller.org_id, member).await?;
+    crate::chat::hub::announce_revoked(state.bus.as_ref(), member).await;
     audit::record(
         &state.db,
         Entry {

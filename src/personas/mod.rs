@@ -500,15 +500,23 @@ pub async fn ask_persona(
     persona: PersonaId,
     question: Question,
 ) -> Result<Answer, ApiError> {
-    let addr = state
-        .personas
+    ask_with(&state.personas, persona, question).await
+}
+
+/// [`ask_persona`] with only the registry (for chat sessions).
+pub async fn ask_with(
+    personas: &PersonaRegistry,
+    persona: PersonaId,
+    question: Question,
+) -> Result<Answer, ApiError> {
+    let addr = personas
         .send(Lookup::new(persona.0))
         .await
         .map_err(|e| ApiError::internal(anyhow::anyhow!("persona registry: {e}")))?;
     match addr.send(Ask::new(question)).await {
         Ok(Ok(answer)) => Ok(answer),
         Ok(Err(AskError::NotFound)) => {
-            state.personas.do_send(Remove(persona.0));
+            personas.do_send(Remove(persona.0));
             Err(ApiError::not_found())
         }
         Ok(Err(AskError::Failed(e))) => Err(e),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bwenge");
 
-fn bwenge(dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
+pub fn bwenge(dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
     // A clean environment: only what the test says.
     cmd.env_clear()
@@ -18,9 +18,9 @@ fn bwenge(dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
     cmd
 }
 
-struct Server {
-    child: Child,
-    port: u16,
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
 }
 
 impl Drop for Server {
@@ -32,9 +32,15 @@ impl Drop for Server {
 
 /// Starts `bwenge serve --bind 127.0.0.1:0` and reads the port from the
 /// first line of stdout.
-fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+pub fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    serve_args(dir, env, &[])
+}
+
+/// [`serve`] with more command-line arguments (e.g. `--config FILE`).
+pub fn serve_args(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Server {
     let mut child = bwenge(dir, env)
         .args(["serve", "--bind", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

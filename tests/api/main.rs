@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod avatars;
+mod chat;
 mod cli;
 mod errors;
 mod helpers;

@@ -99,7 +99,7 @@ fn open_glb(bytes: &[u8]) -> Result<Container<'_>, ModelError> {
                 "GLB chunk {index} ({name}) claims {chunk_len} bytes but only {available} bytes follow; the file is truncated or its chunk length is wrong. Export it again."
             )));
         }
-        if chunk_len % 4 != 0 {
+        if !chunk_len.is_multiple_of(4) {
             return Err(ModelError::Invalid(format!(
                 "GLB chunk {index} ({name}) is {chunk_len} bytes long, which is not a multiple of 4 as the format requires; the file is corrupted. Export it again."
             )));

@@ -23,6 +23,9 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 /// Most external references quoted in one message.
 const MAX_LISTED_REFERENCES: usize = 5;
 
+/// Per-axis minimum and maximum of a set of 3D points.
+pub(super) type Vec3Bounds = ([f32; 3], [f32; 3]);
+
 /// The bytes of each buffer, in buffer order. Each holds at least the
 /// buffer's declared `byteLength`.
 pub(super) type Buffers<'a> = Vec<Cow<'a, [u8]>>;
@@ -120,7 +123,10 @@ fn external_error(references: &[String]) -> ModelError {
         None => String::new(),
     };
     let verb = if references.len() == 1 { "is" } else { "are" };
-    let embedded = if references.iter().any(|r| r.contains("image")) {
+    let embedded = if references
+        .iter()
+        .any(|r| r.starts_with("an external image"))
+    {
         "embedded buffers and images"
     } else {
         "embedded buffers"
@@ -384,7 +390,7 @@ pub(super) fn vec3_bounds(
     root: &json::Root,
     buffers: &Buffers<'_>,
     index: usize,
-) -> Result<Option<([f32; 3], [f32; 3])>, ModelError> {
+) -> Result<Option<Vec3Bounds>, ModelError> {
     let unreadable = || corrupted(format!("The positions of accessor {index} cannot be read"));
     let accessor = root.accessors.get(index).ok_or_else(unreadable)?;
     let count = usize::try_from(accessor.count.0).map_err(|_| unreadable())?;

@@ -116,7 +116,7 @@ fn animation(name: Option<&str>) -> Value {
 /// Builds a GLB from a JSON text and an optional binary chunk (padded).
 fn glb(json_text: &[u8], bin: Option<&[u8]>) -> Vec<u8> {
     let mut json_chunk = json_text.to_vec();
-    while json_chunk.len() % 4 != 0 {
+    while !json_chunk.len().is_multiple_of(4) {
         json_chunk.push(b' ');
     }
     let mut out = Vec::new();
@@ -128,7 +128,7 @@ fn glb(json_text: &[u8], bin: Option<&[u8]>) -> Vec<u8> {
     out.extend(&json_chunk);
     if let Some(bin) = bin {
         let mut bin = bin.to_vec();
-        while bin.len() % 4 != 0 {
+        while !bin.len().is_multiple_of(4) {
             bin.push(0);
         }
         out.extend((bin.len() as u32).to_le_bytes());
@@ -898,6 +898,34 @@ fn custom_attributes_and_extras_are_accepted() {
 }
 
 // ---------------------------------------------------------------- never panics
+
+#[test]
+fn deeply_nested_json_is_refused_without_overflowing_the_stack() {
+    let depth = 100_000;
+    for place in [
+        "extras",
+        "asset\":{\"version\":\"2.0\"},\"nodes",
+        "unknownKey",
+    ] {
+        let mut text = format!("{{\"asset\":{{\"version\":\"2.0\"}},\"{place}\":");
+        text.push_str(&"[".repeat(depth));
+        text.push_str(&"]".repeat(depth));
+        text.push('}');
+        let e = err(text.as_bytes(), None);
+        assert!(matches!(e, ModelError::Invalid(_)), "{place}: {e:?}");
+        let e = err(&glb(text.as_bytes(), None), None);
+        assert!(matches!(e, ModelError::Invalid(_)), "{place}: {e:?}");
+    }
+}
+
+#[test]
+fn millions_of_bad_indices_are_reported_once() {
+    let mut v = triangle();
+    v["nodes"][0]["children"] = Value::Array(vec![json!(4_000_000); 1_000_000]);
+    let e = err(&bytes(&v), None);
+    assert!(e.message().contains("more problems"), "{}", e.message());
+    assert!(e.message().len() < 300, "{}", e.message());
+}
 
 fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 13;

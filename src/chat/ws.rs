@@ -1,0 +1,563 @@
+//! `GET /v1/chat/ws`: the WebSocket transport and the `WsConnection` actor.
+//! The whole transport (`actix-ws`) is in this file.
+//!
+//! # What it owns
+//!
+//! One `WsConnection` per socket owns the socket's state: who is connected
+//! (authenticated before the upgrade: a bad or missing token is an HTTP 401
+//! problem), the session it is attached to, the highest `seq` delivered (so
+//! no stored event is delivered twice, whatever races between replay and
+//! live events), the heartbeat clock, and its abuse counters. Only its own
+//! handlers mutate them.
+//!
+//! Around it run two tasks: a reader that turns incoming frames into
+//! messages (awaiting each, so a flooding client is slowed to the actor's
+//! pace), and a writer that owns the socket's sending half and drains a
+//! bounded queue. A client too slow to read fills the queue and is
+//! disconnected (close 1013) instead of growing memory; it can resume.
+//!
+//! Close codes: 4401 not authenticated (tokens revoked), 4404 unknown
+//! session or persona, 4408 heartbeat timeout, 4429 rate limited, 1008
+//! repeated malformed frames, 1009 frame over the hard limit, 1013 too slow.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{CloseCode, CloseReason, Message as WsMessage};
+use bwenge_actors::ports::{RateDecision, RateLimit};
+use bwenge_actors::registry::Lookup;
+use chrono::Utc;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::hub::{CloseWith, Push};
+use super::session::{Attach, ChatError, ChatSession, Detach, Post};
+use super::store::{self, SessionRow};
+use crate::auth::{AuthUser, authenticate, bearer_token};
+use crate::error::ApiError;
+use crate::ids::{PersonaId, SessionId};
+use crate::state::AppState;
+
+/// Frames above this many bytes end the connection (1009); frames between
+/// `chat.max_frame_bytes` and this get an `error` frame.
+const HARD_FRAME_LIMIT: usize = 1 << 20;
+/// Rate-limit refusals before the connection is closed with 4429.
+const MAX_STRIKES: u32 = 3;
+/// Events per `replay` frame.
+const REPLAY_BATCH: i64 = 200;
+const MAX_CLIENT_ID: usize = 128;
+
+/// Upgrades an authenticated request to a chat connection.
+#[utoipa::path(get, path = "/v1/chat/ws", tag = "chat",
+    params(("access_token" = Option<String>, Query, description = "For browsers: the access token, instead of the Authorization header")),
+    responses((status = 101, description = "WebSocket: JSON frames as API.md describes (`start`, `resume`, `message`, `ping` → `session`, `ack`, `delta`, `message`, `replay`, `pong`, `error`, `ingest`)"),
+        (status = 401, description = "`unauthorized`: missing or invalid token")),
+    security(("bearer" = [])))]
+pub async fn chat_ws(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let token = bearer_token(&req).ok_or_else(ApiError::unauthorized)?;
+    let user = authenticate(&state, &token)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    let (response, mut socket, stream) = actix_ws::handle(&req, body)
+        .map_err(|_| ApiError::bad_request("This route only speaks WebSocket."))?;
+    let mut stream = stream.max_frame_size(HARD_FRAME_LIMIT);
+    let settings = &state.settings.chat;
+    let (out, mut rx) = mpsc::channel::<Out>(settings.outbound_queue.max(8));
+
+    // Writer: the only owner of the sending half.
+    actix_web::rt::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let sent = match m {
+                Out::Text(t) => socket.text(t.to_string()).await,
+                Out::Ping => socket.ping(b"").await,
+                Out::Pong(b) => socket.pong(&b).await,
+                Out::Close(code) => {
+                    let _ = socket
+                        .close(Some(CloseReason {
+                            code: CloseCode::Other(code),
+                            description: None,
+                        }))
+                        .await;
+                    return;
+                }
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+        // The actor is gone (or dropped us as too slow): end the socket.
+        let _ = socket.close(None).await;
+    });
+
+    let conn = WsConnection {
+        id: 0,
+        user,
+        state: state.clone(),
+        out,
+        session: None,
+        delivered: 0,
+        last_heard: Instant::now(),
+        bad_frames: 0,
+        strikes: 0,
+        push_recipient: None,
+    }
+    .start();
+
+    // Reader: each frame waits for the actor, so a flood is paced.
+    actix_web::rt::spawn(async move {
+        while let Some(frame) = stream.recv().await {
+            let msg = match frame {
+                Ok(WsMessage::Text(t)) => Inbound::Text(t.to_string()),
+                Ok(WsMessage::Binary(_)) => Inbound::Binary,
+                Ok(WsMessage::Ping(b)) => Inbound::Ping(b.to_vec()),
+                Ok(WsMessage::Pong(_)) | Ok(WsMessage::Nop) => Inbound::Heard,
+                Ok(WsMessage::Continuation(_)) => Inbound::Binary,
+                Ok(WsMessage::Close(_)) => break,
+                Err(actix_ws::ProtocolError::Overflow) => {
+                    let _ = conn.send(Inbound::TooLarge).await;
+                    break;
+                }
+                Err(_) => break,
+            };
+            if conn.send(msg).await.is_err() {
+                break;
+            }
+        }
+        conn.do_send(Inbound::Closed);
+    });
+    Ok(response)
+}
+
+/// What the writer task sends.
+enum Out {
+    Text(Arc<str>),
+    Ping,
+    Pong(Vec<u8>),
+    Close(u16),
+}
+
+/// What the reader task hands the actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+enum Inbound {
+    Text(String),
+    Binary,
+    Ping(Vec<u8>),
+    Heard,
+    TooLarge,
+    Closed,
+}
+
+struct WsConnection {
+    id: u64,
+    user: AuthUser,
+    state: web::Data<AppState>,
+    out: mpsc::Sender<Out>,
+    session: Option<(SessionId, Addr<ChatSession>)>,
+    /// Highest `seq` delivered on this socket.
+    delivered: i64,
+    last_heard: Instant,
+    bad_frames: u32,
+    strikes: u32,
+    /// This actor's own address as a push target (set when started).
+    push_recipient: Option<Recipient<Push>>,
+}
+
+impl WsConnection {
+    /// Queues a frame; a full queue means the client cannot keep up.
+    fn send(&mut self, frame: Arc<str>, ctx: &mut Context<Self>) {
+        match self.out.try_send(Out::Text(frame)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::info!(user_id = %self.user.user_id, "chat client too slow; disconnecting");
+                metrics::counter!(crate::metrics::WS_SLOW_DISCONNECTS_TOTAL).increment(1);
+                ctx.stop();
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
+        }
+    }
+
+    fn send_json(&mut self, v: Value, ctx: &mut Context<Self>) {
+        self.send(Arc::from(v.to_string()), ctx);
+    }
+
+    fn error(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
+        self.send_json(json!({"type": "error", "code": code, "message": message}), ctx);
+    }
+
+    fn close(&mut self, code: u16, ctx: &mut Context<Self>) {
+        let _ = self.out.try_send(Out::Close(code));
+        ctx.stop();
+    }
+
+    /// A malformed or unknown frame: an `error` frame, and a close after
+    /// too many.
+    fn bad_frame(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
+        self.bad_frames += 1;
+        self.error(code, message, ctx);
+        if self.bad_frames > self.state.settings.chat.max_bad_frames {
+            self.close(1008, ctx);
+        }
+    }
+
+    fn on_text(&mut self, text: String, ctx: &mut Context<Self>) {
+        if text.len() > self.state.settings.chat.max_frame_bytes {
+            return self.bad_frame(
+                "frame_too_large",
+                &format!(
+                    "Frames may be at most {} bytes.",
+                    self.state.settings.chat.max_frame_bytes
+                ),
+                ctx,
+            );
+        }
+        let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+            return self.bad_frame("bad_frame", "Every frame must be one JSON object.", ctx);
+        };
+        let Some(kind) = frame.get("type").and_then(Value::as_str) else {
+            return self.bad_frame("bad_frame", "Every frame needs a string \"type\".", ctx);
+        };
+        match kind {
+            "ping" => self.send_json(json!({"type": "pong"}), ctx),
+            "start" => match frame["persona_id"].as_str().map(str::parse::<PersonaId>) {
+                Some(Ok(persona)) => self.start_session(persona, ctx),
+                _ => self.bad_frame("bad_frame", "start needs a persona_id (a UUID).", ctx),
+            },
+            "resume" => {
+                let session = frame["session_id"].as_str().map(str::parse::<SessionId>);
+                let last_seq = frame.get("last_seq").map_or(Some(0), Value::as_i64);
+                match (session, last_seq) {
+                    (Some(Ok(s)), Some(n)) if n >= 0 => self.resume(s, n, ctx),
+                    _ => self.bad_frame(
+                        "bad_frame",
+                        "resume needs a session_id (a UUID) and a last_seq (a number ≥ 0).",
+                        ctx,
+                    ),
+                }
+            }
+            "message" => {
+                let client_id = frame["client_id"].as_str().map(str::to_owned);
+                let text = frame["text"].as_str().map(str::to_owned);
+                match (client_id, text) {
+                    (Some(c), Some(t)) if !c.is_empty() && c.len() <= MAX_CLIENT_ID => {
+                        self.message(c, t, ctx)
+                    }
+                    _ => self.bad_frame(
+                        "bad_frame",
+                        "message needs a client_id (1–128 characters) and a text.",
+                        ctx,
+                    ),
+                }
+            }
+            other => {
+                let msg = format!(
+                    "Unknown frame type \"{}\"; expected start, resume, message or ping.",
+                    other.chars().take(40).collect::<String>()
+                );
+                self.bad_frame("unknown_type", &msg, ctx)
+            }
+        }
+    }
+
+    /// What attaching needs, owned, for a future outside the actor.
+    fn parts(&self) -> Parts {
+        Parts {
+            state: self.state.clone(),
+            user: self.user,
+            conn: self.id,
+            push: self.push_recipient.clone(),
+        }
+    }
+
+    fn start_session(&mut self, persona: PersonaId, ctx: &mut Context<Self>) {
+        let parts = self.parts();
+        let fut = async move {
+            let state = &parts.state;
+            let user = parts.user;
+            crate::personas::store::get(&state.db, user.org_id, persona)
+                .await?
+                .ok_or(ChatError::NotFound)?;
+            let now = Utc::now();
+            let row = SessionRow {
+                id: SessionId::new(),
+                organization_id: user.org_id,
+                persona_id: persona,
+                user_id: user.user_id,
+                last_seq: 0,
+                created_at: now,
+                updated_at: now,
+            };
+            store::create_session(&state.db, &row).await?;
+            attach_and_replay(parts, row.id, 0, false).await
+        };
+        ctx.wait(
+            fut.into_actor(self)
+                .map(|res, act, ctx| act.attached(res, false, ctx)),
+        );
+    }
+
+    fn resume(&mut self, session: SessionId, last_seq: i64, ctx: &mut Context<Self>) {
+        let fut = attach_and_replay(self.parts(), session, last_seq, true);
+        ctx.wait(
+            fut.into_actor(self)
+                .map(|res, act, ctx| act.attached(res, true, ctx)),
+        );
+    }
+
+    fn attached(&mut self, res: Result<Attached, ChatError>, resumed: bool, ctx: &mut Context<Self>) {
+        let a = match res {
+            Ok(a) => a,
+            Err(e) => {
+                let message = match &e {
+                    ChatError::NotFound => "No such session or persona in your organisation.",
+                    ChatError::Forbidden => "This session is not yours.",
+                    ChatError::Internal(_) => "Something went wrong on our side; it has been logged.",
+                };
+                self.error(e.code(), message, ctx);
+                if e == ChatError::NotFound {
+                    self.close(4404, ctx);
+                }
+                return;
+            }
+        };
+        if let Some((old, addr)) = self.session.take()
+            && old != a.row.id
+        {
+            addr.do_send(Detach { conn: self.id });
+        }
+        self.session = Some((a.row.id, a.addr));
+        self.delivered = a.last_seq;
+        let current = a.replay.last().map_or(a.row.last_seq.max(a.last_seq), |e| e.seq.max(a.row.last_seq));
+        self.send_json(
+            json!({"type": "session", "session_id": a.row.id, "persona_id": a.row.persona_id,
+                "resumed": resumed, "last_seq": current}),
+            ctx,
+        );
+        for batch in a.replay.chunks(REPLAY_BATCH as usize) {
+            let events: Vec<Value> = batch.iter().map(super::event_json).collect();
+            if let Some(last) = batch.last() {
+                self.delivered = self.delivered.max(last.seq);
+            }
+            self.send_json(json!({"type": "replay", "events": events}), ctx);
+        }
+    }
+
+    fn message(&mut self, client_id: String, text: String, ctx: &mut Context<Self>) {
+        let Some((_, addr)) = self.session.clone() else {
+            return self.error(
+                "no_session",
+                "Send start or resume before a message.",
+                ctx,
+            );
+        };
+        let text = match crate::personas::check_question(&self.state, &text) {
+            Ok(t) => t,
+            Err(e) => return self.error("validation_failed", &e.detail, ctx),
+        };
+        let state = self.state.clone();
+        let user = self.user;
+        let conn = self.id;
+        let fut = async move {
+            let c = &state.settings.chat;
+            let decision = state
+                .limiter
+                .check(
+                    &format!("ws:{}", user.user_id),
+                    RateLimit {
+                        capacity: c.messages_burst,
+                        refill_per_sec: c.messages_per_sec,
+                    },
+                    1,
+                )
+                .await;
+            if let Ok(RateDecision::Limited { retry_after }) = decision {
+                return Err(Refused::Limited(retry_after));
+            }
+            addr.send(Post {
+                conn,
+                user,
+                client_id: client_id.clone(),
+                text,
+            })
+            .await
+            .map_err(|e| Refused::Chat(ChatError::Internal(e.to_string())))?
+            .map(|seq| (client_id, seq))
+            .map_err(Refused::Chat)
+        };
+        ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
+            // The session sent the ack (see `Post`).
+            Ok(_) => {}
+            Err(Refused::Limited(after)) => {
+                act.strikes += 1;
+                act.send_json(
+                    json!({"type": "error", "code": "rate_limited",
+                        "message": "Too many messages; slow down.",
+                        "retry_after_ms": after.as_millis() as u64}),
+                    ctx,
+                );
+                if act.strikes >= MAX_STRIKES {
+                    act.close(4429, ctx);
+                }
+            }
+            Err(Refused::Chat(e)) => {
+                let message = match &e {
+                    ChatError::Forbidden => "Only the student who opened this session may ask in it.",
+                    ChatError::NotFound => "This session no longer exists.",
+                    ChatError::Internal(_) => "Something went wrong on our side; it has been logged.",
+                };
+                act.error(e.code(), message, ctx);
+            }
+        }));
+    }
+}
+
+struct Parts {
+    state: web::Data<AppState>,
+    user: AuthUser,
+    conn: u64,
+    push: Option<Recipient<Push>>,
+}
+
+/// Attaches to the session's actor, then reads what to replay: attaching
+/// first means an event stored meanwhile arrives live (and is dropped by
+/// `delivered` if the replay also had it), never lost between the two.
+async fn attach_and_replay(
+    p: Parts,
+    id: SessionId,
+    last_seq: i64,
+    resumed: bool,
+) -> Result<Attached, ChatError> {
+    let addr = p
+        .state
+        .chat
+        .send(Lookup::new(id))
+        .await
+        .map_err(|e| ChatError::Internal(e.to_string()))?;
+    let push = p
+        .push
+        .ok_or_else(|| ChatError::Internal("connection not started".into()))?;
+    let row = addr
+        .send(Attach {
+            conn: p.conn,
+            user: p.user,
+            push,
+        })
+        .await
+        .map_err(|e| ChatError::Internal(e.to_string()))??;
+    let mut replay = Vec::new();
+    if resumed {
+        let mut after = last_seq;
+        loop {
+            let batch =
+                store::events_after(&p.state.db, p.user.org_id, id, after, REPLAY_BATCH).await?;
+            let done = (batch.len() as i64) < REPLAY_BATCH;
+            if let Some(l) = batch.last() {
+                after = l.seq;
+            }
+            replay.extend(batch);
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(Attached {
+        addr,
+        row,
+        replay,
+        last_seq,
+    })
+}
+
+enum Refused {
+    Limited(Duration),
+    Chat(ChatError),
+}
+
+struct Attached {
+    addr: Addr<ChatSession>,
+    row: SessionRow,
+    replay: Vec<store::EventRow>,
+    last_seq: i64,
+}
+
+impl Actor for WsConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let addr = ctx.address();
+        self.push_recipient = Some(addr.clone().recipient());
+        self.id = self.state.hub.connect(
+            self.user.user_id,
+            self.user.org_id,
+            self.user.role,
+            addr.clone().recipient(),
+            addr.recipient(),
+        );
+        metrics::gauge!(crate::metrics::WS_CONNECTIONS).increment(1.0);
+        let c = &self.state.settings.chat;
+        let interval = Duration::from_secs(c.heartbeat_interval_secs.max(1));
+        let timeout = Duration::from_secs(c.client_timeout_secs.max(1));
+        ctx.run_interval(interval, move |act, ctx| {
+            if act.last_heard.elapsed() > timeout {
+                tracing::debug!(user_id = %act.user.user_id, "chat client silent; closing");
+                act.close(4408, ctx);
+            } else if act.out.try_send(Out::Ping).is_err() {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.state.hub.disconnect(self.id);
+        if let Some((_, addr)) = self.session.take() {
+            addr.do_send(Detach { conn: self.id });
+        }
+        metrics::gauge!(crate::metrics::WS_CONNECTIONS).decrement(1.0);
+    }
+}
+
+impl Handler<Inbound> for WsConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inbound, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match msg {
+            Inbound::Text(t) => self.on_text(t, ctx),
+            Inbound::Binary => self.bad_frame("bad_frame", "Frames must be JSON text.", ctx),
+            Inbound::Ping(b) => {
+                let _ = self.out.try_send(Out::Pong(b));
+            }
+            Inbound::Heard => {}
+            Inbound::TooLarge => self.close(1009, ctx),
+            Inbound::Closed => ctx.stop(),
+        }
+    }
+}
+
+impl Handler<Push> for WsConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
+        if let Some(seq) = msg.seq {
+            if seq <= self.delivered {
+                return;
+            }
+            self.delivered = seq;
+        }
+        self.send(msg.frame, ctx);
+    }
+}
+
+impl Handler<CloseWith> for WsConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseWith, ctx: &mut Self::Context) {
+        self.close(msg.0, ctx);
+    }
+}
