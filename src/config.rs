@@ -437,6 +437,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("http.cors_origins")
+                .with_list_parse_key("llm.chain")
                 .source(Some(env_vars.clone())),
         );
         for (key, value) in &opts.overrides {
@@ -742,6 +743,23 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(!format!("{s:?}").contains(s.secrets.jwt_secret.expose()));
+    }
+
+    #[test]
+    fn the_answer_chain_is_a_list_in_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Settings::load(&opts(dir.path(), &[])).unwrap();
+        assert_eq!(s.llm.chain, vec![LlmProvider::Extractive]);
+        let (s, _) = Settings::load(&opts(
+            dir.path(),
+            &[("BWENGE_LLM__CHAIN", "openai,anthropic,extractive")],
+        ))
+        .unwrap();
+        assert_eq!(
+            s.llm.chain,
+            vec![LlmProvider::Openai, LlmProvider::Anthropic, LlmProvider::Extractive]
+        );
+        assert!(Settings::load(&opts(dir.path(), &[("BWENGE_LLM__CHAIN", "gpt5")])).is_err());
     }
 
     #[test]

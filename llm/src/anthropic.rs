@@ -11,7 +11,7 @@
 //! (ignored), `error` (`overloaded_error`/`api_error` → unavailable,
 //! `rate_limit_error` → rate limited, others → bad response). Unknown event
 //! types are ignored, as Anthropic asks. Token budgets use the
-//! [`EstimateCounter`](crate::EstimateCounter) (Claude's tokenizer is not public).
+//! [`EstimateCounter`] (Claude's tokenizer is not public).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,7 +11,9 @@
 //! by [`LanguageModel::stream`] itself, otherwise it is the stream's last item.
 //!
 //! Breakers: `failure_threshold` consecutive failures open a provider's
-//! breaker for `open_for`; after that one probe call is let through
+//! breaker for `open_for` (a rate limit that says how long to wait is not a
+//! failure: the provider is skipped for that long, at most
+//! [`MAX_RATE_LIMIT_COOLDOWN`], instead); after that one probe call is let through
 //! (half-open) — success closes the breaker, failure re-opens it for another
 //! `open_for`. A probe abandoned by the consumer frees the slot for the next
 //! call. Time is `tokio::time::Instant`, so tests can pause and advance it.
@@ -206,23 +208,28 @@ impl Permit {
         if self.probe {
             b.probing = false;
         }
-        if let LlmError::RateLimited {
-            retry_after: Some(d),
-        } = err
-        {
-            b.cooldown_until = Some(now + (*d).min(MAX_RATE_LIMIT_COOLDOWN));
-        }
-        let opened = if b.open_until.is_some() {
-            // A failed probe (or a call that started before the breaker opened).
-            b.open_until = Some(now + cfg.open_for);
-            true
-        } else {
-            b.failures = b.failures.saturating_add(1);
-            if b.failures >= cfg.failure_threshold.max(1) {
+        let opened = match err {
+            // The provider is healthy but throttling and said for how long:
+            // wait that long instead of counting it against the breaker.
+            LlmError::RateLimited {
+                retry_after: Some(d),
+            } if !self.probe => {
+                b.cooldown_until = Some(now + (*d).min(MAX_RATE_LIMIT_COOLDOWN));
+                false
+            }
+            _ if b.open_until.is_some() => {
+                // A failed probe (or a call that started before the breaker opened).
                 b.open_until = Some(now + cfg.open_for);
                 true
-            } else {
-                false
+            }
+            _ => {
+                b.failures = b.failures.saturating_add(1);
+                if b.failures >= cfg.failure_threshold.max(1) {
+                    b.open_until = Some(now + cfg.open_for);
+                    true
+                } else {
+                    false
+                }
             }
         };
         drop(b);

@@ -232,10 +232,10 @@ const STOP_WORDS: &[&str] = &[
     "a", "ont", "avoir", "fait", "faire", "y", "ne", "pas", "plus", "que", "qu", "qui", "dont",
     "c", "j", "n", "s", "m", "t", "mais", "donc", "car", "si", "tout", "tous", "toute", "toutes",
     "tres", "aussi", "comme", "entre", "vers", "chez", // Swahili
-    "na", "ya", "wa", "za", "la", "kwa", "katika", "ni", "si", "au", "lakini", "hii", "huu", "hiyo",
-    "hilo", "hizi", "hao", "hayo", "yake", "wake", "zake", "lake", "kama", "pia", "sana", "ndani",
-    "kwenye", "kuhusu", "mimi", "wewe", "yeye", "sisi", "ninyi", "wao", "je", "tu", "ili", "hata",
-    "bado", "sasa", "huo", "kila", "cha", "vya", // Kinyarwanda
+    "na", "ya", "wa", "za", "la", "kwa", "katika", "ni", "si", "au", "lakini", "hii", "huu",
+    "hiyo", "hilo", "hizi", "hao", "hayo", "yake", "wake", "zake", "lake", "kama", "pia", "sana",
+    "ndani", "kwenye", "kuhusu", "mimi", "wewe", "yeye", "sisi", "ninyi", "wao", "je", "tu", "ili",
+    "hata", "bado", "sasa", "huo", "kila", "cha", "vya", // Kinyarwanda
     "mu", "ku", "kuri", "ya", "bya", "cya", "rya", "twa", "bwa", "kwa", "no", "na", "ni", "nka",
     "ko", "iki", "ibi", "ibyo", "icyo", "uyu", "iyi", "aba", "abo", "ariko", "kandi", "cyangwa",
     "naho", "ngo", "cyane", "nanone", "ndetse",
@@ -390,7 +390,7 @@ const DEFINITION_CUES: &[&[&str]] = &[
     &["what", "is"],
     &["what", "are"],
     &["what", "s"],
-    &["what", "does"],
+    &["does", "mean"],
     &["define"],
     &["definition"],
     &["meaning"],

@@ -49,9 +49,9 @@ use crate::wire::{self, DriveCtx, Parsed, Timeouts, WireProtocol, json_u32};
 pub struct OpenAiConfig {
     /// Provider name in logs, metrics and `Done.provider`.
     pub name: Option<String>,
-    /// API root, without `/chat/completions`: "https://api.openai.com/v1",
-    /// "http://localhost:11434/v1" (Ollama), or for Azure
-    /// "https://RESOURCE.openai.azure.com/openai/deployments/DEPLOYMENT".
+    /// API root, without `/chat/completions`: `https://api.openai.com/v1`,
+    /// `http://localhost:11434/v1` (Ollama), or for Azure
+    /// `https://RESOURCE.openai.azure.com/openai/deployments/DEPLOYMENT`.
     pub base_url: String,
     /// The API key; never serialized or printed.
     #[serde(skip_serializing)]

@@ -739,9 +739,10 @@ mod tests {
         let counter = EstimateCounter;
         let mut req = request((1..=3).map(|n| passage(n, 100)).collect(), 2);
         req.question = "Why ".repeat(300);
-        let sys_only = build_messages(
+        // The cost of everything but the passage's words and the question.
+        let base = build_messages(
             &AnswerRequest {
-                passages: vec![],
+                passages: vec![passage(1, 1)],
                 history: vec![],
                 question: String::new(),
                 ..req.clone()
@@ -754,7 +755,7 @@ mod tests {
         )
         .prompt_tokens;
         let b = TokenBudget {
-            context_window: sys_only + 280 + 100,
+            context_window: base + 260 + 100,
             max_answer_tokens: 100,
         };
         let p = build_messages(&req, &b, &counter);
@@ -767,7 +768,7 @@ mod tests {
 
         // Smaller still: the passage itself is shortened, never dropped while it fits.
         let b = TokenBudget {
-            context_window: sys_only + 120 + 100,
+            context_window: base + 100 + 100,
             max_answer_tokens: 100,
         };
         let p = build_messages(&req, &b, &counter);

@@ -117,7 +117,8 @@ pub enum StubBehaviour {
         /// Pause between writes.
         delay: Duration,
     },
-    /// One behaviour per request in order; the last one repeats.
+    /// One behaviour per request in order; the last one repeats. (A
+    /// `Sequence` nested inside one answers 500.)
     Sequence(Vec<StubBehaviour>),
 }
 
@@ -345,8 +346,8 @@ impl StubServer {
     }
 
     /// A provider config pointing at this (OpenAI-protocol) stub, with key
-    /// `sk-stub`, the given model and short timeouts (connect 1 s, first
-    /// token 2 s, idle 2 s, total 10 s).
+    /// `sk-stub`, the given model, a 16 384-token window and short timeouts
+    /// (connect 1 s, first token 5 s, idle 5 s, total 20 s).
     pub fn openai_config(&self, model: &str) -> OpenAiConfig {
         OpenAiConfig {
             base_url: self.base_url(),
@@ -354,9 +355,9 @@ impl StubServer {
             model: model.into(),
             context_window: 16_384,
             connect_timeout: Duration::from_secs(1),
-            first_token_timeout: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(2),
-            total_timeout: Duration::from_secs(10),
+            first_token_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            total_timeout: Duration::from_secs(20),
             ..OpenAiConfig::default()
         }
     }
@@ -370,9 +371,9 @@ impl StubServer {
             model: model.into(),
             context_window: 16_384,
             connect_timeout: Duration::from_secs(1),
-            first_token_timeout: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(2),
-            total_timeout: Duration::from_secs(10),
+            first_token_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            total_timeout: Duration::from_secs(20),
             ..AnthropicConfig::default()
         }
     }
@@ -739,7 +740,7 @@ impl Responder {
                 self.end_body().await
             }
             StubBehaviour::Sequence(_) => {
-                // Nested sequences are flattened to their first element.
+                // A sequence inside a sequence is not supported: answer 500.
                 let body = error_body(self.protocol, 500);
                 write_status(&mut self.sock, 500, None, &body).await
             }
@@ -770,9 +771,11 @@ impl Responder {
     async fn write_body(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self.fragment {
             Some(n) => {
+                // One HTTP chunk per piece: the client's body stream yields
+                // them separately even when TCP coalesces the writes.
                 for piece in data.chunks(n) {
                     self.write_chunk(piece).await?;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    tokio::task::yield_now().await;
                 }
                 Ok(())
             }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bwenge_llm::testing::{StubBehaviour, StubServer};
 use bwenge_llm::{
-    Animation, Anthropic, AnthropicConfig, Emotion, Gesture, LanguageModel, LlmError,
-    StreamEvent, Usage,
+    Animation, Anthropic, AnthropicConfig, Emotion, Gesture, LanguageModel, LlmError, StreamEvent,
+    Usage,
 };
 
 use crate::common::{
@@ -54,10 +54,18 @@ async fn happy_path_streams_text_deltas_then_done() {
     assert_eq!(rec.body["model"], "claude-test");
     assert_eq!(rec.body["stream"], true);
     assert_eq!(rec.body["max_tokens"], 200);
-    assert!(rec.body["system"].as_str().unwrap_or("").contains("<passage n="));
+    assert!(
+        rec.body["system"]
+            .as_str()
+            .unwrap_or("")
+            .contains("<passage n=")
+    );
     let msgs = rec.body["messages"].as_array().expect("messages");
     assert_eq!(msgs[0]["role"], "user");
-    assert_eq!(msgs.last().map(|m| &m["role"]), Some(&serde_json::json!("user")));
+    assert_eq!(
+        msgs.last().map(|m| &m["role"]),
+        Some(&serde_json::json!("user"))
+    );
     assert!(
         rec.last_user_message()
             .unwrap_or_default()

@@ -101,7 +101,11 @@ pub fn assert_complete(events: &[Result<StreamEvent, LlmError>]) {
 
 /// Asserts the stream failed: it ends with an error and has no Done.
 pub fn assert_failed(events: &[Result<StreamEvent, LlmError>]) -> LlmError {
-    assert_eq!(dones(events), 0, "a failed stream must never be Done: {events:?}");
+    assert_eq!(
+        dones(events),
+        0,
+        "a failed stream must never be Done: {events:?}"
+    );
     match events.last() {
         Some(Err(e)) => e.clone(),
         other => panic!("expected a final error, got {other:?}"),
@@ -127,7 +131,11 @@ pub fn prompt_words(body: &serde_json::Value) -> u32 {
         .map(|s| s.split_whitespace().count())
         .unwrap_or(0);
     for m in body["messages"].as_array().into_iter().flatten() {
-        n += m["content"].as_str().unwrap_or("").split_whitespace().count();
+        n += m["content"]
+            .as_str()
+            .unwrap_or("")
+            .split_whitespace()
+            .count();
     }
     u32::try_from(n).expect("small")
 }

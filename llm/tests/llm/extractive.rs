@@ -1,0 +1,351 @@
+//! The extractive responder.
+
+use bwenge_llm::extractive::ExtractiveKind;
+use bwenge_llm::{
+    Animation, AnswerRequest, Emotion, EstimateCounter, Extractive, Gesture, LanguageModel,
+    Passage, Role, StreamEvent, TokenCounter, Turn, i18n,
+};
+
+use crate::common::{assert_complete, collect, deltas, passages, request, shown_text};
+
+/// Every `[n]` marker in the text.
+fn markers(text: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('[') {
+        rest = &rest[start + 1..];
+        if let Some(end) = rest.find(']')
+            && let Ok(n) = rest[..end].parse()
+        {
+            out.push(n);
+        }
+    }
+    out
+}
+
+fn passage(n: usize, text: &str) -> Passage {
+    Passage {
+        n,
+        source_title: "Course".into(),
+        page: 1,
+        text: text.into(),
+    }
+}
+
+#[test]
+fn what_is_picks_the_defining_sentence_first() {
+    let ex = Extractive::new();
+    let a = ex.answer(&request("What is photosynthesis?"));
+    assert_eq!(a.kind, ExtractiveKind::Answer);
+    assert!(
+        a.text.starts_with(
+            "Here is what your course material says: Photosynthesis is the process by which \
+             green plants use sunlight, water and carbon dioxide to make glucose and oxygen [1]."
+        ),
+        "{}",
+        a.text
+    );
+    assert!(
+        a.text
+            .contains("Without chlorophyll, plants could not carry out photosynthesis [2].")
+    );
+    assert!(!a.text.contains("Respiration"), "{}", a.text);
+    assert_eq!(
+        a.animation,
+        Animation::new(Gesture::Explaining, Emotion::Neutral)
+    );
+    assert_eq!(a.cited, vec![1, 2]);
+
+    let a = ex.answer(&request("Define chlorophyll."));
+    assert!(
+        a.text
+            .contains(": Chlorophyll is the green pigment that absorbs light energy [2]."),
+        "{}",
+        a.text
+    );
+    let first_marker = markers(&a.text)[0];
+    assert_eq!(first_marker, 2);
+}
+
+#[test]
+fn markers_only_name_given_passages() {
+    let mut req = request("Where does photosynthesis take place and what does chlorophyll absorb?");
+    req.passages = vec![
+        Passage {
+            n: 4,
+            ..passages()[0].clone()
+        },
+        Passage {
+            n: 7,
+            ..passages()[1].clone()
+        },
+    ];
+    let a = Extractive::new().answer(&req);
+    let ms = markers(&a.text);
+    assert!(!ms.is_empty(), "{}", a.text);
+    assert!(ms.iter().all(|m| *m == 4 || *m == 7), "{ms:?}: {}", a.text);
+    assert!(ms.contains(&4) && ms.contains(&7), "{}", a.text);
+    // Each chosen sentence carries exactly one marker.
+    let sentences = a.text.matches(" [").count();
+    assert_eq!(sentences, ms.len());
+    assert!((2..=4).contains(&ms.len()), "{}", a.text);
+}
+
+#[test]
+fn a_pronoun_sentence_brings_its_antecedent() {
+    let a = Extractive::new().answer(&request(
+        "Where is respiration happening, in the mitochondria?",
+    ));
+    let i = a
+        .text
+        .find("Respiration releases")
+        .expect("antecedent present");
+    let j = a
+        .text
+        .find("It happens in the mitochondria [3].")
+        .expect("answer present");
+    assert!(i < j, "{}", a.text);
+}
+
+#[test]
+fn figures_make_it_point() {
+    let a = Extractive::new().answer(&request("Which figure shows a chloroplast?"));
+    assert!(
+        a.text.contains("Figure 3 shows a chloroplast [1]."),
+        "{}",
+        a.text
+    );
+    assert_eq!(
+        a.animation,
+        Animation::new(Gesture::Pointing, Emotion::Neutral)
+    );
+}
+
+#[test]
+fn why_questions_favour_causal_sentences() {
+    let mut req = request("Why do leaves look green?");
+    req.passages = vec![
+        passage(
+            1,
+            "Leaves are usually flat and thin. Leaves have veins that carry water.",
+        ),
+        passage(
+            2,
+            "Leaves look green because chlorophyll reflects green light. In autumn some \
+             leaves turn yellow.",
+        ),
+    ];
+    let a = Extractive::new().answer(&req);
+    assert!(
+        a.text
+            .contains("Leaves look green because chlorophyll reflects green light [2]."),
+        "{}",
+        a.text
+    );
+    let first = a.text.find("Leaves look green").unwrap_or(usize::MAX);
+    let flat = a.text.find("flat and thin").unwrap_or(usize::MAX);
+    assert!(flat == usize::MAX || first != usize::MAX, "{}", a.text);
+}
+
+#[test]
+fn greetings_greet_back_without_markers() {
+    let ex = Extractive::new();
+    for (lang, q) in [
+        ("en", "Hello!"),
+        ("en", "good morning"),
+        ("fr", "Bonjour"),
+        ("sw", "Habari"),
+        ("rw", "Muraho"),
+    ] {
+        let mut req = request(q);
+        req.language = lang.into();
+        let a = ex.answer(&req);
+        assert_eq!(a.kind, ExtractiveKind::Greeting, "{q}");
+        assert_eq!(a.text, i18n::greeting(lang, "Mwalimu Amani"));
+        assert_eq!(
+            a.animation,
+            Animation::new(Gesture::Greeting, Emotion::Happy)
+        );
+        assert!(markers(&a.text).is_empty());
+    }
+    // A greeting with a real question is answered.
+    let a = ex.answer(&request("Hi! What is chlorophyll?"));
+    assert_eq!(a.kind, ExtractiveKind::Answer);
+    assert!(a.text.contains("[2]"));
+}
+
+#[test]
+fn nothing_relevant_is_not_covered() {
+    let a = Extractive::new().answer(&request("Who won the football world cup in 2010?"));
+    assert_eq!(a.kind, ExtractiveKind::NotCovered);
+    assert_eq!(a.text, i18n::not_covered("en", Some("Biology")));
+    assert_eq!(
+        a.animation,
+        Animation::new(Gesture::Thinking, Emotion::Concerned)
+    );
+    let mut req = request("What is photosynthesis?");
+    req.passages.clear();
+    assert_eq!(
+        Extractive::new().answer(&req).kind,
+        ExtractiveKind::NotCovered
+    );
+}
+
+#[test]
+fn follow_ups_borrow_the_previous_question() {
+    let mut req = request("Tell me more, please.");
+    req.history = vec![
+        Turn {
+            role: Role::User,
+            text: "What is chlorophyll?".into(),
+        },
+        Turn {
+            role: Role::Assistant,
+            text: "It is a pigment [2].".into(),
+        },
+    ];
+    let a = Extractive::new().answer(&req);
+    assert_eq!(a.kind, ExtractiveKind::Answer);
+    assert!(
+        a.text.contains("Chlorophyll is the green pigment"),
+        "{}",
+        a.text
+    );
+}
+
+#[test]
+fn answers_in_the_persona_language() {
+    let ex = Extractive::new();
+    let cases: [(&str, &str, &str, &str); 4] = [
+        (
+            "fr",
+            "Qu'est-ce que la photosynthèse ?",
+            "La photosynthèse est le processus par lequel les plantes vertes fabriquent du \
+             glucose à partir de la lumière. Elle se déroule dans les chloroplastes, p. ex. \
+             dans les feuilles. Les racines absorbent l'eau.",
+            "La photosynthèse est le processus par lequel les plantes vertes fabriquent du glucose à partir de la lumière [1].",
+        ),
+        (
+            "sw",
+            "Usanisinuru ni nini?",
+            "Usanisinuru ni mchakato ambao mimea hutumia mwanga wa jua kutengeneza chakula. \
+             Mizizi hufyonza maji kutoka udongoni.",
+            "Usanisinuru ni mchakato ambao mimea hutumia mwanga wa jua kutengeneza chakula [1].",
+        ),
+        (
+            "rw",
+            "Fotosintezi ni iki?",
+            "Fotosintezi ni uburyo ibimera bikoramo ibiryo bikoresheje urumuri rw'izuba. \
+             Imizi ikurura amazi mu butaka.",
+            "Fotosintezi ni uburyo ibimera bikoramo ibiryo bikoresheje urumuri rw'izuba [1].",
+        ),
+        (
+            "de",
+            "What is photosynthesis?",
+            "Photosynthesis is how plants make food. Roots take up water.",
+            "Photosynthesis is how plants make food [1].",
+        ),
+    ];
+    let leads = [
+        (
+            "fr",
+            ["En bref :", "Voici ce que dit ton support de cours :"],
+        ),
+        (
+            "sw",
+            [
+                "Kwa ufupi:",
+                "Hivi ndivyo maelezo ya somo lako yanavyosema:",
+            ],
+        ),
+        ("rw", ["Muri make:", "Dore ibyo isomo ryawe rivuga:"]),
+        (
+            "de",
+            ["In short:", "Here is what your course material says:"],
+        ),
+    ];
+    for ((lang, q, text, want), (_, lead)) in cases.iter().zip(leads.iter()) {
+        let mut req = request(q);
+        req.language = (*lang).into();
+        req.passages = vec![passage(1, text)];
+        let a = ex.answer(&req);
+        assert_eq!(a.kind, ExtractiveKind::Answer, "{lang}: {}", a.text);
+        assert!(
+            lead.iter().any(|l| a.text.starts_with(l)),
+            "{lang}: {}",
+            a.text
+        );
+        assert!(a.text.contains(want), "{lang}: {}", a.text);
+        assert!(
+            !a.text.contains("absorbent")
+                && !a.text.contains("Mizizi")
+                && !a.text.contains("Imizi"),
+            "{lang}: {}",
+            a.text
+        );
+    }
+    let mut req = request("Qui a gagné la coupe du monde ?");
+    req.language = "fr".into();
+    assert_eq!(
+        ex.answer(&req).text,
+        i18n::not_covered("fr", Some("Biology"))
+    );
+}
+
+#[test]
+fn it_is_deterministic() {
+    let ex = Extractive::new();
+    let req = request("How do plants use sunlight, water and carbon dioxide?");
+    let first = ex.answer(&req);
+    for _ in 0..5 {
+        assert_eq!(ex.answer(&req), first);
+    }
+    assert_eq!(first.kind, ExtractiveKind::Answer);
+}
+
+#[test]
+fn long_answers_respect_the_token_limit() {
+    let mut req = request("What do plants make?");
+    let long = [
+        "Plants make glucose in their leaves when sunlight falls on them.",
+        "Plants make oxygen as a by-product, and it escapes through tiny pores.",
+        "Plants make starch to store energy in roots, stems and seeds for later.",
+        "Plants make proteins from nitrates that their roots take up from the soil.",
+        "Plants make cellulose, which builds strong cell walls around every cell.",
+        "Plants make nectar in flowers to attract the insects that carry pollen.",
+        "Plants make seeds after pollination so that new plants can grow next season.",
+        "Plants make fruits that protect seeds and help animals spread them widely.",
+    ]
+    .join(" ");
+    req.passages = vec![passage(1, &long)];
+    req.max_answer_tokens = 60;
+    let a = Extractive::new().answer(&req);
+    assert!(EstimateCounter.count(&a.text) <= 60, "{}", a.text);
+    assert!(markers(&a.text).len() >= 2, "{}", a.text);
+}
+
+#[tokio::test]
+async fn streams_word_groups_then_done() {
+    let ex = Extractive::new();
+    assert_eq!(ex.name(), "extractive");
+    let req: AnswerRequest = request("What is photosynthesis?");
+    let events = collect(ex.stream(&req).await.expect("stream")).await;
+    assert_complete(&events);
+    assert!(deltas(&events) >= 4);
+    let want = ex.answer(&req);
+    assert_eq!(shown_text(&events), want.text);
+    let Some(Ok(StreamEvent::Done {
+        provider,
+        usage,
+        animation,
+    })) = events.last()
+    else {
+        panic!("no Done");
+    };
+    assert_eq!(provider, "extractive");
+    assert_eq!(usage.completion_tokens, EstimateCounter.count(&want.text));
+    assert!(usage.prompt_tokens > 50);
+    assert_eq!(*animation, Some(want.animation));
+    let again = collect(ex.stream(&req).await.expect("stream")).await;
+    assert_eq!(events, again);
+}
