@@ -204,6 +204,23 @@ impl ChatHub {
         self.inner.lock().conns.len()
     }
 
+    /// Sends a frame to every socket of a user on this node; returns how
+    /// many there were.
+    pub fn push_to_user(&self, user: UserId, push: Push) -> usize {
+        let targets: Vec<Recipient<Push>> = self
+            .inner
+            .lock()
+            .conns
+            .values()
+            .filter(|c| c.user == user)
+            .map(|c| c.push.clone())
+            .collect();
+        for t in &targets {
+            t.do_send(push.clone());
+        }
+        targets.len()
+    }
+
     fn close_user(&self, user: UserId, code: u16) {
         let targets: Vec<Recipient<CloseWith>> = self
             .inner

@@ -70,29 +70,33 @@ pub async fn chat_ws(
     let settings = &state.settings.chat;
     let (out, mut rx) = mpsc::channel::<Out>(settings.outbound_queue.max(8));
 
-    // Writer: the only owner of the sending half.
+    // Writer: the only owner of the sending half. A send that cannot
+    // complete within the client timeout (the peer stopped reading) drops
+    // the socket rather than holding its buffers forever.
+    let send_timeout = Duration::from_secs(settings.client_timeout_secs.max(1));
     actix_web::rt::spawn(async move {
         while let Some(m) = rx.recv().await {
             let sent = match m {
-                Out::Text(t) => socket.text(t.to_string()).await,
-                Out::Ping => socket.ping(b"").await,
-                Out::Pong(b) => socket.pong(&b).await,
+                Out::Text(t) => {
+                    tokio::time::timeout(send_timeout, socket.text(t.to_string())).await
+                }
+                Out::Ping => tokio::time::timeout(send_timeout, socket.ping(b"")).await,
+                Out::Pong(b) => tokio::time::timeout(send_timeout, socket.pong(&b)).await,
                 Out::Close(code) => {
-                    let _ = socket
-                        .close(Some(CloseReason {
-                            code: CloseCode::Other(code),
-                            description: None,
-                        }))
-                        .await;
+                    let reason = CloseReason {
+                        code: CloseCode::Other(code),
+                        description: None,
+                    };
+                    let _ = tokio::time::timeout(send_timeout, socket.close(Some(reason))).await;
                     return;
                 }
             };
-            if sent.is_err() {
+            if !matches!(sent, Ok(Ok(()))) {
                 return;
             }
         }
         // The actor is gone (or dropped us as too slow): end the socket.
-        let _ = socket.close(None).await;
+        let _ = tokio::time::timeout(send_timeout, socket.close(None)).await;
     });
 
     let conn = WsConnection {

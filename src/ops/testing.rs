@@ -18,6 +18,9 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::new(Method::GET, "/__test/sleep", || web::get().to(sleep)),
         RouteDef::new(Method::GET, "/__test/db-error", || web::get().to(db_error)),
         RouteDef::new(Method::POST, "/__test/echo", || web::post().to(echo)),
+        RouteDef::new(Method::POST, "/__test/chat-flood", || {
+            web::post().to(chat_flood)
+        }),
     ]
 }
 
@@ -56,4 +59,30 @@ struct Echo {
 
 async fn echo(body: web::Json<Echo>) -> HttpResponse {
     HttpResponse::Ok().json(body.into_inner())
+}
+
+#[derive(Deserialize)]
+struct Flood {
+    user_id: crate::ids::UserId,
+    frames: usize,
+    bytes: usize,
+}
+
+/// Pushes `frames` frames of about `bytes` bytes to a user's sockets, as a
+/// burst of session events would: for the slow-reader test.
+async fn chat_flood(state: web::Data<AppState>, q: web::Query<Flood>) -> HttpResponse {
+    let text = "x".repeat(q.bytes.min(1 << 20));
+    let frame: std::sync::Arc<str> =
+        std::sync::Arc::from(serde_json::json!({"type": "flood", "text": text}).to_string());
+    let mut sockets = 0;
+    for _ in 0..q.frames.min(1_000_000) {
+        sockets = state.hub.push_to_user(
+            q.user_id,
+            crate::chat::hub::Push {
+                frame: frame.clone(),
+                seq: None,
+            },
+        );
+    }
+    HttpResponse::Ok().json(serde_json::json!({ "sockets": sockets }))
 }

@@ -23,6 +23,51 @@ on_both_databases!(
     bad_frames_heartbeats_and_rate_limits_are_handled,
 );
 
+/// A client that stops reading fills its bounded queue and is disconnected
+/// (it can resume) while a reading client of the same burst keeps up.
+#[actix_web::test]
+async fn a_client_too_slow_to_read_is_disconnected() {
+    let Some(app) = spawn_app_with(Backend::Sqlite, |s| s.chat.outbound_queue = 16).await else {
+        return;
+    };
+    let teacher = app.register("Slow School", &email("t")).await;
+    let mut slow = Ws::connect(&app, &teacher).await;
+    slow.send(json!({"type": "ping"})).await;
+    slow.until("pong").await;
+    // 4,000 frames of 16 KiB (64 MiB) without reading: far past what the
+    // socket buffers and a 16-frame queue hold.
+    let res = app
+        .client
+        .post(app.url(&format!(
+            "/__test/chat-flood?user_id={}&frames=4000&bytes=16384",
+            teacher.id
+        )))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["sockets"], 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Reading now: some frames, then the end of the connection, long
+    // before 4,000 frames.
+    let mut frames = 0;
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.inner.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => frames += 1,
+            Ok(Some(Ok(Message::Close(c)))) => break c.map(|c| u16::from(c.code)),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_))) | Ok(None) => break None,
+            Err(_) => panic!("the slow client was never disconnected ({frames} frames read)"),
+        }
+    };
+    assert!(frames < 4000, "read {frames} frames: the queue was not bounded");
+    assert_ne!(closed, Some(1000), "closed normally, not for being slow");
+    // The server is fine and a new connection works.
+    let mut again = Ws::connect(&app, &teacher).await;
+    again.send(json!({"type": "ping"})).await;
+    assert_eq!(again.until("pong").await.last().unwrap()["type"], "pong");
+}
+
 pub struct Ws {
     inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
