@@ -7,6 +7,8 @@
 //! 2-core machine the benches are written for, a multi-threaded client would
 //! take both cores from the server it measures.
 
+pub mod cranfield;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read};
