@@ -757,7 +757,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             s.llm.chain,
-            vec![LlmProvider::Openai, LlmProvider::Anthropic, LlmProvider::Extractive]
+            vec![
+                LlmProvider::Openai,
+                LlmProvider::Anthropic,
+                LlmProvider::Extractive
+            ]
         );
         assert!(Settings::load(&opts(dir.path(), &[("BWENGE_LLM__CHAIN", "gpt5")])).is_err());
     }

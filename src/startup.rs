@@ -205,7 +205,9 @@ impl Application {
         };
         let chat = Registry::new(
             "chat_sessions",
-            RegistryConfig::with_idle_timeout(Duration::from_secs(settings.registry.idle_timeout_secs)),
+            RegistryConfig::with_idle_timeout(Duration::from_secs(
+                settings.registry.idle_timeout_secs,
+            )),
             move |id: &crate::ids::SessionId| {
                 crate::chat::session::ChatSession::new(*id, chat_ctx.clone())
             },

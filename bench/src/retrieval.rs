@@ -35,7 +35,6 @@ struct Args {
 /// Hybrid must beat BM25 by this much nDCG@10.
 const TARGET_GAIN: f64 = 0.03;
 
-
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(args) {

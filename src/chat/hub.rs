@@ -189,10 +189,7 @@ impl ChatHub {
             return;
         };
         if conn.staff
-            && !inner
-                .conns
-                .values()
-                .any(|c| c.staff && c.org == conn.org)
+            && !inner.conns.values().any(|c| c.staff && c.org == conn.org)
             && let Some(task) = inner.ingest.remove(&conn.org)
         {
             task.abort();

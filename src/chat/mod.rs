@@ -268,4 +268,3 @@ pub async fn get_session(
         events,
     }))
 }
-

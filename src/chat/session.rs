@@ -218,7 +218,9 @@ async fn answer_question(
         actix::spawn(async move {
             while let Some(d) = rx.recv().await {
                 let frame = match d {
-                    Delta::Text(text) => json!({"type": "delta", "reply_to": reply_to, "text": text}),
+                    Delta::Text(text) => {
+                        json!({"type": "delta", "reply_to": reply_to, "text": text})
+                    }
                     Delta::Restart => {
                         json!({"type": "delta", "reply_to": reply_to, "text": "", "reset": true})
                     }

@@ -192,7 +192,10 @@ impl WsConnection {
     }
 
     fn error(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
-        self.send_json(json!({"type": "error", "code": code, "message": message}), ctx);
+        self.send_json(
+            json!({"type": "error", "code": code, "message": message}),
+            ctx,
+        );
     }
 
     fn close(&mut self, code: u16, ctx: &mut Context<Self>) {
@@ -314,14 +317,21 @@ impl WsConnection {
         );
     }
 
-    fn attached(&mut self, res: Result<Attached, ChatError>, resumed: bool, ctx: &mut Context<Self>) {
+    fn attached(
+        &mut self,
+        res: Result<Attached, ChatError>,
+        resumed: bool,
+        ctx: &mut Context<Self>,
+    ) {
         let a = match res {
             Ok(a) => a,
             Err(e) => {
                 let message = match &e {
                     ChatError::NotFound => "No such session or persona in your organisation.",
                     ChatError::Forbidden => "This session is not yours.",
-                    ChatError::Internal(_) => "Something went wrong on our side; it has been logged.",
+                    ChatError::Internal(_) => {
+                        "Something went wrong on our side; it has been logged."
+                    }
                 };
                 self.error(e.code(), message, ctx);
                 if e == ChatError::NotFound {
@@ -337,7 +347,9 @@ impl WsConnection {
         }
         self.session = Some((a.row.id, a.addr));
         self.delivered = a.last_seq;
-        let current = a.replay.last().map_or(a.row.last_seq.max(a.last_seq), |e| e.seq.max(a.row.last_seq));
+        let current = a.replay.last().map_or(a.row.last_seq.max(a.last_seq), |e| {
+            e.seq.max(a.row.last_seq)
+        });
         self.send_json(
             json!({"type": "session", "session_id": a.row.id, "persona_id": a.row.persona_id,
                 "resumed": resumed, "last_seq": current}),
@@ -354,11 +366,7 @@ impl WsConnection {
 
     fn message(&mut self, client_id: String, text: String, ctx: &mut Context<Self>) {
         let Some((_, addr)) = self.session.clone() else {
-            return self.error(
-                "no_session",
-                "Send start or resume before a message.",
-                ctx,
-            );
+            return self.error("no_session", "Send start or resume before a message.", ctx);
         };
         let text = match crate::personas::check_question(&self.state, &text) {
             Ok(t) => t,
@@ -411,9 +419,13 @@ impl WsConnection {
             }
             Err(Refused::Chat(e)) => {
                 let message = match &e {
-                    ChatError::Forbidden => "Only the student who opened this session may ask in it.",
+                    ChatError::Forbidden => {
+                        "Only the student who opened this session may ask in it."
+                    }
                     ChatError::NotFound => "This session no longer exists.",
-                    ChatError::Internal(_) => "Something went wrong on our side; it has been logged.",
+                    ChatError::Internal(_) => {
+                        "Something went wrong on our side; it has been logged."
+                    }
                 };
                 act.error(e.code(), message, ctx);
             }

@@ -301,12 +301,12 @@ impl PersonaService {
     ) -> Result<Answer, ApiError> {
         let p = &cfg.row;
         let mut rules = Vec::new();
-        if p.stay_on_subject {
-            if let Some(subject) = &p.subject {
-                rules.push(format!(
-                    "Only discuss {subject}; politely decline anything else."
-                ));
-            }
+        if p.stay_on_subject
+            && let Some(subject) = &p.subject
+        {
+            rules.push(format!(
+                "Only discuss {subject}; politely decline anything else."
+            ));
         }
         if !cfg.blocked_topics.is_empty() {
             rules.push(format!(

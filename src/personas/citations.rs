@@ -41,19 +41,17 @@ fn find_markers(text: &str) -> Vec<Marker> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'[' {
-            if let Some(len) = text[i + 1..].find(']') {
-                let inner = &text[i + 1..i + 1 + len];
-                if let Some(numbers) = parse_marker(inner) {
-                    out.push(Marker {
-                        start: i,
-                        end: i + len + 2,
-                        numbers,
-                    });
-                    i += len + 2;
-                    continue;
-                }
-            }
+        if bytes[i] == b'['
+            && let Some(len) = text[i + 1..].find(']')
+            && let Some(numbers) = parse_marker(&text[i + 1..i + 1 + len])
+        {
+            out.push(Marker {
+                start: i,
+                end: i + len + 2,
+                numbers,
+            });
+            i += len + 2;
+            continue;
         }
         i += 1;
     }

@@ -14,7 +14,10 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{Backend, Member, TestApp, email, fresh_postgres_database, redis_url, spawn_app, spawn_app_with, test_settings};
+use crate::helpers::{
+    Backend, Member, TestApp, email, fresh_postgres_database, redis_url, spawn_app, spawn_app_with,
+    test_settings,
+};
 use crate::on_both_databases;
 use crate::personas::{create_persona, material};
 
@@ -60,7 +63,10 @@ async fn a_client_too_slow_to_read_is_disconnected() {
             Err(_) => panic!("the slow client was never disconnected ({frames} frames read)"),
         }
     };
-    assert!(frames < 4000, "read {frames} frames: the queue was not bounded");
+    assert!(
+        frames < 4000,
+        "read {frames} frames: the queue was not bounded"
+    );
     assert_ne!(closed, Some(1000), "closed normally, not for being slow");
     // The server is fine and a new connection works.
     let mut again = Ws::connect(&app, &teacher).await;
@@ -151,7 +157,8 @@ impl Ws {
     }
 
     pub async fn start(&mut self, persona: &str) -> Value {
-        self.send(json!({"type": "start", "persona_id": persona})).await;
+        self.send(json!({"type": "start", "persona_id": persona}))
+            .await;
         let f = self.next().await;
         assert_eq!(f["type"], "session", "{f}");
         f
@@ -210,7 +217,11 @@ async fn a_student_chats_and_resumes_without_loss_or_duplicates(backend: Backend
     let seq = ws.ask("q-1", "What does chlorophyll absorb?").await;
     assert_eq!(seq, 1);
     let (before, answer) = ws.until_answer(1).await;
-    assert!(before.iter().any(|f| f["type"] == "message" && f["role"] == "user" && f["seq"] == 1));
+    assert!(
+        before
+            .iter()
+            .any(|f| f["type"] == "message" && f["role"] == "user" && f["seq"] == 1)
+    );
     let deltas: String = before
         .iter()
         .filter(|f| f["type"] == "delta")
@@ -234,7 +245,8 @@ async fn a_student_chats_and_resumes_without_loss_or_duplicates(backend: Backend
 
     // Resume from scratch: the whole conversation once, in order.
     let mut ws = Ws::connect(&app, &m.student).await;
-    ws.send(json!({"type": "resume", "session_id": sid, "last_seq": 0})).await;
+    ws.send(json!({"type": "resume", "session_id": sid, "last_seq": 0}))
+        .await;
     let s = ws.next().await;
     assert_eq!(s["type"], "session");
     assert_eq!(s["resumed"], true);
@@ -259,7 +271,8 @@ async fn a_student_chats_and_resumes_without_loss_or_duplicates(backend: Backend
 
     // Resume from the middle: only what was missed.
     let mut ws = Ws::connect(&app, &m.student).await;
-    ws.send(json!({"type": "resume", "session_id": sid, "last_seq": 3})).await;
+    ws.send(json!({"type": "resume", "session_id": sid, "last_seq": 3}))
+        .await;
     ws.next().await;
     let replay = ws.next().await;
     let seqs: Vec<i64> = replay["events"]
@@ -283,7 +296,11 @@ async fn a_student_chats_and_resumes_without_loss_or_duplicates(backend: Backend
             .unwrap();
         assert_eq!(list["items"][0]["id"], sid.as_str(), "{list}");
         let h: Value = app
-            .authed(Method::GET, &format!("/v1/chat/sessions/{sid}"), &who.access)
+            .authed(
+                Method::GET,
+                &format!("/v1/chat/sessions/{sid}"),
+                &who.access,
+            )
             .send()
             .await
             .unwrap()
@@ -306,14 +323,19 @@ async fn a_student_chats_and_resumes_without_loss_or_duplicates(backend: Backend
         .unwrap();
     assert_eq!(list["items"], json!([]));
     let res = app
-        .authed(Method::GET, &format!("/v1/chat/sessions/{sid}"), &other_student.access)
+        .authed(
+            Method::GET,
+            &format!("/v1/chat/sessions/{sid}"),
+            &other_student.access,
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
     // Another student cannot resume it (4404), nor can another organisation.
     let mut ws = Ws::connect(&app, &other_student).await;
-    ws.send(json!({"type": "resume", "session_id": sid, "last_seq": 0})).await;
+    ws.send(json!({"type": "resume", "session_id": sid, "last_seq": 0}))
+        .await;
     let e = ws.next().await;
     assert_eq!(e["code"], "not_found");
     assert_eq!(ws.close_code().await, Some(4404));
@@ -350,7 +372,10 @@ async fn a_student_chats_and_resumes_without_loss_or_duplicates(backend: Backend
     ws.send(json!({"type": "ping"})).await;
     ws.until("pong").await;
     let res = app
-        .post_json("/v1/auth/logout", &json!({"refresh_token": m.student.refresh}))
+        .post_json(
+            "/v1/auth/logout",
+            &json!({"refresh_token": m.student.refresh}),
+        )
         .await;
     assert!(res.status().is_success(), "{}", res.status());
     assert_eq!(ws.close_code().await, Some(4401));
@@ -378,8 +403,14 @@ async fn bad_frames_heartbeats_and_rate_limits_are_handled(backend: Backend) {
         ("{not json".to_owned(), "bad_frame"),
         (json!({"type": "dance"}).to_string(), "unknown_type"),
         (json!({"kind": "ping"}).to_string(), "bad_frame"),
-        (json!({"type": "start", "persona_id": 7}).to_string(), "bad_frame"),
-        (json!({"type": "ping", "pad": "x".repeat(2000)}).to_string(), "frame_too_large"),
+        (
+            json!({"type": "start", "persona_id": 7}).to_string(),
+            "bad_frame",
+        ),
+        (
+            json!({"type": "ping", "pad": "x".repeat(2000)}).to_string(),
+            "frame_too_large",
+        ),
     ] {
         ws.inner.send(Message::text(frame)).await.unwrap();
         let e = ws.next().await;
@@ -387,7 +418,8 @@ async fn bad_frames_heartbeats_and_rate_limits_are_handled(backend: Backend) {
         assert_eq!(e["code"], code, "{e}");
     }
     // A message before a session.
-    ws.send(json!({"type": "message", "client_id": "x", "text": "hi"})).await;
+    ws.send(json!({"type": "message", "client_id": "x", "text": "hi"}))
+        .await;
     assert_eq!(ws.next().await["code"], "no_session");
     // Still serving after five bad frames.
     ws.send(json!({"type": "ping"})).await;
@@ -444,8 +476,10 @@ impl Remote {
         let res = self
             .client
             .post(format!("{}/v1/auth/register", self.base))
-            .json(&json!({"organization_name": "Kill School", "full_name": "Ada Admin",
-                "email": email("kill"), "password": crate::helpers::PASSWORD}))
+            .json(
+                &json!({"organization_name": "Kill School", "full_name": "Ada Admin",
+                "email": email("kill"), "password": crate::helpers::PASSWORD}),
+            )
             .send()
             .await
             .unwrap();
@@ -455,8 +489,7 @@ impl Remote {
         let form = reqwest::multipart::Form::new().part(
             "file",
             reqwest::multipart::Part::bytes(
-                b"Chlorophyll. The green pigment chlorophyll absorbs red and blue light."
-                    .to_vec(),
+                b"Chlorophyll. The green pigment chlorophyll absorbs red and blue light.".to_vec(),
             )
             .file_name("leaf.txt"),
         );
@@ -549,9 +582,13 @@ async fn a_question_survives_a_killed_server() {
 
     let server = start();
     let base = format!("http://127.0.0.1:{}", server.port);
-    stub.set_behaviour(StubBehaviour::stream("Chlorophyll absorbs red and blue light [1].", 3));
+    stub.set_behaviour(StubBehaviour::stream(
+        "Chlorophyll absorbs red and blue light [1].",
+        3,
+    ));
     let mut ws = Ws::connect_url(&base, &token).await;
-    ws.send(json!({"type": "resume", "session_id": sid, "last_seq": 0})).await;
+    ws.send(json!({"type": "resume", "session_id": sid, "last_seq": 0}))
+        .await;
     let s = ws.next().await;
     assert_eq!(s["resumed"], true);
     let replay = ws.next().await;
@@ -564,7 +601,8 @@ async fn a_question_survives_a_killed_server() {
     // Exactly one answer, now and after another resume.
     ws.close().await;
     let mut ws = Ws::connect_url(&base, &token).await;
-    ws.send(json!({"type": "resume", "session_id": sid, "last_seq": 0})).await;
+    ws.send(json!({"type": "resume", "session_id": sid, "last_seq": 0}))
+        .await;
     ws.next().await;
     let replay = ws.next().await;
     let seqs: Vec<i64> = replay["events"]
@@ -601,7 +639,8 @@ async fn a_client_moving_nodes_mid_answer_gets_the_answer_once() {
         let mut s = test_settings(dir.path(), &pg);
         s.redis_url = redis;
         s.redis.key_prefix = prefix;
-        s.secrets.jwt_secret = bwenge::config::Secret::new("a-shared-secret-for-both-nodes-0123456789");
+        s.secrets.jwt_secret =
+            bwenge::config::Secret::new("a-shared-secret-for-both-nodes-0123456789");
         s.llm.chain = vec![bwenge::config::LlmProvider::Openai];
         s.llm.openai.base_url = base;
         s.llm.openai.model = "gpt-4o-mini".into();
@@ -611,7 +650,12 @@ async fn a_client_moving_nodes_mid_answer_gets_the_answer_once() {
     let a = node(pg.clone(), redis.clone(), prefix.clone(), stub.base_url()).await;
     let b = node(pg, redis, prefix, stub.base_url()).await;
     let m = material(&a).await;
-    let persona = create_persona(&a, &m.teacher, json!({"name": "Ms Leaf", "knowledge_source_ids": [m.photosynthesis]})).await;
+    let persona = create_persona(
+        &a,
+        &m.teacher,
+        json!({"name": "Ms Leaf", "knowledge_source_ids": [m.photosynthesis]}),
+    )
+    .await;
 
     let mut on_a = Ws::connect(&a, &m.student).await;
     let s = on_a.start(persona["id"].as_str().unwrap()).await;
@@ -625,7 +669,8 @@ async fn a_client_moving_nodes_mid_answer_gets_the_answer_once() {
     on_a.close().await;
 
     let mut on_b = Ws::connect(&b, &m.student).await;
-    on_b.send(json!({"type": "resume", "session_id": sid, "last_seq": 1})).await;
+    on_b.send(json!({"type": "resume", "session_id": sid, "last_seq": 1}))
+        .await;
     let s = on_b.next().await;
     assert_eq!(s["resumed"], true);
     // Either the answer was stored before the resume (then it is replayed)
@@ -633,11 +678,21 @@ async fn a_client_moving_nodes_mid_answer_gets_the_answer_once() {
     let mut answers = Vec::new();
     let f = on_b.next().await;
     if f["type"] == "replay" {
-        answers.extend(f["events"].as_array().unwrap().iter().filter(|e| e["role"] == "assistant").cloned());
+        answers.extend(
+            f["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["role"] == "assistant")
+                .cloned(),
+        );
     }
     if answers.is_empty() {
         let (frames, answer) = on_b.until_answer(1).await;
-        assert!(frames.iter().any(|f| f["type"] == "delta"), "no live deltas from A: {frames:?}");
+        assert!(
+            frames.iter().any(|f| f["type"] == "delta"),
+            "no live deltas from A: {frames:?}"
+        );
         answers.push(answer);
     }
     assert_eq!(answers.len(), 1);
@@ -645,13 +700,22 @@ async fn a_client_moving_nodes_mid_answer_gets_the_answer_once() {
     // Past B's grace: still a single answer stored.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let h: Value = b
-        .authed(Method::GET, &format!("/v1/chat/sessions/{sid}"), &m.student.access)
+        .authed(
+            Method::GET,
+            &format!("/v1/chat/sessions/{sid}"),
+            &m.student.access,
+        )
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let roles: Vec<&str> = h["events"].as_array().unwrap().iter().map(|e| e["role"].as_str().unwrap()).collect();
+    let roles: Vec<&str> = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["role"].as_str().unwrap())
+        .collect();
     assert_eq!(roles, vec!["user", "assistant"], "{h}");
 }
