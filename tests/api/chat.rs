@@ -310,9 +310,49 @@ async fn a_student_chats_and_resumes_without_loss_or_duplicates(backend: Backend
         assert_eq!(h["events"].as_array().unwrap().len(), 4, "{h}");
         assert_eq!(h["persona_id"], pid);
     }
+    // Asking over HTTP within the session continues it.
+    let res = app
+        .authed(
+            Method::POST,
+            &format!("/v1/personas/{pid}/ask"),
+            &m.student.access,
+        )
+        .json(&json!({"question": "And what do stomata do?", "session_id": sid}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let h: Value = app
+        .authed(
+            Method::GET,
+            &format!("/v1/chat/sessions/{sid}"),
+            &m.student.access,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = h["events"].as_array().unwrap();
+    assert_eq!(events.len(), 6, "{h}");
+    assert_eq!(events[4]["text"], "And what do stomata do?");
+    assert_eq!(events[5]["reply_to"], 5);
     let other_student = app
         .invite_and_accept(&m.teacher, &email("other-student"), "student")
         .await;
+    // Someone else's session cannot be used for an ask.
+    let res = app
+        .authed(
+            Method::POST,
+            &format!("/v1/personas/{pid}/ask"),
+            &other_student.access,
+        )
+        .json(&json!({"question": "What do stomata do?", "session_id": sid}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
     let list: Value = app
         .authed(Method::GET, "/v1/chat/sessions", &other_student.access)
         .send()
