@@ -90,14 +90,33 @@ macro_rules! attach {
     };
 }
 
+/// Rewrites personas' gesture overrides (after their model's clips changed).
+macro_rules! set_gestures {
+    ($exec:expr, $org:expr, $updates:expr, $at:expr) => {
+        for (persona, gestures) in $updates {
+            sqlx::query(
+                "UPDATE personas SET gestures = $1, updated_at = $2 \
+                 WHERE id = $3 AND organization_id = $4",
+            )
+            .bind(gestures)
+            .bind($at)
+            .bind(*persona)
+            .bind($org)
+            .execute(&mut *$exec)
+            .await?;
+        }
+    };
+}
+
 /// Creates a model with its first version, and attaches it to `persona`
 /// when given (which must be of the same organisation: checked by the
-/// caller). One transaction.
+/// caller); `gestures` rewrites personas' overrides. One transaction.
 pub async fn create(
     db: &Db,
     m: &ModelRow,
     v: &VersionRow,
     persona: Option<PersonaId>,
+    gestures: &[(PersonaId, String)],
 ) -> Result<(), StoreError> {
     on_db!(db, |pool| {
         let mut tx = pool.begin().await?;
@@ -118,41 +137,53 @@ pub async fn create(
         if let Some(p) = persona {
             attach!(&mut *tx, m.organization_id, p, m.id, m.updated_at);
         }
+        set_gestures!(tx, m.organization_id, gestures, m.updated_at);
         tx.commit().await?;
     });
     Ok(())
 }
 
-/// Adds a version and makes it current; optionally attaches the model to a
-/// persona. Returns the new version number, or `None` when the model is
-/// not the organisation's.
+/// Adds a version and makes it current (renaming the model when `rename`
+/// is given); optionally attaches the model to a persona; `gestures`
+/// rewrites personas' overrides. `place` is called inside the transaction
+/// with the new version number, puts the file in place and returns its
+/// storage key (an error rolls everything back). Returns the new version
+/// number, or `None` when the model is not the organisation's.
+#[allow(clippy::too_many_arguments)]
 pub async fn add_version(
     db: &Db,
     org: OrgId,
     model: ModelId,
     mut v: VersionRow,
+    rename: Option<&str>,
     persona: Option<PersonaId>,
+    gestures: &[(PersonaId, String)],
+    place: impl FnOnce(i64) -> anyhow::Result<String>,
 ) -> Result<Option<i64>, StoreError> {
     let at = v.created_at;
     let version = on_db!(db, |pool| {
         let mut tx = pool.begin().await?;
         let next: Option<i64> = sqlx::query_scalar(
-            "UPDATE avatar_models SET current_version = current_version + 1, updated_at = $1 \
-             WHERE id = $2 AND organization_id = $3 RETURNING current_version",
+            "UPDATE avatar_models SET current_version = current_version + 1, updated_at = $1, \
+             name = COALESCE($4, name) WHERE id = $2 AND organization_id = $3 \
+             RETURNING current_version",
         )
         .bind(at)
         .bind(model)
         .bind(org)
+        .bind(rename)
         .fetch_optional(&mut *tx)
         .await?;
         match next {
             None => None,
             Some(n) => {
                 v.version = n;
+                v.storage_key = place(n)?;
                 insert_version!(&mut *tx, v);
                 if let Some(p) = persona {
                     attach!(&mut *tx, org, p, model, at);
                 }
+                set_gestures!(tx, org, gestures, at);
                 tx.commit().await?;
                 Some(n)
             }
@@ -252,8 +283,11 @@ pub async fn personas_using(
     }))
 }
 
-/// Deletes a model with its versions; returns their storage keys.
+/// Deletes a model with its versions; returns their storage keys. The
+/// personas using it lose it (`avatar_model_id` null, by the foreign key)
+/// and their gesture overrides, which named its clips.
 pub async fn delete(db: &Db, org: OrgId, id: ModelId) -> Result<Option<Vec<String>>, StoreError> {
+    let at = chrono::Utc::now();
     let keys = on_db!(db, |pool| {
         let mut tx = pool.begin().await?;
         let keys: Vec<String> = sqlx::query_scalar(
@@ -264,16 +298,49 @@ pub async fn delete(db: &Db, org: OrgId, id: ModelId) -> Result<Option<Vec<Strin
         .bind(org)
         .fetch_all(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE personas SET gestures = '{}', updated_at = $1 \
+             WHERE avatar_model_id = $2 AND organization_id = $3",
+        )
+        .bind(at)
+        .bind(id)
+        .bind(org)
+        .execute(&mut *tx)
+        .await?;
         let n = sqlx::query("DELETE FROM avatar_models WHERE id = $1 AND organization_id = $2")
             .bind(id)
             .bind(org)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        tx.commit().await?;
+        if n > 0 {
+            tx.commit().await?;
+        }
         (n > 0).then_some(keys)
     });
     Ok(keys)
+}
+
+/// The gesture overrides (JSON) of the personas using `model` and of
+/// `persona`, within the organisation.
+pub async fn overrides(
+    db: &Db,
+    org: OrgId,
+    model: Option<ModelId>,
+    persona: Option<PersonaId>,
+) -> Result<Vec<(PersonaId, String)>, StoreError> {
+    if model.is_none() && persona.is_none() {
+        return Ok(Vec::new());
+    }
+    Ok(on_db!(db, |pool| sqlx::query_as(
+        "SELECT id, gestures FROM personas WHERE organization_id = $1 \
+         AND (avatar_model_id = $2 OR id = $3) ORDER BY created_at, id",
+    )
+    .bind(org)
+    .bind(model)
+    .bind(persona)
+    .fetch_all(pool)
+    .await?))
 }
 
 /// The version stored under an asset key (the signed URL is the authority:

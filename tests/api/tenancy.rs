@@ -19,6 +19,7 @@ struct Fixtures {
     a_source: String,
     a_persona: String,
     a_session: String,
+    a_model: String,
 }
 
 impl Fixtures {
@@ -58,12 +59,15 @@ impl Fixtures {
         bwenge::chat::store::create_session(&app.state.db, &session)
             .await
             .unwrap();
+        let a_model = crate::avatars::upload_robot(app, &a_admin, &[("name", "Robot")]).await;
+        let a_model = a_model["id"].as_str().unwrap().to_owned();
         Self {
             a_admin,
             a_student,
             a_source,
             a_persona,
             a_session: session.id.to_string(),
+            a_model,
         }
     }
 
@@ -78,12 +82,18 @@ impl Fixtures {
             ("PATCH", "/v1/personas/{id}") => json!({"name": "Taken over"}),
             ("POST", "/v1/personas/{id}/ask") => json!({"question": "What is magma?"}),
             ("GET", "/v1/chat/sessions/{id}") => json!({}),
+            ("GET" | "DELETE", "/v1/models/{id}") => json!({}),
+            // Sent as JSON: a foreign model is refused before the body is read.
+            ("POST", "/v1/models/{id}/versions") => json!({"name": "Taken over"}),
+            ("GET", "/v1/personas/{id}/avatar") => json!({}),
             _ => return None,
         };
         let id = if path.starts_with("/v1/personas/") {
             &self.a_persona
         } else if path.starts_with("/v1/chat/sessions/") {
             &self.a_session
+        } else if path.starts_with("/v1/models/") {
+            &self.a_model
         } else {
             &self.a_source
         };
@@ -155,6 +165,7 @@ async fn another_organisation_sees_nothing(backend: Backend) {
         "/v1/search?q=volcanoes+magma+chambers",
         "/v1/personas",
         "/v1/chat/sessions",
+        "/v1/models",
     ] {
         let text = app
             .authed(Method::GET, path, &b_admin.access)
@@ -171,6 +182,7 @@ async fn another_organisation_sees_nothing(backend: Backend) {
             &a.a_source,
             &a.a_persona,
             &a.a_session,
+            &a.a_model,
             &a.a_student.email,
         ] {
             assert!(
