@@ -20,6 +20,15 @@ use crate::config::Settings;
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// `$first, $first+1, …` for `n` values: the placeholder list of an
+/// `IN (…)` clause (the same syntax works on both drivers).
+pub fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The database pool.
 #[derive(Clone, Debug)]
 pub enum Db {

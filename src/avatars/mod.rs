@@ -64,7 +64,10 @@
 //! with `Content-Range: bytes */<length>`; an `If-Range` other than the
 //! current ETag gets the whole file. The file is streamed from disk
 //! [`service::SERVE_CHUNK_BYTES`] at a time. `HEAD` answers the same
-//! headers without the body.
+//! headers without the body. The version row behind a key is cached in
+//! process for [`service::ASSET_CACHE_TTL`] (5 s; rows never change, and a
+//! delete on this node evicts at once), so a model deleted through another
+//! node may still be revalidated (`304`) that long; its file is gone at once.
 //!
 //! **Metrics** ([`MODEL_UPLOADS_TOTAL`], [`MODEL_REJECTIONS_TOTAL`],
 //! [`ASSET_BYTES_SERVED_TOTAL`]):

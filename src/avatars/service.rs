@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
 use anyhow::Context as _;
@@ -14,6 +16,7 @@ use bwenge_avatars::signing::{SignatureError, is_valid_key};
 use bwenge_avatars::{ModelError, ModelInfo};
 use chrono::Utc;
 use futures_util::Stream;
+use parking_lot::Mutex;
 
 use super::store::{self, ModelRow, VersionRow};
 use super::{MODEL_REJECTIONS_TOTAL, MODEL_UPLOADS_TOTAL};
@@ -454,6 +457,7 @@ pub async fn delete(state: &AppState, org: OrgId, id: ModelId) -> Result<(), Ava
     let keys = store::delete(&state.db, org, id)
         .await?
         .ok_or(AvatarError::NotFound)?;
+    forget(&state.node_id, &keys);
     for key in &keys {
         remove_file(&file_path(&state.settings.data_dir, key)).await;
     }
@@ -497,15 +501,64 @@ pub async fn avatar(
     })
 }
 
+/// How long the asset route trusts a version row it read (see
+/// [`find_asset`]).
+pub const ASSET_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most version rows the asset route keeps.
+const ASSET_CACHE_ENTRIES: usize = 4096;
+
+/// Version rows recently served, by (node id, storage key): a row never
+/// changes once written (a new file is a new version with a new key), so
+/// only its deletion matters, and [`delete`] evicts at once on this node.
+static ASSET_CACHE: LazyLock<Mutex<AssetCache>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+type AssetCache = HashMap<(String, String), (Instant, Arc<VersionRow>)>;
+
+fn cached(node: &str, key: &str) -> Option<Arc<VersionRow>> {
+    let cache = ASSET_CACHE.lock();
+    let (at, row) = cache.get(&(node.to_owned(), key.to_owned()))?;
+    (at.elapsed() < ASSET_CACHE_TTL).then(|| row.clone())
+}
+
+fn remember(node: &str, row: Arc<VersionRow>) {
+    let mut cache = ASSET_CACHE.lock();
+    if cache.len() >= ASSET_CACHE_ENTRIES {
+        cache.retain(|_, (at, _)| at.elapsed() < ASSET_CACHE_TTL);
+        if cache.len() >= ASSET_CACHE_ENTRIES {
+            cache.clear();
+        }
+    }
+    cache.insert(
+        (node.to_owned(), row.storage_key.clone()),
+        (Instant::now(), row),
+    );
+}
+
+fn forget(node: &str, keys: &[String]) {
+    let mut cache = ASSET_CACHE.lock();
+    for key in keys {
+        cache.remove(&(node.to_owned(), key.clone()));
+    }
+}
+
 /// The version stored under an asset key (whose URL signature the caller
-/// checked).
-pub async fn find_asset(state: &AppState, key: &str) -> Result<VersionRow, AvatarError> {
+/// checked). Rows are cached for [`ASSET_CACHE_TTL`]: a model deleted
+/// through another node may still be revalidated (304) that long, while its
+/// file, gone at once, is no longer served.
+pub async fn find_asset(state: &AppState, key: &str) -> Result<Arc<VersionRow>, AvatarError> {
     if !is_valid_key(key) {
         return Err(AvatarError::NotFound);
     }
-    store::by_storage_key(&state.db, key)
-        .await?
-        .ok_or(AvatarError::NotFound)
+    if let Some(row) = cached(&state.node_id, key) {
+        return Ok(row);
+    }
+    let row = Arc::new(
+        store::by_storage_key(&state.db, key)
+            .await?
+            .ok_or(AvatarError::NotFound)?,
+    );
+    remember(&state.node_id, row.clone());
+    Ok(row)
 }
 
 /// Opens the file of an asset key: the file and its length.

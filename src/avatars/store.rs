@@ -225,11 +225,10 @@ pub async fn versions_of(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let params: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
     let sql = format!(
         "SELECT {VERSION_COLUMNS} FROM avatar_model_versions WHERE organization_id = $1 \
          AND model_id IN ({}) ORDER BY model_id, version",
-        params.join(", ")
+        crate::db::placeholders(2, ids.len())
     );
     Ok(on_db!(db, |pool| {
         let mut q = sqlx::query_as(&sql).bind(org);
@@ -268,11 +267,10 @@ pub async fn personas_using(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let params: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
     let sql = format!(
         "SELECT avatar_model_id, id FROM personas WHERE organization_id = $1 \
          AND avatar_model_id IN ({}) ORDER BY created_at, id",
-        params.join(", ")
+        crate::db::placeholders(2, ids.len())
     );
     Ok(on_db!(db, |pool| {
         let mut q = sqlx::query_as(&sql).bind(org);

@@ -291,13 +291,12 @@ pub async fn chunks_by_ids(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let params: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
     let sql = format!(
         "SELECT c.id, c.organization_id, c.source_id, c.page, c.heading_path, c.text, \
          CAST(NULL AS BYTEA) AS embedding, c.embedder, s.title FROM chunks c \
          JOIN knowledge_sources s ON s.id = c.source_id \
          WHERE c.organization_id = $1 AND c.id IN ({})",
-        params.join(", ")
+        crate::db::placeholders(2, ids.len())
     );
     Ok(on_db!(db, |pool| {
         let mut q = sqlx::query_as(&sql).bind(org);

@@ -155,11 +155,10 @@ pub async fn sources_of(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let params: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
     let sql = format!(
         "SELECT persona_id, source_id FROM persona_sources WHERE organization_id = $1 \
          AND persona_id IN ({}) ORDER BY persona_id, source_id",
-        params.join(", ")
+        crate::db::placeholders(2, ids.len())
     );
     Ok(on_db!(db, |pool| {
         let mut q = sqlx::query_as(&sql).bind(org);
@@ -179,10 +178,9 @@ pub async fn own_sources(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let params: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
     let sql = format!(
         "SELECT id FROM knowledge_sources WHERE organization_id = $1 AND id IN ({})",
-        params.join(", ")
+        crate::db::placeholders(2, ids.len())
     );
     Ok(on_db!(db, |pool| {
         let mut q = sqlx::query_scalar(&sql).bind(org);
