@@ -931,6 +931,10 @@ impl Flags {
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     question: usize,
+    /// Which request of the iteration (see [`Requests::steps`]).
+    step: usize,
+    /// The iteration, unique in the point: pairs the steps of one question.
+    iteration: usize,
     t0: Instant,
     t1: Instant,
     flags: Flags,
@@ -942,35 +946,63 @@ impl Sample {
     }
 }
 
-#[derive(Default)]
+/// What one or more connections saw; errors per step.
 struct ConnOut {
     samples: Vec<Sample>,
-    errors: u64,
-    first_error: Option<String>,
+    errors: Vec<u64>,
+    first_error: Vec<Option<String>>,
 }
 
 impl ConnOut {
-    fn error(&mut self, what: impl FnOnce() -> String) {
-        self.errors += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(what());
+    fn new(steps: usize) -> Self {
+        Self {
+            samples: Vec::new(),
+            errors: vec![0; steps],
+            first_error: vec![None; steps],
+        }
+    }
+
+    fn error(&mut self, step: usize, what: impl FnOnce() -> String) {
+        self.errors[step] += 1;
+        if self.first_error[step].is_none() {
+            self.first_error[step] = Some(what());
+        }
+    }
+
+    fn merge(&mut self, other: ConnOut) {
+        self.samples.extend(other.samples);
+        for (i, (n, e)) in other.errors.into_iter().zip(other.first_error).enumerate() {
+            self.errors[i] += n;
+            if self.first_error[i].is_none() {
+                self.first_error[i] = e;
+            }
         }
     }
 }
 
-/// The requests of one point: one per question, taken in `order`.
+/// A table of requests, one per question.
+type ByQuestion = Arc<Vec<Arc<[u8]>>>;
+
+/// The requests of one point. Each iteration takes the next question in
+/// `order` and sends each step's request for it, one after the other, on
+/// the same connection.
 #[derive(Clone)]
 struct Requests {
-    by_question: Arc<Vec<Arc<[u8]>>>,
+    steps: Vec<ByQuestion>,
     order: Arc<Vec<usize>>,
-    /// After each response, this many sleeps of this long (not counted in
-    /// the latency): the stub provider's streaming, for a baseline paced
-    /// like the asks it is compared with.
-    pause: Option<(usize, Duration)>,
 }
 
-/// One keep-alive connection: the next question's request, the whole
-/// response, repeat, until the end of the window.
+impl Requests {
+    fn one(table: &ByQuestion, order: &Arc<Vec<usize>>) -> Self {
+        Self {
+            steps: vec![table.clone()],
+            order: order.clone(),
+        }
+    }
+}
+
+/// One keep-alive connection: the next question's requests, each with its
+/// whole response, repeat, until the end of the window.
 async fn client(
     addr: SocketAddr,
     reqs: Requests,
@@ -978,84 +1010,92 @@ async fn client(
     window: Window,
     grace: Duration,
 ) -> ConnOut {
-    let mut out = ConnOut::default();
+    let mut out = ConnOut::new(reqs.steps.len());
     let hard_deadline = window.end + grace;
     let mut stream: Option<TcpStream> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    loop {
-        let now = Instant::now();
-        if now >= window.end {
+    'iterations: loop {
+        if Instant::now() >= window.end {
             break;
         }
-        let s = match stream.as_mut() {
-            Some(s) => s,
-            None => {
-                match tokio::time::timeout_at(hard_deadline.into(), TcpStream::connect(addr)).await
-                {
-                    Ok(Ok(s)) => {
-                        let _ = s.set_nodelay(true);
-                        buf.clear();
-                        stream.insert(s)
-                    }
-                    Ok(Err(e)) => {
-                        if now >= window.start {
-                            out.error(|| format!("connect: {e}"));
+        let iteration = next.fetch_add(1, Ordering::Relaxed);
+        let question = reqs.order[iteration % reqs.order.len()];
+        for (step, table) in reqs.steps.iter().enumerate() {
+            let now = Instant::now();
+            if now >= window.end {
+                break 'iterations;
+            }
+            let s = match stream.as_mut() {
+                Some(s) => s,
+                None => {
+                    match tokio::time::timeout_at(hard_deadline.into(), TcpStream::connect(addr))
+                        .await
+                    {
+                        Ok(Ok(s)) => {
+                            let _ = s.set_nodelay(true);
+                            buf.clear();
+                            stream.insert(s)
                         }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        Ok(Err(e)) => {
+                            if now >= window.start {
+                                out.error(step, || format!("connect: {e}"));
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue 'iterations;
+                        }
+                        Err(_) => {
+                            out.error(step, || "connect timed out".to_owned());
+                            break 'iterations;
+                        }
+                    }
+                }
+            };
+            let t0 = Instant::now();
+            let result = tokio::time::timeout_at(
+                hard_deadline.into(),
+                exchange(s, &table[question], &mut buf),
+            )
+            .await;
+            let t1 = Instant::now();
+            let counted = window.contains(t1);
+            match result {
+                Err(_) => {
+                    out.error(step, || "response timed out".to_owned());
+                    break 'iterations;
+                }
+                Ok(Err(e)) => {
+                    if counted {
+                        out.error(step, || format!("i/o: {e}"));
+                    }
+                    stream = None;
+                    continue 'iterations;
+                }
+                Ok(Ok((status, close, body))) => {
+                    if close {
+                        stream = None;
+                    }
+                    if !counted {
                         continue;
                     }
-                    Err(_) => {
-                        out.error(|| "connect timed out".to_owned());
-                        break;
-                    }
-                }
-            }
-        };
-        let n = next.fetch_add(1, Ordering::Relaxed);
-        let question = reqs.order[n % reqs.order.len()];
-        let req = &reqs.by_question[question];
-        let t0 = Instant::now();
-        let result =
-            tokio::time::timeout_at(hard_deadline.into(), exchange(s, req, &mut buf)).await;
-        let t1 = Instant::now();
-        let counted = window.contains(t1);
-        match result {
-            Err(_) => {
-                out.error(|| "response timed out".to_owned());
-                break;
-            }
-            Ok(Err(e)) => {
-                if counted {
-                    out.error(|| format!("i/o: {e}"));
-                }
-                stream = None;
-            }
-            Ok(Ok((status, close, body))) => {
-                if counted {
                     if status == 200 {
                         out.samples.push(Sample {
                             question,
+                            step,
+                            iteration,
                             t0,
                             t1,
                             flags: Flags::of(&body),
                         });
                     } else {
-                        out.error(|| {
+                        out.error(step, || {
                             format!(
                                 "HTTP {status}: {}",
                                 String::from_utf8_lossy(&body[..body.len().min(300)])
                             )
                         });
+                        continue 'iterations;
                     }
                 }
-                if close {
-                    stream = None;
-                }
-            }
-        }
-        if let Some((n, d)) = reqs.pause {
-            for _ in 0..n {
-                tokio::time::sleep(d).await;
             }
         }
     }
@@ -1065,8 +1105,9 @@ async fn client(
 /// One point: `conns` clients through warm-up and window.
 struct Point {
     samples: Vec<Sample>,
-    errors: u64,
-    first_error: Option<String>,
+    /// Per step.
+    errors: Vec<u64>,
+    first_error: Vec<Option<String>>,
     srv_cpu: Option<f64>,
     cli_cpu: Option<f64>,
     window: Duration,
@@ -1098,17 +1139,11 @@ async fn run_point(
     let meter = CpuMeter::start(server.pid());
     tokio::time::sleep_until(window.end.into()).await;
     let (srv_cpu, cli_cpu) = meter.stop();
-    let mut all = ConnOut::default();
+    let mut all = ConnOut::new(reqs.steps.len());
     for t in tasks {
         match t.await {
-            Ok(o) => {
-                all.samples.extend(o.samples);
-                all.errors += o.errors;
-                if all.first_error.is_none() {
-                    all.first_error = o.first_error;
-                }
-            }
-            Err(e) => all.error(|| format!("client task failed: {e}")),
+            Ok(o) => all.merge(o),
+            Err(e) => all.error(0, || format!("client task failed: {e}")),
         }
     }
     Point {
@@ -1142,17 +1177,19 @@ struct Stats {
 }
 
 impl Stats {
-    fn of(p: &Point) -> Self {
-        let mut ns: Vec<u64> = p.samples.iter().map(Sample::ns).collect();
+    /// The figures of `step`'s requests (errors are the point's).
+    fn of(p: &Point, step: usize) -> Self {
+        let samples: Vec<&Sample> = p.samples.iter().filter(|s| s.step == step).collect();
+        let mut ns: Vec<u64> = samples.iter().map(|s| s.ns()).collect();
         ns.sort_unstable();
-        let count = |f: fn(&Flags) -> bool| p.samples.iter().filter(|s| f(&s.flags)).count();
+        let count = |f: fn(&Flags) -> bool| samples.iter().filter(|s| f(&s.flags)).count();
         Self {
             n: ns.len(),
             rps: ns.len() as f64 / p.window.as_secs_f64(),
             p50: percentile_ms(&ns, 0.50),
             p99: percentile_ms(&ns, 0.99),
-            errors: p.errors,
-            first_error: p.first_error.clone(),
+            errors: p.errors.get(step).copied().unwrap_or(0),
+            first_error: p.first_error.get(step).cloned().flatten(),
             srv_cpu: p.srv_cpu,
             cli_cpu: p.cli_cpu,
             grounded: count(|f| f.grounded),
@@ -1185,9 +1222,12 @@ struct FirstToken {
     unmatched: usize,
     /// Asks answered without a model (the material does not cover it).
     no_model: usize,
+    /// Matched asks whose search (the step before) was not counted.
+    unpaired: usize,
     /// Client's request → the provider has the whole prompt.
     pre: (f64, f64),
-    /// `pre` − retrieval alone for the same question (paired).
+    /// `pre` − the search the same client sent for the same question
+    /// right before (paired).
     added: (f64, f64),
     /// Provider's streaming, as the proxy passed it on.
     stream: (f64, f64),
@@ -1203,20 +1243,16 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Matches the asks with the provider requests the proxy saw, and pairs
-/// each with the median retrieval-alone latency of the same question in
-/// `search` (same server, round and client count).
-fn first_token(ask: &Point, search: &Point, records: &[Record]) -> FirstToken {
-    let mut by_q: HashMap<usize, Vec<u64>> = HashMap::new();
-    for s in &search.samples {
-        by_q.entry(s.question).or_default().push(s.ns());
-    }
-    let overall = median(search.samples.iter().map(|s| s.ns() as f64 / 1e6)).unwrap_or(0.0);
-    let search_ms = |q: usize| {
-        by_q.get(&q)
-            .and_then(|v| median(v.iter().map(|ns| *ns as f64 / 1e6)))
-            .unwrap_or(overall)
-    };
+/// Matches the asks (step 1 of `point`) with the provider requests the
+/// proxy saw, and pairs each with the search (step 0) the same client sent
+/// for the same question right before it.
+fn first_token(point: &Point, records: &[Record]) -> FirstToken {
+    let search: HashMap<usize, f64> = point
+        .samples
+        .iter()
+        .filter(|s| s.step == 0)
+        .map(|s| (s.iteration, ms(s.t1 - s.t0)))
+        .collect();
     let mut recs: HashMap<usize, Vec<(Record, bool)>> = HashMap::new();
     for r in records {
         if let Some(q) = r.question {
@@ -1226,7 +1262,7 @@ fn first_token(ask: &Point, search: &Point, records: &[Record]) -> FirstToken {
     let mut out = FirstToken::default();
     let (mut pre, mut added, mut stream, mut post, mut overhead, mut whole) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for s in &ask.samples {
+    for s in point.samples.iter().filter(|s| s.step == 1) {
         if s.flags.no_model {
             out.no_model += 1;
             continue;
@@ -1247,7 +1283,10 @@ fn first_token(ask: &Point, search: &Point, records: &[Record]) -> FirstToken {
         out.matched += 1;
         let p = ms(r.arrived - s.t0);
         pre.push(p);
-        added.push(p - search_ms(s.question));
+        match search.get(&s.iteration) {
+            Some(retrieval) => added.push(p - retrieval),
+            None => out.unpaired += 1,
+        }
         stream.push(ms(last - r.arrived));
         post.push(ms(s.t1 - last));
         overhead.push(ms(s.t1 - s.t0) - ms(last - r.arrived));
@@ -1420,30 +1459,22 @@ async fn run(args: &Args) -> Result<(), String> {
     Rng(SEED ^ 0x5eed).shuffle(&mut order);
     let order = Arc::new(order);
     let token = setup.token.as_str();
-    let search_reqs = Requests {
-        by_question: Arc::new(
-            queries
-                .iter()
-                .map(|q| {
-                    let path = format!("/v1/search?q={}&k={TOP_K}", url_encode(q));
-                    request("GET", &path, Some(token), None, b"").into()
-                })
-                .collect(),
-        ),
-        order: order.clone(),
-        pause: None,
-    };
+    let search_reqs: ByQuestion = Arc::new(
+        queries
+            .iter()
+            .map(|q| {
+                let path = format!("/v1/search?q={}&k={TOP_K}", url_encode(q));
+                request("GET", &path, Some(token), None, b"").into()
+            })
+            .collect(),
+    );
     let ask_path = format!("/v1/personas/{}/ask", setup.persona);
-    let ask_reqs = Requests {
-        by_question: Arc::new(
-            queries
-                .iter()
-                .map(|q| post_json(&ask_path, Some(token), &json!({ "question": q })).into())
-                .collect(),
-        ),
-        order: order.clone(),
-        pause: None,
-    };
+    let ask_reqs: ByQuestion = Arc::new(
+        queries
+            .iter()
+            .map(|q| post_json(&ask_path, Some(token), &json!({ "question": q })).into())
+            .collect(),
+    );
 
     let mut cells: Vec<Cell> = Vec::new();
     measure(
@@ -1453,6 +1484,7 @@ async fn run(args: &Args) -> Result<(), String> {
         &conns_list,
         &search_reqs,
         &ask_reqs,
+        &order,
         None,
         &mut cells,
     )
@@ -1481,24 +1513,15 @@ async fn run(args: &Args) -> Result<(), String> {
         let settled = reopen(&mut server, &search_reqs, args.settle_timeout).await?;
         eprintln!("  idle after {:.0} s", settled.as_secs_f64());
         // One ask that must reach the model: the set-up works end to end.
-        check_stub(&server, &ask_reqs, &stub).await?;
-        // The baseline of this scenario: search alone, each client pausing
-        // after every answer as the stub streams (the same sleeps), so that
-        // as many retrievals compete at once as in the asks' retrieval.
-        let paced = Requests {
-            pause: Some((
-                args.stub_chunks.max(1),
-                Duration::from_millis(args.stub_chunk_delay_ms),
-            )),
-            ..search_reqs.clone()
-        };
+        check_stub(&server, &ask_reqs, &order, &stub).await?;
         measure(
             args,
             &mut server,
             Scenario::Stub,
             &conns_list,
-            &paced,
+            &search_reqs,
             &ask_reqs,
+            &order,
             Some(&stub),
             &mut cells,
         )
@@ -1514,7 +1537,7 @@ async fn run(args: &Args) -> Result<(), String> {
         let settled = reopen(&mut server, &search_reqs, args.settle_timeout).await?;
         eprintln!("  idle after {:.0} s", settled.as_secs_f64());
         // Fill the cache: every question once.
-        for req in ask_reqs.by_question.iter() {
+        for req in ask_reqs.iter() {
             call(server.addr, req, 200).await?;
         }
         measure(
@@ -1524,6 +1547,7 @@ async fn run(args: &Args) -> Result<(), String> {
             &conns_list,
             &search_reqs,
             &ask_reqs,
+            &order,
             None,
             &mut cells,
         )
@@ -1541,16 +1565,21 @@ async fn run(args: &Args) -> Result<(), String> {
 /// its vectors in the background); then wait for quiet.
 async fn reopen(
     server: &mut Server,
-    search: &Requests,
+    search: &ByQuestion,
     timeout: Duration,
 ) -> Result<Duration, String> {
-    call(server.addr, &search.by_question[0], 200).await?;
+    call(server.addr, &search[0], 200).await?;
     settle(server, timeout).await
 }
 
-async fn check_stub(server: &Server, ask: &Requests, stub: &Stub) -> Result<(), String> {
-    for &q in ask.order.iter() {
-        let v = call(server.addr, &ask.by_question[q], 200).await?;
+async fn check_stub(
+    server: &Server,
+    ask: &ByQuestion,
+    order: &[usize],
+    stub: &Stub,
+) -> Result<(), String> {
+    for &q in order {
+        let v = call(server.addr, &ask[q], 200).await?;
         if v.get("provider").and_then(Value::as_str) == Some("none") {
             continue; // not covered: no model asked; try the next question
         }
@@ -1570,16 +1599,20 @@ async fn check_stub(server: &Server, ask: &Requests, stub: &Stub) -> Result<(), 
     Err("no question reached the model".to_owned())
 }
 
-/// The rounds of one scenario: for each client count, search alone, then
-/// ask, one right after the other.
+/// The rounds of one scenario. Without a stub: for each client count, a
+/// point of search alone, then a point of asks. With the stub: one point
+/// per client count where each client sends, for each question, the search
+/// and then the ask, so that each ask has its retrieval-alone twin measured
+/// just before it, under the same load.
 #[allow(clippy::too_many_arguments)]
 async fn measure(
     args: &Args,
     server: &mut Server,
     scenario: Scenario,
     conns_list: &[usize],
-    search: &Requests,
-    ask: &Requests,
+    search: &ByQuestion,
+    ask: &ByQuestion,
+    order: &Arc<Vec<usize>>,
     stub: Option<&Stub>,
     cells: &mut Vec<Cell>,
 ) -> Result<(), String> {
@@ -1587,20 +1620,42 @@ async fn measure(
     for &c in conns_list {
         cells.push(Cell::new(scenario, c));
     }
-    let ask_window = if stub.is_some() {
-        args.stub_duration
-    } else {
-        args.duration
-    };
     for round in 1..=args.rounds {
         for (i, &c) in conns_list.iter().enumerate() {
             server.check_alive()?;
-            let s = run_point(server, search, c, args.warmup, args.duration).await;
-            if let Some(stub) = stub {
-                stub.take(); // nothing to match before the ask point
-            }
-            let a = run_point(server, ask, c, args.warmup, ask_window).await;
-            let (ss, sa) = (Stats::of(&s), Stats::of(&a));
+            let (ss, sa, ft) = match stub {
+                None => {
+                    let s = run_point(
+                        server,
+                        &Requests::one(search, order),
+                        c,
+                        args.warmup,
+                        args.duration,
+                    )
+                    .await;
+                    let a = run_point(
+                        server,
+                        &Requests::one(ask, order),
+                        c,
+                        args.warmup,
+                        args.duration,
+                    )
+                    .await;
+                    (Stats::of(&s, 0), Stats::of(&a, 0), None)
+                }
+                Some(stub) => {
+                    stub.take(); // nothing to match from before this point
+                    let both = Requests {
+                        steps: vec![search.clone(), ask.clone()],
+                        order: order.clone(),
+                    };
+                    let p = run_point(server, &both, c, args.warmup, args.stub_duration).await;
+                    // Let the proxy finish its last records.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let ft = first_token(&p, &stub.take());
+                    (Stats::of(&p, 0), Stats::of(&p, 1), Some(ft))
+                }
+            };
             let cell = &mut cells[first + i];
             let mut line = format!(
                 "round {round}/{} {:<26} c={c:<3} search p50 {:.2} p99 {:.2} ms ({} req)  \
@@ -1615,12 +1670,9 @@ async fn measure(
                 sa.n,
                 errors_note(ss.errors + sa.errors)
             );
-            if let Some(stub) = stub {
-                // Let the proxy finish its last records.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let ft = first_token(&a, &s, &stub.take());
+            if let Some(ft) = ft {
                 line.push_str(&format!(
-                    "  pre-model p50 {:.2} p99 {:.2} ms, added over retrieval p50 {:.2} p99 {:.2} ms",
+                    "  before the model p50 {:.2} p99 {:.2} ms, minus retrieval p50 {:.2} p99 {:.2} ms",
                     ft.pre.0, ft.pre.1, ft.added.0, ft.added.1
                 ));
                 cell.first_token.push(ft);
@@ -1669,7 +1721,7 @@ fn print_tables(cells: &[Cell], args: &Args, stream_nominal: f64) {
     );
     for cell in cells {
         let search_name = if cell.scenario == Scenario::Stub {
-            "search, paced"
+            "search, paired"
         } else {
             "search alone"
         };
@@ -1720,12 +1772,12 @@ fn print_tables(cells: &[Cell], args: &Args, stream_nominal: f64) {
     println!(
         "(n = requests counted over all rounds; other figures: medians over {} round(s) of \
          per-round values; ratio = ask ÷ search alone, per round, same server and clients; \
-         cpu = % of one core during the window; search, paced = search alone with each client \
-         pausing {} × {} ms after every answer, as the stub streams)",
-        args.rounds, args.stub_chunks, args.stub_chunk_delay_ms
+         cpu = % of one core during the window; search, paired = in the stub's points each \
+         client sends the search, then the ask, for each question)",
+        args.rounds
     );
     for cell in cells {
-        for (name, rows) in [("search alone", &cell.search), ("ask", &cell.ask)] {
+        for (name, rows) in [("search", &cell.search), ("ask", &cell.ask)] {
             if let Some(e) = rows.iter().find_map(|s| s.first_error.as_deref()) {
                 println!(
                     "  first error, {} c={} {name}: {e}",
@@ -1759,7 +1811,9 @@ fn print_tables(cells: &[Cell], args: &Args, stream_nominal: f64) {
         ("A  request sent -> provider has the whole prompt", |f| {
             f.pre
         }),
-        ("A - retrieval alone, same question (paired)", |f| f.added),
+        ("A - its search twin (added over retrieval alone)", |f| {
+            f.added
+        }),
         (
             "B  provider streaming (first to last byte, at the proxy)",
             |f| f.stream,
@@ -1773,7 +1827,7 @@ fn print_tables(cells: &[Cell], args: &Args, stream_nominal: f64) {
         let retrieval = (med(&cell.search, |s| s.p50), med(&cell.search, |s| s.p99));
         println!(
             "{:<58} {:>5} {:>9} {:>9}",
-            "retrieval alone: GET /v1/search, paced, same server+rounds",
+            "retrieval alone: the search sent right before each ask",
             cell.conns,
             fmt_opt(retrieval.0, 2),
             fmt_opt(retrieval.1, 2)
@@ -1790,16 +1844,19 @@ fn print_tables(cells: &[Cell], args: &Args, stream_nominal: f64) {
         let matched: usize = cell.first_token.iter().map(|f| f.matched).sum();
         let unmatched: usize = cell.first_token.iter().map(|f| f.unmatched).sum();
         let none: usize = cell.first_token.iter().map(|f| f.no_model).sum();
+        let unpaired: usize = cell.first_token.iter().map(|f| f.unpaired).sum();
         println!(
             "  c={}: {matched} asks reached the model and were matched with their provider \
-             request, {unmatched} unmatched, {none} answered without a model (not covered)",
+             request ({unpaired} of them without a counted search twin), {unmatched} unmatched, \
+             {none} answered without a model (not covered)",
             cell.conns
         );
     }
     println!(
         "(medians over rounds of per-round p50/p99; the split's figures are over the asks that \
-         reached the model; A - retrieval: each ask's A minus the median search-alone latency of \
-         the same question in the same round and client count)"
+         reached the model; each client sends, for each question, GET /v1/search then the ask; \
+         A - twin = each ask's A minus the latency of the search the same client sent for the \
+         same question right before it)"
     );
     println!();
 }
