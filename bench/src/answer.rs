@@ -25,7 +25,10 @@
 //!    process: the proxy notes when the whole provider request has arrived
 //!    and when the provider's last byte went through, so each ask splits
 //!    into before the model (the pipeline before the first token can
-//!    exist), the provider's streaming, and after the last byte;
+//!    exist), the provider's streaming, and after the last byte. Here each
+//!    client sends, for each question, the search and then the ask, so every
+//!    ask is paired with a retrieval-alone twin measured just before it
+//!    under the same load;
 //! 4. server C, same data, extractive, cache on: every question asked once,
 //!    then the same rounds, all answered from the cache.
 //!

@@ -1636,16 +1636,12 @@ impl Setup {
     }
 
     /// Compares the stored history of a sample of sessions with what their
-    /// clients hold: (sessions checked, sessions differing, first difference).
-    async fn cross_check(
-        &self,
-        sessions: &[(String, Vec<i64>)],
-        sample: usize,
-    ) -> (usize, usize, Option<String>) {
+    /// clients hold.
+    async fn cross_check(&self, sessions: &[(String, Vec<i64>)], sample: usize) -> CrossCheck {
         let step = (sessions.len() / sample.max(1)).max(1);
-        let (mut checked, mut differing, mut first) = (0, 0, None);
+        let mut c = CrossCheck::default();
         for (id, held) in sessions.iter().step_by(step).take(sample) {
-            checked += 1;
+            c.checked += 1;
             let got = http_json(
                 self.http
                     .get(format!("{}/v1/chat/sessions/{id}", self.base))
@@ -1654,27 +1650,57 @@ impl Setup {
                 200,
             )
             .await;
-            let stored: Result<Vec<i64>, String> = got.map(|v| {
-                v["events"]
+            let stored: Vec<i64> = match got {
+                Ok(v) => v["events"]
                     .as_array()
                     .map(|a| a.iter().filter_map(|e| e["seq"].as_i64()).collect())
-                    .unwrap_or_default()
-            });
-            match stored {
-                Ok(stored) if stored == *held => {}
-                Ok(stored) => {
-                    differing += 1;
-                    first.get_or_insert_with(|| {
-                        format!("session {id}: stored seqs {stored:?}, client holds {held:?}")
-                    });
-                }
+                    .unwrap_or_default(),
                 Err(e) => {
-                    differing += 1;
-                    first.get_or_insert(e);
+                    c.errors += 1;
+                    c.first_problem.get_or_insert(e);
+                    continue;
                 }
+            };
+            let top = held.last().copied().unwrap_or(0);
+            let holes = stored
+                .iter()
+                .any(|s| *s <= top && held.binary_search(s).is_err());
+            let phantom = held.iter().any(|h| !stored.contains(h));
+            let later = stored.iter().any(|s| *s > top);
+            let describe =
+                || format!("session {id}: stored seqs {stored:?}, client holds {held:?}");
+            if holes || phantom {
+                c.holes += usize::from(holes);
+                c.phantom += usize::from(phantom);
+                c.first_problem.get_or_insert_with(describe);
+            } else if later {
+                c.later += 1;
+                c.first_later.get_or_insert_with(describe);
             }
         }
-        (checked, differing, first)
+        c
+    }
+}
+
+/// The HTTP cross-check of a sample of sessions.
+#[derive(Default)]
+struct CrossCheck {
+    checked: usize,
+    /// The client lacks a stored event below the highest `seq` it holds.
+    holes: usize,
+    /// The client holds a `seq` the server did not store.
+    phantom: usize,
+    errors: usize,
+    /// Only events stored after the client's last one (answers that came
+    /// after the wait): not a loss.
+    later: usize,
+    first_problem: Option<String>,
+    first_later: Option<String>,
+}
+
+impl CrossCheck {
+    fn problems(&self) -> usize {
+        self.holes + self.phantom + self.errors
     }
 }
 
@@ -1783,7 +1809,7 @@ struct Report {
     storm: Counters,
     duplicate_events: u64,
     verify: Verify,
-    cross_check: Option<(usize, usize, Option<String>)>,
+    cross_check: Option<CrossCheck>,
     disconnect_reasons: String,
     error_kinds: String,
     /// The server's first and last log lines, when something went wrong.
@@ -2364,15 +2390,19 @@ fn print_report(args: &Args, reports: &[Report]) {
             v.seq_mismatch,
             v.stray_answers
         );
-        if let Some((checked, differing, first)) = &r.cross_check {
+        if let Some(c) = &r.cross_check {
             println!(
-                "  {:<14} stored history (GET /v1/chat/sessions/{{id}}) of {checked} sessions: \
-                 {differing} differ from what their client holds{}",
-                "",
-                first
-                    .as_ref()
-                    .map_or(String::new(), |f| format!("; first: {f}"))
+                "  {:<14} stored history (GET /v1/chat/sessions/{{id}}) of {} sessions: {} with \
+                 a stored event missing below the client's last seq, {} with a seq the server \
+                 lacks, {} unreadable; {} only have events stored after the client's last one",
+                "", c.checked, c.holes, c.phantom, c.errors, c.later
             );
+            if let Some(f) = &c.first_problem {
+                println!("  {:<14}   first problem: {f}", "");
+            }
+            if let Some(f) = &c.first_later {
+                println!("  {:<14}   first stored later: {f}", "");
+            }
         }
         if !r.disconnect_reasons.is_empty() {
             println!(
@@ -2493,11 +2523,11 @@ fn print_verdict(args: &Args, reports: &[Report], echo: Option<&Report>) {
         }
     );
     let v = &b.verify;
-    let cross_bad = b.cross_check.as_ref().map_or(0, |c| c.1);
+    let cross_bad = b.cross_check.as_ref().map_or(0, CrossCheck::problems);
     println!(
         "  storm: nothing lost    {}  {} problems over {} acked questions ({} unanswered, {} \
          answered twice+, {} gaps, {} conflicting duplicates, {} seq mismatches, {} stray \
-         answers; {} sampled histories differ) (target 0; {} of {} questions never acked: \
+         answers; {} sampled stored histories with a hole or a phantom) (target 0; {} of {} questions never acked: \
          refused with an error frame, or sent on a socket that never resumed)",
         pass(v.lost() == 0 && cross_bad == 0 && b.caught_up == n),
         v.lost() + cross_bad as u64,
