@@ -134,6 +134,7 @@ pub async fn record_exchange(
             reply_to: None,
             text: question,
             payload: "{}",
+            at: chrono::Utc::now(),
         },
     )
     .await?
@@ -149,6 +150,7 @@ pub async fn record_exchange(
             reply_to: Some(q.seq()),
             text: &answer.text,
             payload: &payload,
+            at: chrono::Utc::now(),
         },
     )
     .await?;

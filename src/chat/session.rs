@@ -58,6 +58,15 @@ pub enum ChatError {
 }
 
 impl ChatError {
+    /// The `error` frame's message.
+    pub fn message(&self) -> &'static str {
+        match self {
+            ChatError::NotFound => "No such session or persona in your organisation.",
+            ChatError::Forbidden => "Only the student who opened this session may ask in it.",
+            ChatError::Internal(_) => "Something went wrong on our side; it has been logged.",
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             ChatError::NotFound => "not_found",
@@ -258,6 +267,7 @@ async fn answer_question(
             reply_to: Some(reply_to),
             text: &answer.text,
             payload: &payload,
+            at: chrono::Utc::now(),
         },
     )
     .await?;
@@ -349,6 +359,7 @@ impl Handler<Post> for ChatSession {
                 if owner != Some(msg.user.user_id) {
                     return Err(ChatError::Forbidden);
                 }
+                let at = chrono::Utc::now();
                 let stored = store::append(
                     &db,
                     msg.user.org_id,
@@ -359,23 +370,42 @@ impl Handler<Post> for ChatSession {
                         reply_to: None,
                         text: &msg.text,
                         payload: "{}",
+                        at,
                     },
                 )
                 .await?
                 .ok_or(ChatError::NotFound)?;
-                // The question as stored (a repeat keeps the first text).
                 let seq = stored.seq();
-                let q = store::events_after(&db, msg.user.org_id, id, seq - 1, 1)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .ok_or(ChatError::NotFound)?;
-                let answered = match stored {
-                    Appended::New(_) => false,
-                    Appended::Existing(_) => !store::unanswered(&db, msg.user.org_id, id)
-                        .await?
-                        .iter()
-                        .any(|e| e.seq == seq),
+                let (q, answered) = match stored {
+                    // Just stored: the event is what was sent, no re-read.
+                    Appended::New(_) => (
+                        store::EventRow {
+                            session_id: id,
+                            seq,
+                            organization_id: msg.user.org_id,
+                            role: "user".to_owned(),
+                            client_id: Some(msg.client_id),
+                            reply_to: None,
+                            text: msg.text,
+                            payload: "{}".to_owned(),
+                            created_at: at,
+                        },
+                        false,
+                    ),
+                    // A repeat: the question as first stored, and whether
+                    // it has its answer.
+                    Appended::Existing(_) => {
+                        let q = store::events_after(&db, msg.user.org_id, id, seq - 1, 1)
+                            .await?
+                            .into_iter()
+                            .next()
+                            .ok_or(ChatError::NotFound)?;
+                        let answered = !store::unanswered(&db, msg.user.org_id, id)
+                            .await?
+                            .iter()
+                            .any(|e| e.seq == seq);
+                        (q, answered)
+                    }
                 };
                 Ok((stored, q, answered))
             }

@@ -129,6 +129,8 @@ pub struct NewEvent<'a> {
     pub reply_to: Option<i64>,
     pub text: &'a str,
     pub payload: &'a str,
+    /// Its `created_at` (and the session's `updated_at`).
+    pub at: DateTime<Utc>,
 }
 
 async fn existing(
@@ -168,7 +170,7 @@ pub async fn append(
     if let Some(seq) = existing(db, session, e).await? {
         return Ok(Some(Appended::Existing(seq)));
     }
-    let now = Utc::now();
+    let now = e.at;
     let result: Result<Option<i64>, sqlx::Error> = on_db!(db, |pool| {
         async {
             let mut tx = pool.begin().await?;

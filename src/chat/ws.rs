@@ -5,8 +5,9 @@
 //!
 //! One `WsConnection` per socket owns the socket's state: who is connected
 //! (authenticated before the upgrade: a bad or missing token is an HTTP 401
-//! problem), the session it is attached to, the highest `seq` delivered (so
-//! no stored event is delivered twice, whatever races between replay and
+//! problem), the session it is attached to, which stored `seq`s it has
+//! delivered (so no stored event is delivered twice or skipped, whatever
+//! races between replay and
 //! live events), the heartbeat clock, and its abuse counters. Only its own
 //! handlers mutate them.
 //!
@@ -27,7 +28,7 @@ use actix::prelude::*;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message as WsMessage};
 use bwenge_actors::ports::{RateDecision, RateLimit};
-use bwenge_actors::registry::Lookup;
+use bwenge_actors::registry::{Lookup, Touch};
 use chrono::Utc;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -105,7 +106,7 @@ pub async fn chat_ws(
         state: state.clone(),
         out,
         session: None,
-        delivered: 0,
+        delivered: Delivered::default(),
         last_heard: Instant::now(),
         bad_frames: 0,
         strikes: 0,
@@ -164,8 +165,8 @@ struct WsConnection {
     state: web::Data<AppState>,
     out: mpsc::Sender<Out>,
     session: Option<(SessionId, Addr<ChatSession>)>,
-    /// Highest `seq` delivered on this socket.
-    delivered: i64,
+    /// The stored events delivered on this socket.
+    delivered: Delivered,
     last_heard: Instant,
     bad_frames: u32,
     strikes: u32,
@@ -326,14 +327,7 @@ impl WsConnection {
         let a = match res {
             Ok(a) => a,
             Err(e) => {
-                let message = match &e {
-                    ChatError::NotFound => "No such session or persona in your organisation.",
-                    ChatError::Forbidden => "This session is not yours.",
-                    ChatError::Internal(_) => {
-                        "Something went wrong on our side; it has been logged."
-                    }
-                };
-                self.error(e.code(), message, ctx);
+                self.error(e.code(), e.message(), ctx);
                 if e == ChatError::NotFound {
                     self.close(4404, ctx);
                 }
@@ -346,7 +340,7 @@ impl WsConnection {
             addr.do_send(Detach { conn: self.id });
         }
         self.session = Some((a.row.id, a.addr));
-        self.delivered = a.last_seq;
+        self.delivered = Delivered::from(a.last_seq);
         let current = a.replay.last().map_or(a.row.last_seq.max(a.last_seq), |e| {
             e.seq.max(a.row.last_seq)
         });
@@ -358,7 +352,7 @@ impl WsConnection {
         for batch in a.replay.chunks(REPLAY_BATCH as usize) {
             let events: Vec<Value> = batch.iter().map(super::event_json).collect();
             if let Some(last) = batch.last() {
-                self.delivered = self.delivered.max(last.seq);
+                self.delivered = Delivered::from(last.seq.max(self.delivered.floor));
             }
             self.send_json(json!({"type": "replay", "events": events}), ctx);
         }
@@ -375,6 +369,8 @@ impl WsConnection {
         let state = self.state.clone();
         let user = self.user;
         let conn = self.id;
+        // Error frames name the question they are about.
+        let asked = client_id.clone();
         let fut = async move {
             let c = &state.settings.chat;
             let decision = state
@@ -399,10 +395,9 @@ impl WsConnection {
             })
             .await
             .map_err(|e| Refused::Chat(ChatError::Internal(e.to_string())))?
-            .map(|seq| (client_id, seq))
             .map_err(Refused::Chat)
         };
-        ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
+        ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
             // The session sent the ack (see `Post`).
             Ok(_) => {}
             Err(Refused::Limited(after)) => {
@@ -410,7 +405,7 @@ impl WsConnection {
                 act.send_json(
                     json!({"type": "error", "code": "rate_limited",
                         "message": "Too many messages; slow down.",
-                        "retry_after_ms": after.as_millis() as u64}),
+                        "retry_after_ms": after.as_millis() as u64, "client_id": asked}),
                     ctx,
                 );
                 if act.strikes >= MAX_STRIKES {
@@ -418,16 +413,11 @@ impl WsConnection {
                 }
             }
             Err(Refused::Chat(e)) => {
-                let message = match &e {
-                    ChatError::Forbidden => {
-                        "Only the student who opened this session may ask in it."
-                    }
-                    ChatError::NotFound => "This session no longer exists.",
-                    ChatError::Internal(_) => {
-                        "Something went wrong on our side; it has been logged."
-                    }
-                };
-                act.error(e.code(), message, ctx);
+                act.send_json(
+                    json!({"type": "error", "code": e.code(), "message": e.message(),
+                        "client_id": asked}),
+                    ctx,
+                );
             }
         }));
     }
@@ -442,7 +432,7 @@ struct Parts {
 
 /// Attaches to the session's actor, then reads what to replay: attaching
 /// first means an event stored meanwhile arrives live (and is dropped by
-/// `delivered` if the replay also had it), never lost between the two.
+/// [`Delivered`] if the replay also had it), never lost between the two.
 async fn attach_and_replay(
     p: Parts,
     id: SessionId,
@@ -490,6 +480,37 @@ async fn attach_and_replay(
     })
 }
 
+/// Which stored events a socket has delivered: every `seq` up to `floor`,
+/// and those above it in `above` (events can arrive out of order: an answer
+/// stored after a question may overtake the question's echo).
+#[derive(Debug, Default)]
+pub(crate) struct Delivered {
+    floor: i64,
+    above: std::collections::BTreeSet<i64>,
+}
+
+impl From<i64> for Delivered {
+    fn from(floor: i64) -> Self {
+        Self {
+            floor,
+            above: Default::default(),
+        }
+    }
+}
+
+impl Delivered {
+    /// Records `seq`; false when it was delivered already.
+    pub(crate) fn first_time(&mut self, seq: i64) -> bool {
+        if seq <= self.floor || !self.above.insert(seq) {
+            return false;
+        }
+        while self.above.remove(&(self.floor + 1)) {
+            self.floor += 1;
+        }
+        true
+    }
+}
+
 enum Refused {
     Limited(Duration),
     Chat(ChatError),
@@ -525,6 +546,10 @@ impl Actor for WsConnection {
                 act.close(4408, ctx);
             } else if act.out.try_send(Out::Ping).is_err() {
                 ctx.stop();
+            } else if let Some((id, _)) = &act.session {
+                // An attached session is in use: keep the registry from
+                // sweeping it as idle.
+                act.state.chat.do_send(Touch(*id));
             }
         });
     }
@@ -560,11 +585,10 @@ impl Handler<Push> for WsConnection {
     type Result = ();
 
     fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
-        if let Some(seq) = msg.seq {
-            if seq <= self.delivered {
-                return;
-            }
-            self.delivered = seq;
+        if let Some(seq) = msg.seq
+            && !self.delivered.first_time(seq)
+        {
+            return;
         }
         self.send(msg.frame, ctx);
     }
@@ -575,5 +599,21 @@ impl Handler<CloseWith> for WsConnection {
 
     fn handle(&mut self, msg: CloseWith, ctx: &mut Self::Context) {
         self.close(msg.0, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Delivered;
+
+    #[test]
+    fn an_overtaken_event_is_still_delivered_once() {
+        let mut d = Delivered::from(2);
+        assert!(!d.first_time(2), "replayed already");
+        assert!(d.first_time(4), "an answer overtaking its question");
+        assert!(d.first_time(3), "the question's echo arrives late");
+        assert!(!d.first_time(3) && !d.first_time(4));
+        assert_eq!(d.floor, 4);
+        assert!(d.above.is_empty());
     }
 }

@@ -26,6 +26,33 @@ on_both_databases!(
     bad_frames_heartbeats_and_rate_limits_are_handled,
 );
 
+/// A session with a socket attached is in use, however long the registry's
+/// idle timeout: a question after a quiet spell is still answered.
+#[actix_web::test]
+async fn an_attached_session_is_not_swept_as_idle() {
+    let Some(app) = spawn_app_with(Backend::Sqlite, |s| {
+        s.registry.idle_timeout_secs = 1;
+        s.chat.heartbeat_interval_secs = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let teacher = app.register("Quiet School", &email("t")).await;
+    let persona = create_persona(&app, &teacher, json!({"name": "Tutor"})).await;
+    let mut ws = Ws::connect(&app, &teacher).await;
+    ws.start(persona["id"].as_str().unwrap()).await;
+    // Several idle timeouts pass; the client only answers pings.
+    for _ in 0..4 {
+        ws.send(json!({"type": "ping"})).await;
+        ws.until("pong").await;
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    assert_eq!(ws.ask("late", "Hello!").await, 1);
+    let (_, answer) = ws.until_answer(1).await;
+    assert_eq!(answer["seq"], 2);
+}
+
 /// A client that stops reading fills its bounded queue and is disconnected
 /// (it can resume) while a reading client of the same burst keeps up.
 #[actix_web::test]
