@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::db::Db;
 use crate::error::StoreError;
 use crate::ids::{AuditId, OrgId, UserId};
-use crate::on_db;
+use crate::{on_db, on_db_write};
 use crate::pagination::{Cursor, List, Page, page_of};
 
 pub mod action {
@@ -36,7 +36,7 @@ pub struct Entry<'a> {
 
 pub async fn record(db: &Db, e: Entry<'_>) -> Result<(), StoreError> {
     let detail = e.detail.to_string();
-    on_db!(db, |pool| sqlx::query(
+    on_db_write!(db, |pool| sqlx::query(
         "INSERT INTO audit_log (id, organization_id, action, actor_id, subject_id, ip, detail, at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
     )

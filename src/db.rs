@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 };
 
 use crate::config::Settings;
+use crate::error::StoreError;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -32,8 +33,192 @@ pub fn placeholders(first: usize, n: usize) -> String {
 /// The database pool.
 #[derive(Clone, Debug)]
 pub enum Db {
-    Sqlite(SqlitePool),
+    /// Readers, and the [`WriteGate`]: SQLite has one writer at a time, so
+    /// this process's writers queue there, in order, for its one writing
+    /// connection instead of colliding on the file lock.
+    Sqlite(SqlitePool, WriteGate),
     Postgres(PgPool),
+}
+
+/// Serialises this process's SQLite writes.
+///
+/// SQLite lets one connection write at a time; a second writer gets
+/// `SQLITE_BUSY` and its busy handler *sleeps* (1, 2, 5, … up to 100 ms per
+/// try) until the lock is free. Under load (a classroom asking at once)
+/// that turns microsecond commits into seconds of waiting and, past the
+/// busy timeout, into errors. Writers that go through [`on_db_write!`]
+/// queue here instead, first come first served, and each finds the lock
+/// free and its connection idle (the gate owns one connection for writing,
+/// so a writer never waits behind readers for a connection while others
+/// wait for it). Readers never wait (WAL mode). PostgreSQL needs no gate.
+#[derive(Clone, Debug)]
+pub struct WriteGate {
+    turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    writer: SqlitePool,
+    group: tokio::sync::mpsc::Sender<GroupWrite>,
+}
+
+/// Told, once the group's transaction has committed (`Ok`) or failed, how
+/// it ended. Its write must not be reported as done before that.
+pub type Committed = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// One write of a group commit: runs on the writing connection inside the
+/// group's transaction and returns what to do once the group's outcome is
+/// known. A statement that fails (say on a unique index) is undone alone,
+/// SQLite's default, and the write may go on (look up what is there) on
+/// the same connection. Dropped unrun if the group could not start.
+pub type GroupWrite = Box<
+    dyn for<'c> FnOnce(
+            &'c mut sqlx::SqliteConnection,
+        ) -> futures_util::future::BoxFuture<'c, Committed>
+        + Send,
+>;
+
+/// Boxes a closure as a [`GroupWrite`] (a function, so that the closure's
+/// signature is inferred from the bound).
+pub fn group_write<F>(f: F) -> GroupWrite
+where
+    F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> futures_util::future::BoxFuture<'c, Committed>
+        + Send
+        + 'static,
+{
+    Box::new(f)
+}
+
+/// Writes waiting beyond this many are joined to the next group.
+const MAX_GROUP: usize = 128;
+/// Group writes queued before [`WriteGate::join`] waits.
+const GROUP_QUEUE: usize = 4096;
+
+impl WriteGate {
+    fn new(writer: SqlitePool) -> anyhow::Result<WriteGate> {
+        let turn = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let (group, queue) = tokio::sync::mpsc::channel(GROUP_QUEUE);
+        let committer = GroupCommitter {
+            turn: turn.clone(),
+            writer: writer.clone(),
+            queue,
+        };
+        std::thread::Builder::new()
+            .name("bwenge-db-writer".into())
+            .spawn(move || committer.run())
+            .context("could not start the database writer thread")?;
+        Ok(WriteGate {
+            turn,
+            writer,
+            group,
+        })
+    }
+
+    /// Queues `write` for the next group commit: many small writes (chat
+    /// events) share one transaction, and so one commit, and the writer
+    /// that runs them is a thread of its own, never slowed by the
+    /// callers' busy executors while it holds the turn. Returns once the
+    /// write is queued; its [`Committed`] says how it ended.
+    pub async fn join(&self, write: GroupWrite) -> Result<(), StoreError> {
+        self.group
+            .send(write)
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))
+    }
+
+    /// Waits for this process's turn to write. The wait and the time the
+    /// turn is held are in `bwenge_db_write_wait_seconds` and
+    /// `bwenge_db_write_held_seconds`.
+    pub async fn enter(&self) -> WriteTurn<'_> {
+        let asked = std::time::Instant::now();
+        let guard = self.turn.lock().await;
+        let entered = std::time::Instant::now();
+        metrics::histogram!("bwenge_db_write_wait_seconds")
+            .record(entered.duration_since(asked).as_secs_f64());
+        WriteTurn {
+            _guard: guard,
+            pool: &self.writer,
+            entered,
+        }
+    }
+}
+
+/// A turn at the [`WriteGate`]; the next writer goes when it is dropped.
+pub struct WriteTurn<'a> {
+    _guard: tokio::sync::MutexGuard<'a, ()>,
+    pool: &'a SqlitePool,
+    entered: std::time::Instant,
+}
+
+impl WriteTurn<'_> {
+    /// The writing connection's pool (one connection).
+    pub fn pool(&self) -> &SqlitePool {
+        self.pool
+    }
+}
+
+/// The group-commit thread: takes what is queued (up to [`MAX_GROUP`]),
+/// runs it in one transaction in its turn at the gate, commits, and tells
+/// each write how it ended. Ends when every [`WriteGate`] is dropped.
+struct GroupCommitter {
+    turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    writer: SqlitePool,
+    queue: tokio::sync::mpsc::Receiver<GroupWrite>,
+}
+
+impl GroupCommitter {
+    fn run(mut self) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "the database writer thread could not start");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let mut batch = Vec::with_capacity(MAX_GROUP);
+            while self.queue.recv_many(&mut batch, MAX_GROUP).await > 0 {
+                let size = batch.len();
+                let started = std::time::Instant::now();
+                let result = self.commit(std::mem::take(&mut batch)).await;
+                metrics::histogram!("bwenge_db_group_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!("bwenge_group_commit_writes").record(size as f64);
+                if let Err(e) = result {
+                    tracing::error!(error = %e, writes = size, "a group commit failed");
+                }
+                batch = Vec::with_capacity(MAX_GROUP);
+            }
+        });
+    }
+
+    async fn commit(&self, batch: Vec<GroupWrite>) -> Result<(), sqlx::Error> {
+        use sqlx::Connection;
+        let _turn = self.turn.lock().await;
+        // On an early error the writes are dropped unrun, which their
+        // callers see as a failure.
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let mut done = Vec::with_capacity(batch.len());
+        for write in batch {
+            done.push(write(&mut tx).await);
+        }
+        let outcome = tx.commit().await;
+        let told = match &outcome {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        for committed in done {
+            committed(told.clone());
+        }
+        outcome
+    }
+}
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        metrics::histogram!("bwenge_db_write_held_seconds")
+            .record(self.entered.elapsed().as_secs_f64());
+    }
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool, whichever it is.
@@ -42,7 +227,24 @@ pub enum Db {
 macro_rules! on_db {
     ($db:expr, |$pool:ident| $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Sqlite($pool, _) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// [`on_db!`] for a body that writes: on SQLite it runs in this process's
+/// turn at the [`WriteGate`]. The body must not itself wait for another
+/// write through the gate (it is not re-entrant).
+#[macro_export]
+macro_rules! on_db_write {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite(_, gate) => {
+                let turn = gate.enter().await;
+                let $pool = turn.pool();
+                $body
+            }
             $crate::db::Db::Postgres($pool) => $body,
         }
     };
@@ -80,19 +282,28 @@ impl Db {
                     format!("could not create the database directory {}", dir.display())
                 })?;
             }
-            // An in-memory database exists once per connection: keep one.
-            let max = if opts.get_filename().as_os_str() == ":memory:" {
-                1
-            } else {
-                db.max_connections
-            };
+            // An in-memory database exists once per connection: keep one,
+            // and write through it too.
+            let memory = opts.get_filename().as_os_str() == ":memory:";
+            let max = if memory { 1 } else { db.max_connections };
             let pool = SqlitePoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(acquire)
-                .connect_with(opts)
+                .connect_with(opts.clone())
                 .await
                 .context("could not open the SQLite database")?;
-            Ok(Db::Sqlite(pool))
+            let writer = if memory {
+                pool.clone()
+            } else {
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .acquire_timeout(acquire)
+                    .connect_with(opts)
+                    .await
+                    .context("could not open the SQLite database")?
+            };
+            Ok(Db::Sqlite(pool, WriteGate::new(writer)?))
         } else {
             anyhow::bail!(
                 "BWENGE_DATABASE_URL must start with sqlite:// or postgres:// (got another scheme)"
@@ -103,7 +314,7 @@ impl Db {
     /// Applies the pending migrations of this dialect.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
-            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Db::Sqlite(_, gate) => SQLITE_MIGRATIONS.run(gate.enter().await.pool()).await,
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         }
         .context("applying database migrations failed")
@@ -118,12 +329,15 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        on_db!(self, |pool| pool.close().await)
+        on_db!(self, |pool| pool.close().await);
+        if let Db::Sqlite(_, gate) = self {
+            gate.writer.close().await;
+        }
     }
 
     pub fn backend(&self) -> &'static str {
         match self {
-            Db::Sqlite(_) => "sqlite",
+            Db::Sqlite(..) => "sqlite",
             Db::Postgres(_) => "postgres",
         }
     }

@@ -36,6 +36,8 @@ pub fn install() -> PrometheusHandle {
                     Matcher::Full(HTTP_REQUEST_DURATION_SECONDS.to_owned()),
                     LATENCY_BUCKETS,
                 )
+                .expect("the latency buckets are a fixed, non-empty list")
+                .set_buckets_for_metric(Matcher::Prefix("bwenge_db_".to_owned()), LATENCY_BUCKETS)
                 .expect("the latency buckets are a fixed, non-empty list");
             let handle = match builder.install_recorder() {
                 Ok(handle) => handle,

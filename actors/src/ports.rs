@@ -65,6 +65,12 @@ pub trait Bus: Send + Sync + 'static {
     /// Subscribes to `topic`; messages published after this returns are
     /// delivered.
     async fn subscribe(&self, topic: &str) -> PortResult<Subscription>;
+    /// Whether a message published here can reach another process. An
+    /// in-process bus answers `false`, so callers can skip publishing what
+    /// only other nodes would read.
+    fn reaches_other_nodes(&self) -> bool {
+        true
+    }
 }
 
 /// A key/value cache with expiry. Values are opaque bytes.

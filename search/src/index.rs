@@ -9,19 +9,21 @@ use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery};
 use tantivy::schema::{
-    Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+    FAST, Field, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use uuid::Uuid;
 
 use crate::fusion::reciprocal_rank_fusion;
 use crate::vectors::{Slot, VectorStore};
 
 /// Version of the on-disk layout; an index of another version is rebuilt.
-const FORMAT: u32 = 1;
+/// 2: one `body` field (title, heading and text) and the hit's ids and page
+/// in fast (columnar) fields instead of the document store.
+const FORMAT: u32 = 2;
 const MANIFEST: &str = "manifest.json";
 const VECTORS: &str = "vectors.bin";
 const BM25_DIR: &str = "bm25";
@@ -132,15 +134,31 @@ struct Manifest {
     chunks: usize,
 }
 
+/// The BM25 index's fields.
+///
+/// One `body` field holds a chunk's title, heading and text: a query term
+/// is one posting list to score, not three (the title and heading still
+/// count, as words of the chunk). What a hit needs back (its chunk, source
+/// and page) is read from fast fields, columns addressed by document
+/// number, rather than by decompressing a document-store block per hit.
+/// The ids are also indexed as strings, for deletes and source filters.
 #[derive(Clone, Copy)]
 struct Fields {
     chunk_id: Field,
     source_id: Field,
-    title: Field,
-    heading: Field,
-    text: Field,
-    page: Field,
+    body: Field,
+    /// [`FAST_FIELDS`], in that order.
+    fast: [Field; 5],
 }
+
+/// Fast-field names: the two halves of each id, and the page plus one
+/// (0 = no page).
+const CHUNK_HI: &str = "chunk_hi";
+const CHUNK_LO: &str = "chunk_lo";
+const SOURCE_HI: &str = "source_hi";
+const SOURCE_LO: &str = "source_lo";
+const PAGE_PLUS_ONE: &str = "page_plus_one";
+const FAST_FIELDS: [&str; 5] = [CHUNK_HI, CHUNK_LO, SOURCE_HI, SOURCE_LO, PAGE_PLUS_ONE];
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
@@ -150,14 +168,22 @@ fn schema() -> (Schema, Fields) {
             .set_index_option(IndexRecordOption::WithFreqs),
     );
     let fields = Fields {
-        chunk_id: b.add_text_field("chunk_id", STRING | STORED),
-        source_id: b.add_text_field("source_id", STRING | STORED),
-        title: b.add_text_field("title", words.clone()),
-        heading: b.add_text_field("heading", words.clone()),
-        text: b.add_text_field("text", words),
-        page: b.add_u64_field("page", STORED),
+        chunk_id: b.add_text_field("chunk_id", STRING),
+        source_id: b.add_text_field("source_id", STRING),
+        body: b.add_text_field("body", words),
+        fast: FAST_FIELDS.map(|name| b.add_u64_field(name, FAST)),
     };
     (b.build(), fields)
+}
+
+/// A UUID as two `u64` halves (high, low), and back.
+fn split_uuid(id: Uuid) -> (u64, u64) {
+    let v = id.as_u128();
+    ((v >> 64) as u64, v as u64)
+}
+
+fn join_uuid(hi: u64, lo: u64) -> Uuid {
+    Uuid::from_u128((u128::from(hi) << 64) | u128::from(lo))
 }
 
 struct Shared {
@@ -378,7 +404,7 @@ impl OrgIndex {
             dirty: false,
             writer,
             shared: Arc::new(Shared {
-                full_analyzer: index.tokenizer_for_field(fields.text)?,
+                full_analyzer: index.tokenizer_for_field(fields.body)?,
                 query_analyzer: query_analyzer(),
                 reader,
                 fields,
@@ -472,11 +498,17 @@ impl OrgIndex {
                 let mut doc = TantivyDocument::new();
                 doc.add_text(f.chunk_id, &id);
                 doc.add_text(f.source_id, item.source_id.to_string());
-                doc.add_text(f.title, &item.title);
-                doc.add_text(f.heading, &item.heading);
-                doc.add_text(f.text, &item.text);
-                if let Some(page) = item.page {
-                    doc.add_u64(f.page, page);
+                // Three values of one field: a phrase never spans them.
+                for part in [&item.title, &item.heading, &item.text] {
+                    if !part.is_empty() {
+                        doc.add_text(f.body, part);
+                    }
+                }
+                let (hi, lo) = split_uuid(item.chunk_id);
+                let (shi, slo) = split_uuid(item.source_id);
+                let page = item.page.map_or(0, |p| p.saturating_add(1));
+                for (field, value) in f.fast.into_iter().zip([hi, lo, shi, slo, page]) {
+                    doc.add_u64(field, value);
                 }
                 if let Err(e) = self.writer.add_document(doc) {
                     drop(store);
@@ -689,7 +721,7 @@ impl OrgSearcher {
     /// what a relevance check needs to weigh rare words over common ones.
     pub fn term_stats(&self, query: &str) -> TermStats {
         let searcher = self.shared.reader.searcher();
-        let field = self.shared.fields.text;
+        let field = self.shared.fields.body;
         let terms = self
             .shared
             .query_terms(query)
@@ -859,18 +891,16 @@ impl Shared {
         if terms.is_empty() {
             return Ok(Vec::new());
         }
-        let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(terms.len() * 3);
-        for t in &terms {
-            for field in [f.title, f.heading, f.text] {
-                should.push((
-                    Occur::Should,
-                    Box::new(TermQuery::new(
-                        Term::from_field_text(field, t),
-                        IndexRecordOption::WithFreqs,
-                    )),
+        let should: Vec<(Occur, Box<dyn Query>)> = terms
+            .iter()
+            .map(|t| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(f.body, t),
+                    IndexRecordOption::WithFreqs,
                 ));
-            }
-        }
+                (Occur::Should, q)
+            })
+            .collect();
         let words: Box<dyn Query> = Box::new(BooleanQuery::new(should));
         let query: Box<dyn Query> = match filter {
             None => words,
@@ -892,23 +922,34 @@ impl Shared {
         let top = searcher.search(&query, &TopDocs::with_limit(k).order_by_score())?;
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
-            let doc: TantivyDocument = searcher.doc(addr)?;
-            let uuid = |field: Field| {
-                doc.get_first(field)
-                    .and_then(|v| v.as_str())
-                    .and_then(|s| Uuid::parse_str(s).ok())
-            };
-            let (Some(chunk_id), Some(source_id)) = (uuid(f.chunk_id), uuid(f.source_id)) else {
-                continue;
-            };
-            let page = doc.get_first(f.page).and_then(|v| v.as_u64());
-            hits.push(Hit {
-                chunk_id,
-                source_id,
-                page,
-                score,
-            });
+            if let Some(hit) = read_hit(searcher, addr, score)? {
+                hits.push(hit);
+            }
         }
         Ok(hits)
     }
+}
+
+/// The chunk, source and page of a BM25 hit, from its segment's fast
+/// fields. `None` for a document without them (not written by this code).
+fn read_hit(
+    searcher: &tantivy::Searcher,
+    addr: DocAddress,
+    score: f32,
+) -> Result<Option<Hit>, IndexError> {
+    let fast = searcher.segment_reader(addr.segment_ord).fast_fields();
+    let mut values = [0u64; 5];
+    for (value, name) in values.iter_mut().zip(FAST_FIELDS) {
+        match fast.u64(name)?.first(addr.doc_id) {
+            Some(v) => *value = v,
+            None => return Ok(None),
+        }
+    }
+    let [hi, lo, shi, slo, page] = values;
+    Ok(Some(Hit {
+        chunk_id: join_uuid(hi, lo),
+        source_id: join_uuid(shi, slo),
+        page: page.checked_sub(1),
+        score,
+    }))
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::db::Db;
 use crate::error::StoreError;
 use crate::ids::{FamilyId, OrgId, TokenId, UserId};
-use crate::on_db;
+use crate::{on_db, on_db_write};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OrgRow {
@@ -72,7 +72,7 @@ pub async fn create_org_with_user(
     org: &OrgRow,
     user: &NewUser<'_>,
 ) -> Result<(), StoreError> {
-    on_db!(db, |pool| {
+    on_db_write!(db, |pool| {
         let mut tx = pool.begin().await?;
         sqlx::query(
             "INSERT INTO organizations (id, name, plan, created_at) VALUES ($1, $2, $3, $4)",
@@ -149,7 +149,7 @@ pub async fn record_failed_login(
     threshold: u32,
     lock_until: DateTime<Utc>,
 ) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
-    let row: (i64, Option<DateTime<Utc>>) = on_db!(db, |pool| sqlx::query_as(
+    let row: (i64, Option<DateTime<Utc>>) = on_db_write!(db, |pool| sqlx::query_as(
         "UPDATE users SET failed_logins = failed_logins + 1, \
          locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END \
          WHERE id = $1 RETURNING failed_logins, locked_until"
@@ -163,7 +163,7 @@ pub async fn record_failed_login(
 }
 
 pub async fn clear_failed_logins(db: &Db, id: UserId) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+    on_db_write!(db, |pool| sqlx::query(
         "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1"
     )
     .bind(id)
@@ -175,7 +175,7 @@ pub async fn clear_failed_logins(db: &Db, id: UserId) -> Result<(), StoreError> 
 
 /// Revokes every access token of the user at once.
 pub async fn bump_token_version(db: &Db, id: UserId) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+    on_db_write!(db, |pool| sqlx::query(
         "UPDATE users SET token_version = token_version + 1, updated_at = $2 WHERE id = $1"
     )
     .bind(id)
@@ -187,7 +187,7 @@ pub async fn bump_token_version(db: &Db, id: UserId) -> Result<(), StoreError> {
 }
 
 pub async fn set_password(db: &Db, id: UserId, hash: &str) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+    on_db_write!(db, |pool| sqlx::query(
         "UPDATE users SET password_hash = $2, token_version = token_version + 1, \
          failed_logins = 0, locked_until = NULL, email_verified = TRUE, updated_at = $3 \
          WHERE id = $1"
@@ -202,7 +202,7 @@ pub async fn set_password(db: &Db, id: UserId, hash: &str) -> Result<(), StoreEr
 }
 
 pub async fn set_email_verified(db: &Db, id: UserId) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+    on_db_write!(db, |pool| sqlx::query(
         "UPDATE users SET email_verified = TRUE, updated_at = $2 WHERE id = $1"
     )
     .bind(id)
@@ -234,7 +234,7 @@ pub async fn insert_refresh(
     hash: &str,
     expires_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    on_db!(db, |pool| {
+    on_db_write!(db, |pool| {
         sqlx::query(
         "INSERT INTO refresh_tokens (id, organization_id, user_id, family_id, token_hash, \
          used_at, revoked_at, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6, $7)"
@@ -266,7 +266,7 @@ pub async fn refresh_by_hash(db: &Db, hash: &str) -> Result<Option<RefreshRow>, 
 /// Marks a refresh token used, atomically: `false` when another request
 /// used (or revoked) it first.
 pub async fn claim_refresh(db: &Db, id: TokenId) -> Result<bool, StoreError> {
-    let done = on_db!(db, |pool| sqlx::query(
+    let done = on_db_write!(db, |pool| sqlx::query(
         "UPDATE refresh_tokens SET used_at = $2 \
          WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL"
     )
@@ -279,7 +279,7 @@ pub async fn claim_refresh(db: &Db, id: TokenId) -> Result<bool, StoreError> {
 }
 
 pub async fn revoke_family(db: &Db, family: FamilyId) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+    on_db_write!(db, |pool| sqlx::query(
         "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL"
     )
     .bind(family)
@@ -291,7 +291,7 @@ pub async fn revoke_family(db: &Db, family: FamilyId) -> Result<(), StoreError> 
 }
 
 pub async fn revoke_all_refresh(db: &Db, user: UserId) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+    on_db_write!(db, |pool| sqlx::query(
         "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
     )
     .bind(user)
@@ -346,7 +346,7 @@ pub struct NewOneTime<'a> {
 }
 
 pub async fn insert_one_time(db: &Db, t: &NewOneTime<'_>) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+    on_db_write!(db, |pool| sqlx::query(
         "INSERT INTO one_time_tokens (id, organization_id, user_id, kind, token_hash, email, role, \
          created_by, expires_at, used_at, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)"
@@ -384,7 +384,7 @@ pub async fn one_time_by_hash(
 
 /// Uses a one-time token, atomically: `false` if it was already used.
 pub async fn claim_one_time(db: &Db, id: TokenId) -> Result<bool, StoreError> {
-    let done = on_db!(db, |pool| sqlx::query(
+    let done = on_db_write!(db, |pool| sqlx::query(
         "UPDATE one_time_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL"
     )
     .bind(id)
@@ -402,7 +402,7 @@ pub async fn expire_one_time_for_user(
     user: UserId,
     kind: OneTimeKind,
 ) -> Result<(), StoreError> {
-    on_db!(db, |pool| {
+    on_db_write!(db, |pool| {
         sqlx::query(
         "UPDATE one_time_tokens SET used_at = $3 WHERE user_id = $1 AND kind = $2 AND used_at IS NULL"
     )

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use crate::db::Db;
 use crate::error::StoreError;
 use crate::ids::{ModelId, OrgId, PersonaId, UserId};
-use crate::on_db;
+use crate::{on_db, on_db_write};
 use crate::pagination::Page;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -118,7 +118,7 @@ pub async fn create(
     persona: Option<PersonaId>,
     gestures: &[(PersonaId, String)],
 ) -> Result<(), StoreError> {
-    on_db!(db, |pool| {
+    on_db_write!(db, |pool| {
         let mut tx = pool.begin().await?;
         sqlx::query(
             "INSERT INTO avatar_models (id, organization_id, name, current_version, created_by, \
@@ -161,7 +161,7 @@ pub async fn add_version(
     place: impl FnOnce(i64) -> anyhow::Result<String>,
 ) -> Result<Option<i64>, StoreError> {
     let at = v.created_at;
-    let version = on_db!(db, |pool| {
+    let version = on_db_write!(db, |pool| {
         let mut tx = pool.begin().await?;
         let next: Option<i64> = sqlx::query_scalar(
             "UPDATE avatar_models SET current_version = current_version + 1, updated_at = $1, \
@@ -286,7 +286,7 @@ pub async fn personas_using(
 /// and their gesture overrides, which named its clips.
 pub async fn delete(db: &Db, org: OrgId, id: ModelId) -> Result<Option<Vec<String>>, StoreError> {
     let at = chrono::Utc::now();
-    let keys = on_db!(db, |pool| {
+    let keys = on_db_write!(db, |pool| {
         let mut tx = pool.begin().await?;
         let keys: Vec<String> = sqlx::query_scalar(
             "SELECT storage_key FROM avatar_model_versions WHERE model_id = $1 \

@@ -133,8 +133,18 @@ impl ChatHub {
         Ok(())
     }
 
+    /// Whether session events are worth publishing: another node may be
+    /// listening.
+    pub fn shares_events(&self) -> bool {
+        self.bus.reaches_other_nodes()
+    }
+
     /// Publishes a session event for the other nodes.
     pub async fn publish(&self, session: SessionId, frame: &Value) {
+        // One node: nobody else would read it (our own relay skips it).
+        if !self.bus.reaches_other_nodes() {
+            return;
+        }
         let payload = json!({"node": self.node_id, "session_id": session, "frame": frame});
         if let Err(e) = self
             .bus

@@ -40,6 +40,10 @@ use crate::db::Db;
 use crate::ids::SessionId;
 use crate::personas::{Delta, PersonaRegistry, Question};
 
+/// Text pieces already waiting are merged into one `delta` frame up to
+/// this many bytes.
+const MAX_COALESCED_DELTA: usize = 2048;
+
 /// What every session actor on this node shares.
 #[derive(Clone)]
 pub struct ChatContext {
@@ -225,20 +229,37 @@ async fn answer_question(
     let forward = {
         let me = me.clone();
         actix::spawn(async move {
-            while let Some(d) = rx.recv().await {
-                let frame = match d {
-                    Delta::Text(text) => {
-                        json!({"type": "delta", "reply_to": reply_to, "text": text})
-                    }
-                    Delta::Restart => {
-                        json!({"type": "delta", "reply_to": reply_to, "text": "", "reset": true})
-                    }
-                };
-                me.do_send(Broadcast {
-                    frame,
-                    seq: None,
-                    publish: true,
-                });
+            while let Some(first) = rx.recv().await {
+                // Pieces that are already waiting go out as one frame: a
+                // model that produces its answer at once (the extractive
+                // responder) costs one frame, not one per word group, while
+                // a model streaming at its own pace still streams.
+                let mut pending = Some(first);
+                while let Some(d) = pending.take() {
+                    let frame = match d {
+                        Delta::Text(mut text) => {
+                            while text.len() < MAX_COALESCED_DELTA {
+                                match rx.try_recv() {
+                                    Ok(Delta::Text(more)) => text.push_str(&more),
+                                    Ok(other) => {
+                                        pending = Some(other);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            json!({"type": "delta", "reply_to": reply_to, "text": text})
+                        }
+                        Delta::Restart => {
+                            json!({"type": "delta", "reply_to": reply_to, "text": "", "reset": true})
+                        }
+                    };
+                    me.do_send(Broadcast {
+                        frame,
+                        seq: None,
+                        publish: true,
+                    });
+                }
             }
         })
     };
@@ -428,9 +449,11 @@ impl Handler<Post> for ChatSession {
                 if let Appended::New(_) = stored {
                     let frame = super::event_json(&q);
                     act.send_all(&frame, Some(seq));
-                    let hub = act.ctx.hub.clone();
-                    let sid = act.id;
-                    actix::spawn(async move { hub.publish(sid, &frame).await });
+                    if act.ctx.hub.shares_events() {
+                        let hub = act.ctx.hub.clone();
+                        let sid = act.id;
+                        actix::spawn(async move { hub.publish(sid, &frame).await });
+                    }
                 }
                 // New, or a repeat of a question nobody answered: answer it
                 // (once: `answering` and the unique reply index see to it).
@@ -448,7 +471,7 @@ impl Handler<Broadcast> for ChatSession {
 
     fn handle(&mut self, msg: Broadcast, _ctx: &mut Self::Context) {
         self.send_all(&msg.frame, msg.seq);
-        if msg.publish {
+        if msg.publish && self.ctx.hub.shares_events() {
             let hub = self.ctx.hub.clone();
             let id = self.id;
             actix::spawn(async move { hub.publish(id, &msg.frame).await });

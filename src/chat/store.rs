@@ -7,10 +7,10 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::db::Db;
+use crate::db::{Committed, Db, WriteGate, group_write};
 use crate::error::StoreError;
 use crate::ids::{OrgId, PersonaId, SessionId, UserId};
-use crate::on_db;
+use crate::{on_db, on_db_write};
 use crate::pagination::Page;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -45,7 +45,7 @@ const EVENT_COLUMNS: &str =
     "session_id, seq, organization_id, role, client_id, reply_to, text, payload, created_at";
 
 pub async fn create_session(db: &Db, s: &SessionRow) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+    on_db_write!(db, |pool| sqlx::query(
         "INSERT INTO chat_sessions (id, organization_id, persona_id, user_id, last_seq, \
          created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
     )
@@ -167,46 +167,17 @@ pub async fn append(
     session: SessionId,
     e: &NewEvent<'_>,
 ) -> Result<Option<Appended>, StoreError> {
-    if let Some(seq) = existing(db, session, e).await? {
-        return Ok(Some(Appended::Existing(seq)));
-    }
-    let now = e.at;
-    let result: Result<Option<i64>, sqlx::Error> = on_db!(db, |pool| {
-        async {
-            let mut tx = pool.begin().await?;
-            let seq: Option<i64> = sqlx::query_scalar(
-                "UPDATE chat_sessions SET last_seq = last_seq + 1, updated_at = $1 \
-                 WHERE id = $2 AND organization_id = $3 RETURNING last_seq",
-            )
-            .bind(now)
-            .bind(session)
-            .bind(org)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(seq) = seq else {
-                return Ok(None);
-            };
-            sqlx::query(
-                "INSERT INTO chat_events (session_id, seq, organization_id, role, client_id, \
-                 reply_to, text, payload, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(session)
-            .bind(seq)
-            .bind(org)
-            .bind(e.role)
-            .bind(e.client_id)
-            .bind(e.reply_to)
-            .bind(e.text)
-            .bind(e.payload)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(Some(seq))
-        }
-        .await
-    });
+    // No look-up first: the unique indexes on `(session, client_id)` and
+    // `(session, reply_to)` refuse a repeat, the transaction (with its
+    // `last_seq` increment) rolls back, and the stored event is read then.
+    // A new event, the common case, costs one transaction.
+    let Db::Postgres(_) = db else {
+        return match db {
+            Db::Sqlite(_, gate) => append_grouped(gate, org, session, e).await,
+            Db::Postgres(_) => unreachable!("matched above"),
+        };
+    };
+    let result = append_locked(db, org, session, e).await;
     match result {
         Ok(Some(seq)) => Ok(Some(Appended::New(seq))),
         Ok(None) => Ok(None),
@@ -282,4 +253,152 @@ pub async fn unanswered(
         .bind(org)
         .fetch_all(pool)
         .await?))
+}
+
+/// The PostgreSQL append: the session row is locked by the increment of
+/// its `last_seq`, so concurrent appends (other nodes) queue on it.
+async fn append_locked(
+    db: &Db,
+    org: OrgId,
+    session: SessionId,
+    e: &NewEvent<'_>,
+) -> Result<Option<i64>, sqlx::Error> {
+    let now = e.at;
+    on_db_write!(db, |pool| {
+        async {
+            let mut tx = pool.begin().await?;
+            let seq: Option<i64> = sqlx::query_scalar(
+                "UPDATE chat_sessions SET last_seq = last_seq + 1, updated_at = $1 \
+                 WHERE id = $2 AND organization_id = $3 RETURNING last_seq",
+            )
+            .bind(now)
+            .bind(session)
+            .bind(org)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(seq) = seq else {
+                return Ok(None);
+            };
+            sqlx::query(
+                "INSERT INTO chat_events (session_id, seq, organization_id, role, client_id, \
+                 reply_to, text, payload, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(session)
+            .bind(seq)
+            .bind(org)
+            .bind(e.role)
+            .bind(e.client_id)
+            .bind(e.reply_to)
+            .bind(e.text)
+            .bind(e.payload)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Some(seq))
+        }
+        .await
+    })
+}
+
+/// [`NewEvent`], owned, for the group-commit thread.
+struct OwnedEvent {
+    role: String,
+    client_id: Option<String>,
+    reply_to: Option<i64>,
+    text: String,
+    payload: String,
+    at: DateTime<Utc>,
+}
+
+/// The SQLite append: one statement (the `seq` comes from the session row,
+/// and the trigger of migration 0004 advances the row in the same
+/// statement) joined to the next group commit, so a classroom's questions
+/// and answers share commits. Reported once the group has committed.
+async fn append_grouped(
+    gate: &WriteGate,
+    org: OrgId,
+    session: SessionId,
+    e: &NewEvent<'_>,
+) -> Result<Option<Appended>, StoreError> {
+    let ev = OwnedEvent {
+        role: e.role.to_owned(),
+        client_id: e.client_id.map(str::to_owned),
+        reply_to: e.reply_to,
+        text: e.text.to_owned(),
+        payload: e.payload.to_owned(),
+        at: e.at,
+    };
+    let (reply, outcome) = tokio::sync::oneshot::channel::<Result<Option<Appended>, String>>();
+    gate.join(group_write(move |conn| {
+        Box::pin(async move {
+            let inserted: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
+                "INSERT INTO chat_events (session_id, seq, organization_id, role, client_id, \
+                 reply_to, text, payload, created_at) \
+                 SELECT id, last_seq + 1, organization_id, $3, $4, $5, $6, $7, $8 \
+                 FROM chat_sessions WHERE id = $1 AND organization_id = $2 RETURNING seq",
+            )
+            .bind(session)
+            .bind(org)
+            .bind(&ev.role)
+            .bind(&ev.client_id)
+            .bind(ev.reply_to)
+            .bind(&ev.text)
+            .bind(&ev.payload)
+            .bind(ev.at)
+            .fetch_optional(&mut *conn)
+            .await;
+            let result = match inserted {
+                Ok(seq) => Ok(seq.map(Appended::New)),
+                // A repeat: this statement was undone alone; read what is
+                // stored, in the same transaction.
+                Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                    let found: Result<Option<i64>, sqlx::Error> =
+                        match (&ev.client_id, ev.reply_to) {
+                            (Some(client), _) => {
+                                sqlx::query_scalar(
+                                    "SELECT seq FROM chat_events \
+                                     WHERE session_id = $1 AND client_id = $2",
+                                )
+                                .bind(session)
+                                .bind(client)
+                                .fetch_optional(&mut *conn)
+                                .await
+                            }
+                            (None, Some(reply_to)) => {
+                                sqlx::query_scalar(
+                                    "SELECT seq FROM chat_events \
+                                     WHERE session_id = $1 AND reply_to = $2",
+                                )
+                                .bind(session)
+                                .bind(reply_to)
+                                .fetch_optional(&mut *conn)
+                                .await
+                            }
+                            (None, None) => Ok(None),
+                        };
+                    match found {
+                        Ok(Some(seq)) => Ok(Some(Appended::Existing(seq))),
+                        Ok(None) => Err(d.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            let committed: Committed = Box::new(move |group: Result<(), String>| {
+                let _ = reply.send(group.and(result));
+            });
+            committed
+        })
+    }))
+    .await?;
+    match outcome.await {
+        Ok(Ok(appended)) => Ok(appended),
+        Ok(Err(message)) => Err(StoreError::Other(anyhow::anyhow!(
+            "storing a chat event failed: {message}"
+        ))),
+        // Dropped unrun: the group could not start.
+        Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolClosed)),
+    }
 }

@@ -100,6 +100,10 @@ impl InProcessBus {
 
 #[async_trait]
 impl Bus for InProcessBus {
+    fn reaches_other_nodes(&self) -> bool {
+        false
+    }
+
     async fn publish(&self, topic: &str, payload: &[u8]) -> PortResult<()> {
         let mut topics = lock(&self.topics);
         if let Some(sender) = topics.senders.get(topic) {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::db::Db;
 use crate::error::StoreError;
 use crate::ids::{ChunkId, OrgId, SourceId, UserId};
-use crate::on_db;
+use crate::{on_db, on_db_write};
 use crate::pagination::Page;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -38,7 +38,7 @@ const SOURCE_COLUMNS: &str = "id, organization_id, title, filename, media_type, 
      created_at, updated_at";
 
 pub async fn insert_source(db: &Db, s: &SourceRow) -> Result<(), StoreError> {
-    on_db!(db, |pool| {
+    on_db_write!(db, |pool| {
         sqlx::query(
         "INSERT INTO knowledge_sources (id, organization_id, title, filename, media_type, size_bytes, \
          sha256, storage_key, status, stage, progress, page_count, chunk_count, error, attempts, \
@@ -111,7 +111,7 @@ pub async fn delete_source(
     org: OrgId,
     id: SourceId,
 ) -> Result<Option<String>, StoreError> {
-    let key: Option<String> = on_db!(db, |pool| {
+    let key: Option<String> = on_db_write!(db, |pool| {
         sqlx::query_scalar(
         "DELETE FROM knowledge_sources WHERE id = $1 AND organization_id = $2 RETURNING storage_key"
     )
@@ -130,7 +130,7 @@ pub async fn set_stage(
     stage: &str,
     progress: f64,
 ) -> Result<(), StoreError> {
-    on_db!(db, |pool| {
+    on_db_write!(db, |pool| {
         sqlx::query(
         "UPDATE knowledge_sources SET status = $2, stage = $3, progress = $4, updated_at = $5 WHERE id = $1"
     )
@@ -148,7 +148,7 @@ pub async fn set_stage(
 
 /// Counts a run of the job; returns the attempt number.
 pub async fn begin_attempt(db: &Db, id: SourceId) -> Result<i64, StoreError> {
-    Ok(on_db!(db, |pool| {
+    Ok(on_db_write!(db, |pool| {
         sqlx::query_scalar(
         "UPDATE knowledge_sources SET attempts = attempts + 1, status = 'processing', error = NULL, \
          updated_at = $2 WHERE id = $1 RETURNING attempts"
@@ -161,7 +161,7 @@ pub async fn begin_attempt(db: &Db, id: SourceId) -> Result<i64, StoreError> {
 }
 
 pub async fn mark_ready(db: &Db, id: SourceId, pages: i64, chunks: i64) -> Result<(), StoreError> {
-    on_db!(db, |pool| {
+    on_db_write!(db, |pool| {
         sqlx::query(
         "UPDATE knowledge_sources SET status = 'ready', stage = 'ready', progress = 1, page_count = $2, \
          chunk_count = $3, error = NULL, updated_at = $4 WHERE id = $1"
@@ -178,7 +178,7 @@ pub async fn mark_ready(db: &Db, id: SourceId, pages: i64, chunks: i64) -> Resul
 }
 
 pub async fn mark_failed(db: &Db, id: SourceId, error: &str) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+    on_db_write!(db, |pool| sqlx::query(
         "UPDATE knowledge_sources SET status = 'failed', error = $2, updated_at = $3 WHERE id = $1"
     )
     .bind(id)
@@ -222,7 +222,7 @@ pub async fn replace_chunks(
     chunks: &[NewChunk],
 ) -> Result<(), StoreError> {
     let now = Utc::now();
-    on_db!(db, |pool| {
+    on_db_write!(db, |pool| {
         let mut tx = pool.begin().await?;
         sqlx::query("DELETE FROM chunks WHERE source_id = $1")
             .bind(source)
@@ -296,7 +296,7 @@ pub async fn chunks_by_ids(
     // 100k chunks, measured by bench/answer); the no-op unary `+` keeps the
     // filter but leaves the primary key to find the few ids.
     let org_filter = match db {
-        Db::Sqlite(_) => "+c.organization_id",
+        Db::Sqlite(..) => "+c.organization_id",
         Db::Postgres(_) => "c.organization_id",
     };
     let sql = format!(
@@ -331,7 +331,7 @@ pub async fn set_embedding(
     embedding: &[u8],
     embedder: &str,
 ) -> Result<(), StoreError> {
-    on_db!(db, |pool| sqlx::query(
+    on_db_write!(db, |pool| sqlx::query(
         "UPDATE chunks SET embedding = $3, embedder = $4 WHERE id = $1 AND organization_id = $2"
     )
     .bind(id)

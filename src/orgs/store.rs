@@ -6,7 +6,7 @@ use crate::auth::store::UserRow;
 use crate::db::Db;
 use crate::error::StoreError;
 use crate::ids::{OrgId, UserId};
-use crate::on_db;
+use crate::{on_db, on_db_write};
 use crate::pagination::Page;
 
 /// Oldest first, `limit + 1` rows.
@@ -43,7 +43,7 @@ pub async fn count_admins(db: &Db, org: OrgId) -> Result<i64, StoreError> {
 /// Changes a role and revokes the member's access tokens (their next token
 /// carries the new role).
 pub async fn set_role(db: &Db, org: OrgId, id: UserId, role: &str) -> Result<bool, StoreError> {
-    let n = on_db!(db, |pool| sqlx::query(
+    let n = on_db_write!(db, |pool| sqlx::query(
         "UPDATE users SET role = $3, token_version = token_version + 1, updated_at = $4 \
          WHERE id = $1 AND organization_id = $2"
     )
@@ -59,7 +59,7 @@ pub async fn set_role(db: &Db, org: OrgId, id: UserId, role: &str) -> Result<boo
 
 /// Removes a member; their tokens go with them (cascade).
 pub async fn delete_member(db: &Db, org: OrgId, id: UserId) -> Result<bool, StoreError> {
-    let n = on_db!(db, |pool| sqlx::query(
+    let n = on_db_write!(db, |pool| sqlx::query(
         "DELETE FROM users WHERE id = $1 AND organization_id = $2"
     )
     .bind(id)

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::db::Db;
 use crate::error::StoreError;
 use crate::ids::{ModelId, OrgId, PersonaId, SourceId, UserId};
-use crate::on_db;
+use crate::{on_db, on_db_write};
 use crate::pagination::Page;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -54,7 +54,7 @@ pub async fn save(
          stay_on_subject = $11, avatar_model_id = $12, gestures = $13, created_by = $14, \
          created_at = $15, updated_at = $16 WHERE id = $1 AND organization_id = $2"
     };
-    on_db!(db, |pool| {
+    on_db_write!(db, |pool| {
         let mut tx = pool.begin().await?;
         sqlx::query(sql)
             .bind(p.id)
@@ -192,7 +192,7 @@ pub async fn own_sources(
 }
 
 pub async fn delete(db: &Db, org: OrgId, id: PersonaId) -> Result<bool, StoreError> {
-    let n = on_db!(db, |pool| sqlx::query(
+    let n = on_db_write!(db, |pool| sqlx::query(
         "DELETE FROM personas WHERE id = $1 AND organization_id = $2"
     )
     .bind(id)

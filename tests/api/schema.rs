@@ -222,7 +222,7 @@ async fn sqlite_and_postgres_migrations_define_the_same_schema() {
         .unwrap();
     postgres.migrate().await.unwrap();
 
-    let (bwenge::db::Db::Sqlite(s), bwenge::db::Db::Postgres(p)) = (&sqlite, &postgres) else {
+    let (bwenge::db::Db::Sqlite(s, _), bwenge::db::Db::Postgres(p)) = (&sqlite, &postgres) else {
         panic!("wrong backends");
     };
     let lite = sqlite_facts(s).await;
