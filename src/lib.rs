@@ -24,5 +24,6 @@ pub mod personas;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod work;
 
 pub use startup::Application;

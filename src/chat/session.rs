@@ -187,7 +187,9 @@ impl ChatSession {
         let c = self.ctx.clone();
         let session = self.id;
         let reply_to = q.seq;
-        actix::spawn(async move {
+        // On the answering pool: the session's own thread only orders
+        // what happens here.
+        crate::work::spawn(async move {
             let result = answer_question(&c, &row, &q, me.clone()).await;
             if let Err(e) = result {
                 tracing::warn!(session_id = %session, reply_to, error = %e.detail, "answer failed");
@@ -228,7 +230,7 @@ async fn answer_question(
     let reply_to = q.seq;
     let forward = {
         let me = me.clone();
-        actix::spawn(async move {
+        tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 // Pieces that are already waiting go out as one frame: a
                 // model that produces its answer at once (the extractive

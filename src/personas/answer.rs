@@ -106,6 +106,7 @@ impl From<Usage> for AnswerUsage {
 }
 
 /// The persona actor's port: loads personas and answers with them.
+#[derive(Clone)]
 pub struct PersonaService {
     pub db: Db,
     pub search: Arc<SearchService>,
@@ -147,7 +148,12 @@ impl PersonaPort for PersonaService {
         if config.row.organization_id != q.org {
             return Err(ApiError::not_found());
         }
-        let answer = self.pipeline(&config, &q).await?;
+        // The pipeline runs on the answering pool, not on the persona
+        // actor's thread: one persona answers a whole school at once.
+        let this = self.clone();
+        let answer = crate::work::spawn(async move { this.pipeline(&config, &q).await })
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("answering a question failed: {e}")))??;
         metrics::counter!(ANSWERS_TOTAL, "provider" => provider_label(&answer.provider),
             "grounded" => if answer.grounded { "true" } else { "false" })
         .increment(1);

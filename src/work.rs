@@ -1,0 +1,44 @@
+//! The answering pool: where the work of answering a question runs.
+//!
+//! Actors live on one thread each (an arbiter): every chat session and
+//! persona actor of this node shares the registry's. Answering a question
+//! (retrieval, the model's stream, citations, storing the answer) is the
+//! heavy part of a classroom's traffic, so the actors hand it to this pool,
+//! a multi-threaded tokio runtime with one worker per core, and only await
+//! its result: a node answers with every core, and an actor's thread stays
+//! free to acknowledge the next question at once.
+//!
+//! One pool per process, started on first use and never stopped (a runtime
+//! must not be dropped from inside another; its threads idle when there is
+//! nothing to answer). Futures sent here must be `Send` and must not use
+//! actix's thread-local spawning.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use tokio::runtime::{Builder, Handle, Runtime};
+use tokio::task::JoinHandle;
+
+static POOL: OnceLock<Runtime> = OnceLock::new();
+
+fn pool() -> &'static Handle {
+    POOL.get_or_init(|| {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("bwenge-answer")
+            .enable_all()
+            .build()
+            .expect("starting the answering pool (threads) failed")
+    })
+    .handle()
+}
+
+/// Runs `work` on the answering pool.
+pub fn spawn<F>(work: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    pool().spawn(work)
+}
