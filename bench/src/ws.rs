@@ -34,6 +34,11 @@
 //! connections, their `TIME_WAIT`s and the storm's reconnections never run
 //! short of ephemeral ports; the servers listen on 127.0.0.1 only.
 
+/// The allocator `bwenge` uses, so the echo baseline is the same stack
+/// (and the client measures both servers alike).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Write as _};
