@@ -7,8 +7,8 @@ use serde::Serialize;
 use crate::db::Db;
 use crate::error::StoreError;
 use crate::ids::{AuditId, OrgId, UserId};
-use crate::{on_db, on_db_write};
 use crate::pagination::{Cursor, List, Page, page_of};
+use crate::{on_db, on_db_write};
 
 pub mod action {
     pub const REGISTER: &str = "auth.register";

@@ -78,7 +78,9 @@ pub type GroupWrite = Box<
 /// signature is inferred from the bound).
 pub fn group_write<F>(f: F) -> GroupWrite
 where
-    F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> futures_util::future::BoxFuture<'c, Committed>
+    F: for<'c> FnOnce(
+            &'c mut sqlx::SqliteConnection,
+        ) -> futures_util::future::BoxFuture<'c, Committed>
         + Send
         + 'static,
 {

@@ -1,17 +1,24 @@
 //! Chat storage: sessions and their sequenced events. The database is the
-//! source of truth for replay; `seq` is allocated by an atomic increment of
-//! the session's `last_seq` in the same transaction as the event's insert,
-//! so any node (or the HTTP `ask` route) can append without coordination,
-//! and the unique indexes make a repeated `client_id` or a second answer to
-//! one question impossible.
+//! source of truth for replay; `seq` is allocated from the session's
+//! `last_seq` atomically with the event's insert, so any node (or the HTTP
+//! `ask` route) can append without coordination, and the unique indexes
+//! make a repeated `client_id` or a second answer to one question
+//! impossible.
+//!
+//! On PostgreSQL an append is a transaction that increments `last_seq`
+//! (locking the session row) and inserts. On SQLite it is one
+//! `INSERT … SELECT last_seq + 1` statement (a trigger advances the row)
+//! joined to the next group commit of the database's writer thread, so a
+//! classroom asking at once shares commits instead of queueing for one
+//! each.
 
 use chrono::{DateTime, Utc};
 
 use crate::db::{Committed, Db, WriteGate, group_write};
 use crate::error::StoreError;
 use crate::ids::{OrgId, PersonaId, SessionId, UserId};
-use crate::{on_db, on_db_write};
 use crate::pagination::Page;
+use crate::{on_db, on_db_write};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRow {
@@ -171,13 +178,10 @@ pub async fn append(
     // `(session, reply_to)` refuse a repeat, the transaction (with its
     // `last_seq` increment) rolls back, and the stored event is read then.
     // A new event, the common case, costs one transaction.
-    let Db::Postgres(_) = db else {
-        return match db {
-            Db::Sqlite(_, gate) => append_grouped(gate, org, session, e).await,
-            Db::Postgres(_) => unreachable!("matched above"),
-        };
+    let result = match db {
+        Db::Sqlite(_, gate) => return append_grouped(gate, org, session, e).await,
+        Db::Postgres(_) => append_locked(db, org, session, e).await,
     };
-    let result = append_locked(db, org, session, e).await;
     match result {
         Ok(Some(seq)) => Ok(Some(Appended::New(seq))),
         Ok(None) => Ok(None),
@@ -354,30 +358,30 @@ async fn append_grouped(
                 // A repeat: this statement was undone alone; read what is
                 // stored, in the same transaction.
                 Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                    let found: Result<Option<i64>, sqlx::Error> =
-                        match (&ev.client_id, ev.reply_to) {
-                            (Some(client), _) => {
-                                sqlx::query_scalar(
-                                    "SELECT seq FROM chat_events \
+                    let found: Result<Option<i64>, sqlx::Error> = match (&ev.client_id, ev.reply_to)
+                    {
+                        (Some(client), _) => {
+                            sqlx::query_scalar(
+                                "SELECT seq FROM chat_events \
                                      WHERE session_id = $1 AND client_id = $2",
-                                )
-                                .bind(session)
-                                .bind(client)
-                                .fetch_optional(&mut *conn)
-                                .await
-                            }
-                            (None, Some(reply_to)) => {
-                                sqlx::query_scalar(
-                                    "SELECT seq FROM chat_events \
+                            )
+                            .bind(session)
+                            .bind(client)
+                            .fetch_optional(&mut *conn)
+                            .await
+                        }
+                        (None, Some(reply_to)) => {
+                            sqlx::query_scalar(
+                                "SELECT seq FROM chat_events \
                                      WHERE session_id = $1 AND reply_to = $2",
-                                )
-                                .bind(session)
-                                .bind(reply_to)
-                                .fetch_optional(&mut *conn)
-                                .await
-                            }
-                            (None, None) => Ok(None),
-                        };
+                            )
+                            .bind(session)
+                            .bind(reply_to)
+                            .fetch_optional(&mut *conn)
+                            .await
+                        }
+                        (None, None) => Ok(None),
+                    };
                     match found {
                         Ok(Some(seq)) => Ok(Some(Appended::Existing(seq))),
                         Ok(None) => Err(d.to_string()),

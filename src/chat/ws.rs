@@ -543,8 +543,7 @@ impl Actor for WsConnection {
         let c = &self.state.settings.chat;
         let interval = Duration::from_secs(c.heartbeat_interval_secs.max(1));
         let timeout = Duration::from_secs(c.client_timeout_secs.max(1));
-        let touch_every =
-            Duration::from_secs(self.state.settings.registry.idle_timeout_secs) / 4;
+        let touch_every = Duration::from_secs(self.state.settings.registry.idle_timeout_secs) / 4;
         ctx.run_interval(interval, move |act, ctx| {
             if act.last_heard.elapsed() > timeout {
                 tracing::debug!(user_id = %act.user.user_id, "chat client silent; closing");

@@ -6,8 +6,8 @@ use crate::auth::store::UserRow;
 use crate::db::Db;
 use crate::error::StoreError;
 use crate::ids::{OrgId, UserId};
-use crate::{on_db, on_db_write};
 use crate::pagination::Page;
+use crate::{on_db, on_db_write};
 
 /// Oldest first, `limit + 1` rows.
 pub async fn list_members(db: &Db, org: OrgId, page: Page) -> Result<Vec<UserRow>, StoreError> {

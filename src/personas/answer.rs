@@ -153,7 +153,9 @@ impl PersonaPort for PersonaService {
         let this = self.clone();
         let answer = crate::work::spawn(async move { this.pipeline(&config, &q).await })
             .await
-            .map_err(|e| ApiError::internal(anyhow::anyhow!("answering a question failed: {e}")))??;
+            .map_err(|e| {
+                ApiError::internal(anyhow::anyhow!("answering a question failed: {e}"))
+            })??;
         metrics::counter!(ANSWERS_TOTAL, "provider" => provider_label(&answer.provider),
             "grounded" => if answer.grounded { "true" } else { "false" })
         .increment(1);

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use crate::db::Db;
 use crate::error::StoreError;
 use crate::ids::{ModelId, OrgId, PersonaId, SourceId, UserId};
-use crate::{on_db, on_db_write};
 use crate::pagination::Page;
+use crate::{on_db, on_db_write};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PersonaRow {
