@@ -1,6 +1,10 @@
 # Multi-stage build: compile with the full toolchain, ship a small runtime
 # image that runs as a non-root user with the data directory as a volume.
 FROM rust:1.95-slim-bookworm AS build
+# make: jemalloc (the binary's allocator) is built from C with configure + make.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends make \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p bwenge --bin bwenge \
