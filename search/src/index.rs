@@ -40,6 +40,12 @@ pub const QUERY_STOP_WORDS: [&str; 33] = [
     "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
     "they", "this", "to", "was", "will", "with",
 ];
+/// A query word found in more than this share of the chunks (and in more
+/// than [`COMMON_TERM_MIN_DOCS`]) is *common*: see [`common_terms_query`].
+pub const COMMON_TERM_SHARE: f64 = 0.02;
+/// Below this many chunks holding it, no word counts as common, so small
+/// libraries are searched with every word alike.
+pub const COMMON_TERM_MIN_DOCS: u64 = 2_000;
 /// Default dead-vector share above which [`OrgIndex::needs_rebuild`] is true.
 pub const DEFAULT_REBUILD_THRESHOLD: f64 = 0.2;
 
@@ -891,17 +897,7 @@ impl Shared {
         if terms.is_empty() {
             return Ok(Vec::new());
         }
-        let should: Vec<(Occur, Box<dyn Query>)> = terms
-            .iter()
-            .map(|t| {
-                let q: Box<dyn Query> = Box::new(TermQuery::new(
-                    Term::from_field_text(f.body, t),
-                    IndexRecordOption::WithFreqs,
-                ));
-                (Occur::Should, q)
-            })
-            .collect();
-        let words: Box<dyn Query> = Box::new(BooleanQuery::new(should));
+        let words = common_terms_query(searcher, f.body, &terms);
         let query: Box<dyn Query> = match filter {
             None => words,
             Some(sources) => {
@@ -952,4 +948,66 @@ fn read_hit(
         page: page.checked_sub(1),
         score,
     }))
+}
+
+/// The BM25 query for `terms`: every term scored, but, in a large library,
+/// only chunks holding at least one of the *rarer* terms are candidates
+/// (Lucene's common-terms query).
+///
+/// Words found in a large share of the chunks ("flow", "pressure" in an
+/// aerodynamics library) have long posting lists, cost most of a search's
+/// time and weigh little in BM25 (low IDF); a chunk that holds only such
+/// words is a weak match. So terms above [`COMMON_TERM_SHARE`] of the
+/// chunks (and above [`COMMON_TERM_MIN_DOCS`]) are only *added* to the
+/// score of chunks that match a rarer term: the rarer terms are required
+/// (any of them), the common ones optional. If every term is common, the
+/// rarest is the required one. Libraries too small for any term to be
+/// common get a plain disjunction of all terms, exactly as before.
+fn common_terms_query(
+    searcher: &tantivy::Searcher,
+    field: Field,
+    terms: &[String],
+) -> Box<dyn Query> {
+    let cutoff =
+        ((searcher.num_docs() as f64 * COMMON_TERM_SHARE) as u64).max(COMMON_TERM_MIN_DOCS);
+    let mut weighed: Vec<(Term, u64)> = terms
+        .iter()
+        .map(|t| {
+            let term = Term::from_field_text(field, t);
+            let df = searcher.doc_freq(&term).unwrap_or(0);
+            (term, df)
+        })
+        .collect();
+    let disjunction = |ts: Vec<Term>| -> Box<dyn Query> {
+        Box::new(BooleanQuery::new(
+            ts.into_iter()
+                .map(|t| {
+                    let q: Box<dyn Query> =
+                        Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs));
+                    (Occur::Should, q)
+                })
+                .collect(),
+        ))
+    };
+    if weighed.iter().all(|(_, df)| *df <= cutoff) {
+        return disjunction(weighed.into_iter().map(|(t, _)| t).collect());
+    }
+    weighed.sort_by_key(|(_, df)| *df);
+    let split = weighed
+        .iter()
+        .position(|(_, df)| *df > cutoff)
+        .unwrap_or(weighed.len())
+        .max(1);
+    let common = weighed.split_off(split);
+    let rare = weighed;
+    Box::new(BooleanQuery::new(vec![
+        (
+            Occur::Must,
+            disjunction(rare.into_iter().map(|(t, _)| t).collect()),
+        ),
+        (
+            Occur::Should,
+            disjunction(common.into_iter().map(|(t, _)| t).collect()),
+        ),
+    ]))
 }
