@@ -970,6 +970,8 @@ fn common_terms_query(
 ) -> Box<dyn Query> {
     let cutoff =
         ((searcher.num_docs() as f64 * COMMON_TERM_SHARE) as u64).max(COMMON_TERM_MIN_DOCS);
+    // Words no chunk holds cannot match: leaving them out keeps them from
+    // being the "rare" words every hit must hold.
     let mut weighed: Vec<(Term, u64)> = terms
         .iter()
         .map(|t| {
@@ -977,6 +979,7 @@ fn common_terms_query(
             let df = searcher.doc_freq(&term).unwrap_or(0);
             (term, df)
         })
+        .filter(|(_, df)| *df > 0)
         .collect();
     let disjunction = |ts: Vec<Term>| -> Box<dyn Query> {
         Box::new(BooleanQuery::new(

@@ -625,3 +625,75 @@ fn filtered_graph_search_returns_k_in_scope() {
     assert_eq!(hits.len(), 50);
     assert!(hits.iter().all(|h| h.source_id == id(1_000_002)));
 }
+
+/// In a library large enough for some words to be common (over 2% of the
+/// chunks and over 2,000 of them), only chunks holding a rarer word are
+/// candidates; every word still scores; a word no chunk holds changes
+/// nothing; a query of common words alone still finds chunks.
+#[test]
+fn common_words_only_add_to_chunks_that_match_a_rarer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut index, _) = open(dir.path());
+    let mut items: Vec<IndexItem> = (0..2_500u128)
+        .map(|n| {
+            let filler = FILLER[(n % 16) as usize];
+            item(
+                n,
+                n / 100,
+                "Notes",
+                &format!("flow pressure {filler}"),
+                Some(1),
+            )
+        })
+        .collect();
+    // Three chunks hold the rare word; one of them also the common ones.
+    items.push(item(
+        9_001,
+        90,
+        "Shock",
+        "aeroelastic flutter flow pressure",
+        Some(7),
+    ));
+    items.push(item(
+        9_002,
+        90,
+        "Shock",
+        "aeroelastic flutter of panels",
+        Some(8),
+    ));
+    items.push(item(9_003, 90, "Shock", "aeroelastic divergence", Some(9)));
+    index.add(&items).unwrap();
+
+    let hits = index
+        .search_bm25("aeroelastic flow pressure", 10, None)
+        .unwrap();
+    let ids: Vec<Uuid> = hits.iter().map(|h| h.chunk_id).collect();
+    assert_eq!(
+        ids.len(),
+        3,
+        "only the chunks holding the rare word: {ids:?}"
+    );
+    let pos = |n: u128| ids.iter().position(|i| *i == id(n)).unwrap();
+    // 9_001 and 9_002 differ only in 9_001 holding the common words.
+    assert!(
+        pos(9_001) < pos(9_002) && hits[pos(9_001)].score > hits[pos(9_002)].score,
+        "the common words still add to the score: {hits:?}"
+    );
+    assert_eq!(hits[pos(9_001)].page, Some(7));
+
+    // A word that is nowhere does not become the required one.
+    let hits = index
+        .search_bm25("zyzzyvaword flow pressure", 10, None)
+        .unwrap();
+    assert_eq!(hits.len(), 10, "common words alone still find chunks");
+
+    // Below the size where words become common, every word counts alike.
+    let small = tempfile::tempdir().unwrap();
+    let (mut small_index, _) = open(small.path());
+    small_index.add(&items[..50]).unwrap();
+    small_index.add(&items[2_500..]).unwrap();
+    let hits = small_index
+        .search_bm25("aeroelastic flow", 100, None)
+        .unwrap();
+    assert_eq!(hits.len(), 53, "a plain disjunction in a small library");
+}
