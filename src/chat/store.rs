@@ -179,7 +179,7 @@ pub async fn append(
     // `last_seq` increment) rolls back, and the stored event is read then.
     // A new event, the common case, costs one transaction.
     let result = match db {
-        Db::Sqlite(_, gate) => return append_grouped(gate, org, session, e).await,
+        Db::Sqlite(_, gate) => return append_grouped(db, gate, org, session, e).await,
         Db::Postgres(_) => append_locked(db, org, session, e).await,
     };
     match result {
@@ -321,6 +321,7 @@ struct OwnedEvent {
 /// statement) joined to the next group commit, so a classroom's questions
 /// and answers share commits. Reported once the group has committed.
 async fn append_grouped(
+    db: &Db,
     gate: &WriteGate,
     org: OrgId,
     session: SessionId,
@@ -334,7 +335,9 @@ async fn append_grouped(
         payload: e.payload.to_owned(),
         at: e.at,
     };
-    let (reply, outcome) = tokio::sync::oneshot::channel::<Result<Option<Appended>, String>>();
+    // `Ok(None)`: not the organisation's session; `Err(None)`: a repeat,
+    // looked up once the group has committed.
+    let (reply, outcome) = tokio::sync::oneshot::channel::<Result<Option<i64>, Option<String>>>();
     gate.join(group_write(move |conn| {
         Box::pin(async move {
             let inserted: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
@@ -353,53 +356,28 @@ async fn append_grouped(
             .bind(ev.at)
             .fetch_optional(&mut *conn)
             .await;
+            // A repeat is undone alone (this statement only).
             let result = match inserted {
-                Ok(seq) => Ok(seq.map(Appended::New)),
-                // A repeat: this statement was undone alone; read what is
-                // stored, in the same transaction.
-                Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                    let found: Result<Option<i64>, sqlx::Error> = match (&ev.client_id, ev.reply_to)
-                    {
-                        (Some(client), _) => {
-                            sqlx::query_scalar(
-                                "SELECT seq FROM chat_events \
-                                     WHERE session_id = $1 AND client_id = $2",
-                            )
-                            .bind(session)
-                            .bind(client)
-                            .fetch_optional(&mut *conn)
-                            .await
-                        }
-                        (None, Some(reply_to)) => {
-                            sqlx::query_scalar(
-                                "SELECT seq FROM chat_events \
-                                     WHERE session_id = $1 AND reply_to = $2",
-                            )
-                            .bind(session)
-                            .bind(reply_to)
-                            .fetch_optional(&mut *conn)
-                            .await
-                        }
-                        (None, None) => Ok(None),
-                    };
-                    match found {
-                        Ok(Some(seq)) => Ok(Some(Appended::Existing(seq))),
-                        Ok(None) => Err(d.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-                Err(e) => Err(e.to_string()),
+                Ok(seq) => Ok(seq),
+                Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(None),
+                Err(e) => Err(Some(e.to_string())),
             };
             let committed: Committed = Box::new(move |group: Result<(), String>| {
-                let _ = reply.send(group.and(result));
+                let _ = reply.send(group.map_err(Some).and(result));
             });
             committed
         })
     }))
     .await?;
     match outcome.await {
-        Ok(Ok(appended)) => Ok(appended),
-        Ok(Err(message)) => Err(StoreError::Other(anyhow::anyhow!(
+        Ok(Ok(seq)) => Ok(seq.map(Appended::New)),
+        Ok(Err(None)) => match existing(db, session, e).await? {
+            Some(seq) => Ok(Some(Appended::Existing(seq))),
+            None => Err(StoreError::Other(anyhow::anyhow!(
+                "a chat event was refused as a repeat, but no original is stored"
+            ))),
+        },
+        Ok(Err(Some(message))) => Err(StoreError::Other(anyhow::anyhow!(
             "storing a chat event failed: {message}"
         ))),
         // Dropped unrun: the group could not start.
