@@ -197,19 +197,19 @@ impl Application {
         }
         let hub = crate::chat::hub::ChatHub::new(bus.clone(), node_id.clone());
         hub.start().await?;
-        let chat_ctx = crate::chat::session::ChatContext {
+        let chat_ctx = Arc::new(crate::chat::session::ChatContext {
             db: db.clone(),
             settings: Arc::new(settings.clone()),
             hub: hub.clone(),
             personas: personas.clone(),
-        };
+        });
         let chat = Registry::new(
             "chat_sessions",
             RegistryConfig::with_idle_timeout(Duration::from_secs(
                 settings.registry.idle_timeout_secs,
             )),
             move |id: &crate::ids::SessionId| {
-                crate::chat::session::ChatSession::new(*id, chat_ctx.clone())
+                crate::chat::session::ChatSession::new(*id, Arc::clone(&chat_ctx))
             },
         )
         .start();

@@ -8,6 +8,13 @@
 //! its result: a node answers with every core, and an actor's thread stays
 //! free to acknowledge the next question at once.
 //!
+//! Its threads run at a lower priority than the rest of the process
+//! ([`ANSWER_NICE`], Linux): on a busy node the kernel then gives the
+//! threads that store and acknowledge questions and move frames the core
+//! first, and answering (which takes milliseconds per question where an
+//! acknowledgement takes microseconds) uses what is left, which is nearly
+//! all of it.
+//!
 //! One pool per process, started on first use and never stopped (a runtime
 //! must not be dropped from inside another; its threads idle when there is
 //! nothing to answer). Futures sent here must be `Send` and must not use
@@ -21,12 +28,16 @@ use tokio::task::JoinHandle;
 
 static POOL: OnceLock<Runtime> = OnceLock::new();
 
+/// How much nicer than the process the answering threads are.
+pub const ANSWER_NICE: i32 = 5;
+
 fn pool() -> &'static Handle {
     POOL.get_or_init(|| {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name("bwenge-answer")
+            .on_thread_start(lower_priority)
             .enable_all()
             .build()
             .expect("starting the answering pool (threads) failed")
@@ -41,4 +52,17 @@ where
     F::Output: Send + 'static,
 {
     pool().spawn(work)
+}
+
+/// Lowers the calling thread's scheduling priority by [`ANSWER_NICE`]
+/// (Linux gives each thread its own nice value). Best effort: a failure
+/// leaves the thread at the process's priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread, no memory shared.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (now + ANSWER_NICE).min(19));
+    }
 }

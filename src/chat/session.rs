@@ -140,9 +140,10 @@ struct Broadcast {
 
 pub struct ChatSession {
     id: SessionId,
-    ctx: ChatContext,
+    ctx: Arc<ChatContext>,
     row: Option<SessionRow>,
-    subscribers: HashMap<u64, Recipient<Push>>,
+    /// The connections attached here (usually one or two: a list).
+    subscribers: Vec<(u64, Recipient<Push>)>,
     answering: HashSet<i64>,
     /// Last time another node showed activity on a question (its answer's
     /// deltas or the answer itself).
@@ -150,12 +151,12 @@ pub struct ChatSession {
 }
 
 impl ChatSession {
-    pub fn new(id: SessionId, ctx: ChatContext) -> Self {
+    pub fn new(id: SessionId, ctx: Arc<ChatContext>) -> Self {
         Self {
             id,
             ctx,
             row: None,
-            subscribers: HashMap::new(),
+            subscribers: Vec::new(),
             answering: HashSet::new(),
             remote_activity: HashMap::new(),
         }
@@ -167,7 +168,7 @@ impl ChatSession {
 
     fn send_all(&self, frame: &Value, seq: Option<i64>) {
         let text: Arc<str> = Arc::from(frame.to_string());
-        for s in self.subscribers.values() {
+        for (_, s) in &self.subscribers {
             s.do_send(Push {
                 frame: text.clone(),
                 seq,
@@ -184,7 +185,7 @@ impl ChatSession {
             return;
         };
         let me = ctx.address();
-        let c = self.ctx.clone();
+        let c = Arc::clone(&self.ctx);
         let session = self.id;
         let reply_to = q.seq;
         // On the answering pool: the session's own thread only orders
@@ -350,7 +351,8 @@ impl Handler<Attach> for ChatSession {
                         return Err(ChatError::NotFound);
                     }
                     act.row = Some(row.clone());
-                    act.subscribers.insert(msg.conn, msg.push);
+                    act.subscribers.retain(|(conn, _)| *conn != msg.conn);
+                    act.subscribers.push((msg.conn, msg.push));
                     // A question stored but never answered (its node died)
                     // is answered now, unless another node is on it.
                     let grace = act.grace();
@@ -365,7 +367,7 @@ impl Handler<Detach> for ChatSession {
     type Result = ();
 
     fn handle(&mut self, msg: Detach, _ctx: &mut Self::Context) {
-        self.subscribers.remove(&msg.conn);
+        self.subscribers.retain(|(conn, _)| *conn != msg.conn);
     }
 }
 
@@ -439,7 +441,7 @@ impl Handler<Post> for ChatSession {
                 // The ack goes through the same queue as the session's
                 // events, so it always precedes the question's echo and
                 // its answer on the asking connection.
-                if let Some(s) = act.subscribers.get(&conn) {
+                if let Some((_, s)) = act.subscribers.iter().find(|(c, _)| *c == conn) {
                     s.do_send(Push {
                         frame: Arc::from(
                             json!({"type": "ack", "client_id": q.client_id, "seq": seq})

@@ -11,27 +11,34 @@
 //! live events), the heartbeat clock, and its abuse counters. Only its own
 //! handlers mutate them.
 //!
-//! Around it run two tasks: a reader that turns incoming frames into
-//! messages (awaiting each, so a flooding client is slowed to the actor's
-//! pace), and a writer that owns the socket's sending half and drains a
-//! bounded queue. A client too slow to read fills the queue and is
-//! disconnected (close 1013) instead of growing memory; it can resume.
+//! The socket's frames arrive as a stream of the actor's own (no task of
+//! their own): while a handler waits on something (a question being
+//! stored), the actor reads no further frames, so a flooding client is
+//! slowed to the actor's pace. Outgoing frames go straight into the
+//! socket's queue (actix-ws's, bounded); when it is full, into the actor's
+//! backlog, drained in order as the socket takes them. A client too slow to
+//! read fills the backlog (or stalls a send past the client timeout) and is
+//! disconnected instead of growing memory; it can resume. An idle
+//! connection is the actor and the socket's own halves: no task, channel or
+//! buffer of its own (the backlog allocates only while it holds frames).
 //!
 //! Close codes: 4401 not authenticated (tokens revoked), 4404 unknown
 //! session or persona, 4408 heartbeat timeout, 4429 rate limited, 1008
 //! repeated malformed frames, 1009 frame over the hard limit, 1013 too slow.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::{CloseCode, CloseReason, Message as WsMessage};
+use actix_ws::{CloseCode, CloseReason, Closed, Message as WsMessage, ProtocolError, Session};
 use bwenge_actors::ports::{RateDecision, RateLimit};
 use bwenge_actors::registry::{Lookup, Touch};
 use chrono::Utc;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use super::hub::{CloseWith, Push};
 use super::session::{Attach, ChatError, ChatSession, Detach, Post};
@@ -65,106 +72,81 @@ pub async fn chat_ws(
     let user = authenticate(&state, &token)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
-    let (response, mut socket, stream) = actix_ws::handle(&req, body)
+    let (response, socket, stream) = actix_ws::handle(&req, body)
         .map_err(|_| ApiError::bad_request("This route only speaks WebSocket."))?;
-    let mut stream = stream.max_frame_size(HARD_FRAME_LIMIT);
-    let settings = &state.settings.chat;
-    let (out, mut rx) = mpsc::channel::<Out>(settings.outbound_queue.max(8));
-
-    // Writer: the only owner of the sending half. A send that cannot
-    // complete within the client timeout (the peer stopped reading) drops
-    // the socket rather than holding its buffers forever.
-    let send_timeout = Duration::from_secs(settings.client_timeout_secs.max(1));
-    actix_web::rt::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            let sent = match m {
-                Out::Text(t) => {
-                    tokio::time::timeout(send_timeout, socket.text(t.to_string())).await
-                }
-                Out::Ping => tokio::time::timeout(send_timeout, socket.ping(b"")).await,
-                Out::Pong(b) => tokio::time::timeout(send_timeout, socket.pong(&b)).await,
-                Out::Close(code) => {
-                    let reason = CloseReason {
-                        code: CloseCode::Other(code),
-                        description: None,
-                    };
-                    let _ = tokio::time::timeout(send_timeout, socket.close(Some(reason))).await;
-                    return;
-                }
-            };
-            if !matches!(sent, Ok(Ok(()))) {
-                return;
-            }
+    let stream = stream.max_frame_size(HARD_FRAME_LIMIT);
+    WsConnection::create(move |ctx| {
+        ctx.add_stream(stream);
+        WsConnection {
+            id: 0,
+            user,
+            state,
+            socket: Some(socket),
+            backlog: VecDeque::new(),
+            draining: false,
+            session: None,
+            delivered: Delivered::default(),
+            last_heard: Instant::now(),
+            last_touch: Instant::now(),
+            bad_frames: 0,
+            strikes: 0,
+            push_recipient: None,
         }
-        // The actor is gone (or dropped us as too slow): end the socket.
-        let _ = tokio::time::timeout(send_timeout, socket.close(None)).await;
-    });
-
-    let conn = WsConnection {
-        id: 0,
-        user,
-        state: state.clone(),
-        out,
-        session: None,
-        delivered: Delivered::default(),
-        last_heard: Instant::now(),
-        last_touch: Instant::now(),
-        bad_frames: 0,
-        strikes: 0,
-        push_recipient: None,
-    }
-    .start();
-
-    // Reader: each frame waits for the actor, so a flood is paced.
-    actix_web::rt::spawn(async move {
-        while let Some(frame) = stream.recv().await {
-            let msg = match frame {
-                Ok(WsMessage::Text(t)) => Inbound::Text(t.to_string()),
-                Ok(WsMessage::Binary(_)) => Inbound::Binary,
-                Ok(WsMessage::Ping(b)) => Inbound::Ping(b.to_vec()),
-                Ok(WsMessage::Pong(_)) | Ok(WsMessage::Nop) => Inbound::Heard,
-                Ok(WsMessage::Continuation(_)) => Inbound::Binary,
-                Ok(WsMessage::Close(_)) => break,
-                Err(actix_ws::ProtocolError::Overflow) => {
-                    let _ = conn.send(Inbound::TooLarge).await;
-                    break;
-                }
-                Err(_) => break,
-            };
-            if conn.send(msg).await.is_err() {
-                break;
-            }
-        }
-        conn.do_send(Inbound::Closed);
     });
     Ok(response)
 }
 
-/// What the writer task sends.
+/// A frame for the socket.
 enum Out {
     Text(Arc<str>),
     Ping,
-    Pong(Vec<u8>),
-    Close(u16),
+    Pong(Bytes),
 }
 
-/// What the reader task hands the actor.
-#[derive(Message)]
-#[rtype(result = "()")]
-enum Inbound {
-    Text(String),
-    Binary,
-    Ping(Vec<u8>),
-    Heard,
-    TooLarge,
-    Closed,
+/// Offers a frame to the socket's queue without waiting: `None` when the
+/// queue is full. (The send is polled once; a send that would wait is
+/// dropped, which takes nothing from the queue. Unconstrained: the actor's
+/// task may have spent its cooperative budget, which must not read as a
+/// full queue.)
+fn offer(socket: &mut Session, out: &Out) -> Option<Result<(), Closed>> {
+    match out {
+        Out::Text(t) => poll_once(socket.text(&**t)),
+        Out::Ping => poll_once(socket.ping(b"")),
+        Out::Pong(b) => poll_once(socket.pong(b)),
+    }
+}
+
+/// Polls a send once: its result, or `None` if it would wait.
+fn poll_once(f: impl Future<Output = Result<(), Closed>>) -> Option<Result<(), Closed>> {
+    let mut f = std::pin::pin!(tokio::task::unconstrained(f));
+    match f
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => None,
+    }
+}
+
+/// Sends a frame, waiting for room in the socket's queue.
+async fn send_out(socket: &mut Session, out: Out) -> Result<(), Closed> {
+    match out {
+        Out::Text(t) => socket.text(&*t).await,
+        Out::Ping => socket.ping(b"").await,
+        Out::Pong(b) => socket.pong(&b).await,
+    }
 }
 
 struct WsConnection {
     id: u64,
     user: AuthUser,
     state: web::Data<AppState>,
-    out: mpsc::Sender<Out>,
+    /// The socket's sending half; `None` once a close is on its way.
+    socket: Option<Session>,
+    /// Frames waiting for room in the socket's queue, oldest first.
+    backlog: VecDeque<Out>,
+    /// A send from the backlog is waiting for room.
+    draining: bool,
     session: Option<(SessionId, Addr<ChatSession>)>,
     /// The stored events delivered on this socket.
     delivered: Delivered,
@@ -178,17 +160,68 @@ struct WsConnection {
 }
 
 impl WsConnection {
-    /// Queues a frame; a full queue means the client cannot keep up.
+    /// Queues a frame; a full backlog means the client cannot keep up.
     fn send(&mut self, frame: Arc<str>, ctx: &mut Context<Self>) {
-        match self.out.try_send(Out::Text(frame)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!(user_id = %self.user.user_id, "chat client too slow; disconnecting");
-                metrics::counter!(crate::metrics::WS_SLOW_DISCONNECTS_TOTAL).increment(1);
-                ctx.stop();
+        self.enqueue(Out::Text(frame), ctx);
+    }
+
+    fn enqueue(&mut self, out: Out, ctx: &mut Context<Self>) {
+        let Some(socket) = self.socket.as_mut() else {
+            return;
+        };
+        if self.backlog.is_empty() && !self.draining {
+            match offer(socket, &out) {
+                Some(Ok(())) => return,
+                Some(Err(Closed)) => return ctx.stop(),
+                None => {}
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
         }
+        if self.backlog.len() >= self.state.settings.chat.outbound_queue.max(8) {
+            tracing::info!(user_id = %self.user.user_id, "chat client too slow; disconnecting");
+            metrics::counter!(crate::metrics::WS_SLOW_DISCONNECTS_TOTAL).increment(1);
+            self.backlog.clear();
+            return self.close(1013, ctx);
+        }
+        self.backlog.push_back(out);
+        self.drain(ctx);
+    }
+
+    /// Sends the backlog's oldest frame once the socket has room, then as
+    /// many as fit; repeats while frames wait. A send stalled past the
+    /// client timeout (the peer stopped reading) ends the connection.
+    fn drain(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
+        let (Some(mut socket), Some(out)) = (self.socket.clone(), self.backlog.pop_front()) else {
+            return;
+        };
+        self.draining = true;
+        let timeout = self.send_timeout();
+        let sending =
+            async move { tokio::time::timeout(timeout, send_out(&mut socket, out)).await };
+        ctx.spawn(sending.into_actor(self).map(|sent, act, ctx| {
+            act.draining = false;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::info!(user_id = %act.user.user_id, "chat client stopped reading; disconnecting");
+                metrics::counter!(crate::metrics::WS_SLOW_DISCONNECTS_TOTAL).increment(1);
+                return ctx.stop();
+            }
+            while let (Some(socket), Some(out)) = (act.socket.as_mut(), act.backlog.front()) {
+                match offer(socket, out) {
+                    Some(Ok(())) => {
+                        act.backlog.pop_front();
+                    }
+                    Some(Err(Closed)) => return ctx.stop(),
+                    None => break,
+                }
+            }
+            act.drain(ctx);
+        }));
+    }
+
+    fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.state.settings.chat.client_timeout_secs.max(1))
     }
 
     fn send_json(&mut self, v: Value, ctx: &mut Context<Self>) {
@@ -202,8 +235,26 @@ impl WsConnection {
         );
     }
 
+    /// Sends what is queued, then a close frame with `code` (within the
+    /// client timeout, in a task of its own), and stops the actor.
     fn close(&mut self, code: u16, ctx: &mut Context<Self>) {
-        let _ = self.out.try_send(Out::Close(code));
+        if let Some(mut socket) = self.socket.take() {
+            let backlog = std::mem::take(&mut self.backlog);
+            let reason = CloseReason {
+                code: CloseCode::Other(code),
+                description: None,
+            };
+            let timeout = self.send_timeout();
+            actix_web::rt::spawn(async move {
+                let _ = tokio::time::timeout(timeout, async move {
+                    for out in backlog {
+                        send_out(&mut socket, out).await?;
+                    }
+                    socket.close(Some(reason)).await
+                })
+                .await;
+            });
+        }
         ctx.stop();
     }
 
@@ -217,7 +268,7 @@ impl WsConnection {
         }
     }
 
-    fn on_text(&mut self, text: String, ctx: &mut Context<Self>) {
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         if text.len() > self.state.settings.chat.max_frame_bytes {
             return self.bad_frame(
                 "frame_too_large",
@@ -228,7 +279,7 @@ impl WsConnection {
                 ctx,
             );
         }
-        let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+        let Ok(frame) = serde_json::from_str::<Value>(text) else {
             return self.bad_frame("bad_frame", "Every frame must be one JSON object.", ctx);
         };
         let Some(kind) = frame.get("type").and_then(Value::as_str) else {
@@ -547,10 +598,10 @@ impl Actor for WsConnection {
         ctx.run_interval(interval, move |act, ctx| {
             if act.last_heard.elapsed() > timeout {
                 tracing::debug!(user_id = %act.user.user_id, "chat client silent; closing");
-                act.close(4408, ctx);
-            } else if act.out.try_send(Out::Ping).is_err() {
-                ctx.stop();
-            } else if let Some((id, _)) = &act.session {
+                return act.close(4408, ctx);
+            }
+            act.enqueue(Out::Ping, ctx);
+            if let Some((id, _)) = &act.session {
                 // An attached session is in use: keep the registry from
                 // sweeping it as idle. A few times per idle timeout is
                 // enough; ten thousand sockets touching at every heartbeat
@@ -565,6 +616,11 @@ impl Actor for WsConnection {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.state.hub.disconnect(self.id);
+        if let Some(socket) = self.socket.take() {
+            // Answers the client's close, or ends a connection dropped as
+            // too slow: a close frame if the queue has room.
+            let _ = poll_once(socket.close(None));
+        }
         if let Some((_, addr)) = self.session.take() {
             addr.do_send(Detach { conn: self.id });
         }
@@ -572,21 +628,25 @@ impl Actor for WsConnection {
     }
 }
 
-impl Handler<Inbound> for WsConnection {
-    type Result = ();
-
-    fn handle(&mut self, msg: Inbound, ctx: &mut Self::Context) {
+impl StreamHandler<Result<WsMessage, ProtocolError>> for WsConnection {
+    fn handle(&mut self, frame: Result<WsMessage, ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
-        match msg {
-            Inbound::Text(t) => self.on_text(t, ctx),
-            Inbound::Binary => self.bad_frame("bad_frame", "Frames must be JSON text.", ctx),
-            Inbound::Ping(b) => {
-                let _ = self.out.try_send(Out::Pong(b));
+        match frame {
+            Ok(WsMessage::Text(t)) => self.on_text(&t, ctx),
+            Ok(WsMessage::Binary(_) | WsMessage::Continuation(_)) => {
+                self.bad_frame("bad_frame", "Frames must be JSON text.", ctx)
             }
-            Inbound::Heard => {}
-            Inbound::TooLarge => self.close(1009, ctx),
-            Inbound::Closed => ctx.stop(),
+            Ok(WsMessage::Ping(b)) => self.enqueue(Out::Pong(b), ctx),
+            Ok(WsMessage::Pong(_) | WsMessage::Nop) => {}
+            Ok(WsMessage::Close(_)) => ctx.stop(),
+            Err(ProtocolError::Overflow) => self.close(1009, ctx),
+            Err(_) => ctx.stop(),
         }
+    }
+
+    /// The client went away.
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
