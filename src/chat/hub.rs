@@ -1,9 +1,15 @@
 //! This node's chat hub: what the WebSocket connections and chat sessions
 //! of one node share.
 //!
+//! * **Subscriptions**: which connections are attached to which session.
+//!   A session's events (its acks, questions, answers and their deltas, and
+//!   those another node publishes on [`EVENTS_TOPIC`]) reach its
+//!   connections from here, whether or not the session has an actor on
+//!   this node: a session gets one only to take a question or to answer
+//!   one left unanswered, so an idle session costs its sockets a map entry,
+//!   not an actor.
 //! * **Live sessions**: chat-session actors register here while they run,
-//!   so events another node publishes on [`EVENTS_TOPIC`] reach the local
-//!   session (and through it, its connections) without starting one.
+//!   so they hear of another node's activity on their questions.
 //! * **Connections**: every open socket with its user, organisation and
 //!   role, so a revocation ([`REVOKED_TOPIC`]) closes that user's sockets at
 //!   once and ingest progress (`ingest.<org>`) reaches the organisation's
@@ -17,11 +23,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix::Recipient;
+use actix::{Addr, Recipient};
 use bwenge_actors::ports::Bus;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
+use super::ws::WsConnection;
 use crate::auth::model::Role;
 use crate::ids::{OrgId, SessionId, UserId};
 
@@ -32,12 +39,14 @@ pub const EVENTS_TOPIC: &str = "chat.events";
 /// user id).
 pub const REVOKED_TOPIC: &str = "auth.revoked";
 
-/// A frame for a connection: the JSON text and, for stored events, their
+/// A frame for a connection: the JSON text, the session it belongs to (a
+/// connection that has moved on drops it) and, for stored events, their
 /// `seq` (so a connection never delivers one twice).
 #[derive(Debug, Clone, actix::Message)]
 #[rtype(result = "()")]
 pub struct Push {
     pub frame: Arc<str>,
+    pub session: Option<SessionId>,
     pub seq: Option<i64>,
 }
 
@@ -55,13 +64,16 @@ struct Conn {
     user: UserId,
     org: OrgId,
     staff: bool,
-    push: Recipient<Push>,
-    close: Recipient<CloseWith>,
+    /// The session it is attached to.
+    session: Option<SessionId>,
+    addr: Addr<WsConnection>,
 }
 
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<SessionId, Recipient<RemoteEvent>>,
+    /// Per session, the connections attached to it.
+    subscribers: HashMap<SessionId, Vec<u64>>,
     conns: HashMap<u64, Conn>,
     /// Per organisation with staff connected: the task relaying its ingest
     /// progress, aborted with the last staff connection.
@@ -111,9 +123,17 @@ impl ChatHub {
                 let Some(id) = v["session_id"].as_str().and_then(|s| s.parse().ok()) else {
                     continue;
                 };
-                let target = hub.inner.lock().sessions.get(&SessionId(id)).cloned();
-                if let Some(t) = target {
-                    t.do_send(RemoteEvent(v["frame"].clone()));
+                let id = SessionId(id);
+                let frame = v["frame"].clone();
+                let seq = if frame["type"] == "message" {
+                    frame["seq"].as_i64()
+                } else {
+                    None
+                };
+                hub.push_session(id, Arc::from(frame.to_string()), seq);
+                let actor = hub.inner.lock().sessions.get(&id).cloned();
+                if let Some(actor) = actor {
+                    actor.do_send(RemoteEvent(frame));
                 }
             }
         });
@@ -164,13 +184,12 @@ impl ChatHub {
     }
 
     /// Registers a connection; returns its id.
-    pub fn connect(
+    pub(crate) fn connect(
         &self,
         user: UserId,
         org: OrgId,
         role: Role,
-        push: Recipient<Push>,
-        close: Recipient<CloseWith>,
+        addr: Addr<WsConnection>,
     ) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let staff = role.is_staff();
@@ -181,8 +200,8 @@ impl ChatHub {
                 user,
                 org,
                 staff,
-                push,
-                close,
+                session: None,
+                addr,
             },
         );
         if staff && !inner.ingest.contains_key(&org) {
@@ -198,11 +217,63 @@ impl ChatHub {
         let Some(conn) = inner.conns.remove(&id) else {
             return;
         };
+        if let Some(session) = conn.session {
+            inner.unsubscribe(session, id);
+        }
         if conn.staff
             && !inner.conns.values().any(|c| c.staff && c.org == conn.org)
             && let Some(task) = inner.ingest.remove(&conn.org)
         {
             task.abort();
+        }
+    }
+
+    /// Attaches connection `conn` to `session` (leaving the session it was
+    /// attached to): from now on it receives the session's events.
+    pub fn subscribe(&self, session: SessionId, conn: u64) {
+        let mut inner = self.inner.lock();
+        let Some(c) = inner.conns.get_mut(&conn) else {
+            return;
+        };
+        let old = c.session.replace(session);
+        if old == Some(session) {
+            return;
+        }
+        if let Some(old) = old {
+            inner.unsubscribe(old, conn);
+        }
+        inner.subscribers.entry(session).or_default().push(conn);
+    }
+
+    /// Detaches connection `conn` from `session`, if attached to it.
+    pub fn unsubscribe(&self, session: SessionId, conn: u64) {
+        let mut inner = self.inner.lock();
+        match inner.conns.get_mut(&conn) {
+            Some(c) if c.session == Some(session) => c.session = None,
+            _ => return,
+        }
+        inner.unsubscribe(session, conn);
+    }
+
+    /// Sends one of `session`'s frames to every connection attached to it
+    /// here.
+    pub fn push_session(&self, session: SessionId, frame: Arc<str>, seq: Option<i64>) {
+        let inner = self.inner.lock();
+        for conn in inner.subscribers.get(&session).into_iter().flatten() {
+            if let Some(c) = inner.conns.get(conn) {
+                c.addr.do_send(Push {
+                    frame: frame.clone(),
+                    session: Some(session),
+                    seq,
+                });
+            }
+        }
+    }
+
+    /// Sends a frame to one connection.
+    pub fn push_conn(&self, conn: u64, push: Push) {
+        if let Some(c) = self.inner.lock().conns.get(&conn) {
+            c.addr.do_send(push);
         }
     }
 
@@ -214,31 +285,19 @@ impl ChatHub {
     /// Sends a frame to every socket of a user on this node; returns how
     /// many there were.
     pub fn push_to_user(&self, user: UserId, push: Push) -> usize {
-        let targets: Vec<Recipient<Push>> = self
-            .inner
-            .lock()
-            .conns
-            .values()
-            .filter(|c| c.user == user)
-            .map(|c| c.push.clone())
-            .collect();
-        for t in &targets {
-            t.do_send(push.clone());
+        let inner = self.inner.lock();
+        let mut sent = 0;
+        for c in inner.conns.values().filter(|c| c.user == user) {
+            c.addr.do_send(push.clone());
+            sent += 1;
         }
-        targets.len()
+        sent
     }
 
     fn close_user(&self, user: UserId, code: u16) {
-        let targets: Vec<Recipient<CloseWith>> = self
-            .inner
-            .lock()
-            .conns
-            .values()
-            .filter(|c| c.user == user)
-            .map(|c| c.close.clone())
-            .collect();
-        for t in targets {
-            t.do_send(CloseWith(code));
+        let inner = self.inner.lock();
+        for c in inner.conns.values().filter(|c| c.user == user) {
+            c.addr.do_send(CloseWith(code));
         }
     }
 
@@ -257,19 +316,24 @@ impl ChatHub {
             };
             v["type"] = json!("ingest");
             let frame: Arc<str> = Arc::from(v.to_string());
-            let targets: Vec<Recipient<Push>> = self
-                .inner
-                .lock()
-                .conns
-                .values()
-                .filter(|c| c.staff && c.org == org)
-                .map(|c| c.push.clone())
-                .collect();
-            for t in targets {
-                t.do_send(Push {
+            let inner = self.inner.lock();
+            for c in inner.conns.values().filter(|c| c.staff && c.org == org) {
+                c.addr.do_send(Push {
                     frame: frame.clone(),
+                    session: None,
                     seq: None,
                 });
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn unsubscribe(&mut self, session: SessionId, conn: u64) {
+        if let Some(list) = self.subscribers.get_mut(&session) {
+            list.retain(|c| *c != conn);
+            if list.is_empty() {
+                self.subscribers.remove(&session);
             }
         }
     }

@@ -3,9 +3,12 @@
 //!
 //! # What it owns
 //!
-//! The session's subscribers on this node (the connections attached to
-//! it), which questions this node is answering, and when another node last
-//! showed activity on a question. The session's *sequence* lives in the
+//! Which questions this node is answering, and when another node last
+//! showed activity on a question. The connections attached to the session
+//! are the hub's ([`ChatHub::subscribe`]): a session has an actor here only
+//! while it takes questions or answers them (started by the first question
+//! a connection sends, or by a resume that finds one unanswered), and the
+//! actor sends its events through the hub. The session's *sequence* lives in the
 //! database ([`super::store::append`] allocates `seq` atomically), so two
 //! nodes, or a node and the HTTP `ask` route, never hand out one `seq`
 //! twice; the actor only orders what happens on this node.
@@ -87,22 +90,13 @@ impl From<crate::error::StoreError> for ChatError {
     }
 }
 
-/// A connection attaches (sent by `WsConnection` on `start`/`resume`).
-/// Answers the session's row; from then on the connection receives the
-/// session's events as [`Push`].
-#[derive(Message)]
-#[rtype(result = "Result<SessionRow, ChatError>")]
-pub struct Attach {
-    pub conn: u64,
-    pub user: AuthUser,
-    pub push: Recipient<Push>,
-}
-
-/// A connection leaves (sent by `WsConnection` when it stops).
+/// A connection resumed the session and found questions without their
+/// answer: they are answered after a grace in which no other node showed
+/// activity on them.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Detach {
-    pub conn: u64,
+pub struct Resumed {
+    pub row: SessionRow,
 }
 
 /// A question (sent by `WsConnection`): stored, then acknowledged to the
@@ -113,6 +107,8 @@ pub struct Detach {
 pub struct Post {
     pub conn: u64,
     pub user: AuthUser,
+    /// The session, as the connection read it when it attached.
+    pub row: SessionRow,
     pub client_id: String,
     pub text: String,
 }
@@ -142,8 +138,6 @@ pub struct ChatSession {
     id: SessionId,
     ctx: Arc<ChatContext>,
     row: Option<SessionRow>,
-    /// The connections attached here (usually one or two: a list).
-    subscribers: Vec<(u64, Recipient<Push>)>,
     answering: HashSet<i64>,
     /// Last time another node showed activity on a question (its answer's
     /// deltas or the answer itself).
@@ -156,7 +150,6 @@ impl ChatSession {
             id,
             ctx,
             row: None,
-            subscribers: Vec::new(),
             answering: HashSet::new(),
             remote_activity: HashMap::new(),
         }
@@ -166,14 +159,11 @@ impl ChatSession {
         Duration::from_millis(self.ctx.settings.chat.orphan_grace_ms)
     }
 
+    /// Sends a frame to the connections attached here.
     fn send_all(&self, frame: &Value, seq: Option<i64>) {
-        let text: Arc<str> = Arc::from(frame.to_string());
-        for (_, s) in &self.subscribers {
-            s.do_send(Push {
-                frame: text.clone(),
-                seq,
-            });
-        }
+        self.ctx
+            .hub
+            .push_session(self.id, Arc::from(frame.to_string()), seq);
     }
 
     /// Starts answering `q` (stored question) on this node.
@@ -334,40 +324,13 @@ impl Handler<Shutdown> for ChatSession {
     }
 }
 
-impl Handler<Attach> for ChatSession {
-    type Result = ResponseActFuture<Self, Result<SessionRow, ChatError>>;
-
-    fn handle(&mut self, msg: Attach, _ctx: &mut Self::Context) -> Self::Result {
-        let db = self.ctx.db.clone();
-        let id = self.id;
-        let org = msg.user.org_id;
-        Box::pin(
-            async move { store::session(&db, org, id).await }
-                .into_actor(self)
-                .map(move |row, act, ctx| {
-                    let row = row?.ok_or(ChatError::NotFound)?;
-                    let user = &msg.user;
-                    if row.user_id != user.user_id && !user.role.is_staff() {
-                        return Err(ChatError::NotFound);
-                    }
-                    act.row = Some(row.clone());
-                    act.subscribers.retain(|(conn, _)| *conn != msg.conn);
-                    act.subscribers.push((msg.conn, msg.push));
-                    // A question stored but never answered (its node died)
-                    // is answered now, unless another node is on it.
-                    let grace = act.grace();
-                    ctx.run_later(grace, |_, ctx| ctx.notify(Recover));
-                    Ok(row)
-                }),
-        )
-    }
-}
-
-impl Handler<Detach> for ChatSession {
+impl Handler<Resumed> for ChatSession {
     type Result = ();
 
-    fn handle(&mut self, msg: Detach, _ctx: &mut Self::Context) {
-        self.subscribers.retain(|(conn, _)| *conn != msg.conn);
+    fn handle(&mut self, msg: Resumed, ctx: &mut Self::Context) {
+        self.row.get_or_insert(msg.row);
+        let grace = self.grace();
+        ctx.run_later(grace, |_, ctx| ctx.notify(Recover));
     }
 }
 
@@ -377,7 +340,8 @@ impl Handler<Post> for ChatSession {
     fn handle(&mut self, msg: Post, _ctx: &mut Self::Context) -> Self::Result {
         let db = self.ctx.db.clone();
         let id = self.id;
-        let owner = self.row.as_ref().map(|r| r.user_id);
+        let row = self.row.get_or_insert(msg.row);
+        let owner = (row.id == id).then_some(row.user_id);
         let conn = msg.conn;
         Box::pin(
             async move {
@@ -441,15 +405,17 @@ impl Handler<Post> for ChatSession {
                 // The ack goes through the same queue as the session's
                 // events, so it always precedes the question's echo and
                 // its answer on the asking connection.
-                if let Some((_, s)) = act.subscribers.iter().find(|(c, _)| *c == conn) {
-                    s.do_send(Push {
+                act.ctx.hub.push_conn(
+                    conn,
+                    Push {
                         frame: Arc::from(
                             json!({"type": "ack", "client_id": q.client_id, "seq": seq})
                                 .to_string(),
                         ),
+                        session: Some(act.id),
                         seq: None,
-                    });
-                }
+                    },
+                );
                 if let Appended::New(_) = stored {
                     let frame = super::event_json(&q);
                     act.send_all(&frame, Some(seq));
@@ -486,17 +452,12 @@ impl Handler<Broadcast> for ChatSession {
 impl Handler<RemoteEvent> for ChatSession {
     type Result = ();
 
+    /// The hub has sent it to the connections; here it only shows that
+    /// another node is on a question.
     fn handle(&mut self, msg: RemoteEvent, _ctx: &mut Self::Context) {
-        let frame = msg.0;
-        if let Some(r) = frame["reply_to"].as_i64() {
+        if let Some(r) = msg.0["reply_to"].as_i64() {
             self.remote_activity.insert(r, Instant::now());
         }
-        let seq = if frame["type"] == "message" {
-            frame["seq"].as_i64()
-        } else {
-            None
-        };
-        self.send_all(&frame, seq);
     }
 }
 

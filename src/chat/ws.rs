@@ -41,7 +41,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::hub::{CloseWith, Push};
-use super::session::{Attach, ChatError, ChatSession, Detach, Post};
+use super::session::{ChatError, ChatSession, Post, Resumed};
 use super::store::{self, SessionRow};
 use crate::auth::{AuthUser, authenticate, bearer_token};
 use crate::error::ApiError;
@@ -90,7 +90,6 @@ pub async fn chat_ws(
             last_touch: Instant::now(),
             bad_frames: 0,
             strikes: 0,
-            push_recipient: None,
         }
     });
     Ok(response)
@@ -137,7 +136,7 @@ async fn send_out(socket: &mut Session, out: Out) -> Result<(), Closed> {
     }
 }
 
-struct WsConnection {
+pub(crate) struct WsConnection {
     id: u64,
     user: AuthUser,
     state: web::Data<AppState>,
@@ -147,7 +146,7 @@ struct WsConnection {
     backlog: VecDeque<Out>,
     /// A send from the backlog is waiting for room.
     draining: bool,
-    session: Option<(SessionId, Addr<ChatSession>)>,
+    session: Option<Joined>,
     /// The stored events delivered on this socket.
     delivered: Delivered,
     last_heard: Instant,
@@ -155,8 +154,14 @@ struct WsConnection {
     last_touch: Instant,
     bad_frames: u32,
     strikes: u32,
-    /// This actor's own address as a push target (set when started).
-    push_recipient: Option<Recipient<Push>>,
+}
+
+/// The session a connection is attached to.
+struct Joined {
+    row: SessionRow,
+    /// Its actor, once this connection has asked something (or resumed
+    /// with a question unanswered); kept in use while attached.
+    actor: Option<Addr<ChatSession>>,
 }
 
 impl WsConnection {
@@ -333,7 +338,6 @@ impl WsConnection {
             state: self.state.clone(),
             user: self.user,
             conn: self.id,
-            push: self.push_recipient.clone(),
         }
     }
 
@@ -356,7 +360,8 @@ impl WsConnection {
                 updated_at: now,
             };
             store::create_session(&state.db, &row).await?;
-            attach_and_replay(parts, row.id, 0, false).await
+            let id = row.id;
+            attach_and_replay(parts, Some(row), id, 0, false).await
         };
         ctx.wait(
             fut.into_actor(self)
@@ -365,7 +370,7 @@ impl WsConnection {
     }
 
     fn resume(&mut self, session: SessionId, last_seq: i64, ctx: &mut Context<Self>) {
-        let fut = attach_and_replay(self.parts(), session, last_seq, true);
+        let fut = attach_and_replay(self.parts(), None, session, last_seq, true);
         ctx.wait(
             fut.into_actor(self)
                 .map(|res, act, ctx| act.attached(res, true, ctx)),
@@ -388,13 +393,7 @@ impl WsConnection {
                 return;
             }
         };
-        if let Some((old, addr)) = self.session.take()
-            && old != a.row.id
-        {
-            addr.do_send(Detach { conn: self.id });
-        }
-        self.session = Some((a.row.id, a.addr));
-        self.delivered = Delivered::from(a.last_seq);
+        // The hub has moved this connection to the new session already.
         let current = a.replay.last().map_or(a.row.last_seq.max(a.last_seq), |e| {
             e.seq.max(a.row.last_seq)
         });
@@ -403,6 +402,7 @@ impl WsConnection {
                 "resumed": resumed, "last_seq": current}),
             ctx,
         );
+        self.delivered = Delivered::from(a.last_seq);
         for batch in a.replay.chunks(REPLAY_BATCH as usize) {
             let events: Vec<Value> = batch.iter().map(super::event_json).collect();
             if let Some(last) = batch.last() {
@@ -410,12 +410,19 @@ impl WsConnection {
             }
             self.send_json(json!({"type": "replay", "events": events}), ctx);
         }
+        self.session = Some(Joined {
+            row: a.row,
+            actor: a.actor,
+        });
+        self.last_touch = Instant::now();
     }
 
     fn message(&mut self, client_id: String, text: String, ctx: &mut Context<Self>) {
-        let Some((_, addr)) = self.session.clone() else {
+        let Some(joined) = &self.session else {
             return self.error("no_session", "Send start or resume before a message.", ctx);
         };
+        let row = joined.row.clone();
+        let actor = joined.actor.clone();
         let text = match crate::personas::check_question(&self.state, &text) {
             Ok(t) => t,
             Err(e) => return self.error("validation_failed", &e.detail, ctx),
@@ -423,6 +430,7 @@ impl WsConnection {
         let state = self.state.clone();
         let user = self.user;
         let conn = self.id;
+        let session = row.id;
         // Error frames name the question they are about.
         let asked = client_id.clone();
         let fut = async move {
@@ -441,19 +449,44 @@ impl WsConnection {
             if let Ok(RateDecision::Limited { retry_after }) = decision {
                 return Err(Refused::Limited(retry_after));
             }
-            addr.send(Post {
+            let post = Post {
                 conn,
                 user,
-                client_id: client_id.clone(),
+                row,
+                client_id,
                 text,
-            })
-            .await
-            .map_err(|e| Refused::Chat(ChatError::Internal(e.to_string())))?
-            .map_err(Refused::Chat)
+            };
+            // The session's actor: the one this connection used, unless it
+            // has stopped since (idle), else the registry's.
+            let (actor, sent) = match actor {
+                Some(a) if a.connected() => {
+                    let sent = a.send(post).await;
+                    (a, sent)
+                }
+                _ => {
+                    let a = session_actor(&state, session)
+                        .await
+                        .map_err(Refused::Chat)?;
+                    let sent = a.send(post).await;
+                    (a, sent)
+                }
+            };
+            let seq = sent
+                .map_err(|e| Refused::Chat(ChatError::Internal(e.to_string())))?
+                .map_err(Refused::Chat)?;
+            Ok((actor, seq))
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
-            // The session sent the ack (see `Post`).
-            Ok(_) => {}
+            // The session sent the ack (see `Post`); this connection keeps
+            // its actor in use while attached.
+            Ok((actor, _)) => {
+                if let Some(j) = act.session.as_mut().filter(|j| j.row.id == session)
+                    && j.actor.is_none()
+                {
+                    j.actor = Some(actor);
+                    act.last_touch = Instant::now();
+                }
+            }
             Err(Refused::Limited(after)) => {
                 act.strikes += 1;
                 act.send_json(
@@ -481,57 +514,83 @@ struct Parts {
     state: web::Data<AppState>,
     user: AuthUser,
     conn: u64,
-    push: Option<Recipient<Push>>,
 }
 
-/// Attaches to the session's actor, then reads what to replay: attaching
+/// The session's actor on this node (started if need be).
+async fn session_actor(state: &AppState, id: SessionId) -> Result<Addr<ChatSession>, ChatError> {
+    state
+        .chat
+        .send(Lookup::new(id))
+        .await
+        .map_err(|e| ChatError::Internal(e.to_string()))
+}
+
+/// Checks the user may see the session (`row` when just created), attaches
+/// the connection to it at the hub, then reads what to replay: attaching
 /// first means an event stored meanwhile arrives live (and is dropped by
 /// [`Delivered`] if the replay also had it), never lost between the two.
+/// On a resume that finds questions unanswered, the session's actor is
+/// started to answer them.
 async fn attach_and_replay(
     p: Parts,
+    row: Option<SessionRow>,
     id: SessionId,
     last_seq: i64,
     resumed: bool,
 ) -> Result<Attached, ChatError> {
-    let addr = p
-        .state
-        .chat
-        .send(Lookup::new(id))
-        .await
-        .map_err(|e| ChatError::Internal(e.to_string()))?;
-    let push = p
-        .push
-        .ok_or_else(|| ChatError::Internal("connection not started".into()))?;
-    let row = addr
-        .send(Attach {
-            conn: p.conn,
-            user: p.user,
-            push,
-        })
-        .await
-        .map_err(|e| ChatError::Internal(e.to_string()))??;
-    let mut replay = Vec::new();
-    if resumed {
-        let mut after = last_seq;
-        loop {
-            let batch =
-                store::events_after(&p.state.db, p.user.org_id, id, after, REPLAY_BATCH).await?;
-            let done = (batch.len() as i64) < REPLAY_BATCH;
-            if let Some(l) = batch.last() {
-                after = l.seq;
+    let state = &p.state;
+    let row = match row {
+        Some(row) => row,
+        None => store::session(&state.db, p.user.org_id, id)
+            .await?
+            .ok_or(ChatError::NotFound)?,
+    };
+    if row.user_id != p.user.user_id && !p.user.role.is_staff() {
+        return Err(ChatError::NotFound);
+    }
+    state.hub.subscribe(id, p.conn);
+    let read = async {
+        let mut replay = Vec::new();
+        let mut actor = None;
+        if resumed {
+            let mut after = last_seq;
+            loop {
+                let batch =
+                    store::events_after(&state.db, p.user.org_id, id, after, REPLAY_BATCH).await?;
+                let done = (batch.len() as i64) < REPLAY_BATCH;
+                if let Some(l) = batch.last() {
+                    after = l.seq;
+                }
+                replay.extend(batch);
+                if done {
+                    break;
+                }
             }
-            replay.extend(batch);
-            if done {
-                break;
+            // A question stored but never answered (its node died) is
+            // answered now, unless another node is on it.
+            if !store::unanswered(&state.db, p.user.org_id, id)
+                .await?
+                .is_empty()
+            {
+                let a = session_actor(state, id).await?;
+                a.do_send(Resumed { row: row.clone() });
+                actor = Some(a);
             }
         }
+        Ok::<_, ChatError>((replay, actor))
+    };
+    match read.await {
+        Ok((replay, actor)) => Ok(Attached {
+            actor,
+            row,
+            replay,
+            last_seq,
+        }),
+        Err(e) => {
+            state.hub.unsubscribe(id, p.conn);
+            Err(e)
+        }
     }
-    Ok(Attached {
-        addr,
-        row,
-        replay,
-        last_seq,
-    })
 }
 
 /// Which stored events a socket has delivered: every `seq` up to `floor`,
@@ -555,6 +614,11 @@ impl From<i64> for Delivered {
 impl Delivered {
     /// Records `seq`; false when it was delivered already.
     pub(crate) fn first_time(&mut self, seq: i64) -> bool {
+        // In order, the usual case: no set (which, once used, keeps a node).
+        if seq == self.floor + 1 && self.above.is_empty() {
+            self.floor = seq;
+            return true;
+        }
         if seq <= self.floor || !self.above.insert(seq) {
             return false;
         }
@@ -571,7 +635,7 @@ enum Refused {
 }
 
 struct Attached {
-    addr: Addr<ChatSession>,
+    actor: Option<Addr<ChatSession>>,
     row: SessionRow,
     replay: Vec<store::EventRow>,
     last_seq: i64,
@@ -581,14 +645,11 @@ impl Actor for WsConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let addr = ctx.address();
-        self.push_recipient = Some(addr.clone().recipient());
         self.id = self.state.hub.connect(
             self.user.user_id,
             self.user.org_id,
             self.user.role,
-            addr.clone().recipient(),
-            addr.recipient(),
+            ctx.address(),
         );
         metrics::gauge!(crate::metrics::WS_CONNECTIONS).increment(1.0);
         let c = &self.state.settings.chat;
@@ -601,13 +662,18 @@ impl Actor for WsConnection {
                 return act.close(4408, ctx);
             }
             act.enqueue(Out::Ping, ctx);
-            if let Some((id, _)) = &act.session {
-                // An attached session is in use: keep the registry from
-                // sweeping it as idle. A few times per idle timeout is
-                // enough; ten thousand sockets touching at every heartbeat
-                // would keep the registry's thread busy for nothing.
+            if let Some(Joined {
+                row,
+                actor: Some(_),
+            }) = &act.session
+            {
+                // A session actor this connection uses is in use: keep the
+                // registry from sweeping it as idle. A few times per idle
+                // timeout is enough; ten thousand sockets touching at every
+                // heartbeat would keep the registry's thread busy for
+                // nothing.
                 if act.last_touch.elapsed() >= touch_every {
-                    act.state.chat.do_send(Touch(*id));
+                    act.state.chat.do_send(Touch(row.id));
                     act.last_touch = Instant::now();
                 }
             }
@@ -620,9 +686,6 @@ impl Actor for WsConnection {
             // Answers the client's close, or ends a connection dropped as
             // too slow: a close frame if the queue has room.
             let _ = poll_once(socket.close(None));
-        }
-        if let Some((_, addr)) = self.session.take() {
-            addr.do_send(Detach { conn: self.id });
         }
         metrics::gauge!(crate::metrics::WS_CONNECTIONS).decrement(1.0);
     }
@@ -654,6 +717,11 @@ impl Handler<Push> for WsConnection {
     type Result = ();
 
     fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
+        let current = self.session.as_ref().map(|j| j.row.id);
+        if msg.session.is_some() && msg.session != current {
+            // A frame of a session this connection has left.
+            return;
+        }
         if let Some(seq) = msg.seq
             && !self.delivered.first_time(seq)
         {

@@ -82,6 +82,7 @@ async fn chat_flood(state: web::Data<AppState>, q: web::Query<Flood>) -> HttpRes
             q.user_id,
             crate::chat::hub::Push {
                 frame: frame.clone(),
+                session: None,
                 seq: None,
             },
         ));
