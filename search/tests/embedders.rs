@@ -371,6 +371,30 @@ fn local_embedder_matches_reference_values() {
     }
 }
 
+/// A few short texts (a question) go through the encoder written for short
+/// inputs; batches with a long text through candle's. Both give the
+/// reference values.
+#[test]
+fn local_embedder_short_and_batched_paths_agree() {
+    let Some(dir) = model_dir() else { return };
+    let e = local(dir);
+    let mut batch: Vec<String> = REF_TEXTS.iter().map(|s| s.to_string()).collect();
+    batch.push("hypersonic heat transfer at a blunt leading edge ".repeat(20));
+    let batched = e.embed_blocking(&batch).unwrap();
+    for (i, text) in REF_TEXTS.iter().enumerate() {
+        let alone = e.embed_blocking(&[text.to_string()]).unwrap();
+        let drift = alone[0]
+            .iter()
+            .zip(&batched[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(drift < 1e-4, "text {i}: the two paths differ by {drift}");
+        for (a, b) in batched[i].iter().zip(REF_FIRST8[i]) {
+            assert!((a - b).abs() < 2e-4, "text {i} batched: {a} vs {b}");
+        }
+    }
+}
+
 #[test]
 fn local_embedder_paraphrase_is_closer_than_unrelated() {
     let Some(dir) = model_dir() else { return };

@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use super::http::error_chain;
+use super::small::{SMALL_MAX_TOKENS, SmallEncoder};
 use super::{EmbedError, Embedder, l2_normalize};
 
 /// The files a model directory must hold.
@@ -62,12 +63,17 @@ impl LocalEmbedderConfig {
     }
 }
 
+/// At most this many inputs at once go through the short-input encoder.
+const SMALL_MAX_INPUTS: usize = 4;
+
 /// all-MiniLM-L6-v2 sentence embeddings (384-d): BERT forward pass, mean
 /// pooling over the attention mask, L2 normalisation — what
 /// sentence-transformers computes for this model.
 ///
 /// Texts are tokenised, sorted by length and run in batches of
-/// `batch_size` (less padding); [`Embedder::embed`] runs that on tokio's
+/// `batch_size` (less padding); a few short texts (a question) go through
+/// the same encoder written for short inputs (`small.rs`), which reads the
+/// weights in place instead of repacking them for every product; [`Embedder::embed`] runs that on tokio's
 /// blocking pool behind a semaphore of `max_concurrency` permits.
 /// [`LocalEmbedder::embed_blocking`] is the same work on the calling thread.
 #[derive(Clone)]
@@ -78,6 +84,8 @@ pub struct LocalEmbedder {
 
 struct Model {
     bert: BertModel,
+    /// The same encoder for a few short inputs (questions).
+    small: Option<SmallEncoder>,
     tokenizer: Tokenizer,
     device: Device,
     batch_size: usize,
@@ -141,21 +149,21 @@ impl LocalEmbedder {
         // The shipped tokenizer pads to a fixed 128: padding is done per batch here.
         tokenizer.with_padding(None::<PaddingParams>);
         let device = Device::Cpu;
-        // SAFETY: the weights file is memory-mapped read-only; it must not be
-        // modified while mapped (the download writes a `.part` file and renames).
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(
-                &[dir.join("model.safetensors")],
-                DType::F32,
-                &device,
-            )
+        // Read once; candle's model and the short-input encoder share the
+        // tensors.
+        let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &device)
+            .map_err(|e| model_err("bad model.safetensors", &e))?;
+        let small = SmallEncoder::new(&tensors, &bert_config);
+        if small.is_none() {
+            tracing::info!(dir = %dir.display(), "embedding model: every input goes through candle");
         }
-        .map_err(|e| model_err("bad model.safetensors", &e))?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let bert =
             BertModel::load(vb, &bert_config).map_err(|e| model_err("cannot build BERT", &e))?;
         Ok(Self {
             inner: Arc::new(Model {
                 bert,
+                small,
                 tokenizer,
                 device,
                 batch_size: config.batch_size.max(1),
@@ -209,10 +217,20 @@ impl Model {
                 .map_err(|e| EmbedError::Model(format!("tokenizer: {e}")))?;
             encoded.push(enc.get_ids().to_vec());
         }
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        // A few short inputs (a question): the short-input encoder.
+        if let Some(small) = &self.small
+            && texts.len() <= SMALL_MAX_INPUTS
+            && encoded.iter().all(|ids| ids.len() <= SMALL_MAX_TOKENS)
+        {
+            for (o, ids) in out.iter_mut().zip(&encoded) {
+                *o = small.embed(ids);
+            }
+            return Ok(out);
+        }
         // Longest first, so each batch pads to similar lengths.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].len()));
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         for batch in order.chunks(self.batch_size) {
             let vectors = self
                 .forward(batch.iter().map(|&i| encoded[i].as_slice()))

@@ -12,6 +12,7 @@
 mod hashing;
 mod http;
 mod local;
+mod small;
 
 use async_trait::async_trait;
 
