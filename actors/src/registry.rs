@@ -18,9 +18,9 @@
 //! * **Start**: the first [`Lookup`] of a key builds the actor with the
 //!   factory and starts it on the registry's arbiter (thread). Children are
 //!   started by hand (`Context::new` + `into_future` + `actix::spawn`) rather
-//!   than with `Actor::start`, because only then do we get the tokio
-//!   `JoinHandle` of the child's task, which is the one place a panic in a
-//!   handler can be observed from outside.
+//!   than with `Actor::start`, because only then can the child's future be
+//!   wrapped: its task catches a panic in a handler and reports every exit
+//!   to the registry as a message.
 //! * **Normal exit**: a child that stops itself, or that the registry shut
 //!   down, is forgotten. It is started again only by a later [`Lookup`].
 //! * **Panic**: a child whose task panicked is restarted after a backoff of
@@ -54,8 +54,10 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use actix::fut::wrap_future;
+use std::panic::AssertUnwindSafe;
+
 use actix::prelude::*;
+use futures_util::FutureExt;
 
 /// Metric names, exactly as exported. All carry the label `registry`.
 const METRIC_LIVE: &str = "bwenge_registry_actors";
@@ -321,20 +323,28 @@ where
 
         let child_ctx = Context::<A>::new();
         let addr = child_ctx.address();
-        let task = actix::spawn(child_ctx.into_future((self.factory)(key)));
+        let child = child_ctx.into_future((self.factory)(key));
 
-        // The watcher runs in the registry's own context rather than as a
-        // detached task sending a `ChildExited` message: it then reaches
-        // `&mut self` directly, needs no message type in the public API, and
-        // is dropped with the registry.
+        // The child's own task reports its exit (and whether it panicked)
+        // with a message. A watcher future per child in the registry's
+        // context would be polled, all of them, every time the registry
+        // handles a message (actix polls every spawned future of a context
+        // on each wake-up): with ten thousand children, each lookup would
+        // cost ten thousand polls. The weak address does not keep the
+        // registry alive; a task cancelled by a runtime shutting down
+        // reports nothing, which is right: that is not a crash.
+        let registry = ctx.address().downgrade();
         let key = key.clone();
-        ctx.spawn(
-            wrap_future::<_, Self>(task).map(move |result, registry, ctx| {
-                // A cancelled task (runtime shutting down) is not a crash.
-                let panicked = matches!(&result, Err(err) if err.is_panic());
-                registry.child_exited(key, generation, panicked, ctx);
-            }),
-        );
+        actix::spawn(async move {
+            let panicked = AssertUnwindSafe(child).catch_unwind().await.is_err();
+            if let Some(registry) = registry.upgrade() {
+                registry.do_send(ChildExited {
+                    key,
+                    generation,
+                    panicked,
+                });
+            }
+        });
         (addr, generation)
     }
 
@@ -518,6 +528,29 @@ where
                 None => MessageResult(self.start_fresh(key, ctx)),
             },
         }
+    }
+}
+
+/// A child's task ended (sent by the task itself, see `spawn_child`).
+struct ChildExited<K> {
+    key: K,
+    generation: u64,
+    panicked: bool,
+}
+
+impl<K: 'static> Message for ChildExited<K> {
+    type Result = ();
+}
+
+impl<K, A> Handler<ChildExited<K>> for Registry<K, A>
+where
+    K: Clone + Eq + Hash + Debug + Send + Unpin + 'static,
+    A: Actor<Context = Context<A>> + Handler<Shutdown>,
+{
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited<K>, ctx: &mut Context<Self>) {
+        self.child_exited(msg.key, msg.generation, msg.panicked, ctx);
     }
 }
 

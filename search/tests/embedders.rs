@@ -437,6 +437,44 @@ fn local_embedder_batching_and_truncation_do_not_change_vectors() {
     assert!(cosine(&trunc[0], &mixed[0]) > 0.999);
 }
 
+/// A student's question is embedded while a teacher's document is (one
+/// forward pass at a time for documents): it does not wait for the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_embedder_question_does_not_wait_behind_a_document() {
+    let Some(dir) = model_dir() else { return };
+    let mut config = LocalEmbedderConfig::new(dir);
+    config.allow_download = false;
+    config.max_concurrency = 1;
+    let e = Arc::new(LocalEmbedder::load(config).await.unwrap());
+    let chunks: Vec<String> = (0..128)
+        .map(|i| {
+            format!(
+                "chunk {i}: {}",
+                "the shock wave stands ahead of the blunt body ".repeat(40)
+            )
+        })
+        .collect();
+    let doc = {
+        let e = Arc::clone(&e);
+        tokio::spawn(async move { e.embed(&chunks).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !doc.is_finished(),
+        "the document batch should still be running"
+    );
+    let q = e
+        .embed(&["what is a shock wave?".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(q[0].len(), 384);
+    assert!(
+        !doc.is_finished(),
+        "the question waited for the document's batches"
+    );
+    assert_eq!(doc.await.unwrap().unwrap().len(), 128);
+}
+
 #[tokio::test]
 async fn local_embedder_async_runs_on_the_blocking_pool() {
     let Some(dir) = model_dir() else { return };

@@ -386,6 +386,11 @@ impl WsConnection {
         let a = match res {
             Ok(a) => a,
             Err(e) => {
+                // Still attached where it was (the failed attempt may have
+                // moved it at the hub).
+                if let Some(j) = &self.session {
+                    self.state.hub.subscribe(j.row.id, self.id);
+                }
                 self.error(e.code(), e.message(), ctx);
                 if e == ChatError::NotFound {
                     self.close(4404, ctx);

@@ -43,8 +43,9 @@ pub struct LocalEmbedderConfig {
     pub max_tokens: usize,
     /// Texts per forward pass.
     pub batch_size: usize,
-    /// Forward passes allowed at once on the blocking pool. Each pass already
-    /// uses every core for its matrix products, so 1 is right on small machines.
+    /// Batched forward passes (documents) allowed at once on the blocking
+    /// pool. Each pass already uses every core for its matrix products, so
+    /// 1 is right on small machines. Questions do not count.
     pub max_concurrency: usize,
 }
 
@@ -74,7 +75,9 @@ const SMALL_MAX_INPUTS: usize = 4;
 /// `batch_size` (less padding); a few short texts (a question) go through
 /// the same encoder written for short inputs (`small.rs`), which reads the
 /// weights in place instead of repacking them for every product; [`Embedder::embed`] runs that on tokio's
-/// blocking pool behind a semaphore of `max_concurrency` permits.
+/// blocking pool behind a semaphore of `max_concurrency` permits (a
+/// question's texts take the short-input encoder without a permit, so a
+/// student never waits for a document being ingested).
 /// [`LocalEmbedder::embed_blocking`] is the same work on the calling thread.
 #[derive(Clone)]
 pub struct LocalEmbedder {
@@ -194,14 +197,26 @@ impl Embedder for LocalEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        let model = Arc::clone(&self.inner);
+        let texts = texts.to_vec();
+        let encoded = tokio::task::spawn_blocking(move || model.tokenize(&texts))
+            .await
+            .map_err(|e| EmbedError::Task(e.to_string()))??;
+        let model = Arc::clone(&self.inner);
+        // A question does not wait behind a document's batches: the
+        // short-input encoder takes milliseconds and shares the cores
+        // through rayon's pool, so it needs no permit.
+        if model.takes_small(&encoded) {
+            return tokio::task::spawn_blocking(move || model.run(&encoded))
+                .await
+                .map_err(|e| EmbedError::Task(e.to_string()))?;
+        }
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|e| EmbedError::Task(e.to_string()))?;
-        let model = Arc::clone(&self.inner);
-        let texts = texts.to_vec();
-        tokio::task::spawn_blocking(move || model.embed(&texts))
+        tokio::task::spawn_blocking(move || model.run(&encoded))
             .await
             .map_err(|e| EmbedError::Task(e.to_string()))?
     }
@@ -209,27 +224,40 @@ impl Embedder for LocalEmbedder {
 
 impl Model {
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut encoded = Vec::with_capacity(texts.len());
-        for t in texts {
-            let enc = self
-                .tokenizer
-                .encode(t.as_str(), true)
-                .map_err(|e| EmbedError::Model(format!("tokenizer: {e}")))?;
-            encoded.push(enc.get_ids().to_vec());
-        }
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-        // A few short inputs (a question): the short-input encoder.
-        if let Some(small) = &self.small
-            && texts.len() <= SMALL_MAX_INPUTS
+        self.run(&self.tokenize(texts)?)
+    }
+
+    /// Token ids of each text (truncated to the model's limit).
+    fn tokenize(&self, texts: &[String]) -> Result<Vec<Vec<u32>>, EmbedError> {
+        texts
+            .iter()
+            .map(|t| {
+                self.tokenizer
+                    .encode(t.as_str(), true)
+                    .map(|enc| enc.get_ids().to_vec())
+                    .map_err(|e| EmbedError::Model(format!("tokenizer: {e}")))
+            })
+            .collect()
+    }
+
+    /// Whether these inputs go through the short-input encoder: a few
+    /// short texts (a question).
+    fn takes_small(&self, encoded: &[Vec<u32>]) -> bool {
+        self.small.is_some()
+            && encoded.len() <= SMALL_MAX_INPUTS
             && encoded.iter().all(|ids| ids.len() <= SMALL_MAX_TOKENS)
-        {
-            for (o, ids) in out.iter_mut().zip(&encoded) {
+    }
+
+    fn run(&self, encoded: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); encoded.len()];
+        if let Some(small) = self.small.as_ref().filter(|_| self.takes_small(encoded)) {
+            for (o, ids) in out.iter_mut().zip(encoded) {
                 *o = small.embed(ids);
             }
             return Ok(out);
         }
         // Longest first, so each batch pads to similar lengths.
-        let mut order: Vec<usize> = (0..texts.len()).collect();
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].len()));
         for batch in order.chunks(self.batch_size) {
             let vectors = self

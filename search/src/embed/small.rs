@@ -124,9 +124,11 @@ impl Linear {
 
 /// `out[j * rows + r] = x[r] · w[j]` for every weight row `j` of `w`.
 fn products(x: &[f32], rows: usize, inp: usize, w: &[f32], out: &mut [f32]) {
-    assert!(x.len() >= rows * inp && w.len() % inp == 0 && out.len() >= w.len() / inp * rows);
+    assert!(
+        x.len() >= rows * inp && w.len().is_multiple_of(inp) && out.len() >= w.len() / inp * rows
+    );
     #[cfg(target_arch = "x86_64")]
-    if inp % 8 == 0
+    if inp.is_multiple_of(8)
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
     {
@@ -279,7 +281,7 @@ impl SmallEncoder {
     pub(super) fn new(t: &HashMap<String, Tensor>, c: &Config) -> Option<Self> {
         if !matches!(c.hidden_act, HiddenAct::Gelu)
             || c.num_attention_heads == 0
-            || c.hidden_size % c.num_attention_heads != 0
+            || !c.hidden_size.is_multiple_of(c.num_attention_heads)
         {
             return None;
         }
