@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix::{Addr, Recipient};
+use actix::{Recipient, WeakAddr};
 use bwenge_actors::ports::Bus;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -66,7 +66,22 @@ struct Conn {
     staff: bool,
     /// The session it is attached to.
     session: Option<SessionId>,
-    addr: Addr<WsConnection>,
+    /// Weak: a strong address allocates a sender of its own per holder,
+    /// which ten thousand idle sockets would pay for nothing.
+    addr: WeakAddr<WsConnection>,
+}
+
+impl Conn {
+    fn send<M>(&self, msg: M)
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        WsConnection: actix::Handler<M>,
+    {
+        if let Some(addr) = self.addr.upgrade() {
+            addr.do_send(msg);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -189,7 +204,7 @@ impl ChatHub {
         user: UserId,
         org: OrgId,
         role: Role,
-        addr: Addr<WsConnection>,
+        addr: WeakAddr<WsConnection>,
     ) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let staff = role.is_staff();
@@ -261,7 +276,7 @@ impl ChatHub {
         let inner = self.inner.lock();
         for conn in inner.subscribers.get(&session).into_iter().flatten() {
             if let Some(c) = inner.conns.get(conn) {
-                c.addr.do_send(Push {
+                c.send(Push {
                     frame: frame.clone(),
                     session: Some(session),
                     seq,
@@ -273,7 +288,7 @@ impl ChatHub {
     /// Sends a frame to one connection.
     pub fn push_conn(&self, conn: u64, push: Push) {
         if let Some(c) = self.inner.lock().conns.get(&conn) {
-            c.addr.do_send(push);
+            c.send(push);
         }
     }
 
@@ -288,7 +303,7 @@ impl ChatHub {
         let inner = self.inner.lock();
         let mut sent = 0;
         for c in inner.conns.values().filter(|c| c.user == user) {
-            c.addr.do_send(push.clone());
+            c.send(push.clone());
             sent += 1;
         }
         sent
@@ -297,7 +312,7 @@ impl ChatHub {
     fn close_user(&self, user: UserId, code: u16) {
         let inner = self.inner.lock();
         for c in inner.conns.values().filter(|c| c.user == user) {
-            c.addr.do_send(CloseWith(code));
+            c.send(CloseWith(code));
         }
     }
 
@@ -318,7 +333,7 @@ impl ChatHub {
             let frame: Arc<str> = Arc::from(v.to_string());
             let inner = self.inner.lock();
             for c in inner.conns.values().filter(|c| c.staff && c.org == org) {
-                c.addr.do_send(Push {
+                c.send(Push {
                     frame: frame.clone(),
                     session: None,
                     seq: None,

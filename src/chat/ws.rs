@@ -654,38 +654,16 @@ impl Actor for WsConnection {
             self.user.user_id,
             self.user.org_id,
             self.user.role,
-            ctx.address(),
+            ctx.address().downgrade(),
         );
         metrics::gauge!(crate::metrics::WS_CONNECTIONS).increment(1.0);
-        let c = &self.state.settings.chat;
-        let interval = Duration::from_secs(c.heartbeat_interval_secs.max(1));
-        let timeout = Duration::from_secs(c.client_timeout_secs.max(1));
-        let touch_every = Duration::from_secs(self.state.settings.registry.idle_timeout_secs) / 4;
-        ctx.run_interval(interval, move |act, ctx| {
-            if act.last_heard.elapsed() > timeout {
-                tracing::debug!(user_id = %act.user.user_id, "chat client silent; closing");
-                return act.close(4408, ctx);
-            }
-            act.enqueue(Out::Ping, ctx);
-            if let Some(Joined {
-                row,
-                actor: Some(_),
-            }) = &act.session
-            {
-                // A session actor this connection uses is in use: keep the
-                // registry from sweeping it as idle. A few times per idle
-                // timeout is enough; ten thousand sockets touching at every
-                // heartbeat would keep the registry's thread busy for
-                // nothing.
-                if act.last_touch.elapsed() >= touch_every {
-                    act.state.chat.do_send(Touch(row.id));
-                    act.last_touch = Instant::now();
-                }
-            }
-        });
+        let every = Duration::from_secs(self.state.settings.chat.heartbeat_interval_secs.max(1));
+        heartbeat::join(self.id, ctx.address().downgrade(), every);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        let every = Duration::from_secs(self.state.settings.chat.heartbeat_interval_secs.max(1));
+        heartbeat::leave(self.id, every);
         self.state.hub.disconnect(self.id);
         if let Some(socket) = self.socket.take() {
             // Answers the client's close, or ends a connection dropped as
@@ -693,6 +671,134 @@ impl Actor for WsConnection {
             let _ = poll_once(socket.close(None));
         }
         metrics::gauge!(crate::metrics::WS_CONNECTIONS).decrement(1.0);
+    }
+}
+
+impl Handler<heartbeat::Beat> for WsConnection {
+    type Result = ();
+
+    /// Pings the client, or closes a connection silent past the timeout;
+    /// keeps a session actor this connection uses from being swept as idle.
+    fn handle(&mut self, _: heartbeat::Beat, ctx: &mut Self::Context) {
+        let settings = &self.state.settings;
+        let timeout = Duration::from_secs(settings.chat.client_timeout_secs.max(1));
+        let touch_every = Duration::from_secs(settings.registry.idle_timeout_secs) / 4;
+        if self.last_heard.elapsed() > timeout {
+            tracing::debug!(user_id = %self.user.user_id, "chat client silent; closing");
+            return self.close(4408, ctx);
+        }
+        self.enqueue(Out::Ping, ctx);
+        // A few touches per idle timeout are enough; ten thousand sockets
+        // touching at every heartbeat would keep the registry's thread
+        // busy for nothing.
+        if let Some(Joined {
+            row,
+            actor: Some(_),
+        }) = &self.session
+            && self.last_touch.elapsed() >= touch_every
+        {
+            self.state.chat.do_send(Touch(row.id));
+            self.last_touch = Instant::now();
+        }
+    }
+}
+
+/// The heartbeat of a worker thread's sockets: one timer per thread (and
+/// interval) instead of one per socket, which would cost each idle socket
+/// a timer entry and its boxed future. Each tick beats a tenth of the
+/// sockets, so every socket is beaten once per interval and no tick holds
+/// the thread long.
+mod heartbeat {
+    use std::cell::RefCell;
+    use std::collections::{HashMap, HashSet};
+    use std::time::Duration;
+
+    use actix::{Message, WeakAddr};
+
+    use super::WsConnection;
+
+    /// Time to ping (or to close a silent client).
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    pub(super) struct Beat;
+
+    const SLICES: u64 = 10;
+
+    #[derive(Default)]
+    struct Beats {
+        /// Per interval, this thread's sockets.
+        sockets: HashMap<Duration, HashMap<u64, WeakAddr<WsConnection>>>,
+        /// The intervals whose beating task runs.
+        running: HashSet<Duration>,
+    }
+
+    thread_local! {
+        static BEATS: RefCell<Beats> = RefCell::default();
+    }
+
+    /// Beats socket `id` every `every`, from this thread.
+    pub(super) fn join(id: u64, addr: WeakAddr<WsConnection>, every: Duration) {
+        let start = BEATS.with(|b| {
+            let mut b = b.borrow_mut();
+            b.sockets.entry(every).or_default().insert(id, addr);
+            b.running.insert(every)
+        });
+        if start {
+            actix::spawn(beat(every));
+        }
+    }
+
+    pub(super) fn leave(id: u64, every: Duration) {
+        BEATS.with(|b| {
+            if let Some(sockets) = b.borrow_mut().sockets.get_mut(&every) {
+                sockets.remove(&id);
+            }
+        });
+    }
+
+    /// Runs while this thread has sockets beaten every `every`.
+    async fn beat(every: Duration) {
+        // When the task ends (no sockets left, or the runtime dropping
+        // it with its sockets: a test's server stopping), the next socket
+        // starts a new one.
+        struct Forget(Duration);
+        impl Drop for Forget {
+            fn drop(&mut self) {
+                let _ = BEATS.try_with(|b| {
+                    let mut b = b.borrow_mut();
+                    b.running.remove(&self.0);
+                    b.sockets.remove(&self.0);
+                });
+            }
+        }
+        let _forget = Forget(every);
+        let mut tick = tokio::time::interval(every / SLICES as u32);
+        tick.tick().await; // the first tick is immediate
+        let mut slice = 0;
+        loop {
+            tick.tick().await;
+            let due: Vec<WeakAddr<WsConnection>> = BEATS.with(|b| {
+                b.borrow()
+                    .sockets
+                    .get(&every)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(id, _)| *id % SLICES == slice)
+                    .map(|(_, addr)| addr.clone())
+                    .collect()
+            });
+            for addr in due {
+                if let Some(addr) = addr.upgrade() {
+                    addr.do_send(Beat);
+                }
+            }
+            slice = (slice + 1) % SLICES;
+            let empty =
+                BEATS.with(|b| b.borrow().sockets.get(&every).is_none_or(HashMap::is_empty));
+            if empty {
+                return;
+            }
+        }
     }
 }
 
