@@ -705,13 +705,14 @@ impl Handler<heartbeat::Beat> for WsConnection {
 
 /// The heartbeat of a worker thread's sockets: one timer per thread (and
 /// interval) instead of one per socket, which would cost each idle socket
-/// a timer entry and its boxed future. Each tick beats a tenth of the
-/// sockets, so every socket is beaten once per interval and no tick holds
-/// the thread long.
+/// a timer entry and its boxed future. The timer ticks ten times per
+/// interval and beats the sockets that are due: each is beaten one
+/// interval after it connected, then once per interval (at most a tenth
+/// of an interval late).
 mod heartbeat {
     use std::cell::RefCell;
-    use std::collections::{HashMap, HashSet};
-    use std::time::Duration;
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
 
     use actix::{Message, WeakAddr};
 
@@ -722,26 +723,25 @@ mod heartbeat {
     #[rtype(result = "()")]
     pub(super) struct Beat;
 
-    const SLICES: u64 = 10;
+    const TICKS_PER_INTERVAL: u32 = 10;
 
-    #[derive(Default)]
-    struct Beats {
-        /// Per interval, this thread's sockets.
-        sockets: HashMap<Duration, HashMap<u64, WeakAddr<WsConnection>>>,
-        /// The intervals whose beating task runs.
-        running: HashSet<Duration>,
-    }
+    /// Per socket: when it is next due, and where it is.
+    type Sockets = HashMap<u64, (Instant, WeakAddr<WsConnection>)>;
 
     thread_local! {
-        static BEATS: RefCell<Beats> = RefCell::default();
+        /// Per interval, this thread's sockets, while its task runs.
+        static WHEELS: RefCell<HashMap<Duration, Sockets>> = RefCell::default();
     }
 
     /// Beats socket `id` every `every`, from this thread.
     pub(super) fn join(id: u64, addr: WeakAddr<WsConnection>, every: Duration) {
-        let start = BEATS.with(|b| {
-            let mut b = b.borrow_mut();
-            b.sockets.entry(every).or_default().insert(id, addr);
-            b.running.insert(every)
+        let start = WHEELS.with(|w| {
+            let mut w = w.borrow_mut();
+            let start = !w.contains_key(&every);
+            w.entry(every)
+                .or_default()
+                .insert(id, (Instant::now() + every, addr));
+            start
         });
         if start {
             actix::spawn(beat(every));
@@ -749,8 +749,8 @@ mod heartbeat {
     }
 
     pub(super) fn leave(id: u64, every: Duration) {
-        BEATS.with(|b| {
-            if let Some(sockets) = b.borrow_mut().sockets.get_mut(&every) {
+        WHEELS.with(|w| {
+            if let Some(sockets) = w.borrow_mut().get_mut(&every) {
                 sockets.remove(&id);
             }
         });
@@ -758,43 +758,39 @@ mod heartbeat {
 
     /// Runs while this thread has sockets beaten every `every`.
     async fn beat(every: Duration) {
-        // When the task ends (no sockets left, or the runtime dropping
-        // it with its sockets: a test's server stopping), the next socket
+        // When the task ends (no sockets left, or the runtime dropping it
+        // with its sockets: a test's server stopping), the next socket
         // starts a new one.
         struct Forget(Duration);
         impl Drop for Forget {
             fn drop(&mut self) {
-                let _ = BEATS.try_with(|b| {
-                    let mut b = b.borrow_mut();
-                    b.running.remove(&self.0);
-                    b.sockets.remove(&self.0);
-                });
+                let _ = WHEELS.try_with(|w| w.borrow_mut().remove(&self.0));
             }
         }
         let _forget = Forget(every);
-        let mut tick = tokio::time::interval(every / SLICES as u32);
-        tick.tick().await; // the first tick is immediate
-        let mut slice = 0;
+        let mut tick = tokio::time::interval(every / TICKS_PER_INTERVAL);
         loop {
             tick.tick().await;
-            let due: Vec<WeakAddr<WsConnection>> = BEATS.with(|b| {
-                b.borrow()
-                    .sockets
-                    .get(&every)
-                    .into_iter()
-                    .flatten()
-                    .filter(|(id, _)| *id % SLICES == slice)
-                    .map(|(_, addr)| addr.clone())
-                    .collect()
+            let now = Instant::now();
+            let (due, empty) = WHEELS.with(|w| {
+                let mut w = w.borrow_mut();
+                let Some(sockets) = w.get_mut(&every) else {
+                    return (Vec::new(), true);
+                };
+                let mut due = Vec::new();
+                for (next, addr) in sockets.values_mut() {
+                    if *next <= now {
+                        *next += every;
+                        due.push(addr.clone());
+                    }
+                }
+                (due, sockets.is_empty())
             });
             for addr in due {
                 if let Some(addr) = addr.upgrade() {
                     addr.do_send(Beat);
                 }
             }
-            slice = (slice + 1) % SLICES;
-            let empty =
-                BEATS.with(|b| b.borrow().sockets.get(&every).is_none_or(HashMap::is_empty));
             if empty {
                 return;
             }
