@@ -658,12 +658,10 @@ impl Actor for WsConnection {
         );
         metrics::gauge!(crate::metrics::WS_CONNECTIONS).increment(1.0);
         let every = Duration::from_secs(self.state.settings.chat.heartbeat_interval_secs.max(1));
-        heartbeat::join(self.id, ctx.address().downgrade(), every);
+        heartbeat::join(ctx.address().downgrade(), every);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        let every = Duration::from_secs(self.state.settings.chat.heartbeat_interval_secs.max(1));
-        heartbeat::leave(self.id, every);
         self.state.hub.disconnect(self.id);
         if let Some(socket) = self.socket.take() {
             // Answers the client's close, or ends a connection dropped as
@@ -705,13 +703,15 @@ impl Handler<heartbeat::Beat> for WsConnection {
 
 /// The heartbeat of a worker thread's sockets: one timer per thread (and
 /// interval) instead of one per socket, which would cost each idle socket
-/// a timer entry and its boxed future. The timer ticks ten times per
-/// interval and beats the sockets that are due: each is beaten one
-/// interval after it connected, then once per interval (at most a tenth
-/// of an interval late).
+/// a timer entry and its boxed future. Sockets wait in a queue in the
+/// order they are due (one interval after connecting, then every
+/// interval): each tick, every fiftieth of an interval, beats those due and
+/// puts them back at the end, so the pings stay spread over the interval as
+/// the sockets' own timers spread them, at most a tick late. A socket that
+/// has gone is dropped when it comes due.
 mod heartbeat {
     use std::cell::RefCell;
-    use std::collections::HashMap;
+    use std::collections::{HashMap, VecDeque};
     use std::time::{Duration, Instant};
 
     use actix::{Message, WeakAddr};
@@ -723,37 +723,32 @@ mod heartbeat {
     #[rtype(result = "()")]
     pub(super) struct Beat;
 
-    const TICKS_PER_INTERVAL: u32 = 10;
+    const TICKS_PER_INTERVAL: u32 = 50;
 
-    /// Per socket: when it is next due, and where it is.
-    type Sockets = HashMap<u64, (Instant, WeakAddr<WsConnection>)>;
+    /// Sockets in the order they are due, with when.
+    type Queue = VecDeque<(Instant, WeakAddr<WsConnection>)>;
 
     thread_local! {
-        /// Per interval, this thread's sockets, while its task runs.
-        static WHEELS: RefCell<HashMap<Duration, Sockets>> = RefCell::default();
+        /// Per interval, this thread's queue, while its task runs.
+        static QUEUES: RefCell<HashMap<Duration, Queue>> = RefCell::default();
     }
 
-    /// Beats socket `id` every `every`, from this thread.
-    pub(super) fn join(id: u64, addr: WeakAddr<WsConnection>, every: Duration) {
-        let start = WHEELS.with(|w| {
-            let mut w = w.borrow_mut();
-            let start = !w.contains_key(&every);
-            w.entry(every)
+    /// Beats the socket every `every`, from this thread, while it lives.
+    pub(super) fn join(addr: WeakAddr<WsConnection>, every: Duration) {
+        let start = QUEUES.with(|q| {
+            let mut q = q.borrow_mut();
+            let start = !q.contains_key(&every);
+            // Due times only grow along the queue: each socket goes back
+            // one interval after its last due time, a new one one interval
+            // from now.
+            q.entry(every)
                 .or_default()
-                .insert(id, (Instant::now() + every, addr));
+                .push_back((Instant::now() + every, addr));
             start
         });
         if start {
             actix::spawn(beat(every));
         }
-    }
-
-    pub(super) fn leave(id: u64, every: Duration) {
-        WHEELS.with(|w| {
-            if let Some(sockets) = w.borrow_mut().get_mut(&every) {
-                sockets.remove(&id);
-            }
-        });
     }
 
     /// Runs while this thread has sockets beaten every `every`.
@@ -764,7 +759,7 @@ mod heartbeat {
         struct Forget(Duration);
         impl Drop for Forget {
             fn drop(&mut self) {
-                let _ = WHEELS.try_with(|w| w.borrow_mut().remove(&self.0));
+                let _ = QUEUES.try_with(|q| q.borrow_mut().remove(&self.0));
             }
         }
         let _forget = Forget(every);
@@ -772,24 +767,24 @@ mod heartbeat {
         loop {
             tick.tick().await;
             let now = Instant::now();
-            let (due, empty) = WHEELS.with(|w| {
-                let mut w = w.borrow_mut();
-                let Some(sockets) = w.get_mut(&every) else {
-                    return (Vec::new(), true);
+            let mut due = Vec::new();
+            let empty = QUEUES.with(|q| {
+                let mut q = q.borrow_mut();
+                let Some(queue) = q.get_mut(&every) else {
+                    return true;
                 };
-                let mut due = Vec::new();
-                for (next, addr) in sockets.values_mut() {
-                    if *next <= now {
-                        *next += every;
-                        due.push(addr.clone());
+                while queue.front().is_some_and(|(at, _)| *at <= now) {
+                    if let Some((at, weak)) = queue.pop_front()
+                        && let Some(addr) = weak.upgrade()
+                    {
+                        queue.push_back((at + every, weak));
+                        due.push(addr);
                     }
                 }
-                (due, sockets.is_empty())
+                queue.is_empty()
             });
             for addr in due {
-                if let Some(addr) = addr.upgrade() {
-                    addr.do_send(Beat);
-                }
+                addr.do_send(Beat);
             }
             if empty {
                 return;
