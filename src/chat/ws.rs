@@ -108,11 +108,7 @@ enum Out {
 /// task may have spent its cooperative budget, which must not read as a
 /// full queue.)
 fn offer(socket: &mut Session, out: &Out) -> Option<Result<(), Closed>> {
-    match out {
-        Out::Text(t) => poll_once(socket.text(&**t)),
-        Out::Ping => poll_once(socket.ping(b"")),
-        Out::Pong(b) => poll_once(socket.pong(b)),
-    }
+    poll_once(send_out(socket, out))
 }
 
 /// Polls a send once: its result, or `None` if it would wait.
@@ -128,11 +124,11 @@ fn poll_once(f: impl Future<Output = Result<(), Closed>>) -> Option<Result<(), C
 }
 
 /// Sends a frame, waiting for room in the socket's queue.
-async fn send_out(socket: &mut Session, out: Out) -> Result<(), Closed> {
+async fn send_out(socket: &mut Session, out: &Out) -> Result<(), Closed> {
     match out {
-        Out::Text(t) => socket.text(&*t).await,
+        Out::Text(t) => socket.text(&**t).await,
         Out::Ping => socket.ping(b"").await,
-        Out::Pong(b) => socket.pong(&b).await,
+        Out::Pong(b) => socket.pong(b).await,
     }
 }
 
@@ -204,7 +200,7 @@ impl WsConnection {
         self.draining = true;
         let timeout = self.send_timeout();
         let sending =
-            async move { tokio::time::timeout(timeout, send_out(&mut socket, out)).await };
+            async move { tokio::time::timeout(timeout, send_out(&mut socket, &out)).await };
         ctx.spawn(sending.into_actor(self).map(|sent, act, ctx| {
             act.draining = false;
             if !matches!(sent, Ok(Ok(()))) {
@@ -253,7 +249,7 @@ impl WsConnection {
             actix_web::rt::spawn(async move {
                 let _ = tokio::time::timeout(timeout, async move {
                     for out in backlog {
-                        send_out(&mut socket, out).await?;
+                        send_out(&mut socket, &out).await?;
                     }
                     socket.close(Some(reason)).await
                 })

@@ -183,6 +183,13 @@ impl LocalEmbedder {
     }
 }
 
+/// After tokenising: a question's vectors, or a document's token ids for
+/// the batched forward passes.
+enum Step {
+    Done(Vec<Vec<f32>>),
+    Batches(Vec<Vec<u32>>),
+}
+
 #[async_trait]
 impl Embedder for LocalEmbedder {
     fn id(&self) -> String {
@@ -199,18 +206,24 @@ impl Embedder for LocalEmbedder {
         }
         let model = Arc::clone(&self.inner);
         let texts = texts.to_vec();
-        let encoded = tokio::task::spawn_blocking(move || model.tokenize(&texts))
-            .await
-            .map_err(|e| EmbedError::Task(e.to_string()))??;
-        let model = Arc::clone(&self.inner);
         // A question does not wait behind a document's batches: the
         // short-input encoder takes milliseconds and shares the cores
-        // through rayon's pool, so it needs no permit.
-        if model.takes_small(&encoded) {
-            return tokio::task::spawn_blocking(move || model.run(&encoded))
-                .await
-                .map_err(|e| EmbedError::Task(e.to_string()))?;
-        }
+        // through rayon's pool, so it needs no permit, and runs in the
+        // same blocking task as the tokenizer.
+        let encoded = tokio::task::spawn_blocking(move || {
+            let encoded = model.tokenize(&texts)?;
+            if model.takes_small(&encoded) {
+                return model.run(&encoded).map(Step::Done);
+            }
+            Ok(Step::Batches(encoded))
+        })
+        .await
+        .map_err(|e| EmbedError::Task(e.to_string()))??;
+        let encoded = match encoded {
+            Step::Done(vectors) => return Ok(vectors),
+            Step::Batches(encoded) => encoded,
+        };
+        let model = Arc::clone(&self.inner);
         let _permit = self
             .permits
             .acquire()
