@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::db::Db;
-use crate::error::StoreError;
+use crate::db::StoreError;
 use crate::ids::{AuditId, OrgId, UserId};
 use crate::pagination::{Cursor, List, Page, page_of};
 use crate::{on_db, on_db_write};

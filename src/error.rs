@@ -15,6 +15,16 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+pub use crate::db::StoreError;
+
+use crate::auth::{AuthError, Forbidden};
+use crate::avatars::service::AvatarError;
+use crate::knowledge::KnowledgeError;
+use crate::orgs::OrgError;
+use crate::personas::PersonaError;
+use crate::validation::Invalid;
+use bwenge_avatars::signing::SignatureError;
+
 tokio::task_local! {
     /// The id of the request being served, so error bodies built deep in a
     /// handler can carry it. Set by the request middleware.
@@ -302,35 +312,6 @@ impl ResponseError for ApiError {
 /// `Result` of handlers and services that answer HTTP.
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// Errors of the storage layer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("not found")]
-    NotFound,
-    #[error("unique constraint violated: {0}")]
-    Conflict(String),
-    #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::Conflict(db.constraint().unwrap_or_default().to_owned())
-            }
-            _ => StoreError::Other(anyhow::Error::new(e).context("database query failed")),
-        }
-    }
-}
-
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -347,6 +328,140 @@ impl From<StoreError> for ApiError {
                 )
             }
             StoreError::Other(source) => ApiError::internal(source),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Domain errors → answers. One function per domain, each an exhaustive
+// `match` with no `_` arm: a new variant does not compile until it has its
+// status and code here.
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        ApiError::validation(e.field, e.detail)
+    }
+}
+
+impl From<Forbidden> for ApiError {
+    fn from(e: Forbidden) -> Self {
+        ApiError::new(ErrorCode::Forbidden, e.0)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Invalid(e) => e.into(),
+            AuthError::InvalidCredentials => ApiError::new(
+                ErrorCode::InvalidCredentials,
+                "The email or password is not right.",
+            ),
+            AuthError::Locked { retry_after } => ApiError::new(
+                ErrorCode::AccountLocked,
+                "Too many failed sign-ins: this account is locked for a while. Try again later or reset the password.",
+            )
+            .with_retry_after(retry_after),
+            AuthError::EmailTaken => {
+                let mut e = ApiError::new(
+                    ErrorCode::EmailTaken,
+                    "An account with this email address already exists.",
+                );
+                e.field = Some("email".into());
+                e
+            }
+            AuthError::InvalidLink => ApiError::new(
+                ErrorCode::InvalidToken,
+                "This link is invalid, already used or expired; ask for a new one.",
+            ),
+            AuthError::InvalidRefresh => ApiError::new(
+                ErrorCode::Unauthorized,
+                "The refresh token is not valid; sign in again.",
+            ),
+            AuthError::Unauthenticated => ApiError::unauthorized(),
+            AuthError::Forbidden(e) => e.into(),
+            AuthError::RateLimited { retry_after } => ApiError::rate_limited(retry_after),
+            AuthError::Busy { retry_after } => ApiError::unavailable(
+                "The server is busy signing people in; try again in a moment.",
+                retry_after,
+            ),
+            AuthError::Store(e) => e.into(),
+            AuthError::Internal(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<OrgError> for ApiError {
+    fn from(e: OrgError) -> Self {
+        match e {
+            OrgError::Invalid(e) => e.into(),
+            OrgError::Forbidden(e) => e.into(),
+            OrgError::NotFound => ApiError::not_found(),
+            OrgError::LastAdmin => ApiError::new(
+                ErrorCode::LastAdmin,
+                "An organisation needs at least one admin: promote someone else first.",
+            ),
+            OrgError::InvalidInvitation => ApiError::new(
+                ErrorCode::InvalidToken,
+                "This invitation is invalid, already used or expired; ask for a new one.",
+            ),
+            OrgError::Auth(e) => e.into(),
+            OrgError::Store(e) => e.into(),
+            OrgError::Internal(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<AvatarError> for ApiError {
+    fn from(e: AvatarError) -> Self {
+        match e {
+            AvatarError::NotFound => ApiError::not_found(),
+            AvatarError::Refused(m) if m.is_unsupported_type() => {
+                ApiError::new(ErrorCode::UnsupportedMediaType, m.message())
+            }
+            AvatarError::Refused(m) => ApiError::validation("file", m.message()),
+            AvatarError::Invalid { field, detail } => ApiError::validation(field, detail),
+            AvatarError::Link(SignatureError::Expired) => ApiError::new(
+                ErrorCode::Forbidden,
+                "This link has expired; fetch the model again for a fresh one.",
+            ),
+            AvatarError::Link(SignatureError::Invalid) => {
+                ApiError::new(ErrorCode::Forbidden, "This link is not valid.")
+            }
+            AvatarError::Store(e) => e.into(),
+            AvatarError::Other(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<KnowledgeError> for ApiError {
+    fn from(e: KnowledgeError) -> Self {
+        match e {
+            KnowledgeError::Invalid(e) => e.into(),
+            KnowledgeError::Forbidden(e) => e.into(),
+            KnowledgeError::NotFound => ApiError::not_found(),
+            KnowledgeError::Unsupported(detail) => {
+                ApiError::new(ErrorCode::UnsupportedMediaType, detail)
+            }
+            KnowledgeError::Store(e) => e.into(),
+            KnowledgeError::Internal(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<PersonaError> for ApiError {
+    fn from(e: PersonaError) -> Self {
+        match e {
+            PersonaError::Invalid(e) => e.into(),
+            PersonaError::Forbidden(e) => e.into(),
+            PersonaError::NotFound => ApiError::not_found(),
+            PersonaError::LlmUnavailable { retry_after } => ApiError::new(
+                ErrorCode::LlmUnavailable,
+                "No language model can answer right now; try again shortly.",
+            )
+            .with_retry_after(retry_after),
+            PersonaError::Store(e) => e.into(),
+            PersonaError::Internal(e) => ApiError::internal(e),
         }
     }
 }

@@ -3,10 +3,12 @@
 //! routes (one module per domain) and the adapters behind the ports of
 //! `bwenge-actors` (storage, bus, cache, rate limits).
 
+pub mod adapters;
 pub mod audit;
 pub mod auth;
 pub mod avatars;
 pub mod chat;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -23,7 +25,9 @@ pub mod pagination;
 pub mod personas;
 pub mod startup;
 pub mod state;
+pub mod storage;
 pub mod telemetry;
+pub mod validation;
 pub mod work;
 
 pub use startup::Application;

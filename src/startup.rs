@@ -12,7 +12,9 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
+use crate::adapters::{HubRevocations, PersonaLinksToCatalog, PersonaScopesFromStore};
 use crate::auth::password::Hasher;
+use crate::auth::service::{AuthDeps, AuthService};
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::db::Db;
@@ -22,7 +24,8 @@ use crate::infra::cache::{InProcessCache, RedisCache};
 use crate::infra::ratelimit::{InProcessRateLimiter, RedisRateLimiter};
 use crate::knowledge::index::SearchService;
 use crate::knowledge::ingest::KnowledgeIngest;
-use crate::state::{AppState, AuthContext};
+use crate::knowledge::service::KnowledgeDeps;
+use crate::state::AppState;
 use actix::Actor;
 use bwenge_actors::ingest::{IngestScheduler, SchedulerConfig};
 use bwenge_actors::messages::ingest::{Enqueue, JobId};
@@ -93,7 +96,14 @@ impl Application {
             }
         };
 
-        let auth = AuthContext {
+        let mailer = crate::mail::from_settings(&settings.mail, &settings.data_dir)?;
+        let clock = crate::clock::Clock::system();
+        let revocations: Arc<dyn crate::auth::Revocations> =
+            Arc::new(HubRevocations { bus: bus.clone() });
+        let auth = AuthService::new(AuthDeps {
+            db: db.clone(),
+            settings: settings.auth.clone(),
+            link_base_url: settings.mail.link_base_url.trim_end_matches('/').to_owned(),
             keys: TokenKeys::new(
                 settings.secrets.jwt_secret.expose(),
                 settings.auth.access_token_ttl_secs as i64,
@@ -102,8 +112,12 @@ impl Application {
                 settings.auth.hash_concurrency,
                 Duration::from_millis(settings.auth.hash_queue_wait_ms),
             ),
-        };
-        let mailer = crate::mail::from_settings(&settings.mail, &settings.data_dir)?;
+            limiter: limiter.clone(),
+            mailer: mailer.clone(),
+            revocations: revocations.clone(),
+            clock,
+        });
+        let orgs = crate::orgs::OrgService::new(db.clone(), auth.clone(), revocations);
         let node_id = uuid::Uuid::new_v4().simple().to_string();
         let embedder = crate::knowledge::embedders::build(&settings).await;
         let search = Arc::new(SearchService::new(
@@ -165,6 +179,17 @@ impl Application {
                 }
             });
         }
+        let knowledge = crate::knowledge::KnowledgeService::new(KnowledgeDeps {
+            db: db.clone(),
+            search: search.clone(),
+            ingest: ingest.clone(),
+            bus: bus.clone(),
+            node_id: node_id.clone(),
+            data_dir: settings.data_dir.clone(),
+            transcription: settings.transcription.clone(),
+            scopes: Arc::new(PersonaScopesFromStore { db: db.clone() }),
+            clock,
+        });
         let model = crate::llm::build(&settings.llm)?;
         let persona_port = Arc::new(crate::personas::PersonaService {
             db: db.clone(),
@@ -195,6 +220,23 @@ impl Application {
                 }
             });
         }
+        let persona_catalog = crate::personas::PersonaCatalog::new(
+            db.clone(),
+            personas.clone(),
+            bus.clone(),
+            node_id.clone(),
+            settings.personas.max_question_chars,
+            clock,
+        );
+        let avatars = crate::avatars::service::AvatarService::new(
+            db.clone(),
+            settings.data_dir.clone(),
+            node_id.clone(),
+            Arc::new(PersonaLinksToCatalog {
+                db: db.clone(),
+                catalog: persona_catalog.clone(),
+            }),
+        );
         let hub = crate::chat::hub::ChatHub::new(bus.clone(), node_id.clone());
         hub.start().await?;
         let chat_ctx = Arc::new(crate::chat::session::ChatContext {
@@ -222,10 +264,11 @@ impl Application {
             limiter,
             metrics,
             auth,
+            orgs,
             mailer,
-            search,
-            ingest,
-            personas,
+            knowledge,
+            personas: persona_catalog,
+            avatars,
             chat,
             hub,
             node_id,

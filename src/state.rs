@@ -1,22 +1,16 @@
-//! The application state shared by every handler and actor: built once, in
-//! [`crate::startup`].
+//! What HTTP handlers and the WebSocket transport receive: the domain
+//! services and the shared adapters, built once in [`crate::startup`]. No
+//! service takes it: each holds only what it needs.
 
 use std::sync::Arc;
 
 use bwenge_actors::ports::{Bus, Cache, RateLimiter};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::auth::password::Hasher;
-use crate::auth::tokens::TokenKeys;
+use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::mail::Mailer;
-
-/// Signing keys and the password hasher.
-pub struct AuthContext {
-    pub keys: TokenKeys,
-    pub hasher: Hasher,
-}
 
 pub struct AppState {
     pub settings: Settings,
@@ -27,11 +21,12 @@ pub struct AppState {
     pub cache: Arc<dyn Cache>,
     pub limiter: Arc<dyn RateLimiter>,
     pub metrics: PrometheusHandle,
-    pub auth: AuthContext,
+    pub auth: AuthService,
+    pub orgs: crate::orgs::OrgService,
     pub mailer: Arc<dyn Mailer>,
-    pub search: Arc<crate::knowledge::index::SearchService>,
-    pub ingest: actix::Addr<bwenge_actors::ingest::IngestScheduler>,
-    pub personas: crate::personas::PersonaRegistry,
+    pub knowledge: crate::knowledge::KnowledgeService,
+    pub personas: crate::personas::PersonaCatalog,
+    pub avatars: crate::avatars::service::AvatarService,
     pub chat: crate::chat::SessionRegistry,
     pub hub: crate::chat::hub::ChatHub,
     /// A random id of this process, to tell its own bus messages apart.

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::validation::Invalid;
 
 /// A normalised email address: trimmed, lower-cased, one `@`, a dot in the
 /// domain, no spaces, at most 254 characters.
@@ -13,9 +13,9 @@ use crate::error::ApiError;
 pub struct Email(String);
 
 impl Email {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let email = raw.trim().to_lowercase();
-        let bad = || ApiError::validation("email", "Enter a valid email address.");
+        let bad = || Invalid::new("email", "Enter a valid email address.");
         if email.is_empty() || email.len() > 254 || email.chars().any(char::is_whitespace) {
             return Err(bad());
         }
@@ -43,17 +43,17 @@ impl Email {
 pub struct FullName(String);
 
 impl FullName {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let name = raw.trim();
         let count = name.chars().count();
         if count == 0 || count > 200 {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "full_name",
                 "The name must be 1 to 200 characters.",
             ));
         }
         if name.chars().any(char::is_control) {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "full_name",
                 "The name must not contain control characters.",
             ));
@@ -67,9 +67,9 @@ impl FullName {
 }
 
 /// An organisation's name: the same rules as a person's name.
-pub fn parse_org_name(raw: &str) -> Result<String, ApiError> {
+pub fn parse_org_name(raw: &str) -> Result<String, Invalid> {
     FullName::parse(raw).map(|n| n.0).map_err(|_| {
-        ApiError::validation(
+        Invalid::new(
             "organization_name",
             "The organisation name must be 1 to 200 characters.",
         )
@@ -94,23 +94,23 @@ impl Password {
         field: &str,
         email: &Email,
         name: Option<&FullName>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, Invalid> {
         let len = raw.chars().count();
         if len < 12 {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 field,
                 "The password must be at least 12 characters.",
             ));
         }
         if len > 128 {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 field,
                 "The password must be at most 128 characters.",
             ));
         }
         let lower = raw.trim().to_lowercase();
         if lower == email.as_str() || lower == email.as_str().split('@').next().unwrap_or("") {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 field,
                 "The password must not be your email address.",
             ));
@@ -118,18 +118,15 @@ impl Password {
         if let Some(name) = name
             && lower == name.as_str().to_lowercase()
         {
-            return Err(ApiError::validation(
-                field,
-                "The password must not be your name.",
-            ));
+            return Err(Invalid::new(field, "The password must not be your name."));
         }
         Ok(Self(raw.to_owned()))
     }
 
     /// A password presented at login: only bounded, never judged.
-    pub fn presented(raw: &str) -> Result<Self, ApiError> {
+    pub fn presented(raw: &str) -> Result<Self, Invalid> {
         if raw.is_empty() || raw.chars().count() > 1024 {
-            return Err(ApiError::validation("password", "Enter your password."));
+            return Err(Invalid::new("password", "Enter your password."));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -157,12 +154,12 @@ impl Role {
         }
     }
 
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         match raw.trim() {
             "admin" => Ok(Role::Admin),
             "teacher" => Ok(Role::Teacher),
             "student" => Ok(Role::Student),
-            _ => Err(ApiError::validation(
+            _ => Err(Invalid::new(
                 "role",
                 "The role must be admin, teacher or student.",
             )),
@@ -174,6 +171,16 @@ impl Role {
         matches!(self, Role::Admin | Role::Teacher)
     }
 }
+
+impl std::str::FromStr for Role {
+    type Err = Invalid;
+
+    fn from_str(raw: &str) -> Result<Self, Invalid> {
+        Role::parse(raw)
+    }
+}
+
+crate::sql_text_enum!(Role);
 
 #[cfg(test)]
 mod tests {
@@ -218,7 +225,7 @@ mod tests {
         );
         assert!(Password::parse_new(&"é".repeat(12), "password", &email, None).is_ok());
         let err = Password::parse_new("short", "new_password", &email, None).unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("new_password"));
+        assert_eq!(err.field, "new_password");
     }
 
     #[test]

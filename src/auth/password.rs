@@ -12,7 +12,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier,
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
-use crate::error::{ApiError, ApiResult};
+use crate::auth::error::AuthError;
 
 fn argon2() -> Argon2<'static> {
     let params = Params::new(19 * 1024, 2, 1, None).expect("argon2 parameters are constants");
@@ -47,16 +47,13 @@ impl Hasher {
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> ApiResult<T> {
+    ) -> Result<T, AuthError> {
         let permit = tokio::time::timeout(self.queue_wait, self.permits.clone().acquire_owned())
             .await
-            .map_err(|_| {
-                ApiError::unavailable(
-                    "The server is busy signing people in; try again in a moment.",
-                    Duration::from_secs(1),
-                )
+            .map_err(|_| AuthError::Busy {
+                retry_after: Duration::from_secs(1),
             })?
-            .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
+            .context("the hashing semaphore is closed")?;
         let span = tracing::Span::current();
         let out = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -67,16 +64,14 @@ impl Hasher {
         Ok(out)
     }
 
-    pub async fn hash(&self, password: &str) -> ApiResult<String> {
+    pub async fn hash(&self, password: &str) -> Result<String, AuthError> {
         let password = password.to_owned();
-        self.run(move || hash_blocking(&password))
-            .await?
-            .map_err(ApiError::internal)
+        Ok(self.run(move || hash_blocking(&password)).await??)
     }
 
     /// Verifies `password` against `hash`; with no hash (unknown account)
     /// verifies against a dummy and answers `false`, taking the same time.
-    pub async fn verify(&self, password: &str, hash: Option<&str>) -> ApiResult<bool> {
+    pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, AuthError> {
         let password = password.to_owned();
         let known = hash.is_some();
         let hash = hash.map_or_else(|| self.dummy_hash.as_str().to_owned(), str::to_owned);
@@ -144,8 +139,7 @@ mod tests {
         let h = Hasher::new(1, Duration::from_millis(1));
         let hold = h.permits.clone().acquire_owned().await.unwrap();
         let err = h.hash("whatever whatever").await.unwrap_err();
-        assert_eq!(err.status(), 503);
-        assert!(err.retry_after.is_some());
+        assert!(matches!(err, AuthError::Busy { .. }), "{err:?}");
         drop(hold);
         assert!(h.hash("whatever whatever").await.is_ok());
     }

@@ -5,9 +5,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{FromRequest, dev::Payload};
+
 use super::AuthUser;
-use super::service::{self, OrgView, Registration, Tokens, UserView};
-use super::store;
+use super::service::{OrgView, Registration, Tokens, UserView};
 use crate::error::{ApiError, ApiResult};
 use crate::http::RouteDef;
 use crate::state::AppState;
@@ -37,7 +41,7 @@ pub fn routes() -> Vec<RouteDef> {
 }
 
 pub fn ip(req: &HttpRequest, state: &AppState) -> String {
-    super::client_ip(req, state.settings.http.trust_forwarded_headers)
+    client_ip(req, state.settings.http.trust_forwarded_headers)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -67,17 +71,18 @@ pub async fn register(
     body: web::Json<RegisterBody>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
-    let (user, org, tokens) = service::register(
-        &state,
-        &ip(&req, &state),
-        Registration {
-            organization_name: body.organization_name,
-            full_name: body.full_name,
-            email: body.email,
-            password: body.password,
-        },
-    )
-    .await?;
+    let (user, org, tokens) = state
+        .auth
+        .register(
+            &ip(&req, &state),
+            Registration {
+                organization_name: body.organization_name,
+                full_name: body.full_name,
+                email: body.email,
+                password: body.password,
+            },
+        )
+        .await?;
     Ok(HttpResponse::Created().json(RegisterAnswer {
         user: UserView::from_row(&user),
         organization: org.into(),
@@ -110,8 +115,10 @@ pub async fn login(
     req: HttpRequest,
     body: web::Json<LoginBody>,
 ) -> ApiResult<HttpResponse> {
-    let (user, tokens) =
-        service::login(&state, &ip(&req, &state), &body.email, &body.password).await?;
+    let (user, tokens) = state
+        .auth
+        .login(&ip(&req, &state), &body.email, &body.password)
+        .await?;
     Ok(HttpResponse::Ok().json(LoginAnswer {
         user: UserView::from_row(&user),
         tokens,
@@ -137,7 +144,10 @@ pub async fn refresh(
     req: HttpRequest,
     body: web::Json<RefreshBody>,
 ) -> ApiResult<HttpResponse> {
-    let tokens = service::refresh(&state, &ip(&req, &state), &body.refresh_token).await?;
+    let tokens = state
+        .auth
+        .refresh(&ip(&req, &state), &body.refresh_token)
+        .await?;
     Ok(HttpResponse::Ok().json(RefreshAnswer { tokens }))
 }
 
@@ -150,7 +160,10 @@ pub async fn logout(
     req: HttpRequest,
     body: web::Json<RefreshBody>,
 ) -> ApiResult<HttpResponse> {
-    service::logout(&state, &ip(&req, &state), &body.refresh_token).await?;
+    state
+        .auth
+        .logout(&ip(&req, &state), &body.refresh_token)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -159,9 +172,7 @@ pub async fn logout(
     responses((status = 200, body = UserView), (status = 401, description = "`unauthorized`")),
     security(("bearer" = [])))]
 pub async fn me(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpResponse> {
-    let row = store::user_in_org(&state.db, user.org_id, user.user_id)
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
+    let row = state.auth.me(&user).await?;
     Ok(HttpResponse::Ok().json(UserView::from_row(&row)))
 }
 
@@ -178,7 +189,10 @@ pub async fn verify_email(
     req: HttpRequest,
     body: web::Json<TokenBody>,
 ) -> ApiResult<HttpResponse> {
-    service::verify_email(&state, &ip(&req, &state), &body.token).await?;
+    state
+        .auth
+        .verify_email(&ip(&req, &state), &body.token)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -190,7 +204,10 @@ pub async fn resend_verification(
     req: HttpRequest,
     user: AuthUser,
 ) -> ApiResult<HttpResponse> {
-    service::resend_verification(&state, &ip(&req, &state), user.user_id, user.org_id).await?;
+    state
+        .auth
+        .resend_verification(&ip(&req, &state), user.user_id, user.org_id)
+        .await?;
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -208,7 +225,10 @@ pub async fn password_reset(
     req: HttpRequest,
     body: web::Json<EmailBody>,
 ) -> ApiResult<HttpResponse> {
-    service::request_password_reset(&state, &ip(&req, &state), &body.email).await?;
+    state
+        .auth
+        .request_password_reset(&ip(&req, &state), &body.email)
+        .await?;
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -227,7 +247,64 @@ pub async fn password_reset_confirm(
     req: HttpRequest,
     body: web::Json<ResetConfirmBody>,
 ) -> ApiResult<HttpResponse> {
-    service::confirm_password_reset(&state, &ip(&req, &state), &body.token, &body.new_password)
+    state
+        .auth
+        .confirm_password_reset(&ip(&req, &state), &body.token, &body.new_password)
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The bearer token of a request: the `Authorization` header, else the
+/// `access_token` query parameter (browsers cannot set headers on a
+/// WebSocket).
+pub fn bearer_token(req: &HttpRequest) -> Option<String> {
+    if let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
+    }
+    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.get("access_token").cloned())
+}
+
+/// Resolves a token to the caller, or `None` when it is not valid now.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Option<AuthUser>, ApiError> {
+    Ok(state.auth.authenticate(token).await?)
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer_token(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("application state is not configured"))
+            })?;
+            let token = token.ok_or_else(ApiError::unauthorized)?;
+            let user = authenticate(&state, &token)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            let span = tracing::Span::current();
+            span.record("org_id", tracing::field::display(user.org_id));
+            span.record("user_id", tracing::field::display(user.user_id));
+            Ok(user)
+        })
+    }
+}
+
+/// The client's IP for rate limits and the audit log: the socket peer, or
+/// the forwarded address when `http.trust_forwarded_headers` is on.
+pub fn client_ip(req: &HttpRequest, trust_forwarded: bool) -> String {
+    if trust_forwarded && let Some(ip) = req.connection_info().realip_remote_addr() {
+        return ip.to_owned();
+    }
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_owned())
 }

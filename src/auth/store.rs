@@ -5,8 +5,9 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::auth::model::Role;
 use crate::db::Db;
-use crate::error::StoreError;
+use crate::db::StoreError;
 use crate::ids::{FamilyId, OrgId, TokenId, UserId};
 use crate::{on_db, on_db_write};
 
@@ -24,7 +25,7 @@ pub struct UserRow {
     pub organization_id: OrgId,
     pub email: String,
     pub full_name: String,
-    pub role: String,
+    pub role: Role,
     pub password_hash: String,
     pub email_verified: bool,
     pub token_version: i64,
@@ -41,7 +42,7 @@ pub struct NewUser<'a> {
     pub org: OrgId,
     pub email: &'a str,
     pub full_name: &'a str,
-    pub role: &'a str,
+    pub role: Role,
     pub password_hash: &'a str,
     pub email_verified: bool,
     pub now: DateTime<Utc>,
@@ -127,7 +128,7 @@ pub async fn user_in_org(db: &Db, org: OrgId, id: UserId) -> Result<Option<UserR
 #[derive(Debug, sqlx::FromRow)]
 pub struct AuthState {
     pub organization_id: OrgId,
-    pub role: String,
+    pub role: Role,
     pub token_version: i64,
 }
 
@@ -327,7 +328,7 @@ pub struct OneTimeRow {
     pub organization_id: OrgId,
     pub user_id: Option<UserId>,
     pub email: String,
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub created_by: Option<UserId>,
     pub expires_at: DateTime<Utc>,
     pub used_at: Option<DateTime<Utc>>,
@@ -340,7 +341,7 @@ pub struct NewOneTime<'a> {
     pub kind: OneTimeKind,
     pub hash: &'a str,
     pub email: &'a str,
-    pub role: Option<&'a str>,
+    pub role: Option<Role>,
     pub created_by: Option<UserId>,
     pub expires_at: DateTime<Utc>,
 }

@@ -91,7 +91,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bwenge_avatars::http_range::{
     RangeOutcome, content_range, etag_matches, parse_range, strong_etag, unsatisfied_content_range,
 };
-use bwenge_avatars::signing::SignatureError;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -99,8 +98,8 @@ use utoipa::ToSchema;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, ErrorCode, current_request_id, problem_response};
 use crate::http::RouteDef;
+use crate::http::upload;
 use crate::ids::{ModelId, PersonaId};
-use crate::knowledge::upload;
 use crate::pagination::{Cursor, List, PageQuery, page_of};
 use crate::state::AppState;
 use service::{AvatarError, ModelDetail, Rejection, Upload};
@@ -135,28 +134,6 @@ pub fn routes() -> Vec<RouteDef> {
             web::head().to(serve_asset)
         }),
     ]
-}
-
-impl From<AvatarError> for ApiError {
-    fn from(e: AvatarError) -> Self {
-        match e {
-            AvatarError::NotFound => ApiError::not_found(),
-            AvatarError::Refused(m) if m.is_unsupported_type() => {
-                ApiError::new(ErrorCode::UnsupportedMediaType, m.message())
-            }
-            AvatarError::Refused(m) => ApiError::validation("file", m.message()),
-            AvatarError::Invalid { field, detail } => ApiError::validation(field, detail),
-            AvatarError::Link(SignatureError::Expired) => ApiError::new(
-                ErrorCode::Forbidden,
-                "This link has expired; fetch the model again for a fresh one.",
-            ),
-            AvatarError::Link(SignatureError::Invalid) => {
-                ApiError::new(ErrorCode::Forbidden, "This link is not valid.")
-            }
-            AvatarError::Store(e) => e.into(),
-            AvatarError::Other(e) => ApiError::internal(e),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -336,7 +313,10 @@ pub async fn upload_model(
 ) -> ApiResult<HttpResponse> {
     user.require_staff()?;
     let upload = receive(&state, &req, payload).await?;
-    let detail = service::create(&state, user.org_id, user.user_id, upload).await?;
+    let detail = state
+        .avatars
+        .create(user.org_id, user.user_id, upload)
+        .await?;
     Ok(HttpResponse::Created().json(Urls::new(&state)?.model(detail)))
 }
 
@@ -361,11 +341,11 @@ pub async fn add_version(
     user.require_staff()?;
     let id = path.into_inner();
     // A model of another organisation is refused before the body is read.
-    if !service::exists(&state, user.org_id, id).await? {
+    if !state.avatars.exists(user.org_id, id).await? {
         return Err(ApiError::not_found());
     }
     let upload = receive(&state, &req, payload).await?;
-    let detail = service::add_version(&state, user.org_id, id, upload).await?;
+    let detail = state.avatars.add_version(user.org_id, id, upload).await?;
     Ok(HttpResponse::Created().json(Urls::new(&state)?.model(detail)))
 }
 
@@ -378,7 +358,7 @@ pub async fn list_models(
     q: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
     let page = q.parse()?;
-    let details = service::list(&state, user.org_id, page).await?;
+    let details = state.avatars.list(user.org_id, page).await?;
     let urls = Urls::new(&state)?;
     Ok(HttpResponse::Ok().json(page_of(
         details,
@@ -400,7 +380,7 @@ pub async fn get_model(
     user: AuthUser,
     path: web::Path<ModelId>,
 ) -> ApiResult<HttpResponse> {
-    let detail = service::get(&state, user.org_id, path.into_inner()).await?;
+    let detail = state.avatars.get(user.org_id, path.into_inner()).await?;
     Ok(HttpResponse::Ok().json(Urls::new(&state)?.model(detail)))
 }
 
@@ -415,7 +395,7 @@ pub async fn delete_model(
     path: web::Path<ModelId>,
 ) -> ApiResult<HttpResponse> {
     user.require_staff()?;
-    service::delete(&state, user.org_id, path.into_inner()).await?;
+    state.avatars.delete(user.org_id, path.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -429,7 +409,7 @@ pub async fn persona_avatar(
     user: AuthUser,
     path: web::Path<PersonaId>,
 ) -> ApiResult<HttpResponse> {
-    let avatar = service::avatar(&state, user.org_id, path.into_inner()).await?;
+    let avatar = state.avatars.avatar(user.org_id, path.into_inner()).await?;
     let model = match avatar.model {
         Some(d) => Some(Urls::new(&state)?.model(d)),
         None => None,
@@ -465,7 +445,7 @@ pub async fn serve_asset(state: web::Data<AppState>, req: HttpRequest) -> ApiRes
     let exp = signer(&state)?
         .verify(key, exp, sig, now)
         .map_err(AvatarError::Link)?;
-    let version = service::find_asset(&state, key).await?;
+    let version = state.avatars.find_asset(key).await?;
 
     let etag = strong_etag(&version.sha256);
     let headers = [
@@ -489,7 +469,7 @@ pub async fn serve_asset(state: web::Data<AppState>, req: HttpRequest) -> ApiRes
     if header_str(&req, header::IF_NONE_MATCH).is_some_and(|inm| etag_matches(inm, &etag)) {
         return Ok(with_headers(HttpResponse::NotModified().finish()));
     }
-    let (file, len) = service::open_asset(&state, key).await?;
+    let (file, len) = state.avatars.open_asset(key).await?;
     let range = match header_str(&req, header::RANGE) {
         // An `If-Range` that is not the current ETag: the whole file.
         Some(_) if header_str(&req, header::IF_RANGE).is_some_and(|ir| ir.trim() != etag) => {

@@ -20,10 +20,65 @@ use parking_lot::Mutex;
 
 use super::store::{self, ModelRow, VersionRow};
 use super::{MODEL_REJECTIONS_TOTAL, MODEL_UPLOADS_TOTAL};
-use crate::error::StoreError;
+use crate::db::{Db, StoreError};
 use crate::ids::{ModelId, OrgId, PersonaId, UserId};
 use crate::pagination::Page;
-use crate::state::AppState;
+
+/// What avatars need to know of personas, implemented over the personas
+/// domain (avatars do not import it): a persona's avatar settings, and the
+/// `PersonaChanged` event when a model change alters what a persona shows.
+#[async_trait::async_trait]
+pub trait PersonaLinks: Send + Sync + 'static {
+    /// The persona's avatar settings, `None` when the organisation has no
+    /// such persona.
+    async fn persona_avatar(
+        &self,
+        org: OrgId,
+        persona: PersonaId,
+    ) -> Result<Option<PersonaAvatar>, StoreError>;
+
+    /// A persona's avatar changed: its loaded copies must reload.
+    async fn changed(&self, persona: PersonaId);
+}
+
+/// A persona's avatar settings.
+#[derive(Debug, Clone)]
+pub struct PersonaAvatar {
+    pub avatar_model_id: Option<ModelId>,
+    /// The teacher's gesture overrides, as stored (JSON object).
+    pub gestures: String,
+}
+
+/// 3D avatar models of every organisation, and the files behind them.
+#[derive(Clone)]
+pub struct AvatarService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    data_dir: PathBuf,
+    node_id: String,
+    personas: Arc<dyn PersonaLinks>,
+}
+
+impl AvatarService {
+    pub fn new(
+        db: Db,
+        data_dir: PathBuf,
+        node_id: String,
+        personas: Arc<dyn PersonaLinks>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                data_dir,
+                node_id,
+                personas,
+            }),
+        }
+    }
+}
 
 /// Longest model name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -132,7 +187,7 @@ pub struct Avatar {
 
 /// Where a kept model file lives.
 pub fn file_path(data_dir: &Path, key: &str) -> PathBuf {
-    crate::knowledge::upload::storage_path(data_dir, key)
+    crate::storage::storage_path(data_dir, key)
 }
 
 /// A fresh storage key: `models/<model id>/v<version>-<random>.<ext>`.
@@ -168,26 +223,6 @@ fn default_name(file_name: &str) -> String {
         "Avatar".to_owned()
     } else {
         stem
-    }
-}
-
-/// The persona named by `persona_id`, which must be the organisation's.
-async fn persona_of(
-    state: &AppState,
-    org: OrgId,
-    sent: Option<&str>,
-) -> Result<Option<PersonaId>, AvatarError> {
-    let Some(text) = sent.map(str::trim).filter(|t| !t.is_empty()) else {
-        return Ok(None);
-    };
-    let invalid = || AvatarError::Invalid {
-        field: "persona_id",
-        detail: "persona_id names no persona of your organisation.".to_owned(),
-    };
-    let id: PersonaId = text.parse().map_err(|_| invalid())?;
-    match crate::personas::store::get(&state.db, org, id).await? {
-        Some(_) => Ok(Some(id)),
-        None => Err(invalid()),
     }
 }
 
@@ -242,22 +277,6 @@ fn fitting_overrides(json: &str, clips: &[String]) -> Option<String> {
     (kept.len() != overrides.len()).then(|| serde_json::to_string(&kept).unwrap_or_default())
 }
 
-/// The rewrites of the overrides of the personas using `model` (and of
-/// `persona`) once the model's clips are `clips`.
-async fn cleaned_overrides(
-    state: &AppState,
-    org: OrgId,
-    model: Option<ModelId>,
-    persona: Option<PersonaId>,
-    clips: &[String],
-) -> Result<Vec<(PersonaId, String)>, AvatarError> {
-    Ok(store::overrides(&state.db, org, model, persona)
-        .await?
-        .into_iter()
-        .filter_map(|(id, json)| fitting_overrides(&json, clips).map(|j| (id, j)))
-        .collect())
-}
-
 /// Moves the temporary file to `key` under the data directory.
 fn place_file(data_dir: &Path, temp: tempfile::TempPath, key: &str) -> anyhow::Result<PathBuf> {
     let dest = file_path(data_dir, key);
@@ -282,223 +301,8 @@ async fn remove_file(path: &Path) {
     }
 }
 
-async fn announce(state: &AppState, personas: impl IntoIterator<Item = PersonaId>) {
-    let mut seen = Vec::new();
-    for p in personas {
-        if !seen.contains(&p) {
-            seen.push(p);
-            crate::personas::changed(state, p).await;
-        }
-    }
-}
-
 fn record_upload(info: &ModelInfo) {
     metrics::counter!(MODEL_UPLOADS_TOTAL, "format" => info.format.extension()).increment(1);
-}
-
-/// Accepts a new model (its version 1), attached to `persona_id` if given.
-pub async fn create(
-    state: &AppState,
-    org: OrgId,
-    user: UserId,
-    upload: Upload,
-) -> Result<ModelDetail, AvatarError> {
-    let name =
-        model_name(upload.name.as_deref())?.unwrap_or_else(|| default_name(&upload.file_name));
-    let persona = persona_of(state, org, upload.persona_id.as_deref()).await?;
-    let info = inspect(&upload).await?;
-
-    let id = ModelId::new();
-    let key = storage_key(id, 1, info.format.extension());
-    let v = version_row(id, 1, org, key.clone(), &info, &upload.sha256);
-    let now = v.created_at;
-    let m = ModelRow {
-        id,
-        organization_id: org,
-        name,
-        current_version: 1,
-        created_by: Some(user),
-        created_at: now,
-        updated_at: now,
-    };
-    let gestures = cleaned_overrides(state, org, None, persona, &info.animations).await?;
-    let dest = place_file(&state.settings.data_dir, upload.temp, &key)?;
-    if let Err(e) = store::create(&state.db, &m, &v, persona, &gestures).await {
-        remove_file(&dest).await;
-        return Err(e.into());
-    }
-    record_upload(&info);
-    announce(
-        state,
-        persona.into_iter().chain(gestures.iter().map(|g| g.0)),
-    )
-    .await;
-    Ok(ModelDetail {
-        model: m,
-        versions: vec![v],
-        persona_id: persona,
-    })
-}
-
-/// Whether the organisation has this model (checked before an upload's
-/// body is read).
-pub async fn exists(state: &AppState, org: OrgId, id: ModelId) -> Result<bool, AvatarError> {
-    Ok(store::model(&state.db, org, id).await?.is_some())
-}
-
-/// Adds a version to a model (it becomes current; earlier ones stay).
-/// `name`, when sent, renames the model; `persona_id` attaches it.
-pub async fn add_version(
-    state: &AppState,
-    org: OrgId,
-    id: ModelId,
-    upload: Upload,
-) -> Result<ModelDetail, AvatarError> {
-    let rename = model_name(upload.name.as_deref())?;
-    let persona = persona_of(state, org, upload.persona_id.as_deref()).await?;
-    if !exists(state, org, id).await? {
-        return Err(AvatarError::NotFound);
-    }
-    let info = inspect(&upload).await?;
-    let gestures = cleaned_overrides(state, org, Some(id), persona, &info.animations).await?;
-    let v = version_row(id, 0, org, String::new(), &info, &upload.sha256);
-    let data_dir = state.settings.data_dir.clone();
-    let ext = info.format.extension();
-    let temp = upload.temp;
-    let mut placed: Option<PathBuf> = None;
-    let result = store::add_version(
-        &state.db,
-        org,
-        id,
-        v,
-        rename.as_deref(),
-        persona,
-        &gestures,
-        |version| {
-            let key = storage_key(id, version, ext);
-            placed = Some(place_file(&data_dir, temp, &key)?);
-            Ok(key)
-        },
-    )
-    .await;
-    match result {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(AvatarError::NotFound),
-        Err(e) => {
-            if let Some(path) = &placed {
-                remove_file(path).await;
-            }
-            return Err(e.into());
-        }
-    }
-    record_upload(&info);
-    announce(
-        state,
-        persona.into_iter().chain(gestures.iter().map(|g| g.0)),
-    )
-    .await;
-    get(state, org, id).await
-}
-
-/// Builds the details of `models` (versions, first persona).
-async fn details(
-    state: &AppState,
-    org: OrgId,
-    models: Vec<ModelRow>,
-) -> Result<Vec<ModelDetail>, AvatarError> {
-    let ids: Vec<ModelId> = models.iter().map(|m| m.id).collect();
-    let mut versions: HashMap<ModelId, Vec<VersionRow>> = HashMap::new();
-    for v in store::versions_of(&state.db, org, &ids).await? {
-        versions.entry(v.model_id).or_default().push(v);
-    }
-    let mut personas: HashMap<ModelId, PersonaId> = HashMap::new();
-    for (m, p) in store::personas_using(&state.db, org, &ids).await? {
-        personas.entry(m).or_insert(p);
-    }
-    Ok(models
-        .into_iter()
-        .map(|m| ModelDetail {
-            versions: versions.remove(&m.id).unwrap_or_default(),
-            persona_id: personas.get(&m.id).copied(),
-            model: m,
-        })
-        .collect())
-}
-
-/// One model of the organisation.
-pub async fn get(state: &AppState, org: OrgId, id: ModelId) -> Result<ModelDetail, AvatarError> {
-    let model = store::model(&state.db, org, id)
-        .await?
-        .ok_or(AvatarError::NotFound)?;
-    details(state, org, vec![model])
-        .await?
-        .pop()
-        .ok_or(AvatarError::NotFound)
-}
-
-/// A page of the organisation's models, oldest first (`limit + 1` rows:
-/// the extra one tells whether there is more).
-pub async fn list(
-    state: &AppState,
-    org: OrgId,
-    page: Page,
-) -> Result<Vec<ModelDetail>, AvatarError> {
-    let models = store::list(&state.db, org, page).await?;
-    details(state, org, models).await
-}
-
-/// Deletes a model, every version's row and file.
-pub async fn delete(state: &AppState, org: OrgId, id: ModelId) -> Result<(), AvatarError> {
-    let users: Vec<PersonaId> = store::personas_using(&state.db, org, &[id])
-        .await?
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect();
-    let keys = store::delete(&state.db, org, id)
-        .await?
-        .ok_or(AvatarError::NotFound)?;
-    forget(&state.node_id, &keys);
-    for key in &keys {
-        remove_file(&file_path(&state.settings.data_dir, key)).await;
-    }
-    announce(state, users).await;
-    Ok(())
-}
-
-/// A persona's avatar: its model and every gesture's clip, matched from the
-/// clip names with the persona's overrides applied. Overrides naming a clip
-/// the model does not have are ignored (the match applies).
-pub async fn avatar(
-    state: &AppState,
-    org: OrgId,
-    persona: PersonaId,
-) -> Result<Avatar, AvatarError> {
-    let row = crate::personas::store::get(&state.db, org, persona)
-        .await?
-        .ok_or(AvatarError::NotFound)?;
-    let model = match row.avatar_model_id {
-        Some(id) => match get(state, org, id).await {
-            Ok(d) => Some(d),
-            Err(AvatarError::NotFound) => None,
-            Err(e) => return Err(e),
-        },
-        None => None,
-    };
-    let clips = model
-        .as_ref()
-        .and_then(|m| m.current())
-        .map(VersionRow::animations)
-        .unwrap_or_default();
-    let overrides: BTreeMap<String, Option<String>> =
-        serde_json::from_str(&row.gestures).unwrap_or_default();
-    let overrides: BTreeMap<String, Option<String>> = overrides
-        .into_iter()
-        .filter(|(_, clip)| clip.as_ref().is_none_or(|c| clips.contains(c)))
-        .collect();
-    Ok(Avatar {
-        gestures: merge(&match_clips(&clips), &overrides),
-        model,
-    })
 }
 
 /// How long the asset route trusts a version row it read (see
@@ -538,43 +342,6 @@ fn forget(node: &str, keys: &[String]) {
     let mut cache = ASSET_CACHE.lock();
     for key in keys {
         cache.remove(&(node.to_owned(), key.clone()));
-    }
-}
-
-/// The version stored under an asset key (whose URL signature the caller
-/// checked). Rows are cached for [`ASSET_CACHE_TTL`]: a model deleted
-/// through another node may still be revalidated (304) that long, while its
-/// file, gone at once, is no longer served.
-pub async fn find_asset(state: &AppState, key: &str) -> Result<Arc<VersionRow>, AvatarError> {
-    if !is_valid_key(key) {
-        return Err(AvatarError::NotFound);
-    }
-    if let Some(row) = cached(&state.node_id, key) {
-        return Ok(row);
-    }
-    let row = Arc::new(
-        store::by_storage_key(&state.db, key)
-            .await?
-            .ok_or(AvatarError::NotFound)?,
-    );
-    remember(&state.node_id, row.clone());
-    Ok(row)
-}
-
-/// Opens the file of an asset key: the file and its length.
-pub async fn open_asset(state: &AppState, key: &str) -> Result<(std::fs::File, u64), AvatarError> {
-    let path = file_path(&state.settings.data_dir, key);
-    let opened = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path)?;
-        let len = file.metadata()?.len();
-        Ok::<_, std::io::Error>((file, len))
-    })
-    .await
-    .context("opening a model file")?;
-    match opened {
-        Ok(found) => Ok(found),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(AvatarError::NotFound),
-        Err(e) => Err(anyhow::Error::new(e).context("opening a model file").into()),
     }
 }
 
@@ -634,6 +401,289 @@ pub fn file_stream(
             }
         }
     })
+}
+
+impl AvatarService {
+    /// The persona named by `persona_id`, which must be the organisation's.
+    async fn persona_of(
+        &self,
+        org: OrgId,
+        sent: Option<&str>,
+    ) -> Result<Option<PersonaId>, AvatarError> {
+        let Some(text) = sent.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        let invalid = || AvatarError::Invalid {
+            field: "persona_id",
+            detail: "persona_id names no persona of your organisation.".to_owned(),
+        };
+        let id: PersonaId = text.parse().map_err(|_| invalid())?;
+        match self.inner.personas.persona_avatar(org, id).await? {
+            Some(_) => Ok(Some(id)),
+            None => Err(invalid()),
+        }
+    }
+
+    /// The rewrites of the overrides of the personas using `model` (and of
+    /// `persona`) once the model's clips are `clips`.
+    async fn cleaned_overrides(
+        &self,
+        org: OrgId,
+        model: Option<ModelId>,
+        persona: Option<PersonaId>,
+        clips: &[String],
+    ) -> Result<Vec<(PersonaId, String)>, AvatarError> {
+        Ok(store::overrides(&self.inner.db, org, model, persona)
+            .await?
+            .into_iter()
+            .filter_map(|(id, json)| fitting_overrides(&json, clips).map(|j| (id, j)))
+            .collect())
+    }
+
+    async fn announce(&self, personas: impl IntoIterator<Item = PersonaId>) {
+        let mut seen = Vec::new();
+        for p in personas {
+            if !seen.contains(&p) {
+                seen.push(p);
+                self.inner.personas.changed(p).await;
+            }
+        }
+    }
+
+    /// Accepts a new model (its version 1), attached to `persona_id` if given.
+    pub async fn create(
+        &self,
+        org: OrgId,
+        user: UserId,
+        upload: Upload,
+    ) -> Result<ModelDetail, AvatarError> {
+        let name =
+            model_name(upload.name.as_deref())?.unwrap_or_else(|| default_name(&upload.file_name));
+        let persona = self.persona_of(org, upload.persona_id.as_deref()).await?;
+        let info = inspect(&upload).await?;
+
+        let id = ModelId::new();
+        let key = storage_key(id, 1, info.format.extension());
+        let v = version_row(id, 1, org, key.clone(), &info, &upload.sha256);
+        let now = v.created_at;
+        let m = ModelRow {
+            id,
+            organization_id: org,
+            name,
+            current_version: 1,
+            created_by: Some(user),
+            created_at: now,
+            updated_at: now,
+        };
+        let gestures = self
+            .cleaned_overrides(org, None, persona, &info.animations)
+            .await?;
+        let dest = place_file(&self.inner.data_dir, upload.temp, &key)?;
+        if let Err(e) = store::create(&self.inner.db, &m, &v, persona, &gestures).await {
+            remove_file(&dest).await;
+            return Err(e.into());
+        }
+        record_upload(&info);
+        self.announce(persona.into_iter().chain(gestures.iter().map(|g| g.0)))
+            .await;
+        Ok(ModelDetail {
+            model: m,
+            versions: vec![v],
+            persona_id: persona,
+        })
+    }
+
+    /// Whether the organisation has this model (checked before an upload's
+    /// body is read).
+    pub async fn exists(&self, org: OrgId, id: ModelId) -> Result<bool, AvatarError> {
+        Ok(store::model(&self.inner.db, org, id).await?.is_some())
+    }
+
+    /// Adds a version to a model (it becomes current; earlier ones stay).
+    /// `name`, when sent, renames the model; `persona_id` attaches it.
+    pub async fn add_version(
+        &self,
+        org: OrgId,
+        id: ModelId,
+        upload: Upload,
+    ) -> Result<ModelDetail, AvatarError> {
+        let rename = model_name(upload.name.as_deref())?;
+        let persona = self.persona_of(org, upload.persona_id.as_deref()).await?;
+        if !self.exists(org, id).await? {
+            return Err(AvatarError::NotFound);
+        }
+        let info = inspect(&upload).await?;
+        let gestures = self
+            .cleaned_overrides(org, Some(id), persona, &info.animations)
+            .await?;
+        let v = version_row(id, 0, org, String::new(), &info, &upload.sha256);
+        let data_dir = self.inner.data_dir.clone();
+        let ext = info.format.extension();
+        let temp = upload.temp;
+        let mut placed: Option<PathBuf> = None;
+        let result = store::add_version(
+            &self.inner.db,
+            org,
+            id,
+            v,
+            rename.as_deref(),
+            persona,
+            &gestures,
+            |version| {
+                let key = storage_key(id, version, ext);
+                placed = Some(place_file(&data_dir, temp, &key)?);
+                Ok(key)
+            },
+        )
+        .await;
+        match result {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(AvatarError::NotFound),
+            Err(e) => {
+                if let Some(path) = &placed {
+                    remove_file(path).await;
+                }
+                return Err(e.into());
+            }
+        }
+        record_upload(&info);
+        self.announce(persona.into_iter().chain(gestures.iter().map(|g| g.0)))
+            .await;
+        self.get(org, id).await
+    }
+
+    /// Builds the details of `models` (versions, first persona).
+    async fn details(
+        &self,
+        org: OrgId,
+        models: Vec<ModelRow>,
+    ) -> Result<Vec<ModelDetail>, AvatarError> {
+        let ids: Vec<ModelId> = models.iter().map(|m| m.id).collect();
+        let mut versions: HashMap<ModelId, Vec<VersionRow>> = HashMap::new();
+        for v in store::versions_of(&self.inner.db, org, &ids).await? {
+            versions.entry(v.model_id).or_default().push(v);
+        }
+        let mut personas: HashMap<ModelId, PersonaId> = HashMap::new();
+        for (m, p) in store::personas_using(&self.inner.db, org, &ids).await? {
+            personas.entry(m).or_insert(p);
+        }
+        Ok(models
+            .into_iter()
+            .map(|m| ModelDetail {
+                versions: versions.remove(&m.id).unwrap_or_default(),
+                persona_id: personas.get(&m.id).copied(),
+                model: m,
+            })
+            .collect())
+    }
+
+    /// One model of the organisation.
+    pub async fn get(&self, org: OrgId, id: ModelId) -> Result<ModelDetail, AvatarError> {
+        let model = store::model(&self.inner.db, org, id)
+            .await?
+            .ok_or(AvatarError::NotFound)?;
+        self.details(org, vec![model])
+            .await?
+            .pop()
+            .ok_or(AvatarError::NotFound)
+    }
+
+    /// A page of the organisation's models, oldest first (`limit + 1` rows:
+    /// the extra one tells whether there is more).
+    pub async fn list(&self, org: OrgId, page: Page) -> Result<Vec<ModelDetail>, AvatarError> {
+        let models = store::list(&self.inner.db, org, page).await?;
+        self.details(org, models).await
+    }
+
+    /// Deletes a model, every version's row and file.
+    pub async fn delete(&self, org: OrgId, id: ModelId) -> Result<(), AvatarError> {
+        let users: Vec<PersonaId> = store::personas_using(&self.inner.db, org, &[id])
+            .await?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        let keys = store::delete(&self.inner.db, org, id)
+            .await?
+            .ok_or(AvatarError::NotFound)?;
+        forget(&self.inner.node_id, &keys);
+        for key in &keys {
+            remove_file(&file_path(&self.inner.data_dir, key)).await;
+        }
+        self.announce(users).await;
+        Ok(())
+    }
+
+    /// A persona's avatar: its model and every gesture's clip, matched from the
+    /// clip names with the persona's overrides applied. Overrides naming a clip
+    /// the model does not have are ignored (the match applies).
+    pub async fn avatar(&self, org: OrgId, persona: PersonaId) -> Result<Avatar, AvatarError> {
+        let row = self
+            .inner
+            .personas
+            .persona_avatar(org, persona)
+            .await?
+            .ok_or(AvatarError::NotFound)?;
+        let model = match row.avatar_model_id {
+            Some(id) => match self.get(org, id).await {
+                Ok(d) => Some(d),
+                Err(AvatarError::NotFound) => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        let clips = model
+            .as_ref()
+            .and_then(|m| m.current())
+            .map(VersionRow::animations)
+            .unwrap_or_default();
+        let overrides: BTreeMap<String, Option<String>> =
+            serde_json::from_str(&row.gestures).unwrap_or_default();
+        let overrides: BTreeMap<String, Option<String>> = overrides
+            .into_iter()
+            .filter(|(_, clip)| clip.as_ref().is_none_or(|c| clips.contains(c)))
+            .collect();
+        Ok(Avatar {
+            gestures: merge(&match_clips(&clips), &overrides),
+            model,
+        })
+    }
+
+    /// The version stored under an asset key (whose URL signature the caller
+    /// checked). Rows are cached for [`ASSET_CACHE_TTL`]: a model deleted
+    /// through another node may still be revalidated (304) that long, while its
+    /// file, gone at once, is no longer served.
+    pub async fn find_asset(&self, key: &str) -> Result<Arc<VersionRow>, AvatarError> {
+        if !is_valid_key(key) {
+            return Err(AvatarError::NotFound);
+        }
+        if let Some(row) = cached(&self.inner.node_id, key) {
+            return Ok(row);
+        }
+        let row = Arc::new(
+            store::by_storage_key(&self.inner.db, key)
+                .await?
+                .ok_or(AvatarError::NotFound)?,
+        );
+        remember(&self.inner.node_id, row.clone());
+        Ok(row)
+    }
+
+    /// Opens the file of an asset key: the file and its length.
+    pub async fn open_asset(&self, key: &str) -> Result<(std::fs::File, u64), AvatarError> {
+        let path = file_path(&self.inner.data_dir, key);
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            let len = file.metadata()?.len();
+            Ok::<_, std::io::Error>((file, len))
+        })
+        .await
+        .context("opening a model file")?;
+        match opened {
+            Ok(found) => Ok(found),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(AvatarError::NotFound),
+            Err(e) => Err(anyhow::Error::new(e).context("opening a model file").into()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::db::Db;
-use crate::error::StoreError;
+use crate::db::StoreError;
 use crate::ids::{ModelId, OrgId, PersonaId, UserId};
 use crate::pagination::Page;
 use crate::{on_db, on_db_write};

@@ -3,6 +3,7 @@
 //! WebSocket transport ([`ws`]), this node's hub ([`hub`]) and the history
 //! routes.
 
+pub mod ask;
 pub mod hub;
 pub mod session;
 pub mod store;
@@ -39,6 +40,9 @@ pub fn routes() -> Vec<RouteDef> {
             web::get().to(get_session)
         }),
         RouteDef::new(Method::GET, "/v1/chat/ws", || web::get().to(ws::chat_ws)),
+        RouteDef::new(Method::POST, "/v1/personas/{id}/ask", || {
+            web::post().to(ask::ask)
+        }),
     ]
 }
 

@@ -14,8 +14,8 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::db::StoreError;
 use crate::db::{Committed, Db, WriteGate, group_write};
-use crate::error::StoreError;
 use crate::ids::{OrgId, PersonaId, SessionId, UserId};
 use crate::pagination::Page;
 use crate::{on_db, on_db_write};

@@ -43,7 +43,8 @@ use serde_json::{Value, json};
 use super::hub::{CloseWith, Push};
 use super::session::{ChatError, ChatSession, Post, Resumed};
 use super::store::{self, SessionRow};
-use crate::auth::{AuthUser, authenticate, bearer_token};
+use crate::auth::AuthUser;
+use crate::auth::routes::{authenticate, bearer_token};
 use crate::error::ApiError;
 use crate::ids::{PersonaId, SessionId};
 use crate::state::AppState;
@@ -424,7 +425,10 @@ impl WsConnection {
         };
         let row = joined.row.clone();
         let actor = joined.actor.clone();
-        let text = match crate::personas::check_question(&self.state, &text) {
+        let text = match crate::personas::check_question(
+            &text,
+            self.state.settings.personas.max_question_chars,
+        ) {
             Ok(t) => t,
             Err(e) => return self.error("validation_failed", &e.detail, ctx),
         };

@@ -6,6 +6,7 @@
 //! coverage, tenant isolation), so a route cannot exist without being checked.
 
 pub mod middleware;
+pub mod upload;
 
 use actix_cors::Cors;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};

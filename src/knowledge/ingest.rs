@@ -20,8 +20,8 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::ids::{ChunkId, OrgId, SourceId};
 use crate::knowledge::index::{SearchService, vector_to_bytes};
-use crate::knowledge::store::{self, NewChunk, SourceRow};
-use crate::knowledge::{transcribe, upload};
+use crate::knowledge::store::{self, NewChunk, SourceRow, SourceStatus};
+use crate::knowledge::transcribe;
 
 const EMBED_BATCH: usize = 32;
 
@@ -62,7 +62,7 @@ impl KnowledgeIngest {
     async fn stage(
         &self,
         src: &SourceRow,
-        status: &str,
+        status: SourceStatus,
         stage: &str,
         progress: f64,
     ) -> Result<(), Failure> {
@@ -76,7 +76,7 @@ impl KnowledgeIngest {
         &self,
         org: OrgId,
         id: SourceId,
-        status: &str,
+        status: SourceStatus,
         stage: &str,
         progress: f64,
         error: Option<&str>,
@@ -136,14 +136,16 @@ impl KnowledgeIngest {
     }
 
     async fn process(&self, src: &SourceRow) -> Result<(), Failure> {
-        let path = upload::storage_path(&self.settings.data_dir, &src.storage_key);
-        self.stage(src, "processing", "extracting", 0.05).await?;
+        let path = crate::storage::storage_path(&self.settings.data_dir, &src.storage_key);
+        self.stage(src, SourceStatus::Processing, "extracting", 0.05)
+            .await?;
         let doc = match self.extract(src, &path).await {
             Ok(doc) => doc,
             Err(e) if e.is_permanent() => return Err(Failure::Permanent(e.to_string())),
             Err(e) => return Err(Failure::Transient(e.to_string())),
         };
-        self.stage(src, "processing", "chunking", 0.3).await?;
+        self.stage(src, SourceStatus::Processing, "chunking", 0.3)
+            .await?;
         let pages = i64::from(doc.page_count);
         let chunks = tokio::task::spawn_blocking(move || {
             bwenge_parsers::chunk(&doc, &ChunkConfig::default())
@@ -155,7 +157,8 @@ impl KnowledgeIngest {
                 "No text could be found in this file, so there is nothing to search.".into(),
             ));
         }
-        self.stage(src, "processing", "embedding", 0.35).await?;
+        self.stage(src, SourceStatus::Processing, "embedding", 0.35)
+            .await?;
         let embedder = self.search.embedder().clone();
         let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(chunks.len());
         for (i, batch) in chunks.chunks(EMBED_BATCH).enumerate() {
@@ -178,8 +181,13 @@ impl KnowledgeIngest {
             );
             let done = ((i + 1) * EMBED_BATCH).min(chunks.len()) as f64 / chunks.len() as f64;
             if i % 4 == 3 {
-                self.stage(src, "processing", "embedding", 0.35 + 0.5 * done)
-                    .await?;
+                self.stage(
+                    src,
+                    SourceStatus::Processing,
+                    "embedding",
+                    0.35 + 0.5 * done,
+                )
+                .await?;
             }
         }
         let rows: Vec<NewChunk> = chunks
@@ -198,7 +206,8 @@ impl KnowledgeIngest {
             })
             .collect();
         store::replace_chunks(&self.db, src.organization_id, src.id, &embedder.id(), &rows).await?;
-        self.stage(src, "processing", "indexing", 0.9).await?;
+        self.stage(src, SourceStatus::Processing, "indexing", 0.9)
+            .await?;
         let items: Vec<IndexItem> = rows
             .into_iter()
             .zip(vectors)
@@ -217,8 +226,15 @@ impl KnowledgeIngest {
             .index_source(src.organization_id, src.id, items)
             .await?;
         store::mark_ready(&self.db, src.id, pages, count).await?;
-        self.publish(src.organization_id, src.id, "ready", "ready", 1.0, None)
-            .await;
+        self.publish(
+            src.organization_id,
+            src.id,
+            SourceStatus::Ready,
+            "ready",
+            1.0,
+            None,
+        )
+        .await;
         // Other nodes refresh this organisation's index from the database.
         let _ = self
             .bus
@@ -244,7 +260,7 @@ impl IngestWork for KnowledgeIngest {
                 return Outcome::RetryAfter(Duration::from_secs(5));
             }
         };
-        if src.status == "ready" || src.status == "failed" {
+        if src.status.is_final() {
             return Outcome::Finished;
         }
         let attempt = match store::begin_attempt(&self.db, id).await {
@@ -258,7 +274,7 @@ impl IngestWork for KnowledgeIngest {
             self.publish(
                 src.organization_id,
                 id,
-                "failed",
+                SourceStatus::Failed,
                 &src.stage,
                 src.progress,
                 Some(msg),
@@ -271,21 +287,35 @@ impl IngestWork for KnowledgeIngest {
             Err(Failure::Permanent(msg)) => {
                 tracing::info!(source_id = %id, reason = %msg, "ingest failed");
                 let _ = store::mark_failed(&self.db, id, &msg).await;
-                self.publish(src.organization_id, id, "failed", "failed", 1.0, Some(&msg))
-                    .await;
+                self.publish(
+                    src.organization_id,
+                    id,
+                    SourceStatus::Failed,
+                    "failed",
+                    1.0,
+                    Some(&msg),
+                )
+                .await;
                 Outcome::Finished
             }
             Err(Failure::Transient(msg)) if attempt < max => {
                 tracing::warn!(source_id = %id, attempt, error = %msg, "ingest failed; will retry");
-                let _ = store::set_stage(&self.db, id, "queued", "queued", 0.0).await;
+                let _ = store::set_stage(&self.db, id, SourceStatus::Queued, "queued", 0.0).await;
                 Outcome::RetryAfter(Duration::from_secs(2u64.pow(attempt as u32).min(60)))
             }
             Err(Failure::Transient(msg)) => {
                 tracing::error!(source_id = %id, error = %msg, "ingest failed for good");
                 let text = "Processing this file failed; try uploading it again later.";
                 let _ = store::mark_failed(&self.db, id, text).await;
-                self.publish(src.organization_id, id, "failed", "failed", 1.0, Some(text))
-                    .await;
+                self.publish(
+                    src.organization_id,
+                    id,
+                    SourceStatus::Failed,
+                    "failed",
+                    1.0,
+                    Some(text),
+                )
+                .await;
                 Outcome::Finished
             }
         }

@@ -6,10 +6,52 @@
 use chrono::{DateTime, Utc};
 
 use crate::db::Db;
-use crate::error::StoreError;
+use crate::db::StoreError;
 use crate::ids::{ChunkId, OrgId, SourceId, UserId};
 use crate::pagination::Page;
 use crate::{on_db, on_db_write};
+
+/// Where a source is in its processing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceStatus {
+    Queued,
+    Processing,
+    Ready,
+    Failed,
+}
+
+impl SourceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceStatus::Queued => "queued",
+            SourceStatus::Processing => "processing",
+            SourceStatus::Ready => "ready",
+            SourceStatus::Failed => "failed",
+        }
+    }
+
+    /// Nothing more will happen to it.
+    pub fn is_final(self) -> bool {
+        matches!(self, SourceStatus::Ready | SourceStatus::Failed)
+    }
+}
+
+impl std::str::FromStr for SourceStatus {
+    type Err = anyhow::Error;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Ok(match raw {
+            "queued" => SourceStatus::Queued,
+            "processing" => SourceStatus::Processing,
+            "ready" => SourceStatus::Ready,
+            "failed" => SourceStatus::Failed,
+            other => anyhow::bail!("unknown source status {other:?}"),
+        })
+    }
+}
+
+crate::sql_text_enum!(SourceStatus);
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SourceRow {
@@ -21,7 +63,7 @@ pub struct SourceRow {
     pub size_bytes: i64,
     pub sha256: String,
     pub storage_key: String,
-    pub status: String,
+    pub status: SourceStatus,
     pub stage: String,
     pub progress: f64,
     pub page_count: Option<i64>,
@@ -53,7 +95,7 @@ pub async fn insert_source(db: &Db, s: &SourceRow) -> Result<(), StoreError> {
     .bind(s.size_bytes)
     .bind(&s.sha256)
     .bind(&s.storage_key)
-    .bind(&s.status)
+    .bind(s.status)
     .bind(&s.stage)
     .bind(s.progress)
     .bind(s.uploaded_by)
@@ -126,7 +168,7 @@ pub async fn delete_source(
 pub async fn set_stage(
     db: &Db,
     id: SourceId,
-    status: &str,
+    status: SourceStatus,
     stage: &str,
     progress: f64,
 ) -> Result<(), StoreError> {

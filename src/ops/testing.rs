@@ -8,7 +8,8 @@ use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
-use crate::error::{ApiResult, StoreError};
+use crate::db::StoreError;
+use crate::error::ApiResult;
 use crate::http::RouteDef;
 use crate::state::AppState;
 

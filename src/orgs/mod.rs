@@ -7,3 +7,4 @@ pub mod service;
 pub mod store;
 
 pub use routes::routes;
+pub use service::{OrgError, OrgService};

@@ -5,7 +5,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::service;
 use crate::audit::{self, AuditView};
 use crate::auth::AuthUser;
 use crate::auth::model::Role;
@@ -61,7 +60,10 @@ pub async fn invite(
     user: AuthUser,
     body: web::Json<InviteBody>,
 ) -> ApiResult<HttpResponse> {
-    let inv = service::invite(&state, &user, &ip(&req, &state), &body.email, &body.role).await?;
+    let inv = state
+        .orgs
+        .invite(&user, &ip(&req, &state), &body.email, &body.role)
+        .await?;
     Ok(HttpResponse::Created().json(InvitationView {
         id: inv.id,
         email: inv.email,
@@ -91,14 +93,15 @@ pub async fn accept(
     req: HttpRequest,
     body: web::Json<AcceptBody>,
 ) -> ApiResult<HttpResponse> {
-    let (user, tokens) = service::accept(
-        &state,
-        &ip(&req, &state),
-        &body.token,
-        &body.full_name,
-        &body.password,
-    )
-    .await?;
+    let (user, tokens) = state
+        .orgs
+        .accept(
+            &ip(&req, &state),
+            &body.token,
+            &body.full_name,
+            &body.password,
+        )
+        .await?;
     Ok(HttpResponse::Created().json(AcceptAnswer {
         user: UserView::from_row(&user),
         tokens,
@@ -114,7 +117,7 @@ pub async fn list_members(
     q: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
     let page = q.parse()?;
-    Ok(HttpResponse::Ok().json(service::list_members(&state, &user, page).await?))
+    Ok(HttpResponse::Ok().json(state.orgs.list_members(&user, page).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -137,8 +140,10 @@ pub async fn change_role(
 ) -> ApiResult<HttpResponse> {
     user.require_admin()?;
     let role = Role::parse(&body.role)?;
-    let row =
-        service::change_role(&state, &user, &ip(&req, &state), path.into_inner(), role).await?;
+    let row = state
+        .orgs
+        .change_role(&user, &ip(&req, &state), path.into_inner(), role)
+        .await?;
     Ok(HttpResponse::Ok().json(UserView::from_row(&row)))
 }
 
@@ -153,7 +158,10 @@ pub async fn remove_member(
     user: AuthUser,
     path: web::Path<UserId>,
 ) -> ApiResult<HttpResponse> {
-    service::remove_member(&state, &user, &ip(&req, &state), path.into_inner()).await?;
+    state
+        .orgs
+        .remove_member(&user, &ip(&req, &state), path.into_inner())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -2,9 +2,10 @@
 
 use chrono::Utc;
 
+use crate::auth::model::Role;
 use crate::auth::store::UserRow;
 use crate::db::Db;
-use crate::error::StoreError;
+use crate::db::StoreError;
 use crate::ids::{OrgId, UserId};
 use crate::pagination::Page;
 use crate::{on_db, on_db_write};
@@ -42,7 +43,7 @@ pub async fn count_admins(db: &Db, org: OrgId) -> Result<i64, StoreError> {
 
 /// Changes a role and revokes the member's access tokens (their next token
 /// carries the new role).
-pub async fn set_role(db: &Db, org: OrgId, id: UserId, role: &str) -> Result<bool, StoreError> {
+pub async fn set_role(db: &Db, org: OrgId, id: UserId, role: Role) -> Result<bool, StoreError> {
     let n = on_db_write!(db, |pool| sqlx::query(
         "UPDATE users SET role = $3, token_version = token_version + 1, updated_at = $4 \
          WHERE id = $1 AND organization_id = $2"

@@ -31,10 +31,10 @@ use super::safety::{self, Refusal};
 use super::store::{self, PersonaRow};
 use crate::config::Settings;
 use crate::db::Db;
-use crate::error::{ApiError, ErrorCode};
 use crate::ids::{OrgId, PersonaId, SourceId, UserId};
 use crate::knowledge::SearchHit;
 use crate::knowledge::index::SearchService;
+use crate::personas::error::PersonaError;
 
 pub const CACHE_HITS_TOTAL: &str = "bwenge_answer_cache_hits_total";
 pub const CACHE_MISSES_TOTAL: &str = "bwenge_answer_cache_misses_total";
@@ -120,9 +120,9 @@ impl PersonaPort for PersonaService {
     type Config = PersonaConfig;
     type Request = Question;
     type Reply = Answer;
-    type Error = ApiError;
+    type Error = PersonaError;
 
-    async fn load(&self, id: PersonaKey) -> Result<Option<PersonaConfig>, ApiError> {
+    async fn load(&self, id: PersonaKey) -> Result<Option<PersonaConfig>, PersonaError> {
         let Some(row) = store::get_any(&self.db, PersonaId(id)).await? else {
             return Ok(None);
         };
@@ -144,18 +144,20 @@ impl PersonaPort for PersonaService {
         }))
     }
 
-    async fn answer(&self, config: Arc<PersonaConfig>, q: Question) -> Result<Answer, ApiError> {
+    async fn answer(
+        &self,
+        config: Arc<PersonaConfig>,
+        q: Question,
+    ) -> Result<Answer, PersonaError> {
         if config.row.organization_id != q.org {
-            return Err(ApiError::not_found());
+            return Err(PersonaError::NotFound);
         }
         // The pipeline runs on the answering pool, not on the persona
         // actor's thread: one persona answers a whole school at once.
         let this = self.clone();
         let answer = crate::work::spawn(async move { this.pipeline(&config, &q).await })
             .await
-            .map_err(|e| {
-                ApiError::internal(anyhow::anyhow!("answering a question failed: {e}"))
-            })??;
+            .map_err(|e| anyhow::Error::new(e).context("answering a question failed"))??;
         metrics::counter!(ANSWERS_TOTAL, "provider" => provider_label(&answer.provider),
             "grounded" => if answer.grounded { "true" } else { "false" })
         .increment(1);
@@ -173,7 +175,7 @@ fn provider_label(p: &str) -> &'static str {
 }
 
 impl PersonaService {
-    async fn pipeline(&self, cfg: &PersonaConfig, q: &Question) -> Result<Answer, ApiError> {
+    async fn pipeline(&self, cfg: &PersonaConfig, q: &Question) -> Result<Answer, PersonaError> {
         let p = &cfg.row;
         let lang = p.language.as_str();
         let question = q.text.trim();
@@ -262,7 +264,7 @@ impl PersonaService {
         &self,
         cfg: &PersonaConfig,
         question: &str,
-    ) -> Result<Vec<SearchHit>, ApiError> {
+    ) -> Result<Vec<SearchHit>, PersonaError> {
         let s = &self.settings.personas;
         if cfg.scope.as_ref().is_some_and(HashSet::is_empty) {
             return Ok(Vec::new());
@@ -306,7 +308,7 @@ impl PersonaService {
         q: &Question,
         question: &str,
         passages: &[SearchHit],
-    ) -> Result<Answer, ApiError> {
+    ) -> Result<Answer, PersonaError> {
         let p = &cfg.row;
         let mut rules = Vec::new();
         if p.stay_on_subject
@@ -387,7 +389,7 @@ impl PersonaService {
         &self,
         request: &AnswerRequest,
         deltas: Option<&mpsc::Sender<Delta>>,
-    ) -> Result<Generated, ApiError> {
+    ) -> Result<Generated, PersonaError> {
         let mut stream = self.model.stream(request).await.map_err(llm_error)?;
         let mut text = String::new();
         while let Some(event) = stream.next().await {
@@ -425,7 +427,7 @@ impl PersonaService {
         )))
     }
 
-    async fn cache_key(&self, cfg: &PersonaConfig, question: &str) -> Result<String, ApiError> {
+    async fn cache_key(&self, cfg: &PersonaConfig, question: &str) -> Result<String, PersonaError> {
         let version = store::knowledge_version(&self.db, cfg.row.organization_id).await?;
         let normalised = safety::words(question).join(" ");
         let mut h = Sha256::new();
@@ -497,14 +499,10 @@ fn derive_animation(grounded: bool, cites: &[Citation]) -> Animation {
 }
 
 /// Every provider failed: `503 llm_unavailable` with a `Retry-After`.
-fn llm_error(e: LlmError) -> ApiError {
-    let retry = e.retry_after().unwrap_or(Duration::from_secs(30));
+fn llm_error(e: LlmError) -> PersonaError {
+    let retry_after = e.retry_after().unwrap_or(Duration::from_secs(30));
     tracing::warn!(error = %e, "no language model could answer");
-    ApiError::new(
-        ErrorCode::LlmUnavailable,
-        "No language model can answer right now; try again shortly.",
-    )
-    .with_retry_after(retry)
+    PersonaError::LlmUnavailable { retry_after }
 }
 
 /// Gesture overrides as stored.

@@ -492,7 +492,7 @@ async fn a_restart_loses_nothing_and_resumes_interrupted_jobs() {
     bwenge::knowledge::store::set_stage(
         &app.state.db,
         bwenge::ids::SourceId(id),
-        "processing",
+        bwenge::knowledge::store::SourceStatus::Processing,
         "embedding",
         0.5,
     )

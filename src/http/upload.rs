@@ -4,7 +4,7 @@
 //! refused upload leaves nothing behind: the temporary file is removed when
 //! its handle drops.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use actix_multipart::Multipart;
 use futures_util::StreamExt;
@@ -162,11 +162,6 @@ pub fn sanitize_filename(raw: &str) -> String {
     } else {
         clean
     }
-}
-
-/// Where a kept file lives: by id, never by the client's name.
-pub fn storage_path(data_dir: &Path, key: &str) -> PathBuf {
-    data_dir.join("files").join(key)
 }
 
 #[cfg(test)]
