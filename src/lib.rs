@@ -4,6 +4,8 @@
 //! `bwenge-actors` (storage, bus, cache, rate limits).
 
 pub mod adapters;
+#[cfg(test)]
+mod architecture;
 pub mod audit;
 pub mod auth;
 pub mod avatars;
@@ -27,6 +29,8 @@ pub mod startup;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+#[cfg(test)]
+mod testkit;
 pub mod validation;
 pub mod work;
 

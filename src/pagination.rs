@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::validation::Invalid;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
@@ -34,10 +34,10 @@ pub struct Page {
 }
 
 impl PageQuery {
-    pub fn parse(&self) -> Result<Page, ApiError> {
+    pub fn parse(&self) -> Result<Page, Invalid> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "limit",
                 format!("limit must be between 1 and {MAX_LIMIT}."),
             ));
@@ -45,7 +45,7 @@ impl PageQuery {
         let after = match self.cursor.as_deref().filter(|c| !c.is_empty()) {
             None => None,
             Some(c) => Some(decode(c).ok_or_else(|| {
-                ApiError::validation("cursor", "The cursor is not one this server gave out.")
+                Invalid::new("cursor", "The cursor is not one this server gave out.")
             })?),
         };
         Ok(Page { limit, after })

@@ -12,6 +12,9 @@ pub mod service;
 pub mod store;
 pub mod tokens;
 
+#[cfg(test)]
+mod tests;
+
 use crate::ids::{OrgId, UserId};
 use model::Role;
 

@@ -4,18 +4,15 @@
 //! file behind a signed asset URL.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use actix_web::web::Bytes;
 use anyhow::Context as _;
 use bwenge_avatars::gestures::{match_clips, merge};
 use bwenge_avatars::signing::{SignatureError, is_valid_key};
 use bwenge_avatars::{ModelError, ModelInfo};
 use chrono::Utc;
-use futures_util::Stream;
 use parking_lot::Mutex;
 
 use super::store::{self, ModelRow, VersionRow};
@@ -345,63 +342,6 @@ fn forget(node: &str, keys: &[String]) {
     }
 }
 
-/// `len` bytes of `file` from `start`, read [`SERVE_CHUNK_BYTES`] at a time
-/// on the blocking pool: at most one chunk is in memory per response.
-/// `on_chunk` sees the size of every chunk sent. A file that ends early
-/// ends the stream with an error (the connection is then closed).
-pub fn file_stream(
-    mut file: std::fs::File,
-    start: u64,
-    len: u64,
-    on_chunk: impl Fn(u64) + Clone + 'static,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> + 'static {
-    let seek = if start > 0 {
-        file.seek(SeekFrom::Start(start)).map(|_| ())
-    } else {
-        Ok(())
-    };
-    let first = seek.err();
-    futures_util::stream::unfold((Some(file), len, first), move |(file, left, failed)| {
-        let on_chunk = on_chunk.clone();
-        async move {
-            if let Some(e) = failed {
-                return Some((Err(e), (None, 0, None)));
-            }
-            let file = file?;
-            if left == 0 {
-                return None;
-            }
-            let want =
-                usize::try_from(left).map_or(SERVE_CHUNK_BYTES, |l| l.min(SERVE_CHUNK_BYTES));
-            let read = tokio::task::spawn_blocking(move || {
-                let mut file = file;
-                let mut buf = vec![0u8; want];
-                let mut filled = 0;
-                while filled < want {
-                    match file.read(&mut buf[filled..]) {
-                        Ok(0) => {
-                            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-                        }
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok((file, buf))
-            })
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            match read {
-                Ok((file, buf)) => {
-                    on_chunk(buf.len() as u64);
-                    let n = buf.len() as u64;
-                    Some((Ok(Bytes::from(buf)), (Some(file), left - n, None)))
-                }
-                Err(e) => Some((Err(e), (None, 0, None))),
-            }
-        }
-    })
-}
 
 impl AvatarService {
     /// The persona named by `persona_id`, which must be the organisation's.
@@ -690,6 +630,8 @@ impl AvatarService {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::avatars::file_stream;
+    use actix_web::web::Bytes;
 
     #[test]
     fn names_default_to_the_file_stem() {

@@ -13,6 +13,9 @@ pub mod service;
 pub mod store;
 pub mod transcribe;
 
+#[cfg(test)]
+mod tests;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;

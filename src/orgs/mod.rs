@@ -6,5 +6,8 @@ pub mod routes;
 pub mod service;
 pub mod store;
 
+#[cfg(test)]
+mod tests;
+
 pub use routes::routes;
 pub use service::{OrgError, OrgService};

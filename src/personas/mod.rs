@@ -17,6 +17,9 @@ pub mod safety;
 pub mod service;
 pub mod store;
 
+#[cfg(test)]
+mod tests;
+
 use actix::Addr;
 use bwenge_actors::persona::{Persona, PersonaKey};
 use bwenge_actors::registry::{Registry, Remove};
