@@ -31,7 +31,6 @@ pub fn build(settings: &LlmSettings) -> anyhow::Result<Arc<dyn LanguageModel>> {
                 };
                 providers.push(Arc::new(
                     OpenAiCompatible::new(cfg)
-                        .map_err(|e| anyhow::anyhow!("{e}"))
                         .context("configuring the OpenAI-compatible provider ([llm.openai])")?,
                 ));
             }
@@ -48,7 +47,6 @@ pub fn build(settings: &LlmSettings) -> anyhow::Result<Arc<dyn LanguageModel>> {
                 };
                 providers.push(Arc::new(
                     Anthropic::new(cfg)
-                        .map_err(|e| anyhow::anyhow!("{e}"))
                         .context("configuring the Anthropic provider ([llm.anthropic])")?,
                 ));
             }

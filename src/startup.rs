@@ -83,7 +83,6 @@ impl Application {
                     .context("Redis did not answer PING")?;
                 drop(conn);
                 let bus = RedisBus::new(pool.clone(), url, &prefix)
-                    .map_err(|e| anyhow::anyhow!("{e}"))
                     .context("could not set up the Redis bus")?;
                 (
                     Some(pool.clone()),
@@ -157,7 +156,6 @@ impl Application {
         let mut announcements = bus
             .subscribe(crate::knowledge::INDEX_TOPIC)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
             .context("subscribing to index announcements")?;
         {
             let search = search.clone();
@@ -209,7 +207,6 @@ impl Application {
         let mut persona_news = bus
             .subscribe(crate::personas::PERSONA_TOPIC)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
             .context("subscribing to persona announcements")?;
         {
             let personas = personas.clone();

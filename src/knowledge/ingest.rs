@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use async_trait::async_trait;
 use bwenge_actors::ingest::IngestWork;
 use bwenge_actors::messages::ingest::{JobId, Outcome};
@@ -41,20 +42,23 @@ pub fn progress_topic(org: OrgId) -> String {
     format!("ingest.{org}")
 }
 
+/// Why a job failed: for good (the file itself; the sentence is shown to
+/// the teacher), or for now (worth a retry; the cause is logged with its
+/// chain, never shown).
 enum Failure {
     Permanent(String),
-    Transient(String),
+    Transient(anyhow::Error),
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        Failure::Transient(format!("{e:#}"))
+        Failure::Transient(e)
     }
 }
 
-impl From<crate::error::StoreError> for Failure {
-    fn from(e: crate::error::StoreError) -> Self {
-        Failure::Transient(e.to_string())
+impl From<crate::db::StoreError> for Failure {
+    fn from(e: crate::db::StoreError) -> Self {
+        Failure::Transient(e.into())
     }
 }
 
@@ -142,7 +146,11 @@ impl KnowledgeIngest {
         let doc = match self.extract(src, &path).await {
             Ok(doc) => doc,
             Err(e) if e.is_permanent() => return Err(Failure::Permanent(e.to_string())),
-            Err(e) => return Err(Failure::Transient(e.to_string())),
+            Err(e) => {
+                return Err(Failure::Transient(
+                    anyhow::Error::new(e).context("extracting the text"),
+                ));
+            }
         };
         self.stage(src, SourceStatus::Processing, "chunking", 0.3)
             .await?;
@@ -151,7 +159,7 @@ impl KnowledgeIngest {
             bwenge_parsers::chunk(&doc, &ChunkConfig::default())
         })
         .await
-        .map_err(|e| Failure::Transient(e.to_string()))?;
+        .context("the chunking task failed")?;
         if chunks.is_empty() {
             return Err(Failure::Permanent(
                 "No text could be found in this file, so there is nothing to search.".into(),
@@ -177,7 +185,7 @@ impl KnowledgeIngest {
                 embedder
                     .embed(&texts)
                     .await
-                    .map_err(|e| Failure::Transient(e.to_string()))?,
+                    .context("embedding the passages")?,
             );
             let done = ((i + 1) * EMBED_BATCH).min(chunks.len()) as f64 / chunks.len() as f64;
             if i % 4 == 3 {
@@ -299,12 +307,12 @@ impl IngestWork for KnowledgeIngest {
                 Outcome::Finished
             }
             Err(Failure::Transient(msg)) if attempt < max => {
-                tracing::warn!(source_id = %id, attempt, error = %msg, "ingest failed; will retry");
+                tracing::warn!(source_id = %id, attempt, error = ?msg, "ingest failed; will retry");
                 let _ = store::set_stage(&self.db, id, SourceStatus::Queued, "queued", 0.0).await;
                 Outcome::RetryAfter(Duration::from_secs(2u64.pow(attempt as u32).min(60)))
             }
             Err(Failure::Transient(msg)) => {
-                tracing::error!(source_id = %id, error = %msg, "ingest failed for good");
+                tracing::error!(source_id = %id, error = ?msg, "ingest failed for good");
                 let text = "Processing this file failed; try uploading it again later.";
                 let _ = store::mark_failed(&self.db, id, text).await;
                 self.publish(
