@@ -29,10 +29,9 @@ pub fn build(settings: &LlmSettings) -> anyhow::Result<Arc<dyn LanguageModel>> {
                     azure: e.azure,
                     ..OpenAiConfig::default()
                 };
-                providers.push(Arc::new(
-                    OpenAiCompatible::new(cfg)
-                        .context("configuring the OpenAI-compatible provider ([llm.openai])")?,
-                ));
+                providers.push(Arc::new(OpenAiCompatible::new(cfg).context(
+                    "configuring the OpenAI-compatible provider ([llm.openai])",
+                )?));
             }
             LlmProvider::Anthropic => {
                 let e = &settings.anthropic;
@@ -45,10 +44,10 @@ pub fn build(settings: &LlmSettings) -> anyhow::Result<Arc<dyn LanguageModel>> {
                     total_timeout: Duration::from_secs(e.timeout_secs),
                     ..AnthropicConfig::default()
                 };
-                providers.push(Arc::new(
-                    Anthropic::new(cfg)
-                        .context("configuring the Anthropic provider ([llm.anthropic])")?,
-                ));
+                providers
+                    .push(Arc::new(Anthropic::new(cfg).context(
+                        "configuring the Anthropic provider ([llm.anthropic])",
+                    )?));
             }
             LlmProvider::Extractive => providers.push(Arc::new(Extractive::new())),
         }

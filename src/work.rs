@@ -45,13 +45,26 @@ fn pool() -> &'static Handle {
     .handle()
 }
 
-/// Runs `work` on the answering pool.
+/// Runs `work` on the answering pool, inside the caller's tracing span (so
+/// its logs carry the request's and session's ids).
 pub fn spawn<F>(work: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    pool().spawn(work)
+    use tracing::Instrument as _;
+    pool().spawn(work.instrument(tracing::Span::current()))
+}
+
+/// Runs blocking `work` (parsing, hashing, Tantivy, HNSW) on tokio's
+/// blocking pool, inside the caller's tracing span.
+pub fn blocking<F, R>(work: F) -> JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
 }
 
 /// Lowers the calling thread's scheduling priority by [`ANSWER_NICE`]

@@ -90,11 +90,11 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures_util::Stream;
 use bwenge_avatars::http_range::{
     RangeOutcome, content_range, etag_matches, parse_range, strong_etag, unsatisfied_content_range,
 };
 use chrono::{DateTime, Utc};
+use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -165,9 +165,10 @@ pub fn file_stream(
             if left == 0 {
                 return None;
             }
-            let want =
-                usize::try_from(left).map_or(service::SERVE_CHUNK_BYTES, |l| l.min(service::SERVE_CHUNK_BYTES));
-            let read = tokio::task::spawn_blocking(move || {
+            let want = usize::try_from(left).map_or(service::SERVE_CHUNK_BYTES, |l| {
+                l.min(service::SERVE_CHUNK_BYTES)
+            });
+            let read = crate::work::blocking(move || {
                 let mut file = file;
                 let mut buf = vec![0u8; want];
                 let mut filled = 0;

@@ -229,7 +229,7 @@ async fn inspect(upload: &Upload) -> Result<ModelInfo, AvatarError> {
         .await
         .context("reading the uploaded model")?;
     let name = upload.file_name.clone();
-    let result = tokio::task::spawn_blocking(move || bwenge_avatars::inspect(&bytes, Some(&name)))
+    let result = crate::work::blocking(move || bwenge_avatars::inspect(&bytes, Some(&name)))
         .await
         .context("inspecting the uploaded model")?;
     result.map_err(|e| {
@@ -341,7 +341,6 @@ fn forget(node: &str, keys: &[String]) {
         cache.remove(&(node.to_owned(), key.clone()));
     }
 }
-
 
 impl AvatarService {
     /// The persona named by `persona_id`, which must be the organisation's.
@@ -611,7 +610,7 @@ impl AvatarService {
     /// Opens the file of an asset key: the file and its length.
     pub async fn open_asset(&self, key: &str) -> Result<(std::fs::File, u64), AvatarError> {
         let path = file_path(&self.inner.data_dir, key);
-        let opened = tokio::task::spawn_blocking(move || {
+        let opened = crate::work::blocking(move || {
             let file = std::fs::File::open(&path)?;
             let len = file.metadata()?.len();
             Ok::<_, std::io::Error>((file, len))

@@ -72,14 +72,14 @@ impl SearchService {
         let id = self.embedder.id();
         let dim = self.embedder.dim();
         let (mut index, state) =
-            tokio::task::spawn_blocking(move || OrgIndex::open_or_create(&dir, &id, dim))
+            crate::work::blocking(move || OrgIndex::open_or_create(&dir, &id, dim))
                 .await
                 .context("opening the search index")??;
         if let OpenState::Reindex(reason) = state {
             tracing::info!(org_id = %org, ?reason, "rebuilding the search index from the database");
             let rows = store::chunks_of_org(&self.db, org).await?;
             let items = self.items_for(org, rows).await?;
-            index = tokio::task::spawn_blocking(move || -> anyhow::Result<OrgIndex> {
+            index = crate::work::blocking(move || -> anyhow::Result<OrgIndex> {
                 index.add(&items)?;
                 index.persist()?;
                 Ok(index)
@@ -99,7 +99,7 @@ impl SearchService {
             // background, a slice at a time, so writers are never held up
             // for long.
             let writer = handle.writer.clone();
-            tokio::task::spawn_blocking(move || while writer.lock().link_pending(1000) > 0 {});
+            crate::work::blocking(move || while writer.lock().link_pending(1000) > 0 {});
         }
         Ok(handle)
     }
@@ -155,7 +155,7 @@ impl SearchService {
     ) -> anyhow::Result<()> {
         let handle = self.handle(org).await?;
         let writer = handle.writer.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        crate::work::blocking(move || -> anyhow::Result<()> {
             let mut index = writer.lock();
             index.delete_source(source.0)?;
             index.add(&items)?;
@@ -170,7 +170,7 @@ impl SearchService {
     pub async fn delete_source(&self, org: OrgId, source: SourceId) -> anyhow::Result<()> {
         let handle = self.handle(org).await?;
         let writer = handle.writer.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        crate::work::blocking(move || -> anyhow::Result<()> {
             let mut index = writer.lock();
             index.delete_source(source.0)?;
             if index.needs_rebuild() {
@@ -210,7 +210,7 @@ impl SearchService {
         let query = query.to_owned();
         let filter: Option<HashSet<uuid::Uuid>> =
             scope.map(|s| s.into_iter().map(|id| id.0).collect());
-        tokio::task::spawn_blocking(move || {
+        crate::work::blocking(move || {
             if lexical_only {
                 searcher.search_bm25(&query, k, filter.as_ref())
             } else {
@@ -232,7 +232,7 @@ impl SearchService {
         let handle = self.handle(org).await?;
         let searcher = handle.searcher.clone();
         let query = query.to_owned();
-        tokio::task::spawn_blocking(move || searcher.term_stats(&query))
+        crate::work::blocking(move || searcher.term_stats(&query))
             .await
             .context("term statistics task failed")
     }
@@ -250,7 +250,7 @@ impl SearchService {
         let aside = self
             .root
             .join(format!(".stale-{org}-{}", uuid::Uuid::new_v4().simple()));
-        tokio::task::spawn_blocking(move || {
+        crate::work::blocking(move || {
             match std::fs::rename(&dir, &aside) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 Err(_) => return Ok(()),

@@ -105,7 +105,7 @@ impl KnowledgeIngest {
     ) -> Result<Document, ParseError> {
         let hint = src.filename.clone();
         let p = path.to_owned();
-        let kind = tokio::task::spawn_blocking(move || bwenge_parsers::sniff(&p, Some(&hint)))
+        let kind = crate::work::blocking(move || bwenge_parsers::sniff(&p, Some(&hint)))
             .await
             .map_err(|e| ParseError::Io(std::io::Error::other(e)))?
             .map_err(ParseError::Io)?;
@@ -130,7 +130,7 @@ impl KnowledgeIngest {
             }
             kind => {
                 let p = path.to_owned();
-                tokio::task::spawn_blocking(move || {
+                crate::work::blocking(move || {
                     bwenge_parsers::extract(kind, &p, &ExtractLimits::default())
                 })
                 .await
@@ -155,11 +155,10 @@ impl KnowledgeIngest {
         self.stage(src, SourceStatus::Processing, "chunking", 0.3)
             .await?;
         let pages = i64::from(doc.page_count);
-        let chunks = tokio::task::spawn_blocking(move || {
-            bwenge_parsers::chunk(&doc, &ChunkConfig::default())
-        })
-        .await
-        .context("the chunking task failed")?;
+        let chunks =
+            crate::work::blocking(move || bwenge_parsers::chunk(&doc, &ChunkConfig::default()))
+                .await
+                .context("the chunking task failed")?;
         if chunks.is_empty() {
             return Err(Failure::Permanent(
                 "No text could be found in this file, so there is nothing to search.".into(),

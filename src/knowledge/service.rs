@@ -127,12 +127,11 @@ impl KnowledgeService {
         caller.require_staff()?;
         let path = received.temp.to_path_buf();
         let hint = received.filename.clone();
-        let sniffed = tokio::task::spawn_blocking(move || {
-            bwenge_parsers::sniff_with_mime(&path, Some(&hint))
-        })
-        .await
-        .context("the sniffing task failed")?
-        .context("sniffing the upload")?;
+        let sniffed =
+            crate::work::blocking(move || bwenge_parsers::sniff_with_mime(&path, Some(&hint)))
+                .await
+                .context("the sniffing task failed")?
+                .context("sniffing the upload")?;
         match sniffed.kind {
             MediaKind::Unknown => {
                 return Err(KnowledgeError::Unsupported(format!(
