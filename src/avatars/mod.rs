@@ -81,6 +81,9 @@ pub mod service;
 pub mod signing;
 pub mod store;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 
