@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 /// The environment variable the benchmarks' `--cranfield-dir` falls back to.
 pub const CRANFIELD_DIR_ENV: &str = "BWENGE_CRANFIELD_DIR";
 
-/// Where to get the collection, for error messages and `--help`.
-pub const CRANFIELD_SOURCE: &str = "the Cranfield collection (cran.all.1400, cran.qry, \
-     cranqrel) is public: download cran.tar.gz from \
-     http://ir.dcs.gla.ac.uk/resources/test_collections/cran/ and unpack it";
+/// Where to get the collection, for error messages.
+pub const CRANFIELD_SOURCE: &str = "the collection is public: cran.tar.gz from \
+     http://ir.dcs.gla.ac.uk/resources/test_collections/cran/ holds cran.all.1400, cran.qry and \
+     cranqrel";
 
 /// A directory holding the Cranfield files.
 #[derive(Debug, Clone)]
@@ -30,8 +30,8 @@ impl Cranfield {
     pub fn open(dir: Option<&Path>, files: &[&str]) -> Result<Cranfield, String> {
         let Some(dir) = dir else {
             return Err(format!(
-                "no Cranfield collection: pass --cranfield-dir DIR or set {CRANFIELD_DIR_ENV} \
-                 ({CRANFIELD_SOURCE})"
+                "no Cranfield collection: pass --cranfield-dir DIR or set {CRANFIELD_DIR_ENV} to \
+                 its directory ({CRANFIELD_SOURCE})"
             ));
         };
         let missing: Vec<&str> = files
@@ -41,8 +41,8 @@ impl Cranfield {
             .collect();
         if !missing.is_empty() {
             return Err(format!(
-                "{} is not the Cranfield collection: {} missing ({CRANFIELD_SOURCE}; \
-                 pass its directory with --cranfield-dir or {CRANFIELD_DIR_ENV})",
+                "no Cranfield collection in {}: {} missing; pass its directory with \
+                 --cranfield-dir or {CRANFIELD_DIR_ENV} ({CRANFIELD_SOURCE})",
                 dir.display(),
                 missing.join(", ")
             ));
