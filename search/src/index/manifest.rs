@@ -67,8 +67,7 @@ impl Manifest {
     /// Writes `manifest.json` in `dir` (to a temporary file, synced, then
     /// renamed; the directory synced when it can be opened).
     pub(super) fn write(&self, dir: &Path) -> Result<(), IndexError> {
-        let bytes =
-            serde_json::to_vec_pretty(self).map_err(|e| IndexError::Manifest(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(self)?;
         let tmp = dir.join(MANIFEST_TMP);
         {
             let mut file = std::fs::File::create(&tmp)?;

@@ -99,7 +99,7 @@ pub enum IndexError {
     #[error("vector of chunk {0} is zero or not finite")]
     InvalidVector(Uuid),
     #[error("search index manifest: {0}")]
-    Manifest(String),
+    Manifest(#[from] serde_json::Error),
 }
 
 /// One organisation's hybrid index, and its only writer.
