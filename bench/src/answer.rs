@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bwenge_bench::cranfield::Cranfield;
 use bwenge_bench::{
     Cleanup, CpuMeter, Server, Window, bwenge_command, cpu_time, errors_note, fmt_opt, median,
     median_opt, parse_response, parse_secs, pass, percentile_ms, run_id, spawn_server, temp_dir,
@@ -134,8 +135,9 @@ struct Args {
     #[arg(long, default_value = "900", value_parser = parse_secs)]
     settle_timeout: Duration,
 
-    /// The Cranfield collection (cran.all.1400, cran.qry).
-    #[arg(long)]
+    /// The Cranfield collection's directory (cran.all.1400, cran.qry); not part of the
+    /// repository (see `bench/README.md`).
+    #[arg(long, alias = "data-dir", env = "BWENGE_CRANFIELD_DIR")]
     cranfield_dir: Option<PathBuf>,
 
     /// The `bwenge` binary [default: `bwenge` next to this executable].
@@ -1379,19 +1381,16 @@ async fn run(args: &Args) -> Result<(), String> {
         ));
     }
     let bin = std::path::absolute(&bin).unwrap_or(bin);
-    let cran = args.cranfield_dir.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cranfield")
-    });
-    let read = |f: &str| {
-        std::fs::read_to_string(cran.join(f))
-            .map_err(|e| format!("{}: {e}", cran.join(f).display()))
-    };
-    let abstracts = parse_abstracts(&read("cran.all.1400")?);
-    let queries = parse_queries(&read("cran.qry")?);
+    let cran = Cranfield::open(
+        args.cranfield_dir.as_deref(),
+        &["cran.all.1400", "cran.qry"],
+    )?;
+    let abstracts = parse_abstracts(&cran.read("cran.all.1400")?);
+    let queries = parse_queries(&cran.read("cran.qry")?);
     if abstracts.is_empty() || queries.is_empty() {
         return Err(format!(
             "no Cranfield documents or queries in {}",
-            cran.display()
+            cran.dir().display()
         ));
     }
 

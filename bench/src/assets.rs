@@ -78,7 +78,8 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64])]
     revalidate_conns: Vec<usize>,
 
-    /// The model file served [default: the shared RobotExpressive.glb].
+    /// The model file served [default: the repository's
+    /// tests/fixtures/models/RobotExpressive.glb].
     #[arg(long)]
     model: Option<PathBuf>,
 
@@ -282,10 +283,16 @@ async fn run(args: &Args) -> Result<(), String> {
     let model = match &args.model {
         Some(p) => p.clone(),
         None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/models/RobotExpressive.glb"),
+            .join("../tests/fixtures/models/RobotExpressive.glb"),
     };
     let model = model.canonicalize().unwrap_or(model);
-    let bytes = std::fs::read(&model).map_err(|e| format!("{}: {e}", model.display()))?;
+    let bytes = std::fs::read(&model).map_err(|e| {
+        format!(
+            "cannot read the model {}: {e} (pass --model FILE: any .glb, e.g. RobotExpressive.glb \
+             from the three.js examples, https://github.com/mrdoob/three.js/tree/dev/examples/models/gltf)",
+            model.display()
+        )
+    })?;
 
     println!("bwenge-bench assets");
     println!(

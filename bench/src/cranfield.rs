@@ -1,6 +1,67 @@
-//! The Cranfield collection's files (`../shared/data/cranfield`), parsed.
+//! The Cranfield collection's files: where they are, and their records parsed.
+//!
+//! The collection is not part of this repository. The benchmarks that read it
+//! take its directory from `--cranfield-dir` or [`CRANFIELD_DIR_ENV`]; without
+//! one, or when a file is missing, they stop with [`Cranfield::open`]'s
+//! message, which says where to get it.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The environment variable the benchmarks' `--cranfield-dir` falls back to.
+pub const CRANFIELD_DIR_ENV: &str = "BWENGE_CRANFIELD_DIR";
+
+/// Where to get the collection, for error messages.
+pub const CRANFIELD_SOURCE: &str = "the collection is public: cran.tar.gz from \
+     http://ir.dcs.gla.ac.uk/resources/test_collections/cran/ holds cran.all.1400, cran.qry and \
+     cranqrel";
+
+/// A directory holding the Cranfield files.
+#[derive(Debug, Clone)]
+pub struct Cranfield {
+    dir: PathBuf,
+}
+
+impl Cranfield {
+    /// The collection in `dir` (the benchmark's `--cranfield-dir`, which
+    /// clap fills from [`CRANFIELD_DIR_ENV`] when the flag is absent),
+    /// checked to hold every one of `files`. The error is a sentence for the
+    /// person running the benchmark: what is missing and where to get it.
+    pub fn open(dir: Option<&Path>, files: &[&str]) -> Result<Cranfield, String> {
+        let Some(dir) = dir else {
+            return Err(format!(
+                "no Cranfield collection: pass --cranfield-dir DIR or set {CRANFIELD_DIR_ENV} to \
+                 its directory ({CRANFIELD_SOURCE})"
+            ));
+        };
+        let missing: Vec<&str> = files
+            .iter()
+            .copied()
+            .filter(|f| !dir.join(f).is_file())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "no Cranfield collection in {}: {} missing; pass its directory with \
+                 --cranfield-dir or {CRANFIELD_DIR_ENV} ({CRANFIELD_SOURCE})",
+                dir.display(),
+                missing.join(", ")
+            ));
+        }
+        Ok(Cranfield {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The text of one of the collection's files.
+    pub fn read(&self, file: &str) -> Result<String, String> {
+        let path = self.dir.join(file);
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
 
 /// One abstract.
 pub struct Doc {

@@ -17,20 +17,21 @@
 //!
 //! cargo run --release -p bwenge-bench --bin grounding
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bwenge::personas::grounding::QuestionTerms;
-use bwenge_bench::cranfield::{parse_docs, parse_queries};
+use bwenge_bench::cranfield::{Cranfield, parse_docs, parse_queries};
 use bwenge_search::{HashingEmbedder, IndexItem, OrgIndex, OrgSearcher};
 use clap::Parser;
 use uuid::Uuid;
 
 #[derive(Parser)]
 struct Args {
-    /// The Cranfield directory (default ../shared/data/cranfield).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// The Cranfield collection's directory (cran.all.1400, cran.qry); not part of the
+    /// repository (see `bench/README.md`).
+    #[arg(long, alias = "data-dir", env = "BWENGE_CRANFIELD_DIR")]
+    cranfield_dir: Option<PathBuf>,
     /// The threshold the server is configured with, to mark in the table.
     #[arg(long, default_value_t = 0.4)]
     configured: f64,
@@ -120,15 +121,12 @@ fn best_coverage(searcher: &OrgSearcher, docs: &[(String, String)], q: &str) -> 
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let data = args.data_dir.unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cranfield")
-    });
-    let read = |f: &str| {
-        std::fs::read_to_string(data.join(f))
-            .map_err(|e| format!("{}: {e}", data.join(f).display()))
-    };
-    let docs = parse_docs(&read("cran.all.1400")?);
-    let queries = parse_queries(&read("cran.qry")?);
+    let cran = Cranfield::open(
+        args.cranfield_dir.as_deref(),
+        &["cran.all.1400", "cran.qry"],
+    )?;
+    let docs = parse_docs(&cran.read("cran.all.1400")?);
+    let queries = parse_queries(&cran.read("cran.qry")?);
     let tmp = std::env::temp_dir().join(format!("bwenge-grounding-{}", std::process::id()));
     let embedder = HashingEmbedder::default();
     let (mut index, _) =

@@ -9,11 +9,11 @@
 //! hashing embedder (a fallback of much lower quality), and it says so.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use bwenge_bench::cranfield::{parse_docs, parse_qrels, parse_queries};
+use bwenge_bench::cranfield::{Cranfield, parse_docs, parse_qrels, parse_queries};
 use bwenge_search::{
     HashingEmbedder, Hit, IndexItem, LocalEmbedder, LocalEmbedderConfig, OrgIndex,
 };
@@ -27,9 +27,10 @@ struct Args {
     /// hashing embedder is used.
     #[arg(long, env = "BWENGE_MODEL_DIR")]
     model_dir: Option<PathBuf>,
-    /// The Cranfield directory (cran.all.1400, cran.qry, cranqrel).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// The Cranfield collection's directory (cran.all.1400, cran.qry, cranqrel); not part of the
+    /// repository (see `bench/README.md`).
+    #[arg(long, alias = "data-dir", env = "BWENGE_CRANFIELD_DIR")]
+    cranfield_dir: Option<PathBuf>,
 }
 
 /// Hybrid must beat BM25 by this much nDCG@10.
@@ -47,22 +48,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let data = args.data_dir.unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cranfield")
-    });
-    let read = |f: &str| {
-        std::fs::read_to_string(data.join(f))
-            .map_err(|e| format!("{}: {e}", data.join(f).display()))
-    };
-    let docs = parse_docs(&read("cran.all.1400")?);
-    let queries = parse_queries(&read("cran.qry")?);
-    let qrels = parse_qrels(&read("cranqrel")?);
+    let cran = Cranfield::open(
+        args.cranfield_dir.as_deref(),
+        &["cran.all.1400", "cran.qry", "cranqrel"],
+    )?;
+    let docs = parse_docs(&cran.read("cran.all.1400")?);
+    let queries = parse_queries(&cran.read("cran.qry")?);
+    let qrels = parse_qrels(&cran.read("cranqrel")?);
     println!(
         "Cranfield: {} documents, {} queries, {} judged queries (data: {})",
         docs.len(),
         queries.len(),
         qrels.len(),
-        data.display()
+        cran.dir().display()
     );
 
     // Embed documents and queries.

@@ -13,10 +13,11 @@
 //! gives an end-to-end hybrid latency with a real query embedding.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use bwenge_bench::cranfield::Cranfield;
 use bwenge_search::{
     HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, HashingEmbedder, IndexItem, LocalEmbedder,
     LocalEmbedderConfig, OrgIndex, OrgSearcher,
@@ -30,9 +31,10 @@ struct Args {
     /// all-MiniLM-L6-v2 directory (scripts/fetch-model.sh).
     #[arg(long, env = "BWENGE_MODEL_DIR")]
     model_dir: Option<PathBuf>,
-    /// The Cranfield directory.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// The Cranfield collection's directory (cran.all.1400, cran.qry); not part of the
+    /// repository (see `bench/README.md`).
+    #[arg(long, alias = "data-dir", env = "BWENGE_CRANFIELD_DIR")]
+    cranfield_dir: Option<PathBuf>,
     /// Number of synthetic chunks.
     #[arg(long, default_value_t = 100_000)]
     chunks: usize,
@@ -175,15 +177,12 @@ fn verdict(ok: bool) -> &'static str {
 
 fn run(args: Args) -> Result<(), String> {
     let e = |e: bwenge_search::IndexError| e.to_string();
-    let data = args.data_dir.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cranfield")
-    });
-    let read = |f: &str| {
-        std::fs::read_to_string(data.join(f))
-            .map_err(|e| format!("{}: {e}", data.join(f).display()))
-    };
-    let docs = parse_docs(&read("cran.all.1400")?);
-    let queries = parse_queries(&read("cran.qry")?);
+    let cran = Cranfield::open(
+        args.cranfield_dir.as_deref(),
+        &["cran.all.1400", "cran.qry"],
+    )?;
+    let docs = parse_docs(&cran.read("cran.all.1400")?);
+    let queries = parse_queries(&cran.read("cran.qry")?);
     let chain = Chain::new(
         &docs
             .iter()

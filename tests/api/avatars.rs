@@ -27,9 +27,10 @@ const ROBOT_CLIPS: [&str; 14] = [
 ];
 const ROBOT_BYTES: usize = 584_468;
 
+/// A model from `tests/fixtures/models` (see its README for sources and licences).
 pub fn model_file(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/models")
+        .join("tests/fixtures/models")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 
 use super::*;
 
-const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/models/");
+/// The repository's model fixtures (see the README there for sources and
+/// licences), shared with the server's API tests.
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/models/");
 
 fn model(name: &str) -> Vec<u8> {
     let path = format!("{MODELS}{name}");

@@ -119,9 +119,7 @@ impl LocalEmbedder {
             download(&config, &missing).await?;
         }
         let config2 = config.clone();
-        tokio::task::spawn_blocking(move || Self::load_blocking(config2))
-            .await
-            .map_err(|e| EmbedError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || Self::load_blocking(config2)).await?
     }
 
     /// Loads the model from `model_dir` on the calling thread; never downloads.
@@ -131,13 +129,15 @@ impl LocalEmbedder {
             return Err(unavailable(&config, &missing, "not downloaded"));
         }
         let dir = &config.model_dir;
-        let model_err = |what: &str, e: &dyn std::fmt::Display| {
-            EmbedError::Model(format!("{what} in {}: {e}", dir.display()))
-        };
+        let model_err =
+            |what: &str, e: Box<dyn std::error::Error + Send + Sync>| EmbedError::Model {
+                context: format!("{what} in {}", dir.display()),
+                source: e,
+            };
         let bert_config: Config = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)
-            .map_err(|e| model_err("bad config.json", &e))?;
+            .map_err(|e| model_err("bad config.json", e.into()))?;
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| model_err("bad tokenizer.json", &e))?;
+            .map_err(|e| model_err("bad tokenizer.json", e))?;
         let max_tokens = config
             .max_tokens
             .clamp(8, bert_config.max_position_embeddings);
@@ -148,21 +148,21 @@ impl LocalEmbedder {
                 stride: 0,
                 direction: TruncationDirection::Right,
             }))
-            .map_err(|e| model_err("tokenizer truncation", &e))?;
+            .map_err(|e| model_err("tokenizer truncation", e))?;
         // The shipped tokenizer pads to a fixed 128: padding is done per batch here.
         tokenizer.with_padding(None::<PaddingParams>);
         let device = Device::Cpu;
         // Read once; candle's model and the short-input encoder share the
         // tensors.
         let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &device)
-            .map_err(|e| model_err("bad model.safetensors", &e))?;
+            .map_err(|e| model_err("bad model.safetensors", e.into()))?;
         let small = SmallEncoder::new(&tensors, &bert_config);
         if small.is_none() {
             tracing::info!(dir = %dir.display(), "embedding model: every input goes through candle");
         }
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let bert =
-            BertModel::load(vb, &bert_config).map_err(|e| model_err("cannot build BERT", &e))?;
+        let bert = BertModel::load(vb, &bert_config)
+            .map_err(|e| model_err("cannot build BERT", e.into()))?;
         Ok(Self {
             inner: Arc::new(Model {
                 bert,
@@ -217,21 +217,14 @@ impl Embedder for LocalEmbedder {
             }
             Ok(Step::Batches(encoded))
         })
-        .await
-        .map_err(|e| EmbedError::Task(e.to_string()))??;
+        .await??;
         let encoded = match encoded {
             Step::Done(vectors) => return Ok(vectors),
             Step::Batches(encoded) => encoded,
         };
         let model = Arc::clone(&self.inner);
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| EmbedError::Task(e.to_string()))?;
-        tokio::task::spawn_blocking(move || model.run(&encoded))
-            .await
-            .map_err(|e| EmbedError::Task(e.to_string()))?
+        let _permit = self.permits.acquire().await?;
+        tokio::task::spawn_blocking(move || model.run(&encoded)).await?
     }
 }
 
@@ -248,7 +241,10 @@ impl Model {
                 self.tokenizer
                     .encode(t.as_str(), true)
                     .map(|enc| enc.get_ids().to_vec())
-                    .map_err(|e| EmbedError::Model(format!("tokenizer: {e}")))
+                    .map_err(|e| EmbedError::Model {
+                        context: "tokenizer".into(),
+                        source: e,
+                    })
             })
             .collect()
     }
@@ -275,7 +271,10 @@ impl Model {
         for batch in order.chunks(self.batch_size) {
             let vectors = self
                 .forward(batch.iter().map(|&i| encoded[i].as_slice()))
-                .map_err(|e| EmbedError::Model(e.to_string()))?;
+                .map_err(|e| EmbedError::Model {
+                    context: "forward pass".into(),
+                    source: e.into(),
+                })?;
             for (&i, v) in batch.iter().zip(vectors) {
                 out[i] = v;
             }

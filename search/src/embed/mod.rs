@@ -44,9 +44,14 @@ pub enum EmbedError {
     /// downloaded. The server turns this into a warning and a fallback.
     #[error("embedding model unavailable in {dir}: {reason}")]
     ModelUnavailable { dir: String, reason: String },
-    /// Loading or running the local model failed.
-    #[error("embedding model error: {0}")]
-    Model(String),
+    /// Loading or running the local model failed: `context` says at what
+    /// step (and in which directory), `source` why.
+    #[error("embedding model error: {context}: {source}")]
+    Model {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The embedding service answered with an error status.
     #[error("embedding service answered HTTP {status}: {body}")]
     Status { status: u16, body: String },
@@ -63,7 +68,11 @@ pub enum EmbedError {
     Io(#[from] std::io::Error),
     /// The blocking task running the model was cancelled or panicked.
     #[error("embedding task failed: {0}")]
-    Task(String),
+    Task(#[from] tokio::task::JoinError),
+    /// The embedder's permits were closed (it is shutting down) while a call
+    /// waited for one.
+    #[error("embedder closed: {0}")]
+    Closed(#[from] tokio::sync::AcquireError),
 }
 
 /// Scales `v` to unit L2 norm in place. Returns `false` (and leaves `v`

@@ -1,0 +1,261 @@
+//! Scoring: each sentence of the passages as words and stems
+//! ([`Sentence`]), and [`rank_sentences`], which scores them against the
+//! question — IDF-weighted coverage of its terms, in-order pairs, focus, the
+//! cues of definitional, causal and quantity questions, position and passage
+//! rank, a length-sanity factor — and keeps those above
+//! [`RELEVANCE_FLOOR`].
+
+use std::collections::{HashMap, HashSet};
+
+use super::RELEVANCE_FLOOR;
+use super::sentences::{ends_sentence, split_sentences};
+use super::words::{Lexicon, any_phrase, stem, words};
+use crate::types::Passage;
+
+const DEFINITION_CUES: &[&[&str]] = &[
+    &["what", "is"],
+    &["what", "are"],
+    &["what", "s"],
+    &["does", "mean"],
+    &["define"],
+    &["definition"],
+    &["meaning"],
+    &["qu", "est", "ce"],
+    &["c", "est", "quoi"],
+    &["definir"],
+    &["definis"],
+    &["definition"],
+    &["que", "signifie"],
+    &["ni", "nini"],
+    &["maana"],
+    &["fafanua"],
+    &["ni", "iki"],
+    &["bisobanura"],
+    &["ibisobanuro"],
+];
+
+/// Words that, right after the term, make a sentence a definition.
+const COPULAS: &[&str] = &[
+    "is",
+    "are",
+    "means",
+    "refers",
+    "defined",
+    "describes",
+    "est",
+    "sont",
+    "designe",
+    "signifie",
+    "definit",
+    "ni",
+    "inamaanisha",
+    "bivuga",
+    "bisobanura",
+];
+
+const WHY_CUES: &[&[&str]] = &[
+    &["why"],
+    &["pourquoi"],
+    &["kwa", "nini"],
+    &["kwanini"],
+    &["kuki"],
+    &["kubera", "iki"],
+];
+
+const CAUSAL_WORDS: &[&str] = &[
+    "because",
+    "since",
+    "therefore",
+    "thus",
+    "causes",
+    "caused",
+    "due",
+    "leads",
+    "so",
+    "parce",
+    "car",
+    "cause",
+    "donc",
+    "grace",
+    "sababu",
+    "kwasababu",
+    "kubera",
+    "kuko",
+    "bitewe",
+];
+
+const QUANTITY_CUES: &[&[&str]] = &[
+    &["how", "many"],
+    &["how", "much"],
+    &["how", "long"],
+    &["how", "old"],
+    &["when"],
+    &["combien"],
+    &["quand"],
+    &["ngapi"],
+    &["lini"],
+    &["angahe"],
+    &["ryari"],
+];
+
+pub(super) struct Sentence {
+    /// Index of the passage in rank order.
+    pub(super) rank: usize,
+    /// The passage's marker number.
+    pub(super) n: usize,
+    /// Position within the passage.
+    pub(super) pos: usize,
+    pub(super) text: String,
+    pub(super) words: Vec<String>,
+    pub(super) stems: Vec<String>,
+    pub(super) stem_set: HashSet<String>,
+}
+
+pub(super) struct Scored {
+    pub(super) idx: usize,
+    pub(super) score: f64,
+    pub(super) definitional: bool,
+}
+
+impl Sentence {
+    /// Every sentence of `passages` (in rank order), with its words and
+    /// content stems.
+    pub(super) fn all(passages: &[Passage], lex: &Lexicon) -> Vec<Sentence> {
+        let mut sentences: Vec<Sentence> = Vec::new();
+        for (rank, p) in passages.iter().enumerate() {
+            for (pos, text) in split_sentences(&p.text).into_iter().enumerate() {
+                let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                let w = words(&text);
+                let stems = lex.content_stems(&w);
+                let stem_set = stems.iter().cloned().collect();
+                sentences.push(Sentence {
+                    rank,
+                    n: p.n,
+                    pos,
+                    text,
+                    words: w,
+                    stems,
+                    stem_set,
+                });
+            }
+        }
+        sentences
+    }
+}
+
+/// Whether the sentence reads as a definition of one of `terms`: the term
+/// (possibly several words) among its first five words directly followed by
+/// a copula ("X is …", "X ni …"), or "… called X" / "… known as X".
+fn is_definitional(s: &Sentence, terms: &HashSet<String>) -> bool {
+    let w = &s.words;
+    let is_term = |i: usize| w.get(i).is_some_and(|x| terms.contains(&stem(x)));
+    for i in 0..w.len().min(5) {
+        if !is_term(i) {
+            continue;
+        }
+        let mut j = i + 1;
+        while is_term(j) {
+            j += 1;
+        }
+        if w.get(j).is_some_and(|c| COPULAS.contains(&c.as_str())) {
+            return true;
+        }
+    }
+    w.windows(2).enumerate().any(|(i, pair)| {
+        let named = matches!(
+            (pair[0].as_str(), pair[1].as_str()),
+            ("called", _) | ("known", "as") | ("appele", _) | ("appelle", _) | ("nomme", _)
+        ) || matches!(
+            pair[0].as_str(),
+            "huitwa" | "bita" | "yitwa" | "bwitwa" | "cyitwa"
+        );
+        let after = if pair[0] == "known" { i + 2 } else { i + 1 };
+        named && is_term(after)
+    })
+}
+
+pub(super) fn rank_sentences(
+    sentences: &[Sentence],
+    q_stems: &[String],
+    q_words: &[String],
+) -> Vec<Scored> {
+    if q_stems.is_empty() || sentences.is_empty() {
+        return Vec::new();
+    }
+    let n = sentences.len() as f64;
+    let mut df: HashMap<&str, usize> = HashMap::new();
+    for s in sentences {
+        for st in &s.stem_set {
+            *df.entry(st.as_str()).or_default() += 1;
+        }
+    }
+    let idf = |t: &str| {
+        let d = df.get(t).copied().unwrap_or(0) as f64;
+        (1.0 + (n - d + 0.5) / (d + 0.5)).ln()
+    };
+    let weights: Vec<f64> = q_stems.iter().map(|t| idf(t)).collect();
+    let total: f64 = weights.iter().sum();
+    let q_set: HashSet<String> = q_stems.iter().cloned().collect();
+    let wants_definition = any_phrase(q_words, DEFINITION_CUES);
+    let wants_cause = any_phrase(q_words, WHY_CUES);
+    let wants_quantity = any_phrase(q_words, QUANTITY_CUES);
+
+    let mut scored = Vec::new();
+    for (idx, s) in sentences.iter().enumerate() {
+        let matched: f64 = q_stems
+            .iter()
+            .zip(&weights)
+            .filter(|(t, _)| s.stem_set.contains(*t))
+            .map(|(_, w)| w)
+            .sum();
+        if matched <= 0.0 || total <= 0.0 {
+            continue;
+        }
+        let coverage = matched / total;
+        if coverage + 1e-9 < RELEVANCE_FLOOR {
+            continue;
+        }
+        let pairs = q_stems
+            .windows(2)
+            .filter(|p| s.stems.windows(2).any(|w| w[0] == p[0] && w[1] == p[1]))
+            .count();
+        let matched_count = q_stems.iter().filter(|t| s.stem_set.contains(*t)).count() as f64;
+        let focus = matched_count / (s.stems.len().max(1) as f64);
+        let definitional = wants_definition && is_definitional(s, &q_set);
+        let mut score = coverage + (0.15 * pairs as f64).min(0.3) + 0.1 * focus;
+        if definitional {
+            score += 0.35;
+        }
+        if wants_cause && s.words.iter().any(|w| CAUSAL_WORDS.contains(&w.as_str())) {
+            score += 0.2;
+        }
+        if wants_quantity
+            && s.words
+                .iter()
+                .any(|w| w.chars().any(|c| c.is_ascii_digit()))
+        {
+            score += 0.2;
+        }
+        score += 0.05 / (1.0 + s.pos as f64);
+        score += 0.05 / (1.0 + s.rank as f64);
+        let word_count = s.words.len();
+        let heading_like = !ends_sentence(&s.text) && word_count < 8;
+        if word_count < 4 || heading_like {
+            score *= 0.6;
+        } else if word_count > 60 {
+            score *= 0.7;
+        }
+        scored.push(Scored {
+            idx,
+            score,
+            definitional,
+        });
+    }
+    scored.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(sentences[a.idx].rank.cmp(&sentences[b.idx].rank))
+            .then(sentences[a.idx].pos.cmp(&sentences[b.idx].pos))
+    });
+    scored
+}
