@@ -32,8 +32,8 @@ pub struct AppState {
     pub search: Arc<crate::knowledge::index::SearchService>,
     pub ingest: actix::Addr<bwenge_actors::ingest::IngestScheduler>,
     pub personas: crate::personas::PersonaRegistry,
-    pub chat: crate::chat::SessionRegistry,
-    pub hub: crate::chat::hub::ChatHub,
+    /// Chat: its sessions, hub and connections' service.
+    pub chat: crate::chat::ChatService,
     /// A random id of this process, to tell its own bus messages apart.
     pub node_id: String,
 }

@@ -28,7 +28,7 @@ use crate::state::AppState;
 use store::SourceRow;
 
 /// Bus topic on which a node announces that an organisation's chunks
-/// changed (payload: `<node id> <org id>`).
+/// changed (payload: [`crate::infra::bus::messages::IndexChanged`]).
 pub const INDEX_TOPIC: &str = "index.changed";
 
 pub fn routes() -> Vec<RouteDef> {
@@ -243,13 +243,15 @@ pub async fn delete_source(
         .await?
         .ok_or_else(ApiError::not_found)?;
     state.search.delete_source(user.org_id, id).await?;
-    let _ = state
-        .bus
-        .publish(
-            INDEX_TOPIC,
-            format!("{} {}", state.node_id, user.org_id).as_bytes(),
-        )
-        .await;
+    let _ = crate::infra::bus::publish_json(
+        state.bus.as_ref(),
+        INDEX_TOPIC,
+        &crate::infra::bus::messages::IndexChanged {
+            node: state.node_id.clone(),
+            organization_id: user.org_id,
+        },
+    )
+    .await;
     let file = upload::storage_path(&state.settings.data_dir, &key);
     if let Err(e) = tokio::fs::remove_file(&file).await
         && e.kind() != std::io::ErrorKind::NotFound

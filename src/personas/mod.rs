@@ -32,7 +32,8 @@ pub use answer::{Answer, Delta, PersonaConfig, PersonaService, Question};
 use store::PersonaRow;
 
 /// Bus topic on which a node announces that a persona changed (payload:
-/// `<node id> <persona id>`); other nodes drop their loaded copy.
+/// [`crate::infra::bus::messages::PersonaChanged`]); other nodes drop their
+/// loaded copy.
 pub const PERSONA_TOPIC: &str = "persona.changed";
 
 /// The persona registry's address.
@@ -449,20 +450,21 @@ pub async fn delete(
 /// Drops this node's loaded copy of the persona and tells the other nodes.
 pub async fn changed(state: &AppState, id: PersonaId) {
     state.personas.do_send(Remove(id.0));
-    let payload = format!("{} {}", state.node_id, id);
-    if let Err(e) = state.bus.publish(PERSONA_TOPIC, payload.as_bytes()).await {
+    let msg = crate::infra::bus::messages::PersonaChanged {
+        node: state.node_id.clone(),
+        persona_id: id,
+    };
+    if let Err(e) = crate::infra::bus::publish_json(state.bus.as_ref(), PERSONA_TOPIC, &msg).await {
         tracing::warn!(error = %e, "could not announce a persona change");
     }
 }
 
 /// Reacts to another node's announcement (see [`PERSONA_TOPIC`]).
 pub fn reload_on_announcement(personas: &PersonaRegistry, me: &str, payload: &[u8]) {
-    let text = String::from_utf8_lossy(payload);
-    if let Some((node, id)) = text.split_once(' ')
-        && node != me
-        && let Ok(id) = id.parse::<uuid::Uuid>()
+    if let Ok(msg) = serde_json::from_slice::<crate::infra::bus::messages::PersonaChanged>(payload)
+        && msg.node != me
     {
-        personas.do_send(Remove(id));
+        personas.do_send(Remove(msg.persona_id.0));
     }
 }
 
@@ -477,8 +479,12 @@ pub struct AskBody {
 
 /// Validates a question's length (422 otherwise).
 pub fn check_question(state: &AppState, question: &str) -> Result<String, ApiError> {
+    check_question_len(question, state.settings.personas.max_question_chars)
+}
+
+/// [`check_question`] with its limit given.
+pub fn check_question_len(question: &str, max: usize) -> Result<String, ApiError> {
     let q = question.trim();
-    let max = state.settings.personas.max_question_chars;
     if q.is_empty() {
         return Err(ApiError::validation(
             "question",

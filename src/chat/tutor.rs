@@ -1,0 +1,160 @@
+//! The port through which chat asks a persona: [`Tutor`], owned by chat,
+//! and [`PersonaTutor`], its one implementation over the personas domain
+//! (the only place in `chat` that names personas' types). Chat's own logic
+//! is tested with a stand-in tutor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bwenge_llm::Turn;
+use tokio::sync::mpsc;
+
+use super::error::ChatError;
+use super::frames::AnswerExtras;
+use crate::db::Db;
+use crate::error::{ApiError, ErrorCode};
+use crate::ids::{OrgId, PersonaId, UserId};
+
+/// A piece of an answer as it streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Text(String),
+    /// Forget the pieces so far (the model changed midway).
+    Restart,
+}
+
+/// What a tutor is asked.
+#[derive(Debug)]
+pub struct Asked {
+    pub org: OrgId,
+    pub user: UserId,
+    pub persona: PersonaId,
+    pub text: String,
+    /// Earlier turns, oldest first.
+    pub history: Vec<Turn>,
+    /// Where pieces go as they come (`None`: only the finished answer).
+    pub pieces: Option<mpsc::Sender<Piece>>,
+}
+
+/// A finished answer: its text and what is stored and sent with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TutorAnswer {
+    pub text: String,
+    pub extras: AnswerExtras,
+}
+
+/// What chat needs from the personas: is the question acceptable, does the
+/// persona exist, and its answer.
+#[async_trait]
+pub trait Tutor: Send + Sync + 'static {
+    /// The question as it will be asked (trimmed), or why it cannot be.
+    fn check_question(&self, text: &str) -> Result<String, ChatError>;
+    async fn persona_exists(&self, org: OrgId, persona: PersonaId) -> Result<bool, ChatError>;
+    async fn ask(&self, q: Asked) -> Result<TutorAnswer, ChatError>;
+}
+
+/// [`Tutor`] over the personas domain: its registry of persona actors and
+/// its store.
+pub struct PersonaTutor {
+    pub db: Db,
+    pub personas: crate::personas::PersonaRegistry,
+    pub max_question_chars: usize,
+}
+
+impl PersonaTutor {
+    pub fn new(
+        db: Db,
+        personas: crate::personas::PersonaRegistry,
+        max_question_chars: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            personas,
+            max_question_chars,
+        })
+    }
+}
+
+/// An answer's extras as chat stores and sends them.
+pub fn extras_of(a: &crate::personas::Answer) -> AnswerExtras {
+    AnswerExtras {
+        animation: serde_json::to_value(a.animation).ok(),
+        citations: serde_json::to_value(&a.citations).ok(),
+        grounded: Some(a.grounded),
+        provider: Some(serde_json::Value::String(a.provider.clone())),
+        usage: serde_json::to_value(a.usage).ok(),
+    }
+}
+
+/// The personas' HTTP-shaped failures, as chat's.
+fn from_api(e: ApiError) -> ChatError {
+    let retry_after = e.retry_after.unwrap_or(Duration::from_secs(1));
+    match e.code {
+        ErrorCode::NotFound => ChatError::PersonaNotFound,
+        ErrorCode::LlmUnavailable => ChatError::ModelUnavailable { retry_after },
+        ErrorCode::ServiceUnavailable => ChatError::Unavailable { retry_after },
+        ErrorCode::ValidationFailed => ChatError::InvalidQuestion(e.detail),
+        _ => ChatError::Internal(
+            e.source
+                .unwrap_or_else(|| anyhow::anyhow!("answering failed: {}", e.detail)),
+        ),
+    }
+}
+
+#[async_trait]
+impl Tutor for PersonaTutor {
+    fn check_question(&self, text: &str) -> Result<String, ChatError> {
+        crate::personas::check_question_len(text, self.max_question_chars)
+            .map_err(|e| ChatError::InvalidQuestion(e.detail))
+    }
+
+    async fn persona_exists(&self, org: OrgId, persona: PersonaId) -> Result<bool, ChatError> {
+        Ok(crate::personas::store::get(&self.db, org, persona)
+            .await?
+            .is_some())
+    }
+
+    async fn ask(&self, q: Asked) -> Result<TutorAnswer, ChatError> {
+        use crate::personas::{Delta, Question};
+        // The personas stream `Delta`s; chat reads `Piece`s.
+        let (deltas, forward) = match q.pieces {
+            Some(pieces) => {
+                let (tx, mut rx) = mpsc::channel::<Delta>(64);
+                let forward = tokio::spawn(async move {
+                    while let Some(d) = rx.recv().await {
+                        let p = match d {
+                            Delta::Text(t) => Piece::Text(t),
+                            Delta::Restart => Piece::Restart,
+                        };
+                        if pieces.send(p).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                (Some(tx), Some(forward))
+            }
+            None => (None, None),
+        };
+        let answer = crate::personas::ask_with(
+            &self.personas,
+            q.persona,
+            Question {
+                org: q.org,
+                user: q.user,
+                text: q.text,
+                history: q.history,
+                deltas,
+            },
+        )
+        .await;
+        if let Some(f) = forward {
+            let _ = f.await;
+        }
+        let answer = answer.map_err(from_api)?;
+        Ok(TutorAnswer {
+            extras: extras_of(&answer),
+            text: answer.text,
+        })
+    }
+}
