@@ -25,6 +25,7 @@ use std::sync::OnceLock;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 static POOL: OnceLock<Runtime> = OnceLock::new();
 
@@ -45,13 +46,15 @@ fn pool() -> &'static Handle {
     .handle()
 }
 
-/// Runs `work` on the answering pool.
+/// Runs `work` on the answering pool, within the caller's current span
+/// (so what it logs names the session and user it works for, though it
+/// runs on another thread).
 pub fn spawn<F>(work: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    pool().spawn(work)
+    pool().spawn(work.instrument(tracing::Span::current()))
 }
 
 /// Lowers the calling thread's scheduling priority by [`ANSWER_NICE`]

@@ -161,19 +161,17 @@ impl ChatSession {
         let reply_to = q.seq;
         // On the answering pool: the session's own thread only orders
         // what happens here. The work runs in the asking span.
-        crate::work::spawn(
-            async move {
-                if let Err(e) = answer_question(&core, &row, &q, me.clone()).await {
-                    tracing::warn!(reply_to, error = %e, "answer failed");
-                    me.do_send(Broadcast {
-                        frame: ServerFrame::error_about(&e, None, Some(reply_to)),
-                        publish: false,
-                    });
-                }
-                me.do_send(Answered { reply_to });
+        let _asking = span.enter();
+        crate::work::spawn(async move {
+            if let Err(e) = answer_question(&core, &row, &q, me.clone()).await {
+                tracing::warn!(reply_to, error = %e, "answer failed");
+                me.do_send(Broadcast {
+                    frame: ServerFrame::error_about(&e, None, Some(reply_to)),
+                    publish: false,
+                });
             }
-            .instrument(span),
-        );
+            me.do_send(Answered { reply_to });
+        });
     }
 }
 
