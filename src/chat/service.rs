@@ -436,3 +436,275 @@ pub fn turn(e: EventRow) -> Turn {
 pub fn payload_of(extras: &AnswerExtras) -> String {
     serde_json::to_string(extras).unwrap_or_else(|_| "{}".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The service on its own: a SQLite file, the real store, hub and
+    //! session actors, a stand-in tutor; no HTTP.
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::chat::tutor::{Asked, Piece, TutorAnswer};
+    use crate::config::{LoadOptions, Settings};
+    use crate::infra::bus::InProcessBus;
+    use crate::infra::ratelimit::InProcessRateLimiter;
+
+    /// Knows one persona; answers by echoing, counting what it was asked.
+    struct EchoTutor {
+        persona: PersonaId,
+        asked: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Tutor for EchoTutor {
+        fn check_question(&self, text: &str) -> Result<String, ChatError> {
+            Ok(text.trim().to_owned())
+        }
+
+        async fn persona_exists(&self, _: OrgId, persona: PersonaId) -> Result<bool, ChatError> {
+            Ok(persona == self.persona)
+        }
+
+        async fn ask(&self, q: Asked) -> Result<TutorAnswer, ChatError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            if let Some(p) = &q.pieces {
+                let _ = p.send(Piece::Text("You asked: ".into())).await;
+            }
+            Ok(TutorAnswer {
+                text: format!("You asked: {}", q.text),
+                extras: AnswerExtras {
+                    grounded: Some(false),
+                    ..AnswerExtras::default()
+                },
+            })
+        }
+    }
+
+    struct World {
+        chat: ChatService,
+        tutor: Arc<EchoTutor>,
+        org: OrgId,
+        persona: PersonaId,
+        alice: ChatUser,
+        bob: ChatUser,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn world() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("chat.db").display());
+        let env: HashMap<String, String> = [
+            ("BWENGE_ENV", "test"),
+            ("BWENGE_DATABASE_URL", url.as_str()),
+            ("BWENGE_DATA_DIR", dir.path().to_str().unwrap()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let (mut settings, _) = Settings::load(&LoadOptions {
+            env,
+            ..LoadOptions::default()
+        })
+        .unwrap();
+        settings.chat.messages_burst = 100;
+        let db = Db::connect(&settings).await.unwrap();
+        db.migrate().await.unwrap();
+
+        let org = OrgId::new();
+        let persona = PersonaId::new();
+        let (alice, bob) = (UserId::new(), UserId::new());
+        let now = Utc::now();
+        crate::on_db_write!(&db, |pool| {
+            sqlx::query(
+                "INSERT INTO organizations (id, name, created_at) VALUES ($1, 'School', $2)",
+            )
+            .bind(org)
+            .bind(now)
+            .execute(pool)
+            .await
+            .unwrap();
+            for (user, email) in [(alice, "alice@example.com"), (bob, "bob@example.com")] {
+                sqlx::query(
+                    "INSERT INTO users (id, organization_id, email, full_name, role, \
+                     password_hash, created_at, updated_at) \
+                     VALUES ($1, $2, $3, 'S', 'student', 'x', $4, $4)",
+                )
+                .bind(user)
+                .bind(org)
+                .bind(email)
+                .bind(now)
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+            sqlx::query(
+                "INSERT INTO personas (id, organization_id, name, language, scope_all, \
+                 blocked_topics, stay_on_subject, gestures, created_at, updated_at) \
+                 VALUES ($1, $2, 'Tutor', 'en', TRUE, '[]', FALSE, '{}', $3, $3)",
+            )
+            .bind(persona)
+            .bind(org)
+            .bind(now)
+            .execute(pool)
+            .await
+            .unwrap();
+        });
+        let tutor = Arc::new(EchoTutor {
+            persona,
+            asked: AtomicUsize::new(0),
+        });
+        let hub = ChatHub::new(Arc::new(InProcessBus::new()), "node".into());
+        let chat = ChatService::build(
+            db,
+            hub,
+            tutor.clone(),
+            Arc::new(InProcessRateLimiter::new()),
+            ChatConfig::from_settings(&settings),
+        );
+        let student = |user_id| ChatUser {
+            user_id,
+            org_id: org,
+            staff: false,
+        };
+        World {
+            chat,
+            tutor,
+            org,
+            persona,
+            alice: student(alice),
+            bob: student(bob),
+            _dir: dir,
+        }
+    }
+
+    /// The session's events as `(seq, role, reply_to)`, once `n` are stored.
+    async fn events(w: &World, id: SessionId, n: usize) -> Vec<(i64, EventRole, Option<i64>)> {
+        for _ in 0..500 {
+            let got = store::events_after(&w.chat.core.db, w.org, id, 0, 100)
+                .await
+                .unwrap();
+            if got.len() >= n {
+                return got.iter().map(|e| (e.seq, e.role, e.reply_to)).collect();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("fewer than {n} events stored");
+    }
+
+    #[actix_web::test]
+    async fn a_repeated_question_gets_its_seq_and_one_answer() {
+        let w = world().await;
+        let row = w.chat.start_session(w.alice, w.persona).await.unwrap();
+        let id = row.id;
+        w.chat
+            .attach(w.alice, 1, Some(row.clone()), id, 0, false)
+            .await
+            .unwrap();
+        let ask = |client: &str| {
+            w.chat.ask(
+                w.alice,
+                1,
+                row.clone(),
+                None,
+                client.to_owned(),
+                "Why is the sky blue?".to_owned(),
+            )
+        };
+        let (_, seq) = ask("q-1").await.unwrap();
+        assert_eq!(seq, 1);
+        let answered = vec![
+            (1, EventRole::User, None),
+            (2, EventRole::Assistant, Some(1)),
+        ];
+        assert_eq!(events(&w, id, 2).await, answered);
+        // Again after a reconnect: the same seq, nothing new, not re-asked.
+        let (_, again) = ask("q-1").await.unwrap();
+        assert_eq!(again, 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(events(&w, id, 2).await, answered);
+        assert_eq!(w.tutor.asked.load(Ordering::SeqCst), 1);
+        let stored = store::events_after(&w.chat.core.db, w.org, id, 1, 1)
+            .await
+            .unwrap();
+        assert_eq!(stored[0].text, "You asked: Why is the sky blue?");
+    }
+
+    #[actix_web::test]
+    async fn a_resume_replays_exactly_the_later_events() {
+        let w = world().await;
+        let row = w.chat.start_session(w.alice, w.persona).await.unwrap();
+        for (n, client) in ["a", "b"].iter().enumerate() {
+            let (_, seq) = w
+                .chat
+                .ask(w.alice, 1, row.clone(), None, (*client).into(), "Hi".into())
+                .await
+                .unwrap();
+            assert_eq!(seq, 2 * n as i64 + 1);
+            events(&w, row.id, 2 * (n + 1)).await;
+        }
+        let a = w
+            .chat
+            .attach(w.alice, 2, None, row.id, 2, true)
+            .await
+            .unwrap();
+        let seqs: Vec<i64> = a.replay.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![3, 4]);
+        assert_eq!(a.current_seq(), 4);
+        assert!(a.actor.is_none(), "nothing left to answer");
+        let all = w
+            .chat
+            .attach(w.alice, 2, None, row.id, 0, true)
+            .await
+            .unwrap();
+        assert_eq!(all.replay.len(), 4);
+        let none = w
+            .chat
+            .attach(w.alice, 2, None, row.id, 4, true)
+            .await
+            .unwrap();
+        assert!(none.replay.is_empty());
+    }
+
+    #[actix_web::test]
+    async fn another_students_session_is_refused() {
+        let w = world().await;
+        let row = w.chat.start_session(w.alice, w.persona).await.unwrap();
+        let id = row.id;
+        assert!(matches!(
+            w.chat.attach(w.bob, 3, None, id, 0, true).await,
+            Err(ChatError::SessionNotFound)
+        ));
+        assert!(matches!(
+            w.chat.history(w.bob, id).await,
+            Err(ChatError::SessionNotFound)
+        ));
+        assert!(matches!(
+            w.chat
+                .ask(w.bob, 3, row, None, "x".into(), "Mine now?".into())
+                .await,
+            Err(ChatError::NotSessionOwner)
+        ));
+        assert!(matches!(
+            w.chat.history_for_ask(w.bob, w.persona, id).await,
+            Err(ChatError::NotYourSession)
+        ));
+        assert!(matches!(
+            w.chat.start_session(w.alice, PersonaId::new()).await,
+            Err(ChatError::PersonaNotFound)
+        ));
+        let foreign = ChatUser {
+            org_id: OrgId::new(),
+            ..w.alice
+        };
+        assert!(matches!(
+            w.chat.attach(foreign, 4, None, id, 0, true).await,
+            Err(ChatError::SessionNotFound)
+        ));
+        assert_eq!(w.tutor.asked.load(Ordering::SeqCst), 0);
+    }
+}
