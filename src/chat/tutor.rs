@@ -16,13 +16,12 @@ use crate::db::Db;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{OrgId, PersonaId, UserId};
 
-/// A piece of an answer as it streams.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece {
-    Text(String),
-    /// Forget the pieces so far (the model changed midway).
-    Restart,
-}
+/// A piece of an answer as it streams: `Text`, or `Restart` (forget the
+/// pieces so far; the model changed midway). The personas' own stream type,
+/// reused as is so that pieces reach the sockets without a hop through
+/// another channel and task per answer (plain data: chat's tests build
+/// them without any persona).
+pub type Piece = crate::personas::Delta;
 
 /// What a tutor is asked.
 #[derive(Debug)]
@@ -116,42 +115,19 @@ impl Tutor for PersonaTutor {
     }
 
     async fn ask(&self, q: Asked) -> Result<TutorAnswer, ChatError> {
-        use crate::personas::{Delta, Question};
-        // The personas stream `Delta`s; chat reads `Piece`s.
-        let (deltas, forward) = match q.pieces {
-            Some(pieces) => {
-                let (tx, mut rx) = mpsc::channel::<Delta>(64);
-                let forward = tokio::spawn(async move {
-                    while let Some(d) = rx.recv().await {
-                        let p = match d {
-                            Delta::Text(t) => Piece::Text(t),
-                            Delta::Restart => Piece::Restart,
-                        };
-                        if pieces.send(p).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                (Some(tx), Some(forward))
-            }
-            None => (None, None),
-        };
         let answer = crate::personas::ask_with(
             &self.personas,
             q.persona,
-            Question {
+            crate::personas::Question {
                 org: q.org,
                 user: q.user,
                 text: q.text,
                 history: q.history,
-                deltas,
+                deltas: q.pieces,
             },
         )
-        .await;
-        if let Some(f) = forward {
-            let _ = f.await;
-        }
-        let answer = answer.map_err(from_api)?;
+        .await
+        .map_err(from_api)?;
         Ok(TutorAnswer {
             extras: extras_of(&answer),
             text: answer.text,
