@@ -1,7 +1,8 @@
 //! The port through which chat asks a persona: [`Tutor`], owned by chat,
-//! and [`PersonaTutor`], its one implementation over the personas domain
-//! (the only place in `chat` that names personas' types). Chat's own logic
-//! is tested with a stand-in tutor.
+//! and [`PersonaTutor`], its one implementation over the personas domain.
+//! Besides this file, only the two wrappers the personas' HTTP `ask` calls
+//! (`chat::history_for_ask`, `chat::record_exchange`) name personas'
+//! types. Chat's own logic is tested with a stand-in tutor.
 
 use std::sync::Arc;
 use std::time::Duration;
