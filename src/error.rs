@@ -15,7 +15,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-pub use crate::db::StoreError;
+use crate::db::StoreError;
 
 use crate::auth::{AuthError, Forbidden};
 use crate::avatars::service::AvatarError;
@@ -60,6 +60,12 @@ pub enum ErrorCode {
     Internal,
     ServiceUnavailable,
     LlmUnavailable,
+    /// Chat frames (WebSocket only): malformed, of an unknown type, too
+    /// large, or a question before a session.
+    BadFrame,
+    UnknownType,
+    FrameTooLarge,
+    NoSession,
 }
 
 impl ErrorCode {
@@ -90,6 +96,10 @@ impl ErrorCode {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Language model unavailable",
             ),
+            BadFrame => (StatusCode::BAD_REQUEST, "Malformed frame"),
+            UnknownType => (StatusCode::BAD_REQUEST, "Unknown frame type"),
+            FrameTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Frame too large"),
+            NoSession => (StatusCode::CONFLICT, "No session"),
         }
     }
 
@@ -116,6 +126,10 @@ impl ErrorCode {
             Internal => "internal",
             ServiceUnavailable => "service_unavailable",
             LlmUnavailable => "llm_unavailable",
+            BadFrame => "bad_frame",
+            UnknownType => "unknown_type",
+            FrameTooLarge => "frame_too_large",
+            NoSession => "no_session",
         }
     }
 
@@ -463,6 +477,70 @@ impl From<PersonaError> for ApiError {
             PersonaError::Store(e) => e.into(),
             PersonaError::Internal(e) => ApiError::internal(e),
         }
+    }
+}
+
+/// Chat's row of the table: each [`ChatError`] with its code, for HTTP
+/// answers and the WebSocket's `error` frames alike.
+///
+/// [`ChatError`]: crate::chat::ChatError
+pub fn chat_code(e: &crate::chat::ChatError) -> ErrorCode {
+    use crate::chat::{BadFrame, ChatError};
+    match e {
+        ChatError::SessionNotFound | ChatError::PersonaNotFound => ErrorCode::NotFound,
+        ChatError::NotYourSession | ChatError::InvalidQuestion(_) => ErrorCode::ValidationFailed,
+        ChatError::NotSessionOwner => ErrorCode::Forbidden,
+        ChatError::NoSession => ErrorCode::NoSession,
+        ChatError::RateLimited { .. } => ErrorCode::RateLimited,
+        ChatError::InvalidFrame(b) => match b {
+            BadFrame::NotJson
+            | BadFrame::NoType
+            | BadFrame::Start
+            | BadFrame::Resume
+            | BadFrame::Message
+            | BadFrame::NotText => ErrorCode::BadFrame,
+            BadFrame::UnknownType(_) => ErrorCode::UnknownType,
+            BadFrame::TooLarge { .. } => ErrorCode::FrameTooLarge,
+        },
+        ChatError::ModelUnavailable { .. } => ErrorCode::LlmUnavailable,
+        ChatError::Unavailable { .. } => ErrorCode::ServiceUnavailable,
+        ChatError::Store(s) => match s {
+            StoreError::NotFound => ErrorCode::NotFound,
+            StoreError::Conflict(_) => ErrorCode::Conflict,
+            StoreError::Unavailable(_) => ErrorCode::ServiceUnavailable,
+            StoreError::Other(_) => ErrorCode::Internal,
+        },
+        ChatError::Internal(_) => ErrorCode::Internal,
+    }
+}
+
+/// [`chat_code`] as status and code string.
+pub fn chat(e: &crate::chat::ChatError) -> (StatusCode, &'static str) {
+    let code = chat_code(e);
+    (code.spec().0, code.as_str())
+}
+
+impl From<crate::chat::ChatError> for ApiError {
+    fn from(e: crate::chat::ChatError) -> Self {
+        use crate::chat::ChatError;
+        let code = chat_code(&e);
+        let mut api = ApiError::new(code, e.client_message());
+        api.retry_after = e.retry_after();
+        match e {
+            ChatError::NotYourSession => api.field = Some("session_id".into()),
+            ChatError::InvalidQuestion(_) => api.field = Some("question".into()),
+            ChatError::Store(s) => return ApiError::from(s),
+            ChatError::Internal(source) => api.source = Some(source),
+            ChatError::SessionNotFound
+            | ChatError::PersonaNotFound
+            | ChatError::NotSessionOwner
+            | ChatError::NoSession
+            | ChatError::RateLimited { .. }
+            | ChatError::InvalidFrame(_)
+            | ChatError::ModelUnavailable { .. }
+            | ChatError::Unavailable { .. } => {}
+        }
+        api
     }
 }
 

@@ -19,6 +19,7 @@ use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::http::middleware::{BwengeRootSpan, observe};
+use crate::infra::bus::messages::IndexChanged;
 use crate::infra::bus::{InProcessBus, RedisBus};
 use crate::infra::cache::{InProcessCache, RedisCache};
 use crate::infra::ratelimit::{InProcessRateLimiter, RedisRateLimiter};
@@ -162,16 +163,17 @@ impl Application {
             let me = node_id.clone();
             actix_web::rt::spawn(async move {
                 while let Some(msg) = announcements.recv().await {
-                    let text = String::from_utf8_lossy(&msg.payload).into_owned();
-                    let Some((node, org)) = text.split_once(' ') else {
+                    let Some(IndexChanged {
+                        node,
+                        organization_id,
+                    }) = crate::infra::bus::decode(&msg)
+                    else {
                         continue;
                     };
                     if node == me {
                         continue;
                     }
-                    if let Ok(org) = org.parse()
-                        && let Err(e) = search.invalidate(org).await
-                    {
+                    if let Err(e) = search.invalidate(organization_id).await {
                         tracing::warn!(error = %e, "could not refresh an index");
                     }
                 }
@@ -236,22 +238,17 @@ impl Application {
         );
         let hub = crate::chat::hub::ChatHub::new(bus.clone(), node_id.clone());
         hub.start().await?;
-        let chat_ctx = Arc::new(crate::chat::session::ChatContext {
-            db: db.clone(),
-            settings: Arc::new(settings.clone()),
-            hub: hub.clone(),
-            personas: personas.clone(),
-        });
-        let chat = Registry::new(
-            "chat_sessions",
-            RegistryConfig::with_idle_timeout(Duration::from_secs(
-                settings.registry.idle_timeout_secs,
-            )),
-            move |id: &crate::ids::SessionId| {
-                crate::chat::session::ChatSession::new(*id, Arc::clone(&chat_ctx))
-            },
-        )
-        .start();
+        let chat = crate::chat::ChatService::build(
+            db.clone(),
+            hub,
+            crate::chat::PersonaTutor::new(
+                db.clone(),
+                personas.clone(),
+                settings.personas.max_question_chars,
+            ),
+            limiter.clone(),
+            crate::chat::ChatConfig::from_settings(&settings),
+        );
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             db,
@@ -267,7 +264,6 @@ impl Application {
             personas: persona_catalog,
             avatars,
             chat,
-            hub,
             node_id,
         });
 

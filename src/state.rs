@@ -27,8 +27,8 @@ pub struct AppState {
     pub knowledge: crate::knowledge::KnowledgeService,
     pub personas: crate::personas::PersonaCatalog,
     pub avatars: crate::avatars::service::AvatarService,
-    pub chat: crate::chat::SessionRegistry,
-    pub hub: crate::chat::hub::ChatHub,
+    /// Chat: its sessions, hub and connections' service.
+    pub chat: crate::chat::ChatService,
     /// A random id of this process, to tell its own bus messages apart.
     pub node_id: String,
 }

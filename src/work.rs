@@ -25,6 +25,7 @@ use std::sync::OnceLock;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 static POOL: OnceLock<Runtime> = OnceLock::new();
 
@@ -52,7 +53,6 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    use tracing::Instrument as _;
     pool().spawn(work.instrument(tracing::Span::current()))
 }
 

@@ -49,6 +49,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bwenge::chat::frames::{EventFrame, EventRole, ServerFrame, Tagged};
 use bwenge_bench::{
     Cleanup, CpuMeter, Server, bwenge_command, fmt_opt, parse_secs, pass, percentile_ms,
     spawn_server, temp_dir,
@@ -753,12 +754,12 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-fn event_hash(e: &Value) -> u64 {
+fn event_hash(e: &EventFrame<'_>) -> u64 {
     let mut h = DefaultHasher::new();
-    e["role"].as_str().hash(&mut h);
-    e["reply_to"].as_i64().hash(&mut h);
-    e["client_id"].as_str().hash(&mut h);
-    e["text"].as_str().hash(&mut h);
+    e.role.as_str().hash(&mut h);
+    e.reply_to.hash(&mut h);
+    e.client_id.as_deref().hash(&mut h);
+    e.text.hash(&mut h);
     h.finish()
 }
 
@@ -971,11 +972,19 @@ impl Client {
 
     async fn on_msg(&mut self, msg: Option<Result<Message, tungstenite::Error>>) {
         match msg {
-            Some(Ok(Message::Text(t))) => match serde_json::from_str::<Value>(t.as_str()) {
-                Ok(v) => self.on_frame(&v).await,
-                Err(_) => {
-                    self.shared.bad_frames.fetch_add(1, Ordering::Relaxed);
-                }
+            Some(Ok(Message::Text(t))) => match self.kind {
+                Kind::Bwenge => match serde_json::from_str::<ServerFrame<'_>>(t.as_str()) {
+                    Ok(f) => self.on_server_frame(&f).await,
+                    Err(_) => {
+                        self.shared.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                Kind::Echo => match serde_json::from_str::<Value>(t.as_str()) {
+                    Ok(v) => self.on_echo_frame(&v).await,
+                    Err(_) => {
+                        self.shared.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
             },
             Some(Ok(Message::Binary(_))) => {
                 self.shared.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -990,20 +999,25 @@ impl Client {
         }
     }
 
-    async fn on_frame(&mut self, v: &Value) {
+    /// A frame of Bwenge's, as the server's frame type.
+    async fn on_server_frame(&mut self, f: &ServerFrame<'_>) {
         let now = Instant::now();
-        match (self.kind, v["type"].as_str()) {
-            (Kind::Bwenge, Some("session")) => {
-                let same = v["session_id"].as_str() == self.session_id.as_deref();
-                if same && v["resumed"] == true {
+        match f {
+            ServerFrame::Session {
+                session_id,
+                resumed,
+                last_seq,
+                ..
+            } => {
+                let same = self.session_id.as_deref() == Some(session_id.to_string().as_str());
+                if same && *resumed {
                     self.attached = true;
                     self.resuming = false;
-                    let target = v["last_seq"].as_i64();
                     if let Some(st) = self.storm.as_mut()
                         && !st.resumed
                     {
                         st.resumed = true;
-                        st.target = target;
+                        st.target = Some(*last_seq);
                         self.shared.resumed.fetch_add(1, Ordering::Relaxed);
                         if let Some(t0) = st.started {
                             self.shared.samples().resumed_ns.push(nanos(now - t0));
@@ -1011,10 +1025,46 @@ impl Client {
                     }
                     self.after_attach().await;
                 } else {
-                    self.resume_refused(format!("bad resume answer: {v}"));
+                    self.resume_refused(format!("bad resume answer: {f:?}"));
                 }
             }
-            (Kind::Echo, Some("resume")) => {
+            ServerFrame::Ack { client_id, seq } => {
+                if let Some(n) = self.question_of(client_id) {
+                    self.acked(n, *seq, now);
+                }
+            }
+            ServerFrame::Delta { reply_to, .. } => {
+                if let Some(&n) = self.by_seq.get(reply_to) {
+                    let q = &mut self.questions[n];
+                    if !q.delta {
+                        q.delta = true;
+                        if q.measured
+                            && let Some(sent) = q.sent
+                        {
+                            self.shared.samples().delta_ns.push(nanos(now - sent));
+                        }
+                    }
+                }
+            }
+            ServerFrame::Message(e) => self.on_event(e, now),
+            ServerFrame::Replay { events } => {
+                for Tagged::Message(e) in events {
+                    self.on_event(e, now);
+                }
+            }
+            ServerFrame::Error { code, reply_to, .. } => {
+                self.on_error_frame(code, reply_to.is_some());
+            }
+            ServerFrame::Pong | ServerFrame::Ingest(_) => {}
+        }
+        self.check_caught_up(now);
+    }
+
+    /// A frame of the echo baseline's (the client's own frames, echoed).
+    async fn on_echo_frame(&mut self, v: &Value) {
+        let now = Instant::now();
+        match v["type"].as_str() {
+            Some("resume") => {
                 self.attached = true;
                 self.resuming = false;
                 if let Some(st) = self.storm.as_mut()
@@ -1028,62 +1078,38 @@ impl Client {
                 }
                 self.after_attach().await;
             }
-            (Kind::Bwenge, Some("ack")) => {
-                if let Some(n) = v["client_id"].as_str().and_then(|c| self.question_of(c))
-                    && let Some(seq) = v["seq"].as_i64()
-                {
-                    self.acked(n, seq, now);
-                }
-            }
-            (Kind::Echo, Some("message")) => {
+            Some("message") => {
                 if let Some(n) = v["client_id"].as_str().and_then(|c| self.question_of(c)) {
                     self.acked(n, -1, now);
                     self.answered(n, now);
                 }
             }
-            (Kind::Bwenge, Some("delta")) => {
-                if let Some(&n) = v["reply_to"].as_i64().and_then(|r| self.by_seq.get(&r)) {
-                    let q = &mut self.questions[n];
-                    if !q.delta {
-                        q.delta = true;
-                        if q.measured
-                            && let Some(sent) = q.sent
-                        {
-                            self.shared.samples().delta_ns.push(nanos(now - sent));
-                        }
-                    }
-                }
-            }
-            (Kind::Bwenge, Some("message")) => self.on_event(v, now),
-            (Kind::Bwenge, Some("replay")) => {
-                if let Some(events) = v["events"].as_array() {
-                    for e in events {
-                        self.on_event(e, now);
-                    }
-                }
-            }
-            (_, Some("error")) => {
-                self.shared.error_frames.fetch_add(1, Ordering::Relaxed);
-                let code = v["code"].as_str().unwrap_or("?");
-                let phase = self.shared.phase();
-                let what = if self.resuming {
-                    "answering resume"
-                } else if v.get("reply_to").is_some() {
-                    "answering a question"
-                } else {
-                    "answering a message"
-                };
-                Shared::note(
-                    &self.shared.errors,
-                    format!("{phase}: error frame {code} ({what})"),
-                );
-                if self.resuming {
-                    self.resume_refused(format!("error frame {code}"));
-                }
-            }
+            Some("error") => self.on_error_frame(
+                v["code"].as_str().unwrap_or("?"),
+                v.get("reply_to").is_some(),
+            ),
             _ => {}
         }
         self.check_caught_up(now);
+    }
+
+    fn on_error_frame(&mut self, code: &str, about_answer: bool) {
+        self.shared.error_frames.fetch_add(1, Ordering::Relaxed);
+        let phase = self.shared.phase();
+        let what = if self.resuming {
+            "answering resume"
+        } else if about_answer {
+            "answering a question"
+        } else {
+            "answering a message"
+        };
+        Shared::note(
+            &self.shared.errors,
+            format!("{phase}: error frame {code} ({what})"),
+        );
+        if self.resuming {
+            self.resume_refused(format!("error frame {code}"));
+        }
     }
 
     /// The server answered a `resume` with an error: counted; the client
@@ -1166,10 +1192,8 @@ impl Client {
     }
 
     /// A stored event (live `message` or replayed), kept once per `seq`.
-    fn on_event(&mut self, e: &Value, now: Instant) {
-        let Some(seq) = e["seq"].as_i64() else {
-            return;
-        };
+    fn on_event(&mut self, e: &EventFrame<'_>, now: Instant) {
+        let seq = e.seq;
         let hash = event_hash(e);
         if let Some(held) = self.events.get(&seq) {
             self.shared.duplicate_events.fetch_add(1, Ordering::Relaxed);
@@ -1178,9 +1202,9 @@ impl Client {
             }
             return;
         }
-        let role_user = e["role"] == "user";
-        let client_id = e["client_id"].as_str().map(str::to_owned);
-        let reply_to = e["reply_to"].as_i64();
+        let role_user = e.role == EventRole::User;
+        let client_id = e.client_id.as_deref().map(str::to_owned);
+        let reply_to = e.reply_to;
         self.events.insert(
             seq,
             Event {

@@ -125,7 +125,10 @@ async fn a_model_is_read_kept_matched_to_gestures_and_announced_to_its_persona()
     assert_eq!(detail.model.name, "tutor");
     assert_eq!(detail.persona_id, Some(persona));
     let version = detail.current().expect("version 1");
-    assert_eq!(version.animations(), vec!["Wave".to_owned(), "Idle".to_owned()]);
+    assert_eq!(
+        version.animations(),
+        vec!["Wave".to_owned(), "Idle".to_owned()]
+    );
     assert_eq!(*personas.changed.lock(), vec![persona], "PersonaChanged");
 
     personas.rows.lock().insert(
@@ -141,7 +144,11 @@ async fn a_model_is_read_kept_matched_to_gestures_and_announced_to_its_persona()
         .expect("the persona's avatar");
     assert_eq!(avatar.gestures["waving"].as_deref(), Some("Wave"));
     assert_eq!(avatar.gestures["idle"].as_deref(), Some("Idle"));
-    assert_eq!(avatar.gestures["nodding"].as_deref(), Some("Wave"), "override");
+    assert_eq!(
+        avatar.gestures["nodding"].as_deref(),
+        Some("Wave"),
+        "override"
+    );
 
     // Another school sees nothing of it and cannot attach its persona.
     assert!(matches!(
@@ -156,7 +163,10 @@ async fn a_model_is_read_kept_matched_to_gestures_and_announced_to_its_persona()
                 upload(dir.path(), &model(&["Wave"]), Some(persona)),
             )
             .await,
-        Err(AvatarError::Invalid { field: "persona_id", .. })
+        Err(AvatarError::Invalid {
+            field: "persona_id",
+            ..
+        })
     ));
     assert!(matches!(
         avatars

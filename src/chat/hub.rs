@@ -23,21 +23,34 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::borrow::Cow;
+
 use actix::{Recipient, WeakAddr};
 use bwenge_actors::ports::Bus;
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
+use super::frames::ServerFrame;
 use super::ws::WsConnection;
-use crate::auth::model::Role;
 use crate::ids::{OrgId, SessionId, UserId};
+use crate::infra::bus::messages::{IngestProgress, Revoked};
+use crate::infra::bus::{decode, publish_json};
 
-/// Bus topic carrying session events between nodes (payload: JSON
-/// `{node, session_id, frame}`).
+/// Bus topic carrying session events between nodes (payload:
+/// [`ChatEvent`]).
 pub const EVENTS_TOPIC: &str = "chat.events";
-/// Bus topic announcing that a user's tokens were revoked (payload: the
-/// user id).
+/// Bus topic announcing that a user's tokens were revoked (payload:
+/// [`Revoked`]).
 pub const REVOKED_TOPIC: &str = "auth.revoked";
+
+/// A session event published for the other nodes (`chat.events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatEvent<'a> {
+    /// The publishing node (which ignores its own).
+    pub node: Cow<'a, str>,
+    pub session_id: SessionId,
+    pub frame: ServerFrame<'a>,
+}
 
 /// A frame for a connection: the JSON text, the session it belongs to (a
 /// connection that has moved on drops it) and, for stored events, their
@@ -55,10 +68,13 @@ pub struct Push {
 #[rtype(result = "()")]
 pub struct CloseWith(pub u16);
 
-/// An event published by another node for a session that lives here.
-#[derive(Debug, Clone, actix::Message)]
+/// Another node showed activity on a question of a session that lives
+/// here (a piece of its answer, the answer, or its failure).
+#[derive(Debug, Clone, Copy, actix::Message)]
 #[rtype(result = "()")]
-pub struct RemoteEvent(pub Value);
+pub struct RemoteEvent {
+    pub reply_to: i64,
+}
 
 struct Conn {
     user: UserId,
@@ -129,26 +145,20 @@ impl ChatHub {
         let hub = self.clone();
         actix_web::rt::spawn(async move {
             while let Some(msg) = events.recv().await {
-                let Ok(v) = serde_json::from_slice::<Value>(&msg.payload) else {
+                let Some(event) = decode::<ChatEvent<'_>>(&msg) else {
                     continue;
                 };
-                if v["node"].as_str() == Some(hub.node_id.as_str()) {
+                if event.node == hub.node_id {
                     continue;
                 }
-                let Some(id) = v["session_id"].as_str().and_then(|s| s.parse().ok()) else {
+                let id = event.session_id;
+                hub.push_session(id, event.frame.to_text(), event.frame.seq());
+                let Some(reply_to) = event.frame.reply_to() else {
                     continue;
                 };
-                let id = SessionId(id);
-                let frame = v["frame"].clone();
-                let seq = if frame["type"] == "message" {
-                    frame["seq"].as_i64()
-                } else {
-                    None
-                };
-                hub.push_session(id, Arc::from(frame.to_string()), seq);
                 let actor = hub.inner.lock().sessions.get(&id).cloned();
                 if let Some(actor) = actor {
-                    actor.do_send(RemoteEvent(frame));
+                    actor.do_send(RemoteEvent { reply_to });
                 }
             }
         });
@@ -160,8 +170,8 @@ impl ChatHub {
         let hub = self.clone();
         actix_web::rt::spawn(async move {
             while let Some(msg) = revoked.recv().await {
-                if let Ok(user) = String::from_utf8_lossy(&msg.payload).parse::<UserId>() {
-                    hub.close_user(user, 4401);
+                if let Some(Revoked { user_id }) = decode(&msg) {
+                    hub.close_user(user_id, 4401);
                 }
             }
         });
@@ -175,17 +185,24 @@ impl ChatHub {
     }
 
     /// Publishes a session event for the other nodes.
-    pub async fn publish(&self, session: SessionId, frame: &Value) {
+    pub async fn publish(&self, session: SessionId, frame: &ServerFrame<'_>) {
         // One node: nobody else would read it (our own relay skips it).
         if !self.bus.reaches_other_nodes() {
             return;
         }
-        let payload = json!({"node": self.node_id, "session_id": session, "frame": frame});
-        if let Err(e) = self
-            .bus
-            .publish(EVENTS_TOPIC, payload.to_string().as_bytes())
-            .await
-        {
+        // `ChatEvent`'s shape, borrowing the frame.
+        #[derive(Serialize)]
+        struct Out<'a> {
+            node: &'a str,
+            session_id: SessionId,
+            frame: &'a ServerFrame<'a>,
+        }
+        let event = Out {
+            node: &self.node_id,
+            session_id: session,
+            frame,
+        };
+        if let Err(e) = publish_json(self.bus.as_ref(), EVENTS_TOPIC, &event).await {
             tracing::warn!(error = %e, "could not publish a chat event");
         }
     }
@@ -203,11 +220,10 @@ impl ChatHub {
         &self,
         user: UserId,
         org: OrgId,
-        role: Role,
+        staff: bool,
         addr: WeakAddr<WsConnection>,
     ) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let staff = role.is_staff();
         let mut inner = self.inner.lock();
         inner.conns.insert(
             id,
@@ -326,11 +342,10 @@ impl ChatHub {
             }
         };
         while let Some(msg) = sub.recv().await {
-            let Ok(mut v) = serde_json::from_slice::<Value>(&msg.payload) else {
+            let Some(progress) = decode::<IngestProgress>(&msg) else {
                 continue;
             };
-            v["type"] = json!("ingest");
-            let frame: Arc<str> = Arc::from(v.to_string());
+            let frame = ServerFrame::Ingest(progress).to_text();
             let inner = self.inner.lock();
             for c in inner.conns.values().filter(|c| c.staff && c.org == org) {
                 c.send(Push {
@@ -357,10 +372,7 @@ impl Inner {
 /// Announces that a user's tokens no longer hold: every node closes that
 /// user's sockets with 4401.
 pub async fn announce_revoked(bus: &dyn Bus, user: UserId) {
-    if let Err(e) = bus
-        .publish(REVOKED_TOPIC, user.to_string().as_bytes())
-        .await
-    {
+    if let Err(e) = publish_json(bus, REVOKED_TOPIC, &Revoked { user_id: user }).await {
         tracing::warn!(error = %e, "could not announce a revocation");
     }
 }

@@ -1,35 +1,45 @@
 //! Chat: sessions between a student and a persona, their durable
-//! sequenced events ([`store`]), the chat-session actors ([`session`]), the
-//! WebSocket transport ([`ws`]), this node's hub ([`hub`]) and the history
-//! routes.
+//! sequenced events ([`store`]), the chat service ([`service`]) that the
+//! history routes, the WebSocket connections ([`ws`]) and the chat-session
+//! actors ([`session`]) call, this node's hub ([`hub`]), the frames
+//! ([`frames`]), chat's errors ([`error`]) and the port through which it
+//! asks the personas ([`tutor`]).
+//!
+//! The handlers here are thin: extract, call [`ChatService`], map the
+//! result (errors through [`crate::error::chat`]).
 
 pub mod ask;
+pub mod error;
+pub mod frames;
 pub mod hub;
+pub mod service;
 pub mod session;
 pub mod store;
+pub mod tutor;
 pub mod ws;
+
+use std::borrow::Cow;
 
 use actix_web::http::Method;
 use actix_web::{HttpResponse, web};
-use bwenge_llm::{Role, Turn};
+use bwenge_llm::Turn;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+pub use error::{BadFrame, ChatError};
+pub use frames::{ClientFrame, EventFrame, EventRole, ServerFrame};
+pub use service::{ChatConfig, ChatService, ChatUser, SessionRegistry};
+pub use tutor::{PersonaTutor, Tutor};
+
 use crate::auth::AuthUser;
-use crate::auth::model::Role as UserRole;
 use crate::error::{ApiError, ApiResult};
 use crate::http::RouteDef;
 use crate::ids::{PersonaId, SessionId, UserId};
 use crate::pagination::{Cursor, List, PageQuery, page_of};
-
-/// The session registry's address.
-pub type SessionRegistry =
-    actix::Addr<bwenge_actors::registry::Registry<SessionId, session::ChatSession>>;
 use crate::personas::Answer;
 use crate::state::AppState;
-use store::{EventRow, NewEvent, SessionRow};
+use store::{EventRow, SessionRow};
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -48,44 +58,22 @@ pub fn routes() -> Vec<RouteDef> {
 
 /// An event as clients see it (in history, replay and live): the same
 /// object as the WebSocket `message` frame.
-pub fn event_json(e: &EventRow) -> Value {
-    let mut v = json!({
-        "type": "message",
-        "seq": e.seq,
-        "role": e.role,
-        "text": e.text,
-        "created_at": e.created_at,
-    });
-    if let Some(c) = &e.client_id {
-        v["client_id"] = json!(c);
+pub fn event_frame(e: &EventRow) -> EventFrame<'_> {
+    // Questions store `{}`: nothing to read.
+    let extras = if e.payload.len() > 2 {
+        serde_json::from_str(&e.payload).unwrap_or_default()
+    } else {
+        frames::AnswerExtras::default()
+    };
+    EventFrame {
+        extras: Cow::Owned(extras),
+        client_id: e.client_id.as_deref().map(Cow::Borrowed),
+        created_at: Some(e.created_at),
+        reply_to: e.reply_to,
+        role: e.role,
+        seq: e.seq,
+        text: Cow::Borrowed(&e.text),
     }
-    if let Some(r) = e.reply_to {
-        v["reply_to"] = json!(r);
-    }
-    if let Ok(Value::Object(extra)) = serde_json::from_str::<Value>(&e.payload) {
-        for (k, val) in extra {
-            v[k] = val;
-        }
-    }
-    v
-}
-
-/// The stored payload of an answer event.
-pub fn answer_payload(a: &Answer) -> String {
-    json!({
-        "citations": a.citations,
-        "animation": a.animation,
-        "grounded": a.grounded,
-        "provider": a.provider,
-        "usage": a.usage,
-    })
-    .to_string()
-}
-
-/// May `user` read this session? Students: their own; staff: the
-/// organisation's (the session was already read within the organisation).
-fn may_read(user: &AuthUser, s: &SessionRow) -> bool {
-    user.role.is_staff() || s.user_id == user.user_id
 }
 
 /// The conversation so far, for `ask` with a `session_id`: the session must
@@ -96,28 +84,10 @@ pub async fn history_for_ask(
     persona: PersonaId,
     session: SessionId,
 ) -> ApiResult<Vec<Turn>> {
-    let s = store::session(&state.db, user.org_id, session)
-        .await?
-        .filter(|s| s.user_id == user.user_id && s.persona_id == persona)
-        .ok_or_else(|| {
-            ApiError::validation(
-                "session_id",
-                "session_id names no session of yours with this persona.",
-            )
-        })?;
-    let n = (state.settings.personas.history_turns as i64).max(0);
-    Ok(store::recent_events(&state.db, user.org_id, s.id, n)
-        .await?
-        .into_iter()
-        .map(|e| Turn {
-            role: if e.role == "user" {
-                Role::User
-            } else {
-                Role::Assistant
-            },
-            text: e.text,
-        })
-        .collect())
+    Ok(state
+        .chat
+        .history_for_ask((*user).into(), persona, session)
+        .await?)
 }
 
 /// Records a question asked over HTTP and its answer in the session.
@@ -128,37 +98,11 @@ pub async fn record_exchange(
     question: &str,
     answer: &Answer,
 ) -> ApiResult<()> {
-    let q = store::append(
-        &state.db,
-        user.org_id,
-        session,
-        &NewEvent {
-            role: "user",
-            client_id: None,
-            reply_to: None,
-            text: question,
-            payload: "{}",
-            at: chrono::Utc::now(),
-        },
-    )
-    .await?
-    .ok_or_else(ApiError::not_found)?;
-    let payload = answer_payload(answer);
-    store::append(
-        &state.db,
-        user.org_id,
-        session,
-        &NewEvent {
-            role: "assistant",
-            client_id: None,
-            reply_to: Some(q.seq()),
-            text: &answer.text,
-            payload: &payload,
-            at: chrono::Utc::now(),
-        },
-    )
-    .await?;
-    Ok(())
+    let extras = tutor::extras_of(answer);
+    Ok(state
+        .chat
+        .record_exchange((*user).into(), session, question, &answer.text, &extras)
+        .await?)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -186,7 +130,7 @@ impl From<SessionRow> for SessionSummary {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SessionHistory {
+pub struct SessionHistory<'a> {
     pub id: SessionId,
     pub persona_id: PersonaId,
     pub user_id: UserId,
@@ -195,7 +139,7 @@ pub struct SessionHistory {
     /// `client_id`) and answers (`role: assistant`, with `reply_to`,
     /// `citations`, `animation`, `grounded`).
     #[schema(value_type = Vec<Object>)]
-    pub events: Vec<Value>,
+    pub events: Vec<frames::Tagged<'a>>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -223,12 +167,10 @@ pub async fn list_sessions(
         cursor: q.cursor.clone(),
     }
     .parse()?;
-    let who = if user.role == UserRole::Student {
-        Some(user.user_id)
-    } else {
-        q.user_id
-    };
-    let rows = store::list_sessions(&state.db, user.org_id, who, q.persona_id, page).await?;
+    let rows = state
+        .chat
+        .list_sessions(user.into(), q.user_id, q.persona_id, page)
+        .await?;
     Ok(HttpResponse::Ok().json(page_of(
         rows,
         page.limit,
@@ -249,28 +191,23 @@ pub async fn get_session(
     user: AuthUser,
     path: web::Path<SessionId>,
 ) -> ApiResult<HttpResponse> {
-    let s = store::session(&state.db, user.org_id, path.into_inner())
-        .await?
-        .filter(|s| may_read(&user, s))
-        .ok_or_else(ApiError::not_found)?;
-    let mut events = Vec::new();
-    let mut after = 0;
-    loop {
-        let batch = store::events_after(&state.db, user.org_id, s.id, after, 500).await?;
-        let done = batch.len() < 500;
-        if let Some(last) = batch.last() {
-            after = last.seq;
-        }
-        events.extend(batch.iter().map(event_json));
-        if done {
-            break;
-        }
-    }
+    let (s, events) = state
+        .chat
+        .history(user.into(), path.into_inner())
+        .await
+        .map_err(|e| match e {
+            // As every missing resource reads over HTTP.
+            ChatError::SessionNotFound => ApiError::not_found(),
+            other => other.into(),
+        })?;
     Ok(HttpResponse::Ok().json(SessionHistory {
         id: s.id,
         persona_id: s.persona_id,
         user_id: s.user_id,
         created_at: s.created_at,
-        events,
+        events: events
+            .iter()
+            .map(|e| frames::Tagged::Message(event_frame(e)))
+            .collect(),
     }))
 }

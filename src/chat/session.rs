@@ -22,73 +22,34 @@
 //! in which no other node showed activity on it.
 //!
 //! Only this actor's handlers mutate its state. Written in the `bwenge`
-//! crate rather than `bwenge-actors` because it drives the answer pipeline
-//! and storage directly; its messages are in this file for the same reason.
+//! crate rather than `bwenge-actors` because it drives the chat service's
+//! store and [`Tutor`](super::tutor::Tutor) directly; its messages are in
+//! this file for the same reason. It logs within a span carrying its
+//! `session_id` (and, for a question, the asker's `user_id`), and the
+//! answering work on the pool ([`crate::work`]) runs in the asking span.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use bwenge_actors::registry::Shutdown;
-use bwenge_llm::{Role as TurnRole, Turn};
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
 
-use super::hub::{ChatHub, Push, RemoteEvent};
+use super::error::ChatError;
+use super::frames::{EventFrame, EventRole, ServerFrame};
+use super::hub::{Push, RemoteEvent};
+use super::service::{ChatCore, ChatUser, payload_of, turn};
 use super::store::{self, Appended, NewEvent, SessionRow};
-use crate::auth::AuthUser;
-use crate::config::Settings;
-use crate::db::Db;
+use super::tutor::{Asked, Piece};
 use crate::ids::SessionId;
-use crate::personas::{Delta, PersonaRegistry, Question};
 
 /// Text pieces already waiting are merged into one `delta` frame up to
 /// this many bytes.
 const MAX_COALESCED_DELTA: usize = 2048;
-
-/// What every session actor on this node shares.
-#[derive(Clone)]
-pub struct ChatContext {
-    pub db: Db,
-    pub settings: Arc<Settings>,
-    pub hub: ChatHub,
-    pub personas: PersonaRegistry,
-}
-
-/// Why a session refused a request; each maps to an `error` frame code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChatError {
-    NotFound,
-    Forbidden,
-    Internal(String),
-}
-
-impl ChatError {
-    /// The `error` frame's message.
-    pub fn message(&self) -> &'static str {
-        match self {
-            ChatError::NotFound => "No such session or persona in your organisation.",
-            ChatError::Forbidden => "Only the student who opened this session may ask in it.",
-            ChatError::Internal(_) => "Something went wrong on our side; it has been logged.",
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            ChatError::NotFound => "not_found",
-            ChatError::Forbidden => "forbidden",
-            ChatError::Internal(_) => "internal",
-        }
-    }
-}
-
-impl From<crate::error::StoreError> for ChatError {
-    fn from(e: crate::error::StoreError) -> Self {
-        tracing::error!(error = %e, "chat storage failed");
-        ChatError::Internal(e.to_string())
-    }
-}
 
 /// A connection resumed the session and found questions without their
 /// answer: they are answered after a grace in which no other node showed
@@ -99,18 +60,21 @@ pub struct Resumed {
     pub row: SessionRow,
 }
 
-/// A question (sent by `WsConnection`): stored, then acknowledged to the
-/// asking connection (an `ack` frame in its event queue); answered with the
-/// `seq`.
+/// A question (sent by `WsConnection` through the service): stored, then
+/// acknowledged to the asking connection (an `ack` frame in its event
+/// queue); answered with the `seq`.
 #[derive(Message)]
 #[rtype(result = "Result<i64, ChatError>")]
 pub struct Post {
     pub conn: u64,
-    pub user: AuthUser,
+    pub user: ChatUser,
     /// The session, as the connection read it when it attached.
     pub row: SessionRow,
     pub client_id: String,
     pub text: String,
+    /// The asking connection's span: the question is stored and answered
+    /// within it.
+    pub span: tracing::Span,
 }
 
 /// This node finished (or gave up) answering `reply_to`.
@@ -129,45 +93,63 @@ struct Recover;
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Broadcast {
-    frame: Value,
-    seq: Option<i64>,
+    frame: ServerFrame<'static>,
     publish: bool,
+}
+
+/// Whether a question found unanswered should be answered here now: not
+/// while another node showed activity on it within the grace.
+pub(crate) fn orphaned(last_remote: Option<Instant>, now: Instant, grace: Duration) -> bool {
+    last_remote.is_none_or(|t| now.saturating_duration_since(t) >= grace)
 }
 
 pub struct ChatSession {
     id: SessionId,
-    ctx: Arc<ChatContext>,
+    core: Arc<ChatCore>,
     row: Option<SessionRow>,
     answering: HashSet<i64>,
     /// Last time another node showed activity on a question (its answer's
     /// deltas or the answer itself).
     remote_activity: HashMap<i64, Instant>,
+    span: tracing::Span,
 }
 
 impl ChatSession {
-    pub fn new(id: SessionId, ctx: Arc<ChatContext>) -> Self {
+    pub fn new(id: SessionId, core: Arc<ChatCore>) -> Self {
         Self {
             id,
-            ctx,
+            core,
             row: None,
             answering: HashSet::new(),
             remote_activity: HashMap::new(),
+            span: tracing::info_span!("chat_session", session_id = %id),
         }
     }
 
     fn grace(&self) -> Duration {
-        Duration::from_millis(self.ctx.settings.chat.orphan_grace_ms)
+        self.core.config.orphan_grace()
     }
 
     /// Sends a frame to the connections attached here.
-    fn send_all(&self, frame: &Value, seq: Option<i64>) {
-        self.ctx
+    fn send_all(&self, frame: &ServerFrame<'_>) {
+        self.core
             .hub
-            .push_session(self.id, Arc::from(frame.to_string()), seq);
+            .push_session(self.id, frame.to_text(), frame.seq());
     }
 
-    /// Starts answering `q` (stored question) on this node.
-    fn answer(&mut self, q: store::EventRow, ctx: &mut Context<Self>) {
+    /// Sends a frame here and (when another node may listen) to the other
+    /// nodes.
+    fn broadcast(&self, frame: ServerFrame<'static>) {
+        self.send_all(&frame);
+        if self.core.hub.shares_events() {
+            let hub = self.core.hub.clone();
+            let id = self.id;
+            actix::spawn(async move { hub.publish(id, &frame).await });
+        }
+    }
+
+    /// Starts answering `q` (stored question) on this node, within `span`.
+    fn answer(&mut self, q: store::EventRow, span: tracing::Span, ctx: &mut Context<Self>) {
         if !self.answering.insert(q.seq) {
             return;
         }
@@ -175,19 +157,16 @@ impl ChatSession {
             return;
         };
         let me = ctx.address();
-        let c = Arc::clone(&self.ctx);
-        let session = self.id;
+        let core = Arc::clone(&self.core);
         let reply_to = q.seq;
         // On the answering pool: the session's own thread only orders
-        // what happens here.
+        // what happens here. The work runs in the asking span.
+        let _asking = span.enter();
         crate::work::spawn(async move {
-            let result = answer_question(&c, &row, &q, me.clone()).await;
-            if let Err(e) = result {
-                tracing::warn!(session_id = %session, reply_to, error = %e.detail, "answer failed");
+            if let Err(e) = answer_question(&core, &row, &q, me.clone()).await {
+                tracing::warn!(reply_to, error = %e, "answer failed");
                 me.do_send(Broadcast {
-                    frame: json!({"type": "error", "code": e.code.as_str(), "message": e.detail,
-                        "reply_to": reply_to}),
-                    seq: None,
+                    frame: ServerFrame::error_about(&e, None, Some(reply_to)),
                     publish: false,
                 });
             }
@@ -196,87 +175,88 @@ impl ChatSession {
     }
 }
 
-/// Runs the persona on a stored question; stores and broadcasts the answer.
+/// Asks the tutor about a stored question; stores and broadcasts the
+/// answer.
 async fn answer_question(
-    c: &ChatContext,
+    core: &ChatCore,
     row: &SessionRow,
     q: &store::EventRow,
     me: Addr<ChatSession>,
-) -> Result<(), crate::error::ApiError> {
-    let n = (c.settings.personas.history_turns as i64).max(0);
-    let history: Vec<Turn> = store::recent_events(&c.db, row.organization_id, row.id, n + 1)
+) -> Result<(), ChatError> {
+    let n = (core.config.history_turns as i64).max(0);
+    let history = store::recent_events(&core.db, row.organization_id, row.id, n + 1)
         .await?
         .into_iter()
         .filter(|e| e.seq < q.seq)
-        .map(|e| Turn {
-            role: if e.role == "user" {
-                TurnRole::User
-            } else {
-                TurnRole::Assistant
-            },
-            text: e.text,
-        })
+        .map(turn)
         .collect();
-    let (tx, mut rx) = mpsc::channel::<Delta>(64);
+    let (tx, mut rx) = mpsc::channel::<Piece>(64);
     let reply_to = q.seq;
     let forward = {
         let me = me.clone();
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                // Pieces that are already waiting go out as one frame: a
-                // model that produces its answer at once (the extractive
-                // responder) costs one frame, not one per word group, while
-                // a model streaming at its own pace still streams.
-                let mut pending = Some(first);
-                while let Some(d) = pending.take() {
-                    let frame = match d {
-                        Delta::Text(mut text) => {
-                            while text.len() < MAX_COALESCED_DELTA {
-                                match rx.try_recv() {
-                                    Ok(Delta::Text(more)) => text.push_str(&more),
-                                    Ok(other) => {
-                                        pending = Some(other);
-                                        break;
+        tokio::spawn(
+            async move {
+                while let Some(first) = rx.recv().await {
+                    // Pieces that are already waiting go out as one frame: a
+                    // model that produces its answer at once (the extractive
+                    // responder) costs one frame, not one per word group,
+                    // while a model streaming at its own pace still streams.
+                    let mut pending = Some(first);
+                    while let Some(d) = pending.take() {
+                        let frame = match d {
+                            Piece::Text(mut text) => {
+                                while text.len() < MAX_COALESCED_DELTA {
+                                    match rx.try_recv() {
+                                        Ok(Piece::Text(more)) => text.push_str(&more),
+                                        Ok(other) => {
+                                            pending = Some(other);
+                                            break;
+                                        }
+                                        Err(_) => break,
                                     }
-                                    Err(_) => break,
+                                }
+                                ServerFrame::Delta {
+                                    reply_to,
+                                    reset: false,
+                                    text: Cow::Owned(text),
                                 }
                             }
-                            json!({"type": "delta", "reply_to": reply_to, "text": text})
-                        }
-                        Delta::Restart => {
-                            json!({"type": "delta", "reply_to": reply_to, "text": "", "reset": true})
-                        }
-                    };
-                    me.do_send(Broadcast {
-                        frame,
-                        seq: None,
-                        publish: true,
-                    });
+                            Piece::Restart => ServerFrame::Delta {
+                                reply_to,
+                                reset: true,
+                                text: Cow::Borrowed(""),
+                            },
+                        };
+                        me.do_send(Broadcast {
+                            frame,
+                            publish: true,
+                        });
+                    }
                 }
             }
-        })
+            .in_current_span(),
+        )
     };
-    let answer = crate::personas::ask_with(
-        &c.personas,
-        row.persona_id,
-        Question {
+    let answer = core
+        .tutor
+        .ask(Asked {
             org: row.organization_id,
             user: row.user_id,
+            persona: row.persona_id,
             text: q.text.clone(),
             history,
-            deltas: Some(tx),
-        },
-    )
-    .await;
+            pieces: Some(tx),
+        })
+        .await;
     let _ = forward.await;
     let answer = answer?;
-    let payload = super::answer_payload(&answer);
+    let payload = payload_of(&answer.extras);
     let stored = store::append(
-        &c.db,
+        &core.db,
         row.organization_id,
         row.id,
         &NewEvent {
-            role: "assistant",
+            role: EventRole::Assistant,
             client_id: None,
             reply_to: Some(reply_to),
             text: &answer.text,
@@ -286,14 +266,16 @@ async fn answer_question(
     )
     .await?;
     if let Some(Appended::New(seq)) = stored {
-        let frame = json!({
-            "type": "message", "seq": seq, "role": "assistant", "reply_to": reply_to,
-            "text": answer.text, "citations": answer.citations, "animation": answer.animation,
-            "grounded": answer.grounded, "provider": answer.provider,
-        });
         me.do_send(Broadcast {
-            frame,
-            seq: Some(seq),
+            frame: ServerFrame::Message(EventFrame {
+                extras: Cow::Owned(answer.extras),
+                client_id: None,
+                created_at: None,
+                reply_to: Some(reply_to),
+                role: EventRole::Assistant,
+                seq,
+                text: Cow::Owned(answer.text),
+            }),
             publish: true,
         });
     }
@@ -304,13 +286,13 @@ impl Actor for ChatSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.ctx
+        self.core
             .hub
             .session_started(self.id, ctx.address().recipient());
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.ctx.hub.session_stopped(self.id);
+        self.core.hub.session_stopped(self.id);
     }
 }
 
@@ -338,15 +320,17 @@ impl Handler<Post> for ChatSession {
     type Result = ResponseActFuture<Self, Result<i64, ChatError>>;
 
     fn handle(&mut self, msg: Post, _ctx: &mut Self::Context) -> Self::Result {
-        let db = self.ctx.db.clone();
+        let db = self.core.db.clone();
         let id = self.id;
         let row = self.row.get_or_insert(msg.row);
         let owner = (row.id == id).then_some(row.user_id);
         let conn = msg.conn;
+        let span = msg.span;
+        let stored_span = span.clone();
         Box::pin(
             async move {
                 if owner != Some(msg.user.user_id) {
-                    return Err(ChatError::Forbidden);
+                    return Err(ChatError::NotSessionOwner);
                 }
                 let at = chrono::Utc::now();
                 let stored = store::append(
@@ -354,7 +338,7 @@ impl Handler<Post> for ChatSession {
                     msg.user.org_id,
                     id,
                     &NewEvent {
-                        role: "user",
+                        role: EventRole::User,
                         client_id: Some(&msg.client_id),
                         reply_to: None,
                         text: &msg.text,
@@ -363,7 +347,7 @@ impl Handler<Post> for ChatSession {
                     },
                 )
                 .await?
-                .ok_or(ChatError::NotFound)?;
+                .ok_or(ChatError::SessionNotFound)?;
                 let seq = stored.seq();
                 let (q, answered) = match stored {
                     // Just stored: the event is what was sent, no re-read.
@@ -372,7 +356,7 @@ impl Handler<Post> for ChatSession {
                             session_id: id,
                             seq,
                             organization_id: msg.user.org_id,
-                            role: "user".to_owned(),
+                            role: EventRole::User,
                             client_id: Some(msg.client_id),
                             reply_to: None,
                             text: msg.text,
@@ -388,7 +372,7 @@ impl Handler<Post> for ChatSession {
                             .await?
                             .into_iter()
                             .next()
-                            .ok_or(ChatError::NotFound)?;
+                            .ok_or(ChatError::SessionNotFound)?;
                         let answered = !store::unanswered(&db, msg.user.org_id, id)
                             .await?
                             .iter()
@@ -398,6 +382,7 @@ impl Handler<Post> for ChatSession {
                 };
                 Ok((stored, q, answered))
             }
+            .instrument(stored_span)
             .into_actor(self)
             .map(move |res, act, ctx| {
                 let (stored, q, answered) = res?;
@@ -405,30 +390,29 @@ impl Handler<Post> for ChatSession {
                 // The ack goes through the same queue as the session's
                 // events, so it always precedes the question's echo and
                 // its answer on the asking connection.
-                act.ctx.hub.push_conn(
+                let ack = ServerFrame::Ack {
+                    client_id: Cow::Borrowed(q.client_id.as_deref().unwrap_or_default()),
+                    seq,
+                };
+                act.core.hub.push_conn(
                     conn,
                     Push {
-                        frame: Arc::from(
-                            json!({"type": "ack", "client_id": q.client_id, "seq": seq})
-                                .to_string(),
-                        ),
+                        frame: ack.to_text(),
                         session: Some(act.id),
                         seq: None,
                     },
                 );
                 if let Appended::New(_) = stored {
-                    let frame = super::event_json(&q);
-                    act.send_all(&frame, Some(seq));
-                    if act.ctx.hub.shares_events() {
-                        let hub = act.ctx.hub.clone();
-                        let sid = act.id;
-                        actix::spawn(async move { hub.publish(sid, &frame).await });
+                    let echo = ServerFrame::Message(super::event_frame(&q));
+                    act.send_all(&echo);
+                    if act.core.hub.shares_events() {
+                        act.broadcast_remote(echo.into_owned());
                     }
                 }
                 // New, or a repeat of a question nobody answered: answer it
                 // (once: `answering` and the unique reply index see to it).
                 if !answered && !act.answering.contains(&seq) {
-                    act.answer(q, ctx);
+                    act.answer(q, span, ctx);
                 }
                 Ok(seq)
             }),
@@ -436,15 +420,23 @@ impl Handler<Post> for ChatSession {
     }
 }
 
+impl ChatSession {
+    /// Publishes a frame already sent here for the other nodes.
+    fn broadcast_remote(&self, frame: ServerFrame<'static>) {
+        let hub = self.core.hub.clone();
+        let id = self.id;
+        actix::spawn(async move { hub.publish(id, &frame).await });
+    }
+}
+
 impl Handler<Broadcast> for ChatSession {
     type Result = ();
 
     fn handle(&mut self, msg: Broadcast, _ctx: &mut Self::Context) {
-        self.send_all(&msg.frame, msg.seq);
-        if msg.publish && self.ctx.hub.shares_events() {
-            let hub = self.ctx.hub.clone();
-            let id = self.id;
-            actix::spawn(async move { hub.publish(id, &msg.frame).await });
+        if msg.publish {
+            self.broadcast(msg.frame);
+        } else {
+            self.send_all(&msg.frame);
         }
     }
 }
@@ -455,9 +447,7 @@ impl Handler<RemoteEvent> for ChatSession {
     /// The hub has sent it to the connections; here it only shows that
     /// another node is on a question.
     fn handle(&mut self, msg: RemoteEvent, _ctx: &mut Self::Context) {
-        if let Some(r) = msg.0["reply_to"].as_i64() {
-            self.remote_activity.insert(r, Instant::now());
-        }
+        self.remote_activity.insert(msg.reply_to, Instant::now());
     }
 }
 
@@ -473,7 +463,7 @@ impl Handler<Recover> for ChatSession {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Recover, _ctx: &mut Self::Context) -> Self::Result {
-        let db = self.ctx.db.clone();
+        let db = self.core.db.clone();
         let id = self.id;
         let org = self.row.as_ref().map(|r| r.organization_id);
         Box::pin(
@@ -486,19 +476,17 @@ impl Handler<Recover> for ChatSession {
             .into_actor(self)
             .map(|pending, act, ctx| {
                 let grace = act.grace();
+                let now = Instant::now();
                 let mut waiting = false;
                 for q in pending {
                     if act.answering.contains(&q.seq) {
                         continue;
                     }
-                    let recent_remote = act
-                        .remote_activity
-                        .get(&q.seq)
-                        .is_some_and(|t| t.elapsed() < grace);
-                    if recent_remote {
-                        waiting = true;
+                    if orphaned(act.remote_activity.get(&q.seq).copied(), now, grace) {
+                        let span = act.span.clone();
+                        act.answer(q, span, ctx);
                     } else {
-                        act.answer(q, ctx);
+                        waiting = true;
                     }
                 }
                 // Another node is answering: check again after the grace, in
@@ -508,5 +496,25 @@ impl Handler<Recover> for ChatSession {
                 }
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The grace runs on paused time: no sleeping.
+    #[tokio::test(start_paused = true)]
+    async fn a_question_is_orphaned_only_after_a_quiet_grace() {
+        let grace = Duration::from_millis(1500);
+        assert!(orphaned(None, Instant::now(), grace), "nobody is on it");
+        let seen = Instant::now();
+        tokio::time::advance(Duration::from_millis(1499)).await;
+        assert!(
+            !orphaned(Some(seen), Instant::now(), grace),
+            "another node is on it"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(orphaned(Some(seen), Instant::now(), grace), "it went quiet");
     }
 }

@@ -1,19 +1,34 @@
 //! Chat storage: sessions and their sequenced events. The database is the
-//! source of truth for replay; `seq` is allocated from the session's
-//! `last_seq` atomically with the event's insert, so any node (or the HTTP
-//! `ask` route) can append without coordination, and the unique indexes
-//! make a repeated `client_id` or a second answer to one question
-//! impossible.
+//! source of truth for replay.
 //!
-//! On PostgreSQL an append is a transaction that increments `last_seq`
-//! (locking the session row) and inserts. On SQLite it is one
-//! `INSERT … SELECT last_seq + 1` statement (a trigger advances the row)
-//! joined to the next group commit of the database's writer thread, so a
-//! classroom asking at once shares commits instead of queueing for one
-//! each.
+//! # Appending an event (the one algorithm, both dialects)
+//!
+//! [`append`] stores an event with the next `seq` of its session:
+//!
+//! 1. `seq` is the session row's `last_seq + 1`, and the row's `last_seq`
+//!    (and `updated_at`) advance to it in the same atomic step as the
+//!    event's insert: any node, or the HTTP `ask` route, appends without
+//!    coordination, and concurrent appends to one session queue on its row.
+//! 2. No look-up first: the unique indexes on `(session_id, client_id)` and
+//!    `(session_id, reply_to)` refuse a repeated question or a second answer
+//!    to one question; the refused step is undone (with its `last_seq`
+//!    advance) and the stored event's `seq` is read and reported as
+//!    [`Appended::Existing`]. A new event, the common case, costs one
+//!    round of writes.
+//! 3. A session that is not the organisation's stores nothing (`None`).
+//! 4. The caller hears of the event only once it is durable.
+//!
+//! How each dialect makes step 1 atomic is its own business, behind this
+//! module: on PostgreSQL a transaction whose `UPDATE … RETURNING last_seq`
+//! locks the row, then the `INSERT` ([`append_locked`]); on SQLite one
+//! `INSERT … SELECT last_seq + 1` statement whose trigger (migration 0004,
+//! `chat_events_advance_session`) advances the row, joined to the next
+//! group commit of the database's writer thread so a classroom asking at
+//! once shares commits ([`append_grouped`]).
 
 use chrono::{DateTime, Utc};
 
+use super::frames::EventRole;
 use crate::db::StoreError;
 use crate::db::{Committed, Db, WriteGate, group_write};
 use crate::ids::{OrgId, PersonaId, SessionId, UserId};
@@ -36,8 +51,7 @@ pub struct EventRow {
     pub session_id: SessionId,
     pub seq: i64,
     pub organization_id: OrgId,
-    /// `user` (a question) or `assistant` (an answer).
-    pub role: String,
+    pub role: EventRole,
     pub client_id: Option<String>,
     pub reply_to: Option<i64>,
     pub text: String,
@@ -131,7 +145,7 @@ impl Appended {
 /// A new event for [`append`].
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
-    pub role: &'a str,
+    pub role: EventRole,
     pub client_id: Option<&'a str>,
     pub reply_to: Option<i64>,
     pub text: &'a str,
@@ -153,7 +167,7 @@ async fn existing(
         .bind(client)
         .fetch_optional(pool)
         .await?),
-        (None, Some(reply_to), "assistant") => on_db!(db, |pool| sqlx::query_scalar(
+        (None, Some(reply_to), EventRole::Assistant) => on_db!(db, |pool| sqlx::query_scalar(
             "SELECT seq FROM chat_events WHERE session_id = $1 AND reply_to = $2"
         )
         .bind(session)
@@ -167,17 +181,14 @@ async fn existing(
 
 /// Stores an event durably with the next `seq` of its session, unless the
 /// same question (by `client_id`) or an answer to the same question is
-/// already stored. `None` when the session is not the organisation's.
+/// already stored. `None` when the session is not the organisation's. The
+/// algorithm is the module's (see its documentation).
 pub async fn append(
     db: &Db,
     org: OrgId,
     session: SessionId,
     e: &NewEvent<'_>,
 ) -> Result<Option<Appended>, StoreError> {
-    // No look-up first: the unique indexes on `(session, client_id)` and
-    // `(session, reply_to)` refuse a repeat, the transaction (with its
-    // `last_seq` increment) rolls back, and the stored event is read then.
-    // A new event, the common case, costs one transaction.
     let result = match db {
         Db::Sqlite(_, gate) => return append_grouped(db, gate, org, session, e).await,
         Db::Postgres(_) => append_locked(db, org, session, e).await,
@@ -308,7 +319,7 @@ async fn append_locked(
 
 /// [`NewEvent`], owned, for the group-commit thread.
 struct OwnedEvent {
-    role: String,
+    role: EventRole,
     client_id: Option<String>,
     reply_to: Option<i64>,
     text: String,
@@ -328,7 +339,7 @@ async fn append_grouped(
     e: &NewEvent<'_>,
 ) -> Result<Option<Appended>, StoreError> {
     let ev = OwnedEvent {
-        role: e.role.to_owned(),
+        role: e.role,
         client_id: e.client_id.map(str::to_owned),
         reply_to: e.reply_to,
         text: e.text.to_owned(),
@@ -348,7 +359,7 @@ async fn append_grouped(
             )
             .bind(session)
             .bind(org)
-            .bind(&ev.role)
+            .bind(ev.role)
             .bind(&ev.client_id)
             .bind(ev.reply_to)
             .bind(&ev.text)
@@ -382,5 +393,43 @@ async fn append_grouped(
         ))),
         // Dropped unrun: the group could not start.
         Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolClosed)),
+    }
+}
+
+// The role is stored as its name (`TEXT` with a `CHECK` in both dialects):
+// one parse, one failure mode (a decode error naming the role).
+impl<DB: sqlx::Database> sqlx::Type<DB> for EventRole
+where
+    str: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <str as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <str as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for EventRole
+where
+    &'q str: sqlx::Encode<'q, DB>,
+{
+    fn encode_by_ref(
+        &self,
+        buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <&'q str as sqlx::Encode<'q, DB>>::encode(self.as_str(), buf)
+    }
+}
+
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for EventRole
+where
+    &'r str: sqlx::Decode<'r, DB>,
+{
+    fn decode(
+        value: <DB as sqlx::Database>::ValueRef<'r>,
+    ) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(<&'r str as sqlx::Decode<'r, DB>>::decode(value)?.parse()?)
     }
 }

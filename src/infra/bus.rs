@@ -8,6 +8,9 @@
 //! forwarder counts in `bwenge_bus_dropped_total`. Dropping the subscription
 //! aborts the task(s), which releases the broadcast receiver or closes the
 //! dedicated Redis connection.
+//!
+//! Payloads are JSON of typed messages ([`publish_json`], [`decode`],
+//! [`messages`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -234,6 +237,74 @@ impl Bus for RedisBus {
                 forwarder,
             ]))),
         ))
+    }
+}
+
+/// Publishes `msg` on `topic` as JSON: every bus payload is one of the
+/// typed messages below (or a domain's own, such as chat's session events),
+/// never a hand-built string.
+pub async fn publish_json<T: serde::Serialize + ?Sized>(
+    bus: &dyn Bus,
+    topic: &str,
+    msg: &T,
+) -> PortResult<()> {
+    let payload = serde_json::to_vec(msg).map_err(|e| PortError::Invalid(e.to_string()))?;
+    bus.publish(topic, &payload).await
+}
+
+/// Reads a message published with [`publish_json`]; `None` (logged) when it
+/// is not a `T`, such as a message of an older node.
+pub fn decode<'a, T: serde::Deserialize<'a>>(msg: &'a BusMessage) -> Option<T> {
+    match serde_json::from_slice(&msg.payload) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(topic = %msg.topic, error = %e, "an unreadable bus message was dropped");
+            None
+        }
+    }
+}
+
+/// The typed payloads of the bus topics shared by several domains. Each
+/// says its topic.
+pub mod messages {
+    use serde::{Deserialize, Serialize};
+
+    use crate::ids::{OrgId, PersonaId, SourceId, UserId};
+
+    /// `index.changed`: a node changed an organisation's chunks; the others
+    /// rebuild its index from the database on next use.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct IndexChanged {
+        /// The announcing node (which ignores its own).
+        pub node: String,
+        pub organization_id: OrgId,
+    }
+
+    /// `persona.changed`: a node changed a persona; the others drop their
+    /// loaded copy.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct PersonaChanged {
+        pub node: String,
+        pub persona_id: PersonaId,
+    }
+
+    /// `auth.revoked`: a user's tokens no longer hold; every node closes
+    /// their sockets.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Revoked {
+        pub user_id: UserId,
+    }
+
+    /// `ingest.<org>`: the progress of one of the organisation's sources
+    /// (relayed to its teachers' and admins' chat sockets as an `ingest`
+    /// frame).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct IngestProgress {
+        pub error: Option<String>,
+        pub progress: f64,
+        pub source_id: SourceId,
+        pub stage: String,
+        pub status: String,
     }
 }
 

@@ -15,7 +15,6 @@ use bwenge_actors::messages::ingest::{JobId, Outcome};
 use bwenge_actors::ports::Bus;
 use bwenge_parsers::{ChunkConfig, Document, ExtractLimits, MediaKind, ParseError, PdfLimits};
 use bwenge_search::IndexItem;
-use serde_json::json;
 
 use crate::config::Settings;
 use crate::db::Db;
@@ -85,14 +84,15 @@ impl KnowledgeIngest {
         progress: f64,
         error: Option<&str>,
     ) {
-        let payload = json!({
-            "type": "ingest", "source_id": id, "status": status, "stage": stage,
-            "progress": progress, "error": error,
-        });
-        if let Err(e) = self
-            .bus
-            .publish(&progress_topic(org), payload.to_string().as_bytes())
-            .await
+        let msg = crate::infra::bus::messages::IngestProgress {
+            error: error.map(str::to_owned),
+            progress,
+            source_id: id,
+            stage: stage.to_owned(),
+            status: status.as_str().to_owned(),
+        };
+        if let Err(e) =
+            crate::infra::bus::publish_json(self.bus.as_ref(), &progress_topic(org), &msg).await
         {
             tracing::warn!(error = %e, "could not publish ingest progress");
         }
@@ -243,13 +243,15 @@ impl KnowledgeIngest {
         )
         .await;
         // Other nodes refresh this organisation's index from the database.
-        let _ = self
-            .bus
-            .publish(
-                crate::knowledge::INDEX_TOPIC,
-                format!("{} {}", self.node_id, src.organization_id).as_bytes(),
-            )
-            .await;
+        let _ = crate::infra::bus::publish_json(
+            self.bus.as_ref(),
+            crate::knowledge::INDEX_TOPIC,
+            &crate::infra::bus::messages::IndexChanged {
+                node: self.node_id.clone(),
+                organization_id: src.organization_id,
+            },
+        )
+        .await;
         Ok(())
     }
 }

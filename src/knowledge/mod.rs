@@ -27,7 +27,7 @@ pub use routes::routes;
 pub use service::{KnowledgeError, KnowledgeService, PersonaScopes, search_passages};
 
 /// Bus topic on which a node announces that an organisation's chunks
-/// changed (payload: `<node id> <org id>`).
+/// changed (payload: [`crate::infra::bus::messages::IndexChanged`]).
 pub const INDEX_TOPIC: &str = "index.changed";
 
 /// `source` as API.md defines it.

@@ -222,14 +222,15 @@ impl KnowledgeService {
             .ok_or(KnowledgeError::NotFound)?;
         self.inner.ingest.do_send(Cancel(JobId(id.0)));
         self.inner.search.delete_source(org, id).await?;
-        let _ = self
-            .inner
-            .bus
-            .publish(
-                INDEX_TOPIC,
-                format!("{} {}", self.inner.node_id, org).as_bytes(),
-            )
-            .await;
+        let _ = crate::infra::bus::publish_json(
+            self.inner.bus.as_ref(),
+            INDEX_TOPIC,
+            &crate::infra::bus::messages::IndexChanged {
+                node: self.inner.node_id.clone(),
+                organization_id: org,
+            },
+        )
+        .await;
         let file = storage_path(&self.inner.data_dir, &key);
         if let Err(e) = tokio::fs::remove_file(&file).await
             && e.kind() != std::io::ErrorKind::NotFound

@@ -79,7 +79,7 @@ async fn chat_flood(state: web::Data<AppState>, q: web::Query<Flood>) -> HttpRes
     for _ in 0..q.frames.min(1_000_000) {
         // The socket may already be gone (dropped as too slow) before the
         // last frames: report how many were reached at all.
-        sockets = sockets.max(state.hub.push_to_user(
+        sockets = sockets.max(state.chat.hub().push_to_user(
             q.user_id,
             crate::chat::hub::Push {
                 frame: frame.clone(),

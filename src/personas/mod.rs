@@ -30,7 +30,8 @@ pub use routes::routes;
 pub use service::{PersonaCatalog, ask_with, check_question};
 
 /// Bus topic on which a node announces that a persona changed (payload:
-/// `<node id> <persona id>`); other nodes drop their loaded copy.
+/// [`crate::infra::bus::messages::PersonaChanged`]); other nodes drop their
+/// loaded copy.
 pub const PERSONA_TOPIC: &str = "persona.changed";
 
 /// The persona registry's address.
@@ -38,11 +39,9 @@ pub type PersonaRegistry = Addr<Registry<PersonaKey, Persona<PersonaService>>>;
 
 /// Reacts to another node's announcement (see [`PERSONA_TOPIC`]).
 pub fn reload_on_announcement(personas: &PersonaRegistry, me: &str, payload: &[u8]) {
-    let text = String::from_utf8_lossy(payload);
-    if let Some((node, id)) = text.split_once(' ')
-        && node != me
-        && let Ok(id) = id.parse::<uuid::Uuid>()
+    if let Ok(msg) = serde_json::from_slice::<crate::infra::bus::messages::PersonaChanged>(payload)
+        && msg.node != me
     {
-        personas.do_send(Remove(id));
+        personas.do_send(Remove(msg.persona_id.0));
     }
 }

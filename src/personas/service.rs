@@ -159,8 +159,13 @@ impl PersonaCatalog {
     /// nodes (after an edit here, or when its avatar model changed).
     pub async fn changed(&self, id: PersonaId) {
         self.registry.do_send(Remove(id.0));
-        let payload = format!("{} {}", self.node_id, id);
-        if let Err(e) = self.bus.publish(PERSONA_TOPIC, payload.as_bytes()).await {
+        let msg = crate::infra::bus::messages::PersonaChanged {
+            node: self.node_id.clone(),
+            persona_id: id,
+        };
+        if let Err(e) =
+            crate::infra::bus::publish_json(self.bus.as_ref(), PERSONA_TOPIC, &msg).await
+        {
             tracing::warn!(error = %e, "could not announce a persona change");
         }
     }

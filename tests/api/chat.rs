@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use bwenge::chat::{EventRole, ServerFrame};
 use bwenge_llm::testing::{StubBehaviour, StubServer};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
@@ -128,7 +129,15 @@ impl Ws {
         self.inner.send(Message::text(v.to_string())).await.unwrap();
     }
 
-    /// The next JSON frame (pings are answered by the client library).
+    /// The next frame, as the server's frame type: every frame the server
+    /// sends must parse as one.
+    pub async fn next_frame(&mut self) -> ServerFrame<'static> {
+        let v = self.next().await;
+        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("not a server frame: {e}: {v}"))
+    }
+
+    /// The next JSON frame (pings are answered by the client library),
+    /// checked to be a [`ServerFrame`].
     pub async fn next(&mut self) -> Value {
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(20), self.inner.next())
@@ -137,7 +146,12 @@ impl Ws {
                 .expect("the socket is open")
                 .unwrap();
             match msg {
-                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                Message::Text(t) => {
+                    if let Err(e) = serde_json::from_str::<ServerFrame<'_>>(&t) {
+                        panic!("not a server frame: {e}: {t}");
+                    }
+                    return serde_json::from_str(&t).unwrap();
+                }
                 Message::Close(c) => panic!("closed: {c:?}"),
                 _ => continue,
             }
@@ -187,7 +201,14 @@ impl Ws {
         self.send(json!({"type": "start", "persona_id": persona}))
             .await;
         let f = self.next().await;
-        assert_eq!(f["type"], "session", "{f}");
+        match serde_json::from_value::<ServerFrame<'_>>(f.clone()).unwrap() {
+            ServerFrame::Session {
+                persona_id,
+                resumed: false,
+                ..
+            } => assert_eq!(persona_id.to_string(), persona),
+            other => panic!("expected a new session, got {other:?}"),
+        }
         f
     }
 
@@ -196,10 +217,10 @@ impl Ws {
             .await;
         // Frames of earlier questions may still be arriving.
         loop {
-            let f = self.next().await;
-            assert_ne!(f["type"], "error", "{f}");
-            if f["type"] == "ack" && f["client_id"] == client_id {
-                return f["seq"].as_i64().unwrap();
+            match self.next_frame().await {
+                ServerFrame::Ack { client_id: c, seq } if c == client_id => return seq,
+                f @ ServerFrame::Error { .. } => panic!("refused: {f:?}"),
+                _ => {}
             }
         }
     }
@@ -260,6 +281,16 @@ async fn a_student_chats_and_resumes_without_loss_or_duplicates(backend: Backend
     assert!(!answer["citations"].as_array().unwrap().is_empty());
     assert!(answer["animation"]["gesture"].is_string());
 
+    // The answer, as the server's frame type.
+    let ServerFrame::Message(a) = serde_json::from_value(answer.clone()).unwrap() else {
+        panic!("not a message: {answer}");
+    };
+    assert_eq!(
+        (a.role, a.seq, a.reply_to, a.extras.grounded),
+        (EventRole::Assistant, 2, Some(1), Some(true))
+    );
+    assert!(a.extras.citations.is_some() && a.extras.animation.is_some());
+
     // The same client id again: the same seq, never a second answer.
     assert_eq!(ws.ask("q-1", "What does chlorophyll absorb?").await, 1);
     ws.send(json!({"type": "ping"})).await;
@@ -274,12 +305,27 @@ async fn a_student_chats_and_resumes_without_loss_or_duplicates(backend: Backend
     let mut ws = Ws::connect(&app, &m.student).await;
     ws.send(json!({"type": "resume", "session_id": sid, "last_seq": 0}))
         .await;
-    let s = ws.next().await;
-    assert_eq!(s["type"], "session");
-    assert_eq!(s["resumed"], true);
-    assert_eq!(s["last_seq"], 2);
+    let s = ws.next_frame().await;
+    assert!(
+        matches!(
+            s,
+            ServerFrame::Session {
+                resumed: true,
+                last_seq: 2,
+                ..
+            }
+        ),
+        "{s:?}"
+    );
     let replay = ws.next().await;
-    assert_eq!(replay["type"], "replay");
+    let ServerFrame::Replay { events } = serde_json::from_value(replay.clone()).unwrap() else {
+        panic!("not a replay: {replay}");
+    };
+    let roles: Vec<_> = events
+        .iter()
+        .map(|bwenge::chat::frames::Tagged::Message(e)| (e.seq, e.role))
+        .collect();
+    assert_eq!(roles, vec![(1, EventRole::User), (2, EventRole::Assistant)]);
     let seqs: Vec<i64> = replay["events"]
         .as_array()
         .unwrap()
@@ -480,9 +526,10 @@ async fn bad_frames_heartbeats_and_rate_limits_are_handled(backend: Backend) {
         ),
     ] {
         ws.inner.send(Message::text(frame)).await.unwrap();
-        let e = ws.next().await;
-        assert_eq!(e["type"], "error");
-        assert_eq!(e["code"], code, "{e}");
+        match ws.next_frame().await {
+            ServerFrame::Error { code: c, .. } => assert_eq!(c, code),
+            other => panic!("expected an error frame, got {other:?}"),
+        }
     }
     // A message before a session.
     ws.send(json!({"type": "message", "client_id": "x", "text": "hi"}))
@@ -503,18 +550,30 @@ async fn bad_frames_heartbeats_and_rate_limits_are_handled(backend: Backend) {
     ws.ask("a", "Hello!").await;
     ws.ask("b", "Hello again!").await;
     let mut codes = Vec::new();
+    let mut retry_afters = Vec::new();
     for i in 0..3 {
         ws.send(json!({"type": "message", "client_id": format!("x{i}"), "text": "more?"}))
             .await;
         loop {
-            let f = ws.next().await;
-            if f["type"] == "error" {
-                codes.push(f["code"].as_str().unwrap().to_owned());
+            if let ServerFrame::Error {
+                code,
+                client_id,
+                retry_after_ms,
+                ..
+            } = ws.next_frame().await
+            {
+                assert_eq!(client_id.as_deref(), Some(format!("x{i}").as_str()));
+                codes.push(code.into_owned());
+                retry_afters.push(retry_after_ms.unwrap_or(0));
                 break;
             }
         }
     }
     assert_eq!(codes, vec!["rate_limited"; 3]);
+    assert!(
+        retry_afters.iter().all(|ms| *ms > 0),
+        "rate_limited frames carry retry_after_ms: {retry_afters:?}"
+    );
     assert_eq!(ws.close_code().await, Some(4429));
 
     // A client that never answers pings is closed with 4408.

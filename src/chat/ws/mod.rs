@@ -1,0 +1,464 @@
+//! `GET /v1/chat/ws`: the `WsConnection` actor, one per socket. Its jobs
+//! live in their own files: the WebSocket library ([`transport`], the only
+//! file that knows it), frame decoding ([`super::frames`]), delivery
+//! tracking ([`delivered`]) and the heartbeat ([`heartbeat`]). What a
+//! connection asks of chat goes through the [`ChatService`].
+//!
+//! # What it owns
+//!
+//! One `WsConnection` per socket owns the socket's state: who is connected
+//! (authenticated before the upgrade: a bad or missing token is an HTTP 401
+//! problem), the session it is attached to, which stored `seq`s it has
+//! delivered, the heartbeat clock, and its abuse counters. Only its own
+//! handlers mutate them. It logs within a span carrying `user_id` and the
+//! attached `session_id`.
+//!
+//! The socket's frames arrive as a stream of the actor's own (no task of
+//! their own): while a handler waits on something (a question being
+//! stored), the actor reads no further frames, so a flooding client is
+//! slowed to the actor's pace. Outgoing frames go straight into the
+//! socket's queue (the transport's, bounded); when it is full, into the
+//! actor's backlog, drained in order as the socket takes them. A client too
+//! slow to read fills the backlog (or stalls a send past the client
+//! timeout) and is disconnected instead of growing memory; it can resume.
+//! An idle connection is the actor and the socket's own halves: no task,
+//! channel or buffer of its own (the backlog allocates only while it holds
+//! frames).
+//!
+//! Close codes: 4401 not authenticated (tokens revoked), 4404 unknown
+//! session or persona, 4408 heartbeat timeout, 4429 rate limited, 1008
+//! repeated malformed frames, 1009 frame over the hard limit, 1013 too slow.
+
+mod delivered;
+mod heartbeat;
+mod transport;
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::{HttpRequest, HttpResponse, web};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::error::{BadFrame, ChatError};
+use super::frames::{self, ClientFrame, ServerFrame, Tagged};
+use super::hub::{CloseWith, Push};
+use super::service::{Attached, ChatService, ChatUser, REPLAY_BATCH};
+use super::session::ChatSession;
+use super::store::SessionRow;
+use crate::auth::routes::{authenticate, bearer_token};
+use crate::error::ApiError;
+use crate::ids::{PersonaId, SessionId};
+use crate::state::AppState;
+pub(crate) use delivered::Delivered;
+use transport::{Closed, Incoming, Out, Socket};
+
+/// Rate-limit refusals before the connection is closed with 4429.
+const MAX_STRIKES: u32 = 3;
+
+/// Upgrades an authenticated request to a chat connection.
+#[utoipa::path(get, path = "/v1/chat/ws", tag = "chat",
+    params(("access_token" = Option<String>, Query, description = "For browsers: the access token, instead of the Authorization header")),
+    responses((status = 101, description = "WebSocket: JSON frames as API.md describes (`start`, `resume`, `message`, `ping` → `session`, `ack`, `delta`, `message`, `replay`, `pong`, `error`, `ingest`)"),
+        (status = 401, description = "`unauthorized`: missing or invalid token")),
+    security(("bearer" = [])))]
+pub async fn chat_ws(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let token = bearer_token(&req).ok_or_else(ApiError::unauthorized)?;
+    let user: ChatUser = authenticate(&state, &token)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?
+        .into();
+    let chat = state.chat.clone();
+    transport::upgrade(&req, body, move |socket| {
+        WsConnection::new(user, chat, socket)
+    })
+    .ok_or_else(|| ApiError::bad_request("This route only speaks WebSocket."))
+}
+
+pub(crate) struct WsConnection {
+    id: u64,
+    user: ChatUser,
+    chat: ChatService,
+    /// The socket's sending half; `None` once a close is on its way.
+    socket: Option<Socket>,
+    /// Frames waiting for room in the socket's queue, oldest first.
+    backlog: VecDeque<Out>,
+    /// A send from the backlog is waiting for room.
+    draining: bool,
+    session: Option<Joined>,
+    /// The stored events delivered on this socket.
+    delivered: Delivered,
+    last_heard: Instant,
+    /// When the session was last marked in use at the registry.
+    last_touch: Instant,
+    bad_frames: u32,
+    strikes: u32,
+    /// `user_id`, and `session_id` once attached.
+    span: tracing::Span,
+}
+
+/// The session a connection is attached to.
+struct Joined {
+    row: SessionRow,
+    /// Its actor, once this connection has asked something (or resumed
+    /// with a question unanswered); kept in use while attached.
+    actor: Option<Addr<ChatSession>>,
+}
+
+impl WsConnection {
+    fn new(user: ChatUser, chat: ChatService, socket: Socket) -> Self {
+        let now = Instant::now();
+        Self {
+            id: 0,
+            span: tracing::info_span!("chat_ws", user_id = %user.user_id,
+                session_id = tracing::field::Empty),
+            user,
+            chat,
+            socket: Some(socket),
+            backlog: VecDeque::new(),
+            draining: false,
+            session: None,
+            delivered: Delivered::default(),
+            last_heard: now,
+            last_touch: now,
+            bad_frames: 0,
+            strikes: 0,
+        }
+    }
+
+    /// Queues a frame; a full backlog means the client cannot keep up.
+    fn send(&mut self, frame: Arc<str>, ctx: &mut Context<Self>) {
+        self.enqueue(Out::Text(frame), ctx);
+    }
+
+    fn send_frame(&mut self, frame: &ServerFrame<'_>, ctx: &mut Context<Self>) {
+        self.send(frame.to_text(), ctx);
+    }
+
+    fn enqueue(&mut self, out: Out, ctx: &mut Context<Self>) {
+        let Some(socket) = self.socket.as_mut() else {
+            return;
+        };
+        if self.backlog.is_empty() && !self.draining {
+            match socket.offer(&out) {
+                Some(Ok(())) => return,
+                Some(Err(Closed)) => return ctx.stop(),
+                None => {}
+            }
+        }
+        if self.backlog.len() >= self.chat.config().chat.outbound_queue.max(8) {
+            tracing::info!(parent: &self.span, "chat client too slow; disconnecting");
+            metrics::counter!(crate::metrics::WS_SLOW_DISCONNECTS_TOTAL).increment(1);
+            self.backlog.clear();
+            return self.close(1013, ctx);
+        }
+        self.backlog.push_back(out);
+        self.drain(ctx);
+    }
+
+    /// Sends the backlog's oldest frame once the socket has room, then as
+    /// many as fit; repeats while frames wait. A send stalled past the
+    /// client timeout (the peer stopped reading) ends the connection.
+    fn drain(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
+        let (Some(mut socket), Some(out)) = (self.socket.clone(), self.backlog.pop_front()) else {
+            return;
+        };
+        self.draining = true;
+        let timeout = self.chat.config().client_timeout();
+        let sending = async move { tokio::time::timeout(timeout, socket.send(&out)).await };
+        ctx.spawn(sending.into_actor(self).map(|sent, act, ctx| {
+            act.draining = false;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::info!(parent: &act.span, "chat client stopped reading; disconnecting");
+                metrics::counter!(crate::metrics::WS_SLOW_DISCONNECTS_TOTAL).increment(1);
+                return ctx.stop();
+            }
+            while let (Some(socket), Some(out)) = (act.socket.as_mut(), act.backlog.front()) {
+                match socket.offer(out) {
+                    Some(Ok(())) => {
+                        act.backlog.pop_front();
+                    }
+                    Some(Err(Closed)) => return ctx.stop(),
+                    None => break,
+                }
+            }
+            act.drain(ctx);
+        }));
+    }
+
+    /// An `error` frame for a refusal (about the question `client_id`).
+    fn refuse(&mut self, e: &ChatError, client_id: Option<&str>, ctx: &mut Context<Self>) {
+        if let ChatError::Store(_) | ChatError::Internal(_) = e {
+            tracing::error!(parent: &self.span, error = ?e, "chat request failed");
+        }
+        let frame = ServerFrame::error_about(e, client_id.map(Cow::Borrowed), None);
+        self.send_frame(&frame, ctx);
+    }
+
+    /// Sends what is queued, then a close frame with `code` (within the
+    /// client timeout, in a task of its own), and stops the actor.
+    fn close(&mut self, code: u16, ctx: &mut Context<Self>) {
+        if let Some(mut socket) = self.socket.take() {
+            let backlog = std::mem::take(&mut self.backlog);
+            let timeout = self.chat.config().client_timeout();
+            actix_web::rt::spawn(async move {
+                let _ = tokio::time::timeout(timeout, async move {
+                    for out in backlog {
+                        socket.send(&out).await?;
+                    }
+                    socket.close(code).await
+                })
+                .await;
+            });
+        }
+        ctx.stop();
+    }
+
+    /// A malformed or unknown frame: an `error` frame, and a close after
+    /// too many.
+    fn bad_frame(&mut self, bad: BadFrame, ctx: &mut Context<Self>) {
+        self.bad_frames += 1;
+        self.refuse(&ChatError::InvalidFrame(bad), None, ctx);
+        if self.bad_frames > self.chat.config().chat.max_bad_frames {
+            self.close(1008, ctx);
+        }
+    }
+
+    /// What arrived on the socket.
+    fn on_incoming(&mut self, incoming: Incoming<'_>, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
+        match incoming {
+            Incoming::Text(t) => self.on_text(t, ctx),
+            Incoming::NotText => self.bad_frame(BadFrame::NotText, ctx),
+            Incoming::Ping(b) => self.enqueue(Out::Pong(b), ctx),
+            Incoming::Alive => {}
+            Incoming::Close | Incoming::Broken => ctx.stop(),
+            Incoming::TooLarge => self.close(1009, ctx),
+        }
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        match frames::decode(text, self.chat.config().chat.max_frame_bytes) {
+            Ok(ClientFrame::Ping) => self.send(Arc::from(frames::PONG), ctx),
+            Ok(ClientFrame::Start { persona_id }) => self.start_session(persona_id, ctx),
+            Ok(ClientFrame::Resume {
+                session_id,
+                last_seq,
+            }) => self.resume(session_id, last_seq, ctx),
+            Ok(ClientFrame::Message { client_id, text }) => self.message(client_id, text, ctx),
+            Err(bad) => self.bad_frame(bad, ctx),
+        }
+    }
+
+    fn start_session(&mut self, persona: PersonaId, ctx: &mut Context<Self>) {
+        let chat = self.chat.clone();
+        let (user, conn) = (self.user, self.id);
+        let fut = async move {
+            let row = chat.start_session(user, persona).await?;
+            let id = row.id;
+            chat.attach(user, conn, Some(row), id, 0, false).await
+        }
+        .instrument(self.span.clone());
+        ctx.wait(
+            fut.into_actor(self)
+                .map(|res, act, ctx| act.attached(res, false, ctx)),
+        );
+    }
+
+    fn resume(&mut self, session: SessionId, last_seq: i64, ctx: &mut Context<Self>) {
+        let chat = self.chat.clone();
+        let (user, conn) = (self.user, self.id);
+        let fut = async move { chat.attach(user, conn, None, session, last_seq, true).await }
+            .instrument(self.span.clone());
+        ctx.wait(
+            fut.into_actor(self)
+                .map(|res, act, ctx| act.attached(res, true, ctx)),
+        );
+    }
+
+    fn attached(
+        &mut self,
+        res: Result<Attached, ChatError>,
+        resumed: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let a = match res {
+            Ok(a) => a,
+            Err(e) => {
+                // Still attached where it was (the failed attempt may have
+                // moved it at the hub).
+                if let Some(j) = &self.session {
+                    self.chat.hub().subscribe(j.row.id, self.id);
+                }
+                self.refuse(&e, None, ctx);
+                if let ChatError::SessionNotFound | ChatError::PersonaNotFound = e {
+                    self.close(4404, ctx);
+                }
+                return;
+            }
+        };
+        // The hub has moved this connection to the new session already.
+        self.span
+            .record("session_id", tracing::field::display(a.row.id));
+        self.send_frame(
+            &ServerFrame::Session {
+                last_seq: a.current_seq(),
+                persona_id: a.row.persona_id,
+                resumed,
+                session_id: a.row.id,
+            },
+            ctx,
+        );
+        self.delivered = Delivered::from(a.last_seq);
+        for batch in a.replay.chunks(REPLAY_BATCH as usize) {
+            let events = batch
+                .iter()
+                .map(|e| Tagged::Message(super::event_frame(e)))
+                .collect();
+            if let Some(last) = batch.last() {
+                self.delivered = Delivered::from(last.seq.max(self.delivered.floor()));
+            }
+            self.send_frame(&ServerFrame::Replay { events }, ctx);
+        }
+        self.session = Some(Joined {
+            row: a.row,
+            actor: a.actor,
+        });
+        self.last_touch = Instant::now();
+    }
+
+    fn message(&mut self, client_id: String, text: String, ctx: &mut Context<Self>) {
+        let Some(joined) = &self.session else {
+            return self.refuse(&ChatError::NoSession, None, ctx);
+        };
+        let row = joined.row.clone();
+        let actor = joined.actor.clone();
+        let text = match self.chat.check_question(&text) {
+            Ok(t) => t,
+            Err(e) => return self.refuse(&e, None, ctx),
+        };
+        let chat = self.chat.clone();
+        let (user, conn) = (self.user, self.id);
+        let session = row.id;
+        // Error frames name the question they are about.
+        let asked = client_id.clone();
+        let fut = async move { chat.ask(user, conn, row, actor, client_id, text).await }
+            .instrument(self.span.clone());
+        ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
+            // The session sent the ack (see `Post`); this connection keeps
+            // its actor in use while attached.
+            Ok((actor, _)) => {
+                if let Some(j) = act.session.as_mut().filter(|j| j.row.id == session)
+                    && j.actor.is_none()
+                {
+                    j.actor = Some(actor);
+                    act.last_touch = Instant::now();
+                }
+            }
+            Err(e) => {
+                let limited = matches!(e, ChatError::RateLimited { .. });
+                act.refuse(&e, Some(&asked), ctx);
+                if limited {
+                    act.strikes += 1;
+                    if act.strikes >= MAX_STRIKES {
+                        act.close(4429, ctx);
+                    }
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for WsConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.id = self.chat.hub().connect(
+            self.user.user_id,
+            self.user.org_id,
+            self.user.staff,
+            ctx.address().downgrade(),
+        );
+        metrics::gauge!(crate::metrics::WS_CONNECTIONS).increment(1.0);
+        heartbeat::join(
+            ctx.address().downgrade(),
+            self.chat.config().heartbeat_interval(),
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.chat.hub().disconnect(self.id);
+        if let Some(socket) = self.socket.take() {
+            // Answers the client's close, or ends a connection dropped as
+            // too slow: a close frame if the queue has room.
+            socket.close_now();
+        }
+        metrics::gauge!(crate::metrics::WS_CONNECTIONS).decrement(1.0);
+    }
+}
+
+impl Handler<heartbeat::Beat> for WsConnection {
+    type Result = ();
+
+    /// Pings the client, or closes a connection silent past the timeout;
+    /// keeps a session actor this connection uses from being swept as idle.
+    fn handle(&mut self, _: heartbeat::Beat, ctx: &mut Self::Context) {
+        let (timeout, touch_every) = {
+            let c = self.chat.config();
+            (c.client_timeout(), c.idle_timeout / 4)
+        };
+        let now = Instant::now();
+        if heartbeat::silent_too_long(self.last_heard, now, timeout) {
+            tracing::debug!(parent: &self.span, "chat client silent; closing");
+            return self.close(4408, ctx);
+        }
+        self.enqueue(Out::Ping, ctx);
+        // A few touches per idle timeout are enough; ten thousand sockets
+        // touching at every heartbeat would keep the registry's thread
+        // busy for nothing.
+        if let Some(Joined {
+            row,
+            actor: Some(_),
+        }) = &self.session
+            && now.saturating_duration_since(self.last_touch) >= touch_every
+        {
+            self.chat.touch(row.id);
+            self.last_touch = now;
+        }
+    }
+}
+
+impl Handler<Push> for WsConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
+        let current = self.session.as_ref().map(|j| j.row.id);
+        if msg.session.is_some() && msg.session != current {
+            // A frame of a session this connection has left.
+            return;
+        }
+        if let Some(seq) = msg.seq
+            && !self.delivered.first_time(seq)
+        {
+            return;
+        }
+        self.send(msg.frame, ctx);
+    }
+}
+
+impl Handler<CloseWith> for WsConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseWith, ctx: &mut Self::Context) {
+        self.close(msg.0, ctx);
+    }
+}
