@@ -427,24 +427,31 @@ impl AuthService {
             return Err(AuthError::InvalidCredentials);
         };
         let now = self.inner.clock.now();
-        if let Some(until) = user.locked_until
-            && until > now
-        {
-            return Err(locked(until - now));
-        }
+        let auth = &self.inner.settings;
+        let lock_for = chrono::Duration::minutes(auth.lockout_minutes as i64);
+        // The attempt is counted before the hash is checked: however many
+        // guesses arrive at once, at most `lockout_threshold` are checked.
+        let Some(count) =
+            store::reserve_login_attempt(&self.inner.db, user.id, auth.lockout_threshold, now)
+                .await?
+        else {
+            // Locked, or its last attempts are being checked: the same
+            // work as a check, so the answer's timing tells nothing.
+            self.inner.hasher.verify(password.expose(), None).await?;
+            let until = user.locked_until.filter(|u| *u > now);
+            return Err(locked(until.map_or(lock_for, |u| u - now)));
+        };
         let ok = self
             .inner
             .hasher
             .verify(password.expose(), Some(&user.password_hash))
             .await?;
         if !ok {
-            let auth = &self.inner.settings;
-            let lock_until = now + chrono::Duration::minutes(auth.lockout_minutes as i64);
-            let (count, locked_until) = store::record_failed_login(
+            let locked_until = store::settle_failed_login(
                 &self.inner.db,
                 user.id,
                 auth.lockout_threshold,
-                lock_until,
+                now + lock_for,
             )
             .await?;
             audit::record(
@@ -475,8 +482,9 @@ impl AuthService {
             }
             return Err(AuthError::InvalidCredentials);
         }
-        if user.failed_logins != 0 || user.locked_until.is_some() {
-            store::clear_failed_logins(&self.inner.db, user.id).await?;
+        if !store::settle_good_login(&self.inner.db, user.id, self.inner.clock.now()).await? {
+            // Other guesses locked the account while this one was checked.
+            return Err(locked(lock_for));
         }
         audit::record(
             &self.inner.db,

@@ -142,36 +142,76 @@ pub async fn auth_state(db: &Db, id: UserId) -> Result<Option<AuthState>, StoreE
     .await?))
 }
 
-/// Counts a failed login; locks the account when the count reaches
-/// `threshold`. Returns the new count and lock.
-pub async fn record_failed_login(
+/// Takes a sign-in attempt for the account *before* its password is
+/// checked, so that parallel guesses cannot outrun the lock: the attempt is
+/// counted as failed up front, and refused (`None`) when the account is
+/// locked or already has `threshold` attempts counted. A lock whose time is
+/// up is lifted here and the count starts again. Returns the count with
+/// this attempt.
+pub async fn reserve_login_attempt(
+    db: &Db,
+    id: UserId,
+    threshold: u32,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, StoreError> {
+    let row: Option<(i64,)> = on_db_write!(db, |pool| sqlx::query_as(
+        "UPDATE users SET \
+         failed_logins = CASE WHEN locked_until IS NOT NULL AND locked_until <= $3 \
+                              THEN 1 ELSE failed_logins + 1 END, \
+         locked_until = CASE WHEN locked_until IS NOT NULL AND locked_until <= $3 \
+                             THEN NULL ELSE locked_until END \
+         WHERE id = $1 AND ( \
+             (locked_until IS NOT NULL AND locked_until <= $3) \
+             OR (locked_until IS NULL AND failed_logins < $2)) \
+         RETURNING failed_logins"
+    )
+    .bind(id)
+    .bind(i64::from(threshold))
+    .bind(now)
+    .fetch_optional(pool)
+    .await?);
+    Ok(row.map(|(n,)| n))
+}
+
+/// Settles a reserved attempt whose password was wrong: the count stays,
+/// and the account locks once it reaches `threshold`. Returns the lock.
+pub async fn settle_failed_login(
     db: &Db,
     id: UserId,
     threshold: u32,
     lock_until: DateTime<Utc>,
-) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
-    let row: (i64, Option<DateTime<Utc>>) = on_db_write!(db, |pool| sqlx::query_as(
-        "UPDATE users SET failed_logins = failed_logins + 1, \
-         locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END \
-         WHERE id = $1 RETURNING failed_logins, locked_until"
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let row: (Option<DateTime<Utc>>,) = on_db_write!(db, |pool| sqlx::query_as(
+        "UPDATE users SET \
+         locked_until = CASE WHEN failed_logins >= $2 AND locked_until IS NULL THEN $3 \
+                             ELSE locked_until END \
+         WHERE id = $1 RETURNING locked_until"
     )
     .bind(id)
     .bind(i64::from(threshold))
     .bind(lock_until)
     .fetch_one(pool)
     .await?);
-    Ok(row)
+    Ok(row.0)
 }
 
-pub async fn clear_failed_logins(db: &Db, id: UserId) -> Result<(), StoreError> {
-    on_db_write!(db, |pool| sqlx::query(
-        "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1"
+/// Settles a reserved attempt whose password was right: the count is
+/// cleared, unless the account was locked meanwhile by the attempts that
+/// failed (`false`: the sign-in is refused).
+pub async fn settle_good_login(
+    db: &Db,
+    id: UserId,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let row: Option<(UserId,)> = on_db_write!(db, |pool| sqlx::query_as(
+        "UPDATE users SET failed_logins = 0, locked_until = NULL \
+         WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2) RETURNING id"
     )
     .bind(id)
-    .execute(pool)
-    .await
-    .map(|_| ())?);
-    Ok(())
+    .bind(now)
+    .fetch_optional(pool)
+    .await?);
+    Ok(row.is_some())
 }
 
 /// Revokes every access token of the user at once.

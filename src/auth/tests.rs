@@ -230,3 +230,49 @@ async fn a_reset_link_expires_and_a_used_one_revokes_every_session() {
             .is_ok()
     );
 }
+
+#[actix_web::test]
+async fn parallel_guesses_check_at_most_the_threshold_and_a_right_password_among_them_is_refused() {
+    let f = fixture().await;
+    register(&f.auth, "ada@school.test").await;
+    let attempts = (0..40).map(|i| {
+        let auth = f.auth.clone();
+        async move {
+            let password = if i == 30 { PASSWORD } else { "a wrong guess!!" };
+            auth.login(&format!("10.1.0.{i}"), "ada@school.test", password)
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let checked_wrong = results
+        .iter()
+        .filter(|r| matches!(r, Err(AuthError::InvalidCredentials)))
+        .count();
+    let locked = results
+        .iter()
+        .filter(|r| matches!(r, Err(AuthError::Locked { .. })))
+        .count();
+    assert!(results.iter().all(|r| r.is_err()), "no guess got in");
+    assert!(
+        checked_wrong <= 5,
+        "{checked_wrong} wrong passwords were checked"
+    );
+    assert_eq!(checked_wrong + locked, 40);
+
+    // An unknown address answers like a wrong password, never like a lock.
+    assert!(matches!(
+        f.auth
+            .login("10.2.0.1", "nobody@school.test", PASSWORD)
+            .await,
+        Err(AuthError::InvalidCredentials)
+    ));
+
+    advance(Duration::from_secs(16 * 60)).await;
+    assert!(
+        f.auth
+            .login("10.3.0.1", "ada@school.test", PASSWORD)
+            .await
+            .is_ok(),
+        "the lock expired and the count started again"
+    );
+}
