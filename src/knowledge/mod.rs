@@ -2,6 +2,7 @@
 //! the organisation's passages (see [`index`]).
 
 pub mod embedders;
+pub mod file;
 pub mod index;
 pub mod ingest;
 pub mod store;
@@ -42,6 +43,9 @@ pub fn routes() -> Vec<RouteDef> {
         }),
         RouteDef::new(Method::DELETE, "/v1/knowledge/{id}", || {
             web::delete().to(delete_source)
+        }),
+        RouteDef::new(Method::GET, "/v1/knowledge/{id}/file", || {
+            web::get().to(file::source_file)
         }),
         RouteDef::new(Method::GET, "/v1/search", || web::get().to(search)),
     ]

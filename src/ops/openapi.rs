@@ -37,6 +37,7 @@ use utoipa::OpenApi;
         crate::knowledge::upload_source,
         crate::knowledge::list_sources,
         crate::knowledge::get_source,
+        crate::knowledge::file::source_file,
         crate::knowledge::delete_source,
         crate::knowledge::search,
         crate::personas::create,

@@ -14,6 +14,7 @@ mod cli;
 mod errors;
 mod helpers;
 mod knowledge;
+mod knowledge_file;
 mod media;
 mod ops;
 mod orgs;
