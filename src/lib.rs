@@ -24,6 +24,7 @@ pub mod personas;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod webapp;
 pub mod work;
 
 pub use startup::Application;

@@ -9,6 +9,7 @@
 
 mod auth;
 mod avatars;
+mod browser;
 mod chat;
 mod cli;
 mod errors;
@@ -24,3 +25,4 @@ mod schema;
 mod smtp;
 mod tenancy;
 mod two_nodes;
+mod web;
