@@ -902,3 +902,116 @@ async fn keyboard_only_sign_in_and_ask_on_a_slow_link() {
     page.tab_to("#log li.theirs .chip", 30).await;
     no_csp_problems(&page);
 }
+
+/// The links in the mails open the client's pages, which finish the job:
+/// email verification, and a password reset asked for in the page.
+#[actix_web::test]
+async fn mail_links_open_the_clients_pages() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let admin_email = email("links-admin");
+    app.register("Links School", &admin_email).await;
+    let mut page = browser.new_page().await;
+
+    // Verification, from the registration's mail.
+    let token = app.mail_token(&admin_email, 0).await;
+    let mail = app.mails_to(&admin_email).pop().unwrap();
+    assert!(mail.contains("/verify-email?token="), "{mail}");
+    page.goto(&app.url(&format!("/verify-email?token={token}")))
+        .await;
+    page.wait_for(
+        "document.querySelector('main [role=status]')?.textContent.includes('confirmed')",
+        20,
+        "the confirmation",
+    )
+    .await;
+    let me: Value = app
+        .login(&admin_email, PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user"]["email_verified"], true, "{me}");
+
+    // A reset asked for in the page, finished from the mail's link.
+    let before = app.mails_to(&admin_email).len();
+    page.goto(&app.url("/reset-password")).await;
+    page.wait_for(
+        "document.querySelector('input[name=email]')",
+        10,
+        "the reset form",
+    )
+    .await;
+    fill(&mut page, "input[name=email]", &admin_email).await;
+    click(&mut page, "form button[type=submit]").await;
+    page.wait_for(
+        "!document.querySelector('.alert.ok')?.hidden",
+        10,
+        "the reset acknowledged",
+    )
+    .await;
+    let token = app.mail_token(&admin_email, before).await;
+    assert!(
+        app.mails_to(&admin_email)
+            .pop()
+            .unwrap()
+            .contains("/reset-password?token=")
+    );
+    page.goto(&app.url(&format!("/reset-password?token={token}")))
+        .await;
+    page.wait_for(
+        "document.querySelector('input[name=new_password]')",
+        10,
+        "the new password form",
+    )
+    .await;
+    axe(&mut page, "password reset").await;
+    let new_password = "a brand new passphrase 42";
+    fill(&mut page, "input[name=new_password]", new_password).await;
+    click(&mut page, "form button[type=submit]").await;
+    page.wait_for(
+        "document.querySelector('.alert.ok') && !document.querySelector('.alert.ok').hidden",
+        10,
+        "the reset done",
+    )
+    .await;
+    assert_eq!(app.login(&admin_email, PASSWORD).await.status(), 401);
+
+    // And the new password signs in, in the page.
+    page.goto(&app.url("/login")).await;
+    page.wait_for(
+        "document.querySelector('#login-email')",
+        10,
+        "the sign-in form",
+    )
+    .await;
+    fill(&mut page, "#login-email", &admin_email).await;
+    fill(&mut page, "#login-password", new_password).await;
+    click(&mut page, "form button[type=submit]").await;
+    page.wait_for(
+        "location.pathname === '/material'",
+        20,
+        "the signed-in home",
+    )
+    .await;
+    // A token refresh keeps the session going, and sign-out ends it.
+    page.eval("import('/static/api.js').then(m => m.refresh(true)).then(() => true)")
+        .await;
+    page.reload().await;
+    page.wait_for(
+        "location.pathname === '/material' && document.querySelector('#signout')",
+        20,
+        "still signed in",
+    )
+    .await;
+    click(&mut page, "#signout").await;
+    page.wait_for(
+        "location.pathname === '/login' && !localStorage.getItem('bwenge.auth')",
+        10,
+        "signed out",
+    )
+    .await;
+    no_csp_problems(&page);
+}

@@ -3,16 +3,18 @@
 // processing progress from the socket's `ingest` frames (with a slow poll
 // as a fallback); clear errors for type (415), size (413) and quota (402).
 import { h, clear, formatBytes } from '../dom.js';
-import { t } from '../i18n.js';
+import { t, lang } from '../i18n.js';
 import { get, del, upload } from '../api.js';
 import { IngestWatcher } from '../chat.js';
 import { errorText } from './auth.js';
 
+// The server's `detail` says exactly what is accepted or which allowance
+// ran out (in English); other languages get their own lead sentence first.
 function uploadError(err) {
-  if (err.status === 415) return `${t('material.error.type')} ${err.detail || ''}`.trim();
-  if (err.status === 413) return `${t('material.error.size')} ${err.detail || ''}`.trim();
-  if (err.status === 402) return `${t('material.error.quota')} ${err.detail || ''}`.trim();
-  return errorText(err);
+  const key = { 415: 'material.error.type', 413: 'material.error.size', 402: 'material.error.quota' }[err.status];
+  if (!key) return errorText(err);
+  if (!err.detail) return t(key);
+  return lang() === 'en' ? err.detail : `${t(key)} ${err.detail}`;
 }
 
 function statusLabel(s) {
