@@ -555,6 +555,34 @@ async fn a_school_day_in_the_browser() {
     assert_eq!(res.status(), 201);
     let model: Value = res.json().await.unwrap();
     assert_eq!(model["persona_id"], persona_id.as_str());
+    // Every gesture but idle waves, so the answer's gesture shows for sure.
+    let gestures: serde_json::Map<String, Value> = [
+        "talking",
+        "thinking",
+        "happy",
+        "sad",
+        "excited",
+        "greeting",
+        "explaining",
+        "pointing",
+        "nodding",
+        "shaking_head",
+        "waving",
+    ]
+    .iter()
+    .map(|g| ((*g).to_owned(), json!("Wave")))
+    .collect();
+    let res = app
+        .authed(
+            Method::PATCH,
+            &format!("/v1/personas/{persona_id}"),
+            &teacher_token,
+        )
+        .json(&json!({ "gestures": gestures }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
     page.reload().await;
     page.wait_for(
         "document.querySelector('select[name=\"gesture-waving\"]')",
@@ -658,11 +686,14 @@ async fn a_school_day_in_the_browser() {
         let gesture = page
             .eval("JSON.parse(localStorage.getItem(Object.keys(localStorage).find(k => k.startsWith('bwenge.chat.')))).events.filter(e => e.role !== 'user').pop().animation.gesture")
             .await;
+        let token = page
+            .eval("JSON.parse(localStorage.getItem('bwenge.auth')).access_token")
+            .await;
         let avatar: Value = app
             .authed(
                 Method::GET,
                 &format!("/v1/personas/{persona_id}/avatar"),
-                &teacher_token,
+                token.as_str().unwrap(),
             )
             .send()
             .await
@@ -670,10 +701,7 @@ async fn a_school_day_in_the_browser() {
             .json()
             .await
             .unwrap();
-        let idle = avatar["gestures"]["idle"]
-            .as_str()
-            .unwrap_or("Idle")
-            .to_owned();
+        let idle = avatar["gestures"]["idle"].as_str().unwrap().to_owned();
         let expected = avatar["gestures"][gesture.as_str().unwrap()]
             .as_str()
             .map_or(idle.clone(), str::to_owned);
@@ -685,6 +713,11 @@ async fn a_school_day_in_the_browser() {
             "the gesture's clip",
         )
         .await;
+        assert_eq!(
+            expected, "Wave",
+            "gesture {gesture}, avatar {}",
+            avatar["gestures"]
+        );
         eprintln!("avatar: answer gesture {gesture} played clip {expected}");
         page.wait_for(
             &format!("document.body.dataset.avatarClip === {idle:?}"),
