@@ -590,6 +590,22 @@ async fn a_school_day_in_the_browser() {
         "the gesture table",
     )
     .await;
+    // The 3D preview plays the clip chosen for a gesture.
+    if page
+        .eval("(() => { const c = document.createElement('canvas'); return !!(c.getContext('webgl2') || c.getContext('webgl')); })()")
+        .await
+        == Value::Bool(true)
+    {
+        page.wait_for("document.querySelector('#preview canvas')", 60, "the 3D preview")
+            .await;
+        assert_eq!(
+            page.eval("document.querySelector('select[name=\"gesture-waving\"]').value").await,
+            "Wave"
+        );
+        click(&mut page, "select[name='gesture-waving'] ~ button, tr:has(select[name='gesture-waving']) button").await;
+        page.wait_for("(document.body.dataset.avatarPlayed || '').split(' ').includes('Wave')", 20, "the previewed clip")
+            .await;
+    }
     axe(&mut page, "persona").await;
     shots(&mut page, "persona").await;
 
