@@ -35,6 +35,7 @@ const ROUTES = [
 ];
 
 let cleanup = null;
+let routed = 0;
 
 export function navigate(path, replace = false) {
   if (replace) history_().replaceState(null, '', path);
@@ -76,9 +77,17 @@ function route() {
   if (Array.isArray(match.who) && !match.who.includes(user.role)) return navigate(home(user), true);
   document.body.dataset.page = path.split('/')[1] || 'home';
   const ctx = { params: match.params, query: new URLSearchParams(location.search), navigate, user, home: () => home(currentUser()) };
+  const generation = ++routed;
   const out = match.page(main, ctx);
   if (typeof out === 'function') cleanup = out;
-  else if (out && typeof out.then === 'function') out.then((c) => { if (typeof c === 'function') cleanup = c; });
+  else if (out && typeof out.then === 'function') {
+    out.then((c) => {
+      if (typeof c !== 'function') return;
+      // A page that finished loading after the user moved on is closed at once.
+      if (generation === routed) cleanup = c;
+      else c();
+    });
+  }
   focusTitle(main);
 }
 
@@ -157,10 +166,11 @@ onAuthChange((a) => {
     renderHeader();
   }
 });
-onLangChange(() => route());
 
 async function boot() {
   await setLang(initialLang()).catch(() => setLang('en'));
+  // Registered after the first language is set: the page is drawn once.
+  onLangChange(() => route());
   if (!navigator.onLine) showBanner(t('banner.offline'));
   route();
   if (currentUser()) get('/v1/auth/me').then(updateUser).catch(() => {});

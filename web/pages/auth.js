@@ -141,12 +141,16 @@ export function acceptInvitation(main, ctx) {
     token ? null : h('p', { class: 'alert', role: 'alert' }, t('auth.token.missing')), alert, form));
 }
 
+// A token is single use: never sent twice from this page, even if it is drawn again.
+const verifying = new Map();
+
 export function verifyEmail(main, ctx) {
   const token = ctx.query.get('token') || '';
   const status = h('p', { role: 'status' }, t('auth.verify.working'));
   main.append(card(t('auth.verify.title'), status, h('p', {}, h('a', { href: '/' }, t('notfound.home')))));
   if (!token) { status.textContent = t('auth.token.missing'); return; }
-  api('POST', '/v1/auth/verify-email', { anonymous: true, body: { token } })
+  if (!verifying.has(token)) verifying.set(token, api('POST', '/v1/auth/verify-email', { anonymous: true, body: { token } }));
+  verifying.get(token)
     .then(() => { status.textContent = t('auth.verify.done'); })
     .catch((err) => { status.textContent = errorText(err); });
 }
