@@ -32,6 +32,7 @@ pub mod telemetry;
 #[cfg(test)]
 mod testkit;
 pub mod validation;
+pub mod webapp;
 pub mod work;
 
 pub use startup::Application;

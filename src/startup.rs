@@ -278,7 +278,7 @@ impl Application {
             App::new()
                 .app_data(server_state.clone())
                 .configure(|cfg| crate::http::configure(cfg, &routes, json_limit))
-                .default_service(web::to(crate::http::not_found))
+                .default_service(web::to(crate::webapp::serve))
                 .wrap(crate::http::cors(&cors_origins))
                 .wrap(TracingLogger::<BwengeRootSpan>::new())
                 .wrap(from_fn(observe))

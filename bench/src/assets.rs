@@ -17,7 +17,7 @@
 //!   an actix-web `HttpServer` with default settings (the same worker count
 //!   as Bwenge) with one route, `GET /static/model`, that opens the file on
 //!   every request and streams it with **the same code as the real route**
-//!   (`bwenge::avatars::file_stream`: 128 KiB reads on the blocking
+//!   (`bwenge::http::files::file_stream`: 128 KiB reads on the blocking
 //!   pool, `Content-Length` set), answering `200` with its `Content-Type`
 //!   and nothing else. What the real route adds is the rest of the server
 //!   (middleware: request id, metrics, logging, CORS), the HMAC check, the
@@ -169,7 +169,7 @@ fn run_static_server(file: &Path) -> io::Result<()> {
                                     .content_type("model/gltf-binary")
                                     .body(SizedStream::new(
                                         len,
-                                        bwenge::avatars::file_stream(f, 0, len, |_| {}),
+                                        bwenge::http::files::file_stream(f, 0, len, |_| {}),
                                     )),
                                 _ => HttpResponse::InternalServerError().finish(),
                             }
@@ -315,7 +315,7 @@ async fn run(args: &Args) -> Result<(), String> {
     println!("  bwenge: {} (SQLite)", bwenge_bin.display());
     println!(
         "  baseline: actix-web, GET {STATIC_PATH}: the file opened per request and streamed with \
-         bwenge::avatars::file_stream (the real route's code: 128 KiB reads on the \
+         bwenge::http::files::file_stream (the real route's code: 128 KiB reads on the \
          blocking pool), Content-Type only"
     );
     println!("  load average (1, 5, 15 min) at start: {}", loadavg());

@@ -63,7 +63,7 @@
 //! file); a range past the end → `416` problem+json `range_not_satisfiable`
 //! with `Content-Range: bytes */<length>`; an `If-Range` other than the
 //! current ETag gets the whole file. The file is streamed from disk
-//! [`service::SERVE_CHUNK_BYTES`] at a time. `HEAD` answers the same
+//! [`crate::http::files::SERVE_CHUNK_BYTES`] at a time. `HEAD` answers the same
 //! headers without the body. The version row behind a key is cached in
 //! process for [`service::ASSET_CACHE_TTL`] (5 s; rows never change, and a
 //! delete on this node evicts at once), so a model deleted through another
@@ -85,19 +85,16 @@ pub mod store;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
 
 use actix_multipart::Multipart;
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bwenge_avatars::http_range::{
     RangeOutcome, content_range, etag_matches, parse_range, strong_etag, unsatisfied_content_range,
 };
 use chrono::{DateTime, Utc};
-use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -140,65 +137,6 @@ pub fn routes() -> Vec<RouteDef> {
             web::head().to(serve_asset)
         }),
     ]
-}
-
-/// `len` bytes of `file` from `start`, read [`service::SERVE_CHUNK_BYTES`] at a time
-/// on the blocking pool: at most one chunk is in memory per response.
-/// `on_chunk` sees the size of every chunk sent. A file that ends early
-/// ends the stream with an error (the connection is then closed).
-pub fn file_stream(
-    mut file: std::fs::File,
-    start: u64,
-    len: u64,
-    on_chunk: impl Fn(u64) + Clone + 'static,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> + 'static {
-    let seek = if start > 0 {
-        file.seek(SeekFrom::Start(start)).map(|_| ())
-    } else {
-        Ok(())
-    };
-    let first = seek.err();
-    futures_util::stream::unfold((Some(file), len, first), move |(file, left, failed)| {
-        let on_chunk = on_chunk.clone();
-        async move {
-            if let Some(e) = failed {
-                return Some((Err(e), (None, 0, None)));
-            }
-            let file = file?;
-            if left == 0 {
-                return None;
-            }
-            let want = usize::try_from(left).map_or(service::SERVE_CHUNK_BYTES, |l| {
-                l.min(service::SERVE_CHUNK_BYTES)
-            });
-            let read = crate::work::blocking(move || {
-                let mut file = file;
-                let mut buf = vec![0u8; want];
-                let mut filled = 0;
-                while filled < want {
-                    match file.read(&mut buf[filled..]) {
-                        Ok(0) => {
-                            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-                        }
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok((file, buf))
-            })
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            match read {
-                Ok((file, buf)) => {
-                    on_chunk(buf.len() as u64);
-                    let n = buf.len() as u64;
-                    Some((Ok(Bytes::from(buf)), (Some(file), left - n, None)))
-                }
-                Err(e) => Some((Err(e), (None, 0, None))),
-            }
-        }
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -568,7 +506,7 @@ pub async fn serve_asset(state: web::Data<AppState>, req: HttpRequest) -> ApiRes
         }
     };
     let counter = metrics::counter!(ASSET_BYTES_SERVED_TOTAL);
-    let body = file_stream(file, start, count, move |n| counter.increment(n));
+    let body = crate::http::files::file_stream(file, start, count, move |n| counter.increment(n));
     let mut res = HttpResponse::build(status);
     res.content_type(version.media_type.as_str());
     if status == StatusCode::PARTIAL_CONTENT {

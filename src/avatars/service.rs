@@ -79,9 +79,6 @@ impl AvatarService {
 
 /// Longest model name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
-/// Bytes read from a model file per step when serving it: the most one
-/// response holds in memory at a time.
-pub const SERVE_CHUNK_BYTES: usize = 128 * 1024;
 
 /// Why an avatar operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -629,7 +626,7 @@ impl AvatarService {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::avatars::file_stream;
+    use crate::http::files::{SERVE_CHUNK_BYTES, file_stream};
     use actix_web::web::Bytes;
 
     #[test]

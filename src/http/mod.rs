@@ -5,6 +5,7 @@
 //! registers exactly these, and the tests walk the same table (OpenAPI
 //! coverage, tenant isolation), so a route cannot exist without being checked.
 
+pub mod files;
 pub mod middleware;
 pub mod upload;
 

@@ -6,6 +6,7 @@
 //! port.
 
 pub mod embedders;
+pub mod file;
 pub mod index;
 pub mod ingest;
 pub mod routes;

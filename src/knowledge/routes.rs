@@ -29,6 +29,9 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::new(Method::DELETE, "/v1/knowledge/{id}", || {
             web::delete().to(delete_source)
         }),
+        RouteDef::new(Method::GET, "/v1/knowledge/{id}/file", || {
+            web::get().to(super::file::source_file)
+        }),
         RouteDef::new(Method::GET, "/v1/search", || web::get().to(search)),
     ]
 }

@@ -37,6 +37,7 @@ use utoipa::OpenApi;
         crate::knowledge::routes::upload_source,
         crate::knowledge::routes::list_sources,
         crate::knowledge::routes::get_source,
+        crate::knowledge::file::source_file,
         crate::knowledge::routes::delete_source,
         crate::knowledge::routes::search,
         crate::personas::routes::create,

@@ -9,11 +9,13 @@
 
 mod auth;
 mod avatars;
+mod browser;
 mod chat;
 mod cli;
 mod errors;
 mod helpers;
 mod knowledge;
+mod knowledge_file;
 mod media;
 mod ops;
 mod orgs;
@@ -23,3 +25,4 @@ mod schema;
 mod smtp;
 mod tenancy;
 mod two_nodes;
+mod web;
