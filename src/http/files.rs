@@ -2,8 +2,14 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::web::Bytes;
+use bwenge_avatars::http_range::{RangeOutcome, parse_range, unsatisfied_content_range};
 use futures_util::Stream;
+
+use crate::error::{ErrorCode, current_request_id, problem_response};
 
 /// Bytes read from a file per step when serving it: the most one response
 /// holds in memory at a time.
@@ -65,4 +71,46 @@ pub fn file_stream(
             }
         }
     })
+}
+
+/// The part of a `len`-byte file a request asks for, from its `Range` and
+/// `If-Range` headers: `(200, 0, len)` for the whole file, `(206, start,
+/// count)` for one range, or the `416` answer (with its `Content-Range`)
+/// when the range lies outside the file. An `If-Range` that is not the
+/// current `etag` asks for the whole file.
+pub fn requested_slice(
+    range: Option<&str>,
+    if_range: Option<&str>,
+    etag: &str,
+    len: u64,
+) -> Result<(StatusCode, u64, u64), HttpResponse> {
+    let outcome = match range {
+        Some(_) if if_range.is_some_and(|ir| ir.trim() != etag) => RangeOutcome::Full,
+        Some(r) => parse_range(r, len),
+        None => RangeOutcome::Full,
+    };
+    match outcome {
+        RangeOutcome::Full => Ok((StatusCode::OK, 0, len)),
+        RangeOutcome::Partial {
+            start,
+            end_inclusive,
+        } => Ok((
+            StatusCode::PARTIAL_CONTENT,
+            start,
+            end_inclusive - start + 1,
+        )),
+        RangeOutcome::Unsatisfiable => {
+            let mut res = problem_response(
+                ErrorCode::RangeNotSatisfiable,
+                &format!("The range asked for lies outside the file's {len} bytes."),
+                None,
+                None,
+                current_request_id(),
+            );
+            if let Ok(v) = HeaderValue::from_str(&unsatisfied_content_range(len)) {
+                res.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            Err(res)
+        }
+    }
 }

@@ -18,13 +18,11 @@ use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use bwenge_avatars::http_range::{
-    RangeOutcome, content_range, etag_matches, parse_range, strong_etag, unsatisfied_content_range,
-};
+use bwenge_avatars::http_range::{content_range, etag_matches, strong_etag};
 
 use crate::auth::AuthUser;
 use crate::db::StoreError;
-use crate::error::{ApiError, ApiResult, ErrorCode, current_request_id, problem_response};
+use crate::error::{ApiError, ApiResult};
 use crate::ids::{OrgId, SourceId};
 use crate::on_db;
 use crate::state::AppState;
@@ -123,36 +121,14 @@ pub async fn source_file(
             ));
         }
     };
-    let range = match header_str(header::RANGE) {
-        Some(_) if header_str(header::IF_RANGE).is_some_and(|ir| ir.trim() != etag) => {
-            RangeOutcome::Full
-        }
-        Some(r) => parse_range(r, len),
-        None => RangeOutcome::Full,
-    };
-    let (status, start, count) = match range {
-        RangeOutcome::Full => (StatusCode::OK, 0, len),
-        RangeOutcome::Partial {
-            start,
-            end_inclusive,
-        } => (
-            StatusCode::PARTIAL_CONTENT,
-            start,
-            end_inclusive - start + 1,
-        ),
-        RangeOutcome::Unsatisfiable => {
-            let mut res = with_headers(problem_response(
-                ErrorCode::RangeNotSatisfiable,
-                &format!("The range asked for lies outside the file's {len} bytes."),
-                None,
-                None,
-                current_request_id(),
-            ));
-            if let Ok(v) = HeaderValue::from_str(&unsatisfied_content_range(len)) {
-                res.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            return Ok(res);
-        }
+    let (status, start, count) = match crate::http::files::requested_slice(
+        header_str(header::RANGE),
+        header_str(header::IF_RANGE),
+        &etag,
+        len,
+    ) {
+        Ok(slice) => slice,
+        Err(refused) => return Ok(with_headers(refused)),
     };
     let body = crate::http::files::file_stream(file, start, count, |_| {});
     let mut res = HttpResponse::build(status);
