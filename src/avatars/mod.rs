@@ -478,7 +478,7 @@ pub async fn serve_asset(state: web::Data<AppState>, req: HttpRequest) -> ApiRes
         len,
     ) {
         Ok(slice) => slice,
-        Err(refused) => return Ok(with_headers(refused)),
+        Err(refused) => return Ok(with_headers(*refused)),
     };
     let counter = metrics::counter!(ASSET_BYTES_SERVED_TOTAL);
     let body = crate::http::files::file_stream(file, start, count, move |n| counter.increment(n));

@@ -83,7 +83,7 @@ pub fn requested_slice(
     if_range: Option<&str>,
     etag: &str,
     len: u64,
-) -> Result<(StatusCode, u64, u64), HttpResponse> {
+) -> Result<(StatusCode, u64, u64), Box<HttpResponse>> {
     let outcome = match range {
         Some(_) if if_range.is_some_and(|ir| ir.trim() != etag) => RangeOutcome::Full,
         Some(r) => parse_range(r, len),
@@ -110,7 +110,7 @@ pub fn requested_slice(
             if let Ok(v) = HeaderValue::from_str(&unsatisfied_content_range(len)) {
                 res.headers_mut().insert(header::CONTENT_RANGE, v);
             }
-            Err(res)
+            Err(Box::new(res))
         }
     }
 }

@@ -128,7 +128,7 @@ pub async fn source_file(
         len,
     ) {
         Ok(slice) => slice,
-        Err(refused) => return Ok(with_headers(refused)),
+        Err(refused) => return Ok(with_headers(*refused)),
     };
     let body = crate::http::files::file_stream(file, start, count, |_| {});
     let mut res = HttpResponse::build(status);
