@@ -20,7 +20,7 @@ use crate::auth::AuthUser;
 use crate::auth::error::AuthError;
 use crate::auth::model::{Email, FullName, Password, Role, parse_org_name};
 use crate::auth::password::Hasher;
-use crate::auth::store::{self, NewOneTime, NewUser, OneTimeKind, OrgRow, UserRow};
+use crate::auth::store::{self, NewOneTime, NewUser, OneTimeKind, OneTimeRow, OrgRow, UserRow};
 use crate::auth::tokens::{TokenKeys, hash_secret, new_secret};
 use crate::clock::Clock;
 use crate::config::AuthSettings;
@@ -566,19 +566,21 @@ impl AuthService {
         Ok(())
     }
 
+    /// The one-time link of `kind` behind a mailed token, when it exists,
+    /// is unused and has not expired (claiming it is the caller's step).
+    pub async fn live_link(&self, kind: OneTimeKind, token: &str) -> Result<Option<OneTimeRow>> {
+        let row = store::one_time_by_hash(&self.inner.db, kind, &hash_secret(token.trim())).await?;
+        let now = self.inner.clock.now();
+        Ok(row.filter(|r| r.used_at.is_none() && r.expires_at > now))
+    }
+
     pub async fn verify_email(&self, ip: &str, token: &str) -> Result<()> {
         self.check_ip_limit(ip, "token").await?;
-        let row = store::one_time_by_hash(
-            &self.inner.db,
-            OneTimeKind::VerifyEmail,
-            &hash_secret(token.trim()),
-        )
-        .await?
-        .ok_or(AuthError::InvalidLink)?;
+        let row = self
+            .live_link(OneTimeKind::VerifyEmail, token)
+            .await?
+            .ok_or(AuthError::InvalidLink)?;
         let user_id = row.user_id.ok_or(AuthError::InvalidLink)?;
-        if row.used_at.is_some() || row.expires_at <= self.inner.clock.now() {
-            return Err(AuthError::InvalidLink);
-        }
         if !store::claim_one_time(&self.inner.db, row.id).await? {
             return Err(AuthError::InvalidLink);
         }
@@ -653,17 +655,11 @@ impl AuthService {
         new_password: &str,
     ) -> Result<()> {
         self.check_ip_limit(ip, "token").await?;
-        let row = store::one_time_by_hash(
-            &self.inner.db,
-            OneTimeKind::PasswordReset,
-            &hash_secret(token.trim()),
-        )
-        .await?
-        .ok_or(AuthError::InvalidLink)?;
+        let row = self
+            .live_link(OneTimeKind::PasswordReset, token)
+            .await?
+            .ok_or(AuthError::InvalidLink)?;
         let user_id = row.user_id.ok_or(AuthError::InvalidLink)?;
-        if row.used_at.is_some() || row.expires_at <= self.inner.clock.now() {
-            return Err(AuthError::InvalidLink);
-        }
         let user = store::user_in_org(&self.inner.db, row.organization_id, user_id)
             .await?
             .ok_or(AuthError::InvalidLink)?;

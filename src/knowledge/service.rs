@@ -117,10 +117,6 @@ impl KnowledgeService {
         }
     }
 
-    pub fn search_service(&self) -> &Arc<SearchService> {
-        &self.inner.search
-    }
-
     /// Keeps a received file as a new source of the caller's organisation
     /// and queues its ingest. The type is decided from the bytes.
     pub async fn add_source(&self, caller: &AuthUser, received: Received) -> Result<SourceRow> {

@@ -10,7 +10,6 @@ use crate::audit::{self, Entry, action};
 use crate::auth::model::{Email, FullName, Password, Role};
 use crate::auth::service::{self as auth_service, Tokens, UserView};
 use crate::auth::store::{self as auth_store, NewUser, OneTimeKind, UserRow};
-use crate::auth::tokens::hash_secret;
 use crate::auth::{AuthError, AuthService, AuthUser, Forbidden, Revocations};
 use crate::db::{Db, StoreError};
 use crate::ids::{TokenId, UserId};
@@ -208,16 +207,11 @@ impl OrgService {
         password: &str,
     ) -> Result<(UserRow, Tokens)> {
         self.auth.check_ip_limit(ip, "token").await?;
-        let row = auth_store::one_time_by_hash(
-            &self.db,
-            OneTimeKind::Invitation,
-            &hash_secret(token.trim()),
-        )
-        .await?
-        .ok_or(OrgError::InvalidInvitation)?;
-        if row.used_at.is_some() || row.expires_at <= self.auth.clock().now() {
-            return Err(OrgError::InvalidInvitation);
-        }
+        let row = self
+            .auth
+            .live_link(OneTimeKind::Invitation, token)
+            .await?
+            .ok_or(OrgError::InvalidInvitation)?;
         let name = FullName::parse(full_name)?;
         let email = Email::parse(&row.email)?;
         let password = Password::parse_new(password, "password", &email, Some(&name))?;

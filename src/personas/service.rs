@@ -53,10 +53,6 @@ impl PersonaCatalog {
         }
     }
 
-    pub fn registry(&self) -> &PersonaRegistry {
-        &self.registry
-    }
-
     /// Creates a persona (teachers, admins).
     pub async fn create(&self, caller: &AuthUser, input: PersonaInput) -> Result<PersonaView> {
         caller.require_staff()?;
