@@ -376,9 +376,11 @@ async fn callbacks_arrive_duplicated_and_out_of_order() {
 
 #[tokio::test]
 async fn a_forged_callback_does_not_change_what_the_provider_says() {
-    let mut opts = FakeOptions::default();
-    opts.momo_callback_method = bwenge_payments::fake::CallbackMethod::Put;
-    let fake = FakeProviders::start(opts).unwrap();
+    let fake = FakeProviders::start(FakeOptions {
+        momo_callback_method: bwenge_payments::fake::CallbackMethod::Put,
+        ..FakeOptions::default()
+    })
+    .unwrap();
     let receiver = Receiver::start();
     fake.script_payer(PHONE, PayerScript::stay_pending());
     let url = format!("{}/v1/webhooks/mtn-momo", receiver.url);
