@@ -43,6 +43,29 @@ async fn one_token_serves_many_calls() {
 }
 
 #[tokio::test]
+async fn concurrent_first_calls_share_one_token_request() {
+    let fake = FakeProviders::start(FakeOptions::default()).unwrap();
+    let momo = std::sync::Arc::new(client(&fake, None));
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let momo = momo.clone();
+        tasks.push(tokio::spawn(async move {
+            momo.request_to_pay(Uuid::new_v4(), &format!("p{i}"), 100, "RWF", PHONE, "x")
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(fake.token_requests(Provider::Momo), 1);
+    assert_eq!(
+        fake.requests_to(Provider::Momo, "POST", "/collection/v1_0/requesttopay")
+            .len(),
+        10
+    );
+}
+
+#[tokio::test]
 async fn an_expired_token_is_replaced() {
     let fake = FakeProviders::start(FakeOptions {
         token_expires_in: Duration::from_secs(1),
@@ -355,6 +378,11 @@ async fn callbacks_arrive_duplicated_and_out_of_order() {
     let cb = bwenge_payments::momo::parse_callback(&got[0].body).unwrap();
     assert_eq!(cb.external_id.as_deref(), Some("payment-7"));
     assert_eq!(got[0].json()["amount"], "30000");
+    let sent = fake.wait_for_deliveries(3, WAIT).await;
+    assert!(
+        sent.iter()
+            .all(|d| d.status == Some(200) && d.provider == Provider::Momo)
+    );
     // A pending payer gets no callback until settled; a failure is called back.
     fake.script_payer("250788000003", PayerScript::stay_pending());
     let w = Uuid::new_v4();
