@@ -145,6 +145,16 @@ pub enum Outcome {
     Fail { reason: String },
     /// Never answers: MoMo `PENDING`, Airtel `TIP`, no callback.
     StayPending,
+    /// Airtel cannot tell (`TA`, "ambiguous"; MoMo shows `PENDING`), no
+    /// callback: the payment must be asked about again later.
+    Ambiguous,
+}
+
+impl Outcome {
+    /// Whether the payer's answer is final (and called back).
+    pub fn is_final(&self) -> bool {
+        matches!(self, Outcome::Succeed | Outcome::Fail { .. })
+    }
 }
 
 /// What happens to the payments of one phone number. Default: succeeds at

@@ -434,3 +434,74 @@ async fn a_forged_callback_does_not_change_what_the_provider_says() {
     fake.resend_momo_callback(r).await.unwrap();
     assert_eq!(receiver.received()[1].json()["status"], "PENDING");
 }
+
+#[tokio::test]
+async fn the_fake_refuses_what_mtn_refuses() {
+    let fake = FakeProviders::start(FakeOptions::default()).unwrap();
+    let momo = client(&fake, None);
+    // A valid token, obtained through the client.
+    momo.request_to_pay(Uuid::new_v4(), "p", 1, "RWF", PHONE, "x")
+        .await
+        .unwrap();
+    let token = fake.requests_to(Provider::Momo, "POST", "/collection/v1_0/requesttopay")[0]
+        .header("authorization")
+        .unwrap()
+        .to_owned();
+    let o = fake.options().clone();
+    let send = |reference: &str, body: serde_json::Value| {
+        http()
+            .post(format!("{}/collection/v1_0/requesttopay", fake.momo_url()))
+            .header("Authorization", &token)
+            .header("X-Reference-Id", reference)
+            .header("X-Target-Environment", &o.momo_target_environment)
+            .header("Ocp-Apim-Subscription-Key", &o.momo_subscription_key)
+            .json(&body)
+            .send()
+    };
+    let good = json!({"amount": "100", "currency": "RWF", "externalId": "e",
+                      "payer": {"partyIdType": "MSISDN", "partyId": "250788123456"},
+                      "payerMessage": "m", "payeeNote": "n"});
+    let fresh = || Uuid::new_v4().to_string();
+    let cases = [
+        (
+            "not-a-uuid".to_owned(),
+            good.clone(),
+            "INVALID_REFERENCE_ID",
+        ),
+        (
+            fresh(),
+            json!({"amount": 100, "currency": "RWF", "externalId": "e", "payer": {"partyIdType": "MSISDN", "partyId": "250788123456"}}),
+            "ERROR_BAD_REQUEST",
+        ),
+        (
+            fresh(),
+            json!({"amount": "100.5", "currency": "RWF", "externalId": "e", "payer": {"partyIdType": "MSISDN", "partyId": "250788123456"}}),
+            "ERROR_BAD_REQUEST",
+        ),
+        (
+            fresh(),
+            json!({"amount": "100", "currency": "rwf", "externalId": "e", "payer": {"partyIdType": "MSISDN", "partyId": "250788123456"}}),
+            "INVALID_CURRENCY",
+        ),
+        (
+            fresh(),
+            json!({"amount": "100", "currency": "RWF", "externalId": "e", "payer": {"partyIdType": "EMAIL", "partyId": "a@b.c"}}),
+            "PAYER_NOT_FOUND",
+        ),
+        (
+            fresh(),
+            json!({"amount": "100", "currency": "RWF", "payer": {"partyIdType": "MSISDN", "partyId": "250788123456"}}),
+            "ERROR_BAD_REQUEST",
+        ),
+    ];
+    for (reference, body, code) in cases {
+        let resp = send(&reference, body.clone()).await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        assert_eq!(
+            resp.json::<serde_json::Value>().await.unwrap()["code"],
+            code,
+            "{body}"
+        );
+    }
+    assert_eq!(send(&fresh(), good).await.unwrap().status(), 202);
+}
