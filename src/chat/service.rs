@@ -13,6 +13,7 @@ use bwenge_actors::registry::{Lookup, Registry, RegistryConfig, Touch};
 use bwenge_llm::{Role as TurnRole, Turn};
 use chrono::Utc;
 
+use super::activity::{Activity, ChatActivity};
 use super::error::ChatError;
 use super::frames::{AnswerExtras, EventRole};
 use super::hub::ChatHub;
@@ -89,6 +90,8 @@ pub struct ChatCore {
     pub tutor: Arc<dyn Tutor>,
     pub limiter: Arc<dyn RateLimiter>,
     pub config: ChatConfig,
+    /// Who hears of chat's activity ([`super::activity`]).
+    pub activity: Arc<dyn ChatActivity>,
 }
 
 /// The chat service; cheap to clone.
@@ -128,6 +131,7 @@ impl ChatService {
         tutor: Arc<dyn Tutor>,
         limiter: Arc<dyn RateLimiter>,
         config: ChatConfig,
+        activity: Arc<dyn ChatActivity>,
     ) -> Self {
         let idle = config.idle_timeout;
         let core = Arc::new(ChatCore {
@@ -136,6 +140,7 @@ impl ChatService {
             tutor,
             limiter,
             config,
+            activity,
         });
         let for_sessions = Arc::clone(&core);
         let sessions = Registry::new(
@@ -157,6 +162,11 @@ impl ChatService {
 
     pub fn config(&self) -> &ChatConfig {
         &self.core.config
+    }
+
+    /// Tells whoever listens what happened ([`super::activity`]).
+    pub fn record(&self, event: Activity) {
+        self.core.activity.record(event);
     }
 
     /// Opens a new session with `persona` for `user`.
@@ -565,6 +575,7 @@ mod tests {
             tutor.clone(),
             Arc::new(InProcessRateLimiter::new()),
             ChatConfig::from_settings(&settings),
+            Arc::new(crate::chat::activity::Unobserved),
         );
         let student = |user_id| ChatUser {
             user_id,

@@ -1,0 +1,1 @@
+//! The classroom service on its own (no HTTP).
