@@ -458,6 +458,7 @@ mod tests {
             citations: Some(json!([])),
             grounded: Some(true),
             provider: Some(json!("extractive")),
+            refusal: None,
             usage: None,
         };
         let answer = ServerFrame::Message(EventFrame {

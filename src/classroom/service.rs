@@ -327,6 +327,11 @@ impl ClassroomService {
         &self.inner.node_id
     }
 
+    /// Organisations this node follows for its watchers.
+    pub fn watched_orgs(&self) -> usize {
+        self.inner.relays.lock().len()
+    }
+
     /// Takes what chat reported; never waits (a full queue drops it).
     pub fn observe(&self, o: Observed) {
         if self.inner.queue.try_send(o).is_err() {
