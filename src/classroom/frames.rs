@@ -112,7 +112,10 @@ pub enum ClassroomFrame {
     /// The answer to a client's `{"type":"ping"}`.
     Pong,
     /// A client frame the server does not take (`code`: `bad_frame`).
-    Error { code: String, message: String },
+    Error {
+        code: String,
+        message: String,
+    },
 }
 
 impl ClassroomFrame {
@@ -122,7 +125,9 @@ impl ClassroomFrame {
             Ok(s) => Arc::from(s),
             Err(e) => {
                 tracing::error!(error = %e, "a classroom frame could not be serialised");
-                Arc::from(r#"{"type":"error","code":"internal","message":"Something went wrong on our side; it has been logged."}"#)
+                Arc::from(
+                    r#"{"type":"error","code":"internal","message":"Something went wrong on our side; it has been logged."}"#,
+                )
             }
         }
     }
@@ -147,9 +152,9 @@ impl ClassroomFrame {
             ClassroomFrame::Question(f) => Some(f.persona_id),
             ClassroomFrame::Answer(f) => Some(f.persona_id),
             ClassroomFrame::Flag(f) => Some(f.persona_id),
-            ClassroomFrame::Snapshot { .. } | ClassroomFrame::Pong | ClassroomFrame::Error { .. } => {
-                None
-            }
+            ClassroomFrame::Snapshot { .. }
+            | ClassroomFrame::Pong
+            | ClassroomFrame::Error { .. } => None,
         }
     }
 }

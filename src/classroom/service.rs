@@ -50,8 +50,8 @@ use super::frames::{
 };
 use crate::db::StoreError;
 use crate::ids::{OrgId, PersonaId, SessionId, UserId};
-use crate::infra::bus::{decode, publish_json};
 use crate::infra::bus::messages::Revoked;
+use crate::infra::bus::{decode, publish_json};
 use crate::infra::presence::Presence;
 
 /// The bus topic of an organisation's live classroom.
@@ -446,7 +446,7 @@ impl ClassroomService {
                 .or_insert(s);
         }
         let mut online: Vec<_> = by_session.into_values().collect();
-        online.sort_by(|a, b| (a.since, a.user_id.0).cmp(&(b.since, b.user_id.0)));
+        online.sort_by_key(|a| (a.since, a.user_id.0));
         Ok(online)
     }
 
@@ -471,7 +471,8 @@ impl ClassroomService {
         org: OrgId,
         persona: Option<PersonaId>,
     ) -> Result<ClassroomFrame, ClassroomError> {
-        let (online, recent) = tokio::try_join!(self.online(org, persona), self.recent(org, persona))?;
+        let (online, recent) =
+            tokio::try_join!(self.online(org, persona), self.recent(org, persona))?;
         Ok(ClassroomFrame::Snapshot { online, recent })
     }
 
@@ -542,7 +543,11 @@ impl ClassroomService {
             Ok(None) => String::new(),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read a student's name");
-                local.names.get(&user).map(|(n, _)| n.clone()).unwrap_or_default()
+                local
+                    .names
+                    .get(&user)
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_default()
             }
         }
     }

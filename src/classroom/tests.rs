@@ -106,14 +106,21 @@ async fn what_chat_reports_reaches_the_watchers_in_order_with_names() {
     });
     match next(&mut watch).await {
         ClassroomFrame::Presence(p) => {
-            assert_eq!((p.user_id, p.session_id, p.persona_id), (w.student, session, persona));
+            assert_eq!(
+                (p.user_id, p.session_id, p.persona_id),
+                (w.student, session, persona)
+            );
             assert_eq!(p.full_name, "Member");
             assert!(p.online);
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(next(&mut watch).await, ClassroomFrame::Question(q) if q.seq == 1 && q.full_name == "Member"));
-    assert!(matches!(next(&mut watch).await, ClassroomFrame::Answer(a) if a.reply_to == 1 && a.first_token_ms == 3));
+    assert!(
+        matches!(next(&mut watch).await, ClassroomFrame::Question(q) if q.seq == 1 && q.full_name == "Member")
+    );
+    assert!(
+        matches!(next(&mut watch).await, ClassroomFrame::Answer(a) if a.reply_to == 1 && a.first_token_ms == 3)
+    );
     match next(&mut watch).await {
         ClassroomFrame::Flag(f) => {
             assert_eq!((f.seq, f.reason.as_str()), (1, "blocked_topic"));
@@ -158,13 +165,27 @@ async fn a_student_is_online_once_per_session_until_the_last_socket_leaves() {
     let online = w.classroom.online(w.org, None).await.unwrap();
     assert_eq!(online.len(), 1);
     assert_eq!(online[0].full_name, "Member");
-    assert!(w.classroom.online(w.org, Some(PersonaId::new())).await.unwrap().is_empty());
-    assert!(w.classroom.online(OrgId::new(), None).await.unwrap().is_empty());
+    assert!(
+        w.classroom
+            .online(w.org, Some(PersonaId::new()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        w.classroom
+            .online(OrgId::new(), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // One leaves: still online. The other leaves: offline.
     w.classroom.observe(left(&w, 1, session, persona));
     w.classroom.observe(left(&w, 2, session, persona));
-    assert!(matches!(next(&mut watch).await, ClassroomFrame::Presence(p) if !p.online && p.session_id == session));
+    assert!(
+        matches!(next(&mut watch).await, ClassroomFrame::Presence(p) if !p.online && p.session_id == session)
+    );
     assert!(w.classroom.online(w.org, None).await.unwrap().is_empty());
     // Leaving again, or a socket never seen: nothing.
     w.classroom.observe(left(&w, 2, session, persona));
@@ -198,7 +219,9 @@ async fn an_organisation_is_followed_while_someone_watches_it() {
         text: "theirs".into(),
         at: Utc::now(),
     });
-    assert!(matches!(next(&mut theirs).await, ClassroomFrame::Question(q) if q.seq == 7 && q.full_name.is_empty()));
+    assert!(
+        matches!(next(&mut theirs).await, ClassroomFrame::Question(q) if q.seq == 7 && q.full_name.is_empty())
+    );
     drop(theirs);
     assert_eq!(w.classroom.watched_orgs(), 0);
 }

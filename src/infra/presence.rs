@@ -34,10 +34,13 @@ pub trait Presence: Send + Sync + 'static {
     async fn list(&self, group: &str) -> PortResult<Vec<Vec<u8>>>;
 }
 
+/// A group's members: expiry and value.
+type Members = HashMap<String, (Instant, Vec<u8>)>;
+
 /// Presence within one process.
 #[derive(Debug, Default)]
 pub struct InProcessPresence {
-    groups: Mutex<HashMap<String, HashMap<String, (Instant, Vec<u8>)>>>,
+    groups: Mutex<HashMap<String, Members>>,
 }
 
 impl InProcessPresence {
@@ -186,9 +189,11 @@ mod tests {
     use super::*;
     use crate::infra::test_support::{pool, prefix, redis_url};
 
-    fn backends() -> Vec<(&'static str, Arc<dyn Presence>, Option<Arc<dyn Presence>>)> {
-        let mut out: Vec<(&'static str, Arc<dyn Presence>, Option<Arc<dyn Presence>>)> =
-            vec![("in_process", Arc::new(InProcessPresence::new()), None)];
+    /// A backend's name, a node, and (Redis) a second node.
+    type Backend = (&'static str, Arc<dyn Presence>, Option<Arc<dyn Presence>>);
+
+    fn backends() -> Vec<Backend> {
+        let mut out: Vec<Backend> = vec![("in_process", Arc::new(InProcessPresence::new()), None)];
         if let Some(url) = redis_url() {
             let p = prefix();
             // Two nodes: separate pools, one prefix.
@@ -231,8 +236,16 @@ mod tests {
             // Put again: replaced, not doubled.
             a.put(&[entry("g", "1", b"uno")], ttl).await.unwrap();
             a.remove("g", "2").await.unwrap();
-            assert_eq!(a.list("g").await.unwrap(), vec![b"uno".to_vec()], "[{name}]");
-            assert_eq!(a.list("h").await.unwrap(), vec![b"other".to_vec()], "[{name}]");
+            assert_eq!(
+                a.list("g").await.unwrap(),
+                vec![b"uno".to_vec()],
+                "[{name}]"
+            );
+            assert_eq!(
+                a.list("h").await.unwrap(),
+                vec![b"other".to_vec()],
+                "[{name}]"
+            );
             assert!(a.list("none").await.unwrap().is_empty(), "[{name}]");
         }
     }
@@ -249,7 +262,11 @@ mod tests {
                 .unwrap();
             assert_eq!(a.list("g").await.unwrap().len(), 2, "[{name}]");
             tokio::time::sleep(Duration::from_millis(300)).await;
-            assert_eq!(a.list("g").await.unwrap(), vec![b"kept".to_vec()], "[{name}]");
+            assert_eq!(
+                a.list("g").await.unwrap(),
+                vec![b"kept".to_vec()],
+                "[{name}]"
+            );
         }
     }
 }

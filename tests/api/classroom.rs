@@ -149,7 +149,10 @@ async fn a_teacher_watches_the_class_live(backend: Backend) {
 
     // A teacher watches everything; the admin watches Mr Fire only.
     let (mut all, online, recent) = Watch::open(&app, &teacher, None).await;
-    assert!(online.is_empty() && recent.is_empty(), "{online:?} {recent:?}");
+    assert!(
+        online.is_empty() && recent.is_empty(),
+        "{online:?} {recent:?}"
+    );
     let (mut fire_only, _, _) = Watch::open(&app, &m.teacher, Some(&fire)).await;
 
     // A student opens a session with Ms Leaf: online.
@@ -159,7 +162,13 @@ async fn a_teacher_watches_the_class_live(backend: Backend) {
     let f = all.next().await;
     assert_eq!(
         presence(&f),
-        ("Invited Person", m.student.id.clone(), sid.clone(), leaf.clone(), true)
+        (
+            "Invited Person",
+            m.student.id.clone(),
+            sid.clone(),
+            leaf.clone(),
+            true
+        )
     );
 
     // A question, answered from the material: question, then answer.
@@ -255,7 +264,13 @@ async fn a_teacher_watches_the_class_live(backend: Backend) {
     let (mut late, online, recent) = Watch::open(&app, &m.teacher, None).await;
     let mut who: Vec<_> = online
         .iter()
-        .map(|o| (o.user_id.to_string(), o.session_id.to_string(), o.persona_id.to_string()))
+        .map(|o| {
+            (
+                o.user_id.to_string(),
+                o.session_id.to_string(),
+                o.persona_id.to_string(),
+            )
+        })
         .collect();
     who.sort();
     let mut expected = vec![
@@ -265,7 +280,10 @@ async fn a_teacher_watches_the_class_live(backend: Backend) {
     expected.sort();
     assert_eq!(who, expected);
     assert!(online.iter().all(|o| o.full_name == "Invited Person"));
-    let asked: Vec<_> = recent.iter().map(|q| (q.session_id.to_string(), q.seq)).collect();
+    let asked: Vec<_> = recent
+        .iter()
+        .map(|q| (q.session_id.to_string(), q.seq))
+        .collect();
     assert_eq!(
         asked,
         vec![(sid.clone(), 1), (sid.clone(), 3), (sid2.clone(), 1)]
@@ -282,9 +300,7 @@ async fn a_teacher_watches_the_class_live(backend: Backend) {
     late.send(json!({"type": "ping"})).await;
     assert_eq!(late.next().await, ClassroomFrame::Pong);
     late.send(json!({"type": "dance"})).await;
-    assert!(
-        matches!(late.next().await, ClassroomFrame::Error { code, .. } if code == "bad_frame")
-    );
+    assert!(matches!(late.next().await, ClassroomFrame::Error { code, .. } if code == "bad_frame"));
 
     // The first student leaves: offline, everywhere it was shown.
     ws.close().await;
@@ -357,7 +373,9 @@ async fn only_the_organisations_staff_watch_it(backend: Backend) {
         "not_found",
     )
     .await;
-    let bad = upgrade(Some(&admin.access), "?persona_id=nope").await.unwrap();
+    let bad = upgrade(Some(&admin.access), "?persona_id=nope")
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
     // A real WebSocket client gets the same 403.
     let err = tokio_tungstenite::connect_async(watch_url(&app.url(""), &student.access, None))
@@ -385,7 +403,14 @@ async fn only_the_organisations_staff_watch_it(backend: Backend) {
     ws.until_answer(1).await;
     let f = ours.take(3).await;
     assert!(
-        matches!(&f[..], [ClassroomFrame::Presence(_), ClassroomFrame::Question(_), ClassroomFrame::Answer(_)]),
+        matches!(
+            &f[..],
+            [
+                ClassroomFrame::Presence(_),
+                ClassroomFrame::Question(_),
+                ClassroomFrame::Answer(_)
+            ]
+        ),
         "{f:?}"
     );
     ws.close().await;
@@ -456,7 +481,13 @@ async fn a_teacher_on_one_node_sees_a_student_on_another() {
     let sid = s["session_id"].as_str().unwrap().to_owned();
     assert_eq!(
         presence(&on_a.next().await),
-        ("Invited Person", student.id.clone(), sid.clone(), pid.clone(), true)
+        (
+            "Invited Person",
+            student.id.clone(),
+            sid.clone(),
+            pid.clone(),
+            true
+        )
     );
     assert_eq!(ws.ask("q-1", "What is a volcano?").await, 1);
     ws.until_answer(1).await;
@@ -470,7 +501,10 @@ async fn a_teacher_on_one_node_sees_a_student_on_another() {
     }
     match on_a.next().await {
         ClassroomFrame::Answer(a) => {
-            assert_eq!((a.session_id.to_string(), a.reply_to, a.seq), (sid.clone(), 1, 2));
+            assert_eq!(
+                (a.session_id.to_string(), a.reply_to, a.seq),
+                (sid.clone(), 1, 2)
+            );
             // No material: declined as not covered.
             assert!(!a.grounded);
             assert_eq!(a.refusal.as_deref(), Some("not_covered"));
