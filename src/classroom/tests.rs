@@ -225,3 +225,103 @@ async fn an_organisation_is_followed_while_someone_watches_it() {
     drop(theirs);
     assert_eq!(w.classroom.watched_orgs(), 0);
 }
+
+/// The frames' JSON, pinned to the contract's names (API.md): a renamed
+/// field fails here, not in a teacher's browser.
+#[test]
+fn frames_speak_the_contracts_names() {
+    use super::frames::*;
+    let at: chrono::DateTime<Utc> = "2026-12-03T10:00:00Z".parse().unwrap();
+    let (user, session, persona) = (UserId::new(), SessionId::new(), PersonaId::new());
+    let question = QuestionFrame {
+        at,
+        user_id: user,
+        full_name: "Ama".into(),
+        session_id: session,
+        seq: 3,
+        persona_id: persona,
+        text: "Why?".into(),
+    };
+    let json =
+        |f: &ClassroomFrame| serde_json::from_str::<serde_json::Value>(&f.to_text()).unwrap();
+    let snapshot = ClassroomFrame::Snapshot {
+        online: vec![OnlineStudent {
+            user_id: user,
+            full_name: "Ama".into(),
+            session_id: session,
+            persona_id: persona,
+            since: at,
+        }],
+        recent: vec![question.clone()],
+    };
+    let q = serde_json::json!({"type": "question", "at": "2026-12-03T10:00:00Z",
+        "user_id": user, "full_name": "Ama", "session_id": session, "seq": 3,
+        "persona_id": persona, "text": "Why?"});
+    let mut recent = q.clone();
+    recent.as_object_mut().unwrap().remove("type");
+    assert_eq!(
+        json(&snapshot),
+        serde_json::json!({"type": "snapshot", "online": [{"user_id": user, "full_name": "Ama",
+            "session_id": session, "persona_id": persona, "since": "2026-12-03T10:00:00Z"}],
+            "recent": [recent]})
+    );
+    assert_eq!(json(&ClassroomFrame::Question(question)), q);
+    let presence = ClassroomFrame::Presence(PresenceFrame {
+        user_id: user,
+        full_name: "Ama".into(),
+        session_id: session,
+        persona_id: persona,
+        online: false,
+        at,
+    });
+    assert_eq!(
+        json(&presence),
+        serde_json::json!({"type": "presence", "user_id": user, "full_name": "Ama",
+            "session_id": session, "persona_id": persona, "online": false,
+            "at": "2026-12-03T10:00:00Z"})
+    );
+    let answer = ClassroomFrame::Answer(AnswerFrame {
+        at,
+        session_id: session,
+        reply_to: 3,
+        seq: 4,
+        user_id: user,
+        persona_id: persona,
+        grounded: true,
+        citations: 2,
+        first_token_ms: 40,
+        total_ms: 90,
+        refusal: None,
+    });
+    assert_eq!(
+        json(&answer),
+        serde_json::json!({"type": "answer", "at": "2026-12-03T10:00:00Z", "session_id": session,
+            "reply_to": 3, "seq": 4, "user_id": user, "persona_id": persona, "grounded": true,
+            "citations": 2, "first_token_ms": 40, "total_ms": 90})
+    );
+    let flag = ClassroomFrame::Flag(FlagFrame {
+        at,
+        user_id: user,
+        full_name: "Ama".into(),
+        persona_id: persona,
+        session_id: session,
+        seq: 3,
+        reason: "weapons".into(),
+        text: "Why?".into(),
+    });
+    assert_eq!(
+        json(&flag),
+        serde_json::json!({"type": "flag", "at": "2026-12-03T10:00:00Z", "user_id": user,
+            "full_name": "Ama", "persona_id": persona, "session_id": session, "seq": 3,
+            "reason": "weapons", "text": "Why?"})
+    );
+    // What a node relays: the text as published, and what watchers filter on.
+    let live = Live::decode(json(&flag).to_string().as_bytes()).unwrap();
+    assert_eq!(
+        (live.kind, live.persona, live.question),
+        ("flag", Some(persona), None)
+    );
+    let live = Live::decode(q.to_string().as_bytes()).unwrap();
+    assert_eq!(live.question, Some((session, 3)));
+    assert!(Live::decode(b"{\"type\":\"nonsense\"}").is_none());
+}
