@@ -495,9 +495,20 @@ mod tests {
         }
     }
 
+    /// Remembers what chat reported.
+    #[derive(Default)]
+    struct Recorded(parking_lot::Mutex<Vec<Activity>>);
+
+    impl ChatActivity for Recorded {
+        fn record(&self, event: Activity) {
+            self.0.lock().push(event);
+        }
+    }
+
     struct World {
         chat: ChatService,
         tutor: Arc<EchoTutor>,
+        activity: Arc<Recorded>,
         org: OrgId,
         persona: PersonaId,
         alice: ChatUser,
@@ -569,13 +580,14 @@ mod tests {
             asked: AtomicUsize::new(0),
         });
         let hub = ChatHub::new(Arc::new(InProcessBus::new()), "node".into());
+        let activity = Arc::new(Recorded::default());
         let chat = ChatService::build(
             db,
             hub,
             tutor.clone(),
             Arc::new(InProcessRateLimiter::new()),
             ChatConfig::from_settings(&settings),
-            Arc::new(crate::chat::activity::Unobserved),
+            activity.clone(),
         );
         let student = |user_id| ChatUser {
             user_id,
@@ -585,6 +597,7 @@ mod tests {
         World {
             chat,
             tutor,
+            activity,
             org,
             persona,
             alice: student(alice),
@@ -639,6 +652,44 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(events(&w, id, 2).await, answered);
         assert_eq!(w.tutor.asked.load(Ordering::SeqCst), 1);
+        // Reported once each: the question, and its answer.
+        let reported: Vec<_> = w
+            .activity
+            .0
+            .lock()
+            .iter()
+            .map(|a| match a {
+                Activity::Asked {
+                    session, seq, text, ..
+                } => {
+                    assert_eq!(
+                        (session.owner, session.persona),
+                        (w.alice.user_id, w.persona)
+                    );
+                    format!("asked {seq} {text}")
+                }
+                Activity::Answered {
+                    reply_to,
+                    seq,
+                    grounded,
+                    question,
+                    first_token_ms,
+                    total_ms,
+                    ..
+                } => {
+                    assert!(first_token_ms <= total_ms);
+                    format!("answered {reply_to} {seq} {grounded} {question}")
+                }
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            reported,
+            vec![
+                "asked 1 Why is the sky blue?".to_owned(),
+                "answered 1 2 false Why is the sky blue?".to_owned(),
+            ]
+        );
         let stored = store::events_after(&w.chat.core.db, w.org, id, 1, 1)
             .await
             .unwrap();
