@@ -76,3 +76,132 @@ impl PersonaLinks for PersonaLinksToCatalog {
         self.catalog.changed(persona).await;
     }
 }
+
+/// Chat's activity, as the live classroom takes it: students' sockets
+/// attaching and leaving (staff are not shown as online), questions and
+/// answers.
+pub struct ChatToClassroom {
+    pub classroom: crate::classroom::ClassroomService,
+}
+
+impl crate::chat::ChatActivity for ChatToClassroom {
+    fn record(&self, event: crate::chat::Activity) {
+        use crate::chat::Activity;
+        use crate::classroom::Observed;
+        let observed = match event {
+            Activity::Attached {
+                conn,
+                user,
+                session,
+                at,
+                ..
+            } if !user.staff => Observed::Joined {
+                conn,
+                org: session.org,
+                user: user.user_id,
+                session: session.session,
+                persona: session.persona,
+                at,
+            },
+            Activity::Detached {
+                conn,
+                user,
+                session,
+            } if !user.staff => Observed::Left {
+                conn,
+                org: session.org,
+                user: user.user_id,
+                session: session.session,
+                persona: session.persona,
+            },
+            Activity::Attached { .. } | Activity::Detached { .. } => return,
+            Activity::Asked {
+                session,
+                seq,
+                text,
+                at,
+            } => Observed::Asked {
+                org: session.org,
+                user: session.owner,
+                session: session.session,
+                persona: session.persona,
+                seq,
+                text,
+                at,
+            },
+            Activity::Answered {
+                session,
+                reply_to,
+                seq,
+                grounded,
+                citations,
+                refusal,
+                first_token_ms,
+                total_ms,
+                question,
+                at,
+                ..
+            } => Observed::Answered {
+                org: session.org,
+                user: session.owner,
+                session: session.session,
+                persona: session.persona,
+                reply_to,
+                seq,
+                grounded,
+                citations: u32::try_from(citations).unwrap_or(u32::MAX),
+                first_token_ms,
+                total_ms,
+                refusal,
+                question,
+                at,
+            },
+        };
+        self.classroom.observe(observed);
+    }
+}
+
+/// What the live classroom reads of other domains: names (auth),
+/// personas, and chat's stored questions.
+pub struct ClassroomDirectory {
+    pub db: Db,
+}
+
+#[async_trait::async_trait]
+impl crate::classroom::Directory for ClassroomDirectory {
+    async fn full_name(&self, org: OrgId, user: UserId) -> Result<Option<String>, StoreError> {
+        Ok(crate::auth::store::user_in_org(&self.db, org, user)
+            .await?
+            .map(|u| u.full_name))
+    }
+
+    async fn persona_exists(&self, org: OrgId, persona: PersonaId) -> Result<bool, StoreError> {
+        Ok(crate::personas::store::get(&self.db, org, persona)
+            .await?
+            .is_some())
+    }
+
+    async fn recent_questions(
+        &self,
+        org: OrgId,
+        persona: Option<PersonaId>,
+        n: usize,
+    ) -> Result<Vec<crate::classroom::frames::QuestionFrame>, StoreError> {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        Ok(
+            crate::chat::store::recent_questions(&self.db, org, persona, n)
+                .await?
+                .into_iter()
+                .map(|q| crate::classroom::frames::QuestionFrame {
+                    at: q.created_at,
+                    user_id: q.user_id,
+                    full_name: q.full_name,
+                    session_id: q.session_id,
+                    seq: q.seq,
+                    persona_id: q.persona_id,
+                    text: q.text,
+                })
+                .collect(),
+        )
+    }
+}

@@ -19,6 +19,7 @@ use crate::db::StoreError;
 
 use crate::auth::{AuthError, Forbidden};
 use crate::avatars::service::AvatarError;
+use crate::classroom::ClassroomError;
 use crate::knowledge::KnowledgeError;
 use crate::orgs::OrgError;
 use crate::personas::PersonaError;
@@ -476,6 +477,26 @@ impl From<PersonaError> for ApiError {
             .with_retry_after(retry_after),
             PersonaError::Store(e) => e.into(),
             PersonaError::Internal(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<ClassroomError> for ApiError {
+    fn from(e: ClassroomError) -> Self {
+        match e {
+            ClassroomError::StaffOnly => ApiError::new(
+                ErrorCode::Forbidden,
+                "Only teachers and admins can watch the live classroom.",
+            ),
+            ClassroomError::PersonaNotFound => ApiError::not_found(),
+            ClassroomError::Unavailable(detail) => {
+                tracing::warn!(%detail, "the live classroom is unavailable");
+                ApiError::unavailable(
+                    "The live classroom is unavailable right now; try again shortly.",
+                    Duration::from_secs(5),
+                )
+            }
+            ClassroomError::Store(e) => e.into(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod avatars;
 pub mod chat;
+pub mod classroom;
 pub mod clock;
 pub mod config;
 pub mod db;

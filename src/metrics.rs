@@ -19,6 +19,14 @@ pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "bwenge_process_resident_memory_
 pub const BUILD_INFO: &str = "bwenge_build_info";
 pub const WS_CONNECTIONS: &str = "bwenge_ws_connections";
 pub const WS_SLOW_DISCONNECTS_TOTAL: &str = "bwenge_ws_slow_disconnects_total";
+/// Teachers and admins watching the live classroom on this node (gauge).
+pub const CLASSROOM_WATCHERS: &str = "bwenge_classroom_watchers";
+/// Frames sent to live-classroom watchers (label `type`: snapshot,
+/// presence, question, answer, flag, pong, error).
+pub const CLASSROOM_FRAMES_SENT_TOTAL: &str = "bwenge_classroom_frames_sent_total";
+/// Chat events the live classroom could not publish (its queue was full,
+/// or the bus failed): chat never waits for it.
+pub const CLASSROOM_EVENTS_DROPPED_TOTAL: &str = "bwenge_classroom_events_dropped_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

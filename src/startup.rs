@@ -12,7 +12,10 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
-use crate::adapters::{HubRevocations, PersonaLinksToCatalog, PersonaScopesFromStore};
+use crate::adapters::{
+    ChatToClassroom, ClassroomDirectory, HubRevocations, PersonaLinksToCatalog,
+    PersonaScopesFromStore,
+};
 use crate::auth::password::Hasher;
 use crate::auth::service::{AuthDeps, AuthService};
 use crate::auth::tokens::TokenKeys;
@@ -236,6 +239,19 @@ impl Application {
                 catalog: persona_catalog.clone(),
             }),
         );
+        let presence: Arc<dyn crate::infra::Presence> = match &redis {
+            Some(pool) => Arc::new(crate::infra::RedisPresence::new(pool.clone(), &prefix)),
+            None => Arc::new(crate::infra::InProcessPresence::new()),
+        };
+        let classroom = crate::classroom::ClassroomService::start(
+            bus.clone(),
+            presence,
+            Arc::new(ClassroomDirectory { db: db.clone() }),
+            crate::classroom::ClassroomConfig::from_settings(&settings),
+            node_id.clone(),
+        )
+        .await
+        .context("starting the live classroom")?;
         let hub = crate::chat::hub::ChatHub::new(bus.clone(), node_id.clone());
         hub.start().await?;
         let chat = crate::chat::ChatService::build(
@@ -248,6 +264,9 @@ impl Application {
             ),
             limiter.clone(),
             crate::chat::ChatConfig::from_settings(&settings),
+            Arc::new(ChatToClassroom {
+                classroom: classroom.clone(),
+            }),
         );
         let state = web::Data::new(AppState {
             settings: settings.clone(),
@@ -264,6 +283,7 @@ impl Application {
             personas: persona_catalog,
             avatars,
             chat,
+            classroom,
             node_id,
         });
 

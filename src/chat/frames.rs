@@ -96,6 +96,9 @@ pub struct AnswerExtras {
     pub grounded: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<Value>,
+    /// Why the question was declined (the persona's reason), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Value>,
 }
@@ -455,6 +458,7 @@ mod tests {
             citations: Some(json!([])),
             grounded: Some(true),
             provider: Some(json!("extractive")),
+            refusal: None,
             usage: None,
         };
         let answer = ServerFrame::Message(EventFrame {

@@ -8,6 +8,7 @@
 //! The handlers here are thin: extract, call [`ChatService`], map the
 //! result (errors through [`crate::error::chat`]).
 
+pub mod activity;
 pub mod ask;
 pub mod error;
 pub mod frames;
@@ -27,6 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use activity::{Activity, ChatActivity};
 pub use error::{BadFrame, ChatError};
 pub use frames::{ClientFrame, EventFrame, EventRole, ServerFrame};
 pub use service::{ChatConfig, ChatService, ChatUser, SessionRegistry};

@@ -13,6 +13,7 @@ use bwenge_actors::registry::{Lookup, Registry, RegistryConfig, Touch};
 use bwenge_llm::{Role as TurnRole, Turn};
 use chrono::Utc;
 
+use super::activity::{Activity, ChatActivity};
 use super::error::ChatError;
 use super::frames::{AnswerExtras, EventRole};
 use super::hub::ChatHub;
@@ -89,6 +90,8 @@ pub struct ChatCore {
     pub tutor: Arc<dyn Tutor>,
     pub limiter: Arc<dyn RateLimiter>,
     pub config: ChatConfig,
+    /// Who hears of chat's activity ([`super::activity`]).
+    pub activity: Arc<dyn ChatActivity>,
 }
 
 /// The chat service; cheap to clone.
@@ -128,6 +131,7 @@ impl ChatService {
         tutor: Arc<dyn Tutor>,
         limiter: Arc<dyn RateLimiter>,
         config: ChatConfig,
+        activity: Arc<dyn ChatActivity>,
     ) -> Self {
         let idle = config.idle_timeout;
         let core = Arc::new(ChatCore {
@@ -136,6 +140,7 @@ impl ChatService {
             tutor,
             limiter,
             config,
+            activity,
         });
         let for_sessions = Arc::clone(&core);
         let sessions = Registry::new(
@@ -157,6 +162,11 @@ impl ChatService {
 
     pub fn config(&self) -> &ChatConfig {
         &self.core.config
+    }
+
+    /// Tells whoever listens what happened ([`super::activity`]).
+    pub fn record(&self, event: Activity) {
+        self.core.activity.record(event);
     }
 
     /// Opens a new session with `persona` for `user`.
@@ -485,9 +495,20 @@ mod tests {
         }
     }
 
+    /// Remembers what chat reported.
+    #[derive(Default)]
+    struct Recorded(parking_lot::Mutex<Vec<Activity>>);
+
+    impl ChatActivity for Recorded {
+        fn record(&self, event: Activity) {
+            self.0.lock().push(event);
+        }
+    }
+
     struct World {
         chat: ChatService,
         tutor: Arc<EchoTutor>,
+        activity: Arc<Recorded>,
         org: OrgId,
         persona: PersonaId,
         alice: ChatUser,
@@ -559,12 +580,14 @@ mod tests {
             asked: AtomicUsize::new(0),
         });
         let hub = ChatHub::new(Arc::new(InProcessBus::new()), "node".into());
+        let activity = Arc::new(Recorded::default());
         let chat = ChatService::build(
             db,
             hub,
             tutor.clone(),
             Arc::new(InProcessRateLimiter::new()),
             ChatConfig::from_settings(&settings),
+            activity.clone(),
         );
         let student = |user_id| ChatUser {
             user_id,
@@ -574,6 +597,7 @@ mod tests {
         World {
             chat,
             tutor,
+            activity,
             org,
             persona,
             alice: student(alice),
@@ -628,6 +652,44 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(events(&w, id, 2).await, answered);
         assert_eq!(w.tutor.asked.load(Ordering::SeqCst), 1);
+        // Reported once each: the question, and its answer.
+        let reported: Vec<_> = w
+            .activity
+            .0
+            .lock()
+            .iter()
+            .map(|a| match a {
+                Activity::Asked {
+                    session, seq, text, ..
+                } => {
+                    assert_eq!(
+                        (session.owner, session.persona),
+                        (w.alice.user_id, w.persona)
+                    );
+                    format!("asked {seq} {text}")
+                }
+                Activity::Answered {
+                    reply_to,
+                    seq,
+                    grounded,
+                    question,
+                    first_token_ms,
+                    total_ms,
+                    ..
+                } => {
+                    assert!(first_token_ms <= total_ms);
+                    format!("answered {reply_to} {seq} {grounded} {question}")
+                }
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            reported,
+            vec![
+                "asked 1 Why is the sky blue?".to_owned(),
+                "answered 1 2 false Why is the sky blue?".to_owned(),
+            ]
+        );
         let stored = store::events_after(&w.chat.core.db, w.org, id, 1, 1)
             .await
             .unwrap();

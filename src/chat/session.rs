@@ -39,6 +39,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::activity::{Activity, SessionRef};
 use super::error::ChatError;
 use super::frames::{EventFrame, EventRole, ServerFrame};
 use super::hub::{Push, RemoteEvent};
@@ -190,13 +191,16 @@ async fn answer_question(
         .filter(|e| e.seq < q.seq)
         .map(turn)
         .collect();
+    let started = std::time::Instant::now();
     let (tx, mut rx) = mpsc::channel::<Piece>(64);
     let reply_to = q.seq;
     let forward = {
         let me = me.clone();
         tokio::spawn(
             async move {
+                let mut first_piece = None;
                 while let Some(first) = rx.recv().await {
+                    first_piece.get_or_insert_with(std::time::Instant::now);
                     // Pieces that are already waiting go out as one frame: a
                     // model that produces its answer at once (the extractive
                     // responder) costs one frame, not one per word group,
@@ -233,6 +237,7 @@ async fn answer_question(
                         });
                     }
                 }
+                first_piece
             }
             .in_current_span(),
         )
@@ -248,7 +253,7 @@ async fn answer_question(
             pieces: Some(tx),
         })
         .await;
-    let _ = forward.await;
+    let first_piece = forward.await.ok().flatten();
     let answer = answer?;
     let payload = payload_of(&answer.extras);
     let stored = store::append(
@@ -266,6 +271,33 @@ async fn answer_question(
     )
     .await?;
     if let Some(Appended::New(seq)) = stored {
+        let ms = |t: std::time::Instant| {
+            u64::try_from(t.saturating_duration_since(started).as_millis()).unwrap_or(u64::MAX)
+        };
+        let total_ms = ms(std::time::Instant::now());
+        core.activity.record(Activity::Answered {
+            session: SessionRef::of(row),
+            reply_to,
+            seq,
+            grounded: answer.extras.grounded.unwrap_or(false),
+            citations: answer
+                .extras
+                .citations
+                .as_ref()
+                .and_then(|c| c.as_array())
+                .map_or(0, Vec::len),
+            refusal: answer.extras.refusal.clone(),
+            provider: answer
+                .extras
+                .provider
+                .as_ref()
+                .and_then(|p| p.as_str())
+                .map(str::to_owned),
+            first_token_ms: first_piece.map_or(total_ms, ms),
+            total_ms,
+            question: q.text.clone(),
+            at: chrono::Utc::now(),
+        });
         me.do_send(Broadcast {
             frame: ServerFrame::Message(EventFrame {
                 extras: Cow::Owned(answer.extras),
@@ -403,6 +435,14 @@ impl Handler<Post> for ChatSession {
                     },
                 );
                 if let Appended::New(_) = stored {
+                    if let Some(row) = &act.row {
+                        act.core.activity.record(Activity::Asked {
+                            session: SessionRef::of(row),
+                            seq,
+                            text: q.text.clone(),
+                            at: q.created_at,
+                        });
+                    }
                     let echo = ServerFrame::Message(super::event_frame(&q));
                     act.send_all(&echo);
                     if act.core.hub.shares_events() {

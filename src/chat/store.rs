@@ -270,6 +270,41 @@ pub async fn unanswered(
         .await?))
 }
 
+/// A question of the organisation, with its session's persona and asker
+/// (for the live classroom's `recent`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QuestionRow {
+    pub session_id: SessionId,
+    pub seq: i64,
+    pub persona_id: PersonaId,
+    pub user_id: UserId,
+    pub full_name: String,
+    pub text: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The organisation's last `n` questions (of one persona, if given),
+/// newest first (index `chat_events_org_questions_idx`).
+pub async fn recent_questions(
+    db: &Db,
+    org: OrgId,
+    persona: Option<PersonaId>,
+    n: i64,
+) -> Result<Vec<QuestionRow>, StoreError> {
+    let sql = "SELECT e.session_id, e.seq, s.persona_id, s.user_id, u.full_name, e.text, \
+         e.created_at FROM chat_events e \
+         JOIN chat_sessions s ON s.id = e.session_id AND s.organization_id = $1 \
+         JOIN users u ON u.id = s.user_id AND u.organization_id = $1 \
+         WHERE e.organization_id = $1 AND e.role = 'user' AND ($2 IS NULL OR s.persona_id = $2) \
+         ORDER BY e.created_at DESC, e.seq DESC LIMIT $3";
+    Ok(on_db!(db, |pool| sqlx::query_as(sql)
+        .bind(org)
+        .bind(persona)
+        .bind(n)
+        .fetch_all(pool)
+        .await?))
+}
+
 /// The PostgreSQL append: the session row is locked by the increment of
 /// its `last_seq`, so concurrent appends (other nodes) queue on it.
 async fn append_locked(

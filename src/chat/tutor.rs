@@ -82,6 +82,7 @@ pub fn extras_of(a: &crate::personas::Answer) -> AnswerExtras {
         citations: serde_json::to_value(&a.citations).ok(),
         grounded: Some(a.grounded),
         provider: Some(serde_json::Value::String(a.provider.clone())),
+        refusal: a.refusal.clone(),
         usage: serde_json::to_value(a.usage).ok(),
     }
 }

@@ -45,6 +45,7 @@ pub fn route_table(state: &AppState) -> Vec<RouteDef> {
     routes.extend(crate::knowledge::routes());
     routes.extend(crate::personas::routes());
     routes.extend(crate::chat::routes());
+    routes.extend(crate::classroom::routes());
     routes.extend(crate::avatars::routes());
     if state.settings.testing.routes {
         routes.extend(crate::ops::testing::routes());

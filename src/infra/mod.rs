@@ -7,10 +7,12 @@
 
 pub mod bus;
 pub mod cache;
+pub mod presence;
 pub mod ratelimit;
 
 pub use bus::{InProcessBus, RedisBus};
 pub use cache::{InProcessCache, RedisCache};
+pub use presence::{InProcessPresence, Presence, RedisPresence};
 pub use ratelimit::{InProcessRateLimiter, RedisRateLimiter};
 
 use bwenge_actors::ports::PortError;

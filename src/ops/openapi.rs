@@ -49,6 +49,7 @@ use utoipa::OpenApi;
         crate::chat::list_sessions,
         crate::chat::get_session,
         crate::chat::ws::chat_ws,
+        crate::classroom::routes::classroom_ws,
         crate::avatars::upload_model,
         crate::avatars::list_models,
         crate::avatars::get_model,
@@ -56,13 +57,20 @@ use utoipa::OpenApi;
         crate::avatars::delete_model,
         crate::avatars::persona_avatar,
     ),
-    components(schemas(crate::ops::Health, crate::ops::Readiness, ProblemSchema)),
+    components(schemas(
+        crate::ops::Health,
+        crate::ops::Readiness,
+        ProblemSchema,
+        crate::classroom::frames::ClassroomFrame,
+        crate::classroom::frames::ClassroomClientFrame,
+    )),
     modifiers(&BearerAuth),
     tags(
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "identity", description = "Accounts, tokens, verification, password reset"),
         (name = "organisation", description = "Members, invitations, audit log"),
         (name = "knowledge", description = "Course material and search"),
+        (name = "classroom", description = "The live classroom: who is online, questions and answers as they happen"),
     )
 )]
 pub struct ApiDoc;

@@ -11,6 +11,7 @@ mod auth;
 mod avatars;
 mod browser;
 mod chat;
+mod classroom;
 mod cli;
 mod errors;
 mod helpers;

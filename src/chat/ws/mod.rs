@@ -42,6 +42,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::activity::{Activity, SessionRef};
 use super::error::{BadFrame, ChatError};
 use super::frames::{self, ClientFrame, ServerFrame, Tagged};
 use super::hub::{CloseWith, Push};
@@ -318,6 +319,18 @@ impl WsConnection {
             },
             ctx,
         );
+        let before = self.session.as_ref().map(|j| SessionRef::of(&j.row));
+        let now = SessionRef::of(&a.row);
+        if before != Some(now) {
+            self.left_session();
+            self.chat.record(Activity::Attached {
+                conn: self.id,
+                user: self.user,
+                session: now,
+                resumed,
+                at: chrono::Utc::now(),
+            });
+        }
         self.delivered = Delivered::from(a.last_seq);
         for batch in a.replay.chunks(REPLAY_BATCH as usize) {
             let events = batch
@@ -334,6 +347,18 @@ impl WsConnection {
             actor: a.actor,
         });
         self.last_touch = Instant::now();
+    }
+
+    /// Reports that this connection leaves the session it is attached to
+    /// (if any).
+    fn left_session(&self) {
+        if let Some(j) = &self.session {
+            self.chat.record(Activity::Detached {
+                conn: self.id,
+                user: self.user,
+                session: SessionRef::of(&j.row),
+            });
+        }
     }
 
     fn message(&mut self, client_id: String, text: String, ctx: &mut Context<Self>) {
@@ -396,6 +421,7 @@ impl Actor for WsConnection {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.left_session();
         self.chat.hub().disconnect(self.id);
         if let Some(socket) = self.socket.take() {
             // Answers the client's close, or ends a connection dropped as
