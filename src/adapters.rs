@@ -8,11 +8,17 @@ use std::sync::Arc;
 
 use bwenge_actors::ports::Bus;
 
-use crate::auth::Revocations;
+use crate::analytics::EventRecorder;
+use crate::analytics::model::Event;
+use crate::auth::{Revocations, SignIns};
 use crate::avatars::service::{PersonaAvatar, PersonaLinks};
+use crate::chat::{AnsweredQuestion, ChatActivity, ChatUser};
+use crate::clock::Clock;
 use crate::db::{Db, StoreError};
-use crate::ids::{OrgId, PersonaId, SourceId, UserId};
+use crate::ids::{OrgId, PersonaId, SessionId, SourceId, UserId};
 use crate::knowledge::PersonaScopes;
+use crate::knowledge::ingest::SourceActivity;
+use crate::orgs::MemberErasure;
 use crate::personas::PersonaCatalog;
 
 /// Revocations reach every node's sockets through the chat hub's bus topic.
@@ -74,5 +80,87 @@ impl PersonaLinks for PersonaLinksToCatalog {
 
     async fn changed(&self, persona: PersonaId) {
         self.catalog.changed(persona).await;
+    }
+}
+
+/// What auth, chat and knowledge report, recorded as analytics events
+/// (queued: never waits).
+pub struct ActivityToAnalytics {
+    pub recorder: EventRecorder,
+    pub clock: Clock,
+}
+
+impl SignIns for ActivityToAnalytics {
+    fn signed_in(&self, org: OrgId, user: UserId) {
+        self.recorder
+            .record(Event::login(org, user, self.clock.now()));
+    }
+}
+
+impl ChatActivity for ActivityToAnalytics {
+    fn session_opened(
+        &self,
+        user: ChatUser,
+        persona: PersonaId,
+        session: SessionId,
+        resumed: bool,
+    ) {
+        self.recorder.record(Event::session(
+            user.org_id,
+            user.user_id,
+            persona,
+            session,
+            resumed,
+            self.clock.now(),
+        ));
+    }
+
+    fn answered(&self, q: &AnsweredQuestion<'_>) {
+        let x = q.extras;
+        let citations = x
+            .citations
+            .as_ref()
+            .and_then(|c| c.as_array())
+            .map_or(0, Vec::len);
+        let mut e = Event::new(q.org, crate::analytics::model::Kind::Question, q.at);
+        e.user = Some(q.user);
+        e.persona = Some(q.persona);
+        e.session = q.session;
+        e.seq = q.seq;
+        e.text = Some(q.text.to_owned());
+        e.grounded = x.grounded;
+        e.refusal = x.refusal.clone();
+        e.first_token_ms = Some(q.first_token_ms as i64);
+        e.total_ms = Some(q.total_ms as i64);
+        e.provider = x
+            .provider
+            .as_ref()
+            .and_then(|p| p.as_str())
+            .map(str::to_owned);
+        e.detail = serde_json::json!({ "citations": citations });
+        self.recorder.record(e);
+    }
+}
+
+impl SourceActivity for ActivityToAnalytics {
+    fn finished(&self, org: OrgId, source: SourceId, ready: bool, error: Option<&str>) {
+        self.recorder
+            .record(Event::source(org, source, ready, error, self.clock.now()));
+    }
+}
+
+/// A member erased on removal: their analytics events go (their chat
+/// sessions and events go with their account, by foreign key).
+pub struct EraseThroughAnalytics {
+    pub analytics: crate::analytics::AnalyticsService,
+}
+
+#[async_trait::async_trait]
+impl MemberErasure for EraseThroughAnalytics {
+    async fn erase(&self, org: OrgId, user: UserId) -> anyhow::Result<()> {
+        self.analytics
+            .erase_member(org, user)
+            .await
+            .map_err(|e| anyhow::anyhow!("erasing a member's analytics failed: {e}"))
     }
 }

@@ -12,7 +12,10 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
-use crate::adapters::{HubRevocations, PersonaLinksToCatalog, PersonaScopesFromStore};
+use crate::adapters::{
+    ActivityToAnalytics, EraseThroughAnalytics, HubRevocations, PersonaLinksToCatalog,
+    PersonaScopesFromStore,
+};
 use crate::auth::password::Hasher;
 use crate::auth::service::{AuthDeps, AuthService};
 use crate::auth::tokens::TokenKeys;
@@ -98,6 +101,22 @@ impl Application {
 
         let mailer = crate::mail::from_settings(&settings.mail, &settings.data_dir)?;
         let clock = crate::clock::Clock::system();
+        let embedder = crate::knowledge::embedders::build(&settings).await;
+        let a = &settings.analytics;
+        let recorder =
+            crate::analytics::EventRecorder::start(db.clone(), embedder.clone(), a.queue, a.batch);
+        let analytics = crate::analytics::AnalyticsService::new(
+            db.clone(),
+            recorder.clone(),
+            embedder.clone(),
+            a.clone(),
+            clock,
+        );
+        crate::analytics::jobs::start(analytics.clone(), mailer.clone(), clock);
+        let activity = Arc::new(ActivityToAnalytics {
+            recorder: recorder.clone(),
+            clock,
+        });
         let revocations: Arc<dyn crate::auth::Revocations> =
             Arc::new(HubRevocations { bus: bus.clone() });
         let auth = AuthService::new(AuthDeps {
@@ -116,10 +135,17 @@ impl Application {
             mailer: mailer.clone(),
             revocations: revocations.clone(),
             clock,
+            sign_ins: activity.clone(),
         });
-        let orgs = crate::orgs::OrgService::new(db.clone(), auth.clone(), revocations);
+        let orgs = crate::orgs::OrgService::new(
+            db.clone(),
+            auth.clone(),
+            revocations,
+            Arc::new(EraseThroughAnalytics {
+                analytics: analytics.clone(),
+            }),
+        );
         let node_id = uuid::Uuid::new_v4().simple().to_string();
-        let embedder = crate::knowledge::embedders::build(&settings).await;
         let search = Arc::new(SearchService::new(
             db.clone(),
             embedder,
@@ -140,6 +166,7 @@ impl Application {
                 std::path::PathBuf::from(settings.knowledge.pdf_extractor.trim())
             },
             node_id: node_id.clone(),
+            activity: activity.clone(),
         });
         let ingest = IngestScheduler::new(
             SchedulerConfig {
@@ -248,6 +275,7 @@ impl Application {
             ),
             limiter.clone(),
             crate::chat::ChatConfig::from_settings(&settings),
+            activity,
         );
         let state = web::Data::new(AppState {
             settings: settings.clone(),
@@ -264,6 +292,7 @@ impl Application {
             personas: persona_catalog,
             avatars,
             chat,
+            analytics,
             node_id,
         });
 

@@ -98,6 +98,10 @@ pub struct AnswerExtras {
     pub provider: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Value>,
+    /// Why the question was declined (`safety`, `blocked_topic`,
+    /// `off_subject`, `not_covered`), when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
 }
 
 /// A stored event as clients see it: the `message` frame, the elements of
@@ -456,6 +460,7 @@ mod tests {
             grounded: Some(true),
             provider: Some(json!("extractive")),
             usage: None,
+            refusal: None,
         };
         let answer = ServerFrame::Message(EventFrame {
             extras: Cow::Borrowed(&extras),

@@ -8,6 +8,7 @@
 //! The handlers here are thin: extract, call [`ChatService`], map the
 //! result (errors through [`crate::error::chat`]).
 
+pub mod activity;
 pub mod ask;
 pub mod error;
 pub mod frames;
@@ -27,6 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use activity::{AnsweredQuestion, ChatActivity, NoChatActivity};
 pub use error::{BadFrame, ChatError};
 pub use frames::{ClientFrame, EventFrame, EventRole, ServerFrame};
 pub use service::{ChatConfig, ChatService, ChatUser, SessionRegistry};
@@ -90,14 +92,15 @@ pub async fn history_for_ask(
         .await?)
 }
 
-/// Records a question asked over HTTP and its answer in the session.
+/// Records a question asked over HTTP and its answer in the session;
+/// returns the question's `seq`.
 pub async fn record_exchange(
     state: &AppState,
     user: &AuthUser,
     session: SessionId,
     question: &str,
     answer: &Answer,
-) -> ApiResult<()> {
+) -> ApiResult<i64> {
     let extras = tutor::extras_of(answer);
     Ok(state
         .chat

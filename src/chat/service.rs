@@ -89,6 +89,8 @@ pub struct ChatCore {
     pub tutor: Arc<dyn Tutor>,
     pub limiter: Arc<dyn RateLimiter>,
     pub config: ChatConfig,
+    /// Where sessions opened and questions answered are reported.
+    pub activity: Arc<dyn super::ChatActivity>,
 }
 
 /// The chat service; cheap to clone.
@@ -128,6 +130,7 @@ impl ChatService {
         tutor: Arc<dyn Tutor>,
         limiter: Arc<dyn RateLimiter>,
         config: ChatConfig,
+        activity: Arc<dyn super::ChatActivity>,
     ) -> Self {
         let idle = config.idle_timeout;
         let core = Arc::new(ChatCore {
@@ -136,6 +139,7 @@ impl ChatService {
             tutor,
             limiter,
             config,
+            activity,
         });
         let for_sessions = Arc::clone(&core);
         let sessions = Registry::new(
@@ -179,6 +183,9 @@ impl ChatService {
             updated_at: now,
         };
         store::create_session(&self.core.db, &row).await?;
+        self.core
+            .activity
+            .session_opened(user, persona, row.id, false);
         Ok(row)
     }
 
@@ -225,12 +232,19 @@ impl ChatService {
             Ok::<_, ChatError>((replay, actor))
         };
         match read.await {
-            Ok((replay, actor)) => Ok(Attached {
-                row,
-                actor,
-                replay,
-                last_seq,
-            }),
+            Ok((replay, actor)) => {
+                if resumed {
+                    self.core
+                        .activity
+                        .session_opened(user, row.persona_id, id, true);
+                }
+                Ok(Attached {
+                    row,
+                    actor,
+                    replay,
+                    last_seq,
+                })
+            }
             Err(e) => {
                 self.core.hub.unsubscribe(id, conn);
                 Err(e)
@@ -385,7 +399,7 @@ impl ChatService {
         question: &str,
         answer: &str,
         extras: &AnswerExtras,
-    ) -> Result<(), ChatError> {
+    ) -> Result<i64, ChatError> {
         let db = &self.core.db;
         let q = store::append(
             db,
@@ -417,7 +431,13 @@ impl ChatService {
             },
         )
         .await?;
-        Ok(())
+        Ok(q.seq())
+    }
+
+    /// Reports a question answered (over HTTP; the session actors report
+    /// their own).
+    pub fn answered(&self, q: &super::AnsweredQuestion<'_>) {
+        self.core.activity.answered(q);
     }
 }
 
@@ -565,6 +585,7 @@ mod tests {
             tutor.clone(),
             Arc::new(InProcessRateLimiter::new()),
             ChatConfig::from_settings(&settings),
+            Arc::new(crate::chat::NoChatActivity),
         );
         let student = |user_id| ChatUser {
             user_id,

@@ -183,6 +183,7 @@ async fn answer_question(
     q: &store::EventRow,
     me: Addr<ChatSession>,
 ) -> Result<(), ChatError> {
+    let started = std::time::Instant::now();
     let n = (core.config.history_turns as i64).max(0);
     let history = store::recent_events(&core.db, row.organization_id, row.id, n + 1)
         .await?
@@ -196,7 +197,9 @@ async fn answer_question(
         let me = me.clone();
         tokio::spawn(
             async move {
+                let mut first_at = None;
                 while let Some(first) = rx.recv().await {
+                    first_at.get_or_insert_with(std::time::Instant::now);
                     // Pieces that are already waiting go out as one frame: a
                     // model that produces its answer at once (the extractive
                     // responder) costs one frame, not one per word group,
@@ -233,6 +236,7 @@ async fn answer_question(
                         });
                     }
                 }
+                first_at
             }
             .in_current_span(),
         )
@@ -248,7 +252,7 @@ async fn answer_question(
             pieces: Some(tx),
         })
         .await;
-    let _ = forward.await;
+    let first_piece = forward.await.ok().flatten();
     let answer = answer?;
     let payload = payload_of(&answer.extras);
     let stored = store::append(
@@ -266,6 +270,20 @@ async fn answer_question(
     )
     .await?;
     if let Some(Appended::New(seq)) = stored {
+        let total = started.elapsed();
+        let first = first_piece.map_or(total, |t| t.duration_since(started));
+        core.activity.answered(&super::AnsweredQuestion {
+            org: row.organization_id,
+            user: row.user_id,
+            persona: row.persona_id,
+            session: Some(row.id),
+            seq: Some(reply_to),
+            text: &q.text,
+            extras: &answer.extras,
+            first_token_ms: first.as_millis() as u64,
+            total_ms: total.as_millis() as u64,
+            at: chrono::Utc::now(),
+        });
         me.do_send(Broadcast {
             frame: ServerFrame::Message(EventFrame {
                 extras: Cow::Owned(answer.extras),

@@ -83,6 +83,7 @@ pub fn extras_of(a: &crate::personas::Answer) -> AnswerExtras {
         grounded: Some(a.grounded),
         provider: Some(serde_json::Value::String(a.provider.clone())),
         usage: serde_json::to_value(a.usage).ok(),
+        refusal: a.refusal.clone(),
     }
 }
 

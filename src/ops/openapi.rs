@@ -24,6 +24,7 @@ use utoipa::OpenApi;
         crate::auth::routes::refresh,
         crate::auth::routes::logout,
         crate::auth::routes::me,
+        crate::auth::routes::update_me,
         crate::auth::routes::verify_email,
         crate::auth::routes::resend_verification,
         crate::auth::routes::password_reset,
@@ -55,6 +56,13 @@ use utoipa::OpenApi;
         crate::avatars::add_version,
         crate::avatars::delete_model,
         crate::avatars::persona_avatar,
+        crate::analytics::routes::post_event,
+        crate::analytics::routes::overview,
+        crate::analytics::routes::students,
+        crate::analytics::routes::student,
+        crate::analytics::routes::gaps,
+        crate::analytics::routes::flags,
+        crate::analytics::routes::export,
     ),
     components(schemas(crate::ops::Health, crate::ops::Readiness, ProblemSchema)),
     modifiers(&BearerAuth),
@@ -63,6 +71,7 @@ use utoipa::OpenApi;
         (name = "identity", description = "Accounts, tokens, verification, password reset"),
         (name = "organisation", description = "Members, invitations, audit log"),
         (name = "knowledge", description = "Course material and search"),
+        (name = "analytics", description = "Activity recorded by the server: overview, students, knowledge gaps, flags, CSV export"),
     )
 )]
 pub struct ApiDoc;

@@ -88,6 +88,12 @@ pub struct Answer {
     /// Served from the answer cache.
     #[serde(default)]
     pub cached: bool,
+    /// Why the question was declined, when it was: `safety` (an
+    /// always-refused category), `blocked_topic` (the teacher's list),
+    /// `off_subject` (outside a persona kept on its subject) or
+    /// `not_covered` (nothing in the material supports an answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Default)]
@@ -181,16 +187,18 @@ impl PersonaService {
         let question = q.text.trim();
 
         if let Some(refusal) = safety::check(question, &cfg.blocked_topics) {
-            let text = match &refusal {
+            let (text, reason) = match &refusal {
                 Refusal::Unsafe(category) => {
                     tracing::info!(persona_id = %p.id, category = category.as_str(), "question refused");
-                    i18n::refusal_unsafe(lang)
+                    (i18n::refusal_unsafe(lang), "safety")
                 }
-                Refusal::Blocked(_) => i18n::refusal_blocked(lang),
+                Refusal::Blocked(_) => (i18n::refusal_blocked(lang), "blocked_topic"),
             };
-            return Ok(self
+            let mut answer = self
                 .fixed(q, text, Gesture::ShakingHead, Emotion::Concerned)
-                .await);
+                .await;
+            answer.refusal = Some(reason.to_owned());
+            return Ok(answer);
         }
         if safety::is_greeting(question, &p.name) {
             let text = i18n::greeting(lang, &p.name);
@@ -216,18 +224,22 @@ impl PersonaService {
 
         let passages = self.retrieve(cfg, question).await?;
         let answer = if passages.is_empty() {
-            let (text, gesture) = if p.stay_on_subject {
+            let (text, gesture, reason) = if p.stay_on_subject {
                 (
                     i18n::refusal_off_subject(lang, p.subject.as_deref().unwrap_or(&p.name)),
                     Gesture::ShakingHead,
+                    "off_subject",
                 )
             } else {
                 (
                     i18n::not_covered(lang, p.subject.as_deref()),
                     Gesture::Thinking,
+                    "not_covered",
                 )
             };
-            self.fixed(q, text, gesture, Emotion::Concerned).await
+            let mut answer = self.fixed(q, text, gesture, Emotion::Concerned).await;
+            answer.refusal = Some(reason.to_owned());
+            answer
         } else {
             self.generate(cfg, q, question, &passages).await?
         };
@@ -256,6 +268,7 @@ impl PersonaService {
             provider: "none".to_owned(),
             usage: AnswerUsage::default(),
             cached: false,
+            refusal: None,
         }
     }
 
@@ -369,6 +382,7 @@ impl PersonaService {
                     provider: generated.provider,
                     usage: generated.usage.into(),
                     cached: false,
+                    refusal: None,
                 });
             }
             // Not one marker held: ask once more, insisting on them.
