@@ -254,6 +254,7 @@ const DAILY_HEADER: &[&str] = &[
     "refusals",
     "flagged",
     "sessions",
+    "logins",
     "active_students",
 ];
 
@@ -284,7 +285,7 @@ pub fn csv_row<S: AsRef<str>>(out: &mut String, fields: &[S]) {
 /// when needed), streamed page by page from the database: memory stays
 /// flat whatever the size (teachers, admins).
 #[utoipa::path(get, path = "/v1/analytics/export", tag = "analytics", params(ExportQuery),
-    responses((status = 200, content_type = "text/csv", description = "questions: at,user_id,full_name,persona_id,session_id,seq,text,grounded,refusal,first_token_ms,total_ms,provider; students: user_id,full_name,questions,sessions,active_days,last_active_at,trend; daily: date,persona_id,questions,grounded,refusals,flagged,sessions,active_students"),
+    responses((status = 200, content_type = "text/csv", description = "questions: at,user_id,full_name,persona_id,session_id,seq,text,grounded,refusal,first_token_ms,total_ms,provider; students: user_id,full_name,questions,sessions,active_days,last_active_at,trend; daily: date,persona_id (empty: outside any persona, e.g. sign-ins),questions,grounded,refusals,flagged,sessions,logins,active_students"),
         (status = 403), (status = 422, description = "unknown `report`, bad dates")),
     security(("bearer" = [])))]
 pub async fn export(

@@ -516,6 +516,7 @@ impl AnalyticsService {
                             r.refusals.to_string(),
                             r.flagged.to_string(),
                             r.sessions.to_string(),
+                            r.logins.to_string(),
                             r.active_students.to_string(),
                         ]
                     })

@@ -526,6 +526,7 @@ pub struct DailyRow {
     pub refusals: i64,
     pub flagged: i64,
     pub sessions: i64,
+    pub logins: i64,
     pub active_students: i64,
 }
 
@@ -540,6 +541,7 @@ pub async fn daily(
         "SELECT day, persona_id, CAST(SUM(questions) AS BIGINT) AS questions, \
          CAST(SUM(grounded) AS BIGINT) AS grounded, CAST(SUM(refusals) AS BIGINT) AS refusals, \
          CAST(SUM(flagged) AS BIGINT) AS flagged, CAST(SUM(sessions) AS BIGINT) AS sessions, \
+         CAST(SUM(logins) AS BIGINT) AS logins, \
          COUNT(DISTINCT CASE WHEN student = TRUE AND (questions > 0 OR sessions > 0) \
                THEN user_id END) AS active_students \
          FROM analytics_daily WHERE {TOTALS_WHERE} \

@@ -371,8 +371,17 @@ async fn a_class_asks_and_the_reports_show_exactly_that(backend: Backend) {
         ]
     );
     let daily = export(&app, &c.teacher, "daily").await;
-    assert_eq!(daily.len(), 2, "one day, one persona: {daily:?}");
-    assert_eq!(daily[1][2], "6");
+    // One day: the sign-in (outside any persona) and the persona's row.
+    assert_eq!(daily.len(), 3, "{daily:?}");
+    assert_eq!(daily[0][7], "logins");
+    let signins = daily.iter().find(|r| r[1].is_empty()).unwrap();
+    assert_eq!(signins[7], "1", "{daily:?}");
+    let persona = daily.iter().find(|r| r[1] == c.persona).unwrap();
+    assert_eq!(
+        persona[2..],
+        ["6", "1", "5", "2", "1", "0", "2"],
+        "{daily:?}"
+    );
 
     // Bad input.
     for q in [
