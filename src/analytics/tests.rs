@@ -77,3 +77,58 @@ fn similar_questions_form_one_gap_largest_first() {
     assert_eq!(gaps[0].examples.len(), 3);
     assert_eq!(gaps[2].label, "tax law");
 }
+
+fn counter(rendered: &str, name: &str) -> f64 {
+    rendered
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Recording never waits: with the writer stuck behind the database's
+/// write turn, a hundred events are "recorded" at once; what does not fit
+/// the queue is dropped and counted, and what fits is written afterwards.
+#[tokio::test]
+async fn a_full_queue_drops_events_and_counts_them_without_waiting() {
+    use crate::analytics::model::Event;
+    use crate::analytics::recorder::{EVENTS_DROPPED_TOTAL, EventRecorder};
+    use crate::auth::model::Role;
+
+    let handle = crate::metrics::install();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, db) = crate::testkit::sqlite(dir.path()).await;
+    let student = crate::testkit::member(&db, Role::Student).await;
+    let embedder = std::sync::Arc::new(bwenge_search::HashingEmbedder::new(384));
+    let recorder = EventRecorder::start(db.clone(), embedder, 4, 2);
+    let before = counter(&handle.render(), EVENTS_DROPPED_TOTAL);
+    let crate::db::Db::Sqlite(_, gate) = &db else {
+        unreachable!("a SQLite database")
+    };
+    let turn = gate.enter().await;
+    for _ in 0..100 {
+        recorder.record(Event::login(
+            student.org_id,
+            student.user_id,
+            chrono::Utc::now(),
+        ));
+    }
+    drop(turn);
+    recorder.flush().await;
+    let dropped = counter(&handle.render(), EVENTS_DROPPED_TOTAL) - before;
+    let written: i64 = crate::on_db!(&db, |pool| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM analytics_events"
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap());
+    assert!((4..=6).contains(&written), "written {written}");
+    assert_eq!(written as f64 + dropped, 100.0, "dropped {dropped}");
+    // The totals count exactly what was written.
+    let logins: i64 = crate::on_db!(&db, |pool| sqlx::query_scalar(
+        "SELECT CAST(SUM(logins) AS BIGINT) FROM analytics_daily"
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap());
+    assert_eq!(logins, written);
+}
