@@ -563,14 +563,12 @@ impl AnalyticsService {
     /// (kept in the database: a restart neither skips nor repeats one).
     /// Returns how many mails were sent.
     pub async fn digest_if_due(&self, mailer: &dyn Mailer, now: DateTime<Utc>) -> Result<usize> {
-        if let Some(last) = store::job_last_run(&self.db, DIGEST_JOB).await?
-            && now - last < chrono::Duration::days(7)
-        {
+        // Claimed first, in one statement (of several nodes only one
+        // sends): a crash midway skips this week's remaining mails rather
+        // than sending anyone the digest twice.
+        if !store::claim_job(&self.db, DIGEST_JOB, now, now - chrono::Duration::days(7)).await? {
             return Ok(0);
         }
-        // Mark first: a crash midway skips this week's remaining mails
-        // rather than sending anyone the digest twice.
-        store::set_job_run(&self.db, DIGEST_JOB, now).await?;
         let recipients = store::digest_recipients(&self.db).await?;
         let to = now.date_naive() - chrono::Duration::days(1);
         let p = Period {

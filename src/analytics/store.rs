@@ -620,16 +620,7 @@ pub async fn erase_user(db: &Db, org: OrgId, user: UserId) -> Result<(), StoreEr
     Ok(())
 }
 
-/// When the job last ran to completion.
-pub async fn job_last_run(db: &Db, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-    Ok(on_db!(db, |pool| sqlx::query_scalar(
-        "SELECT last_run_at FROM analytics_jobs WHERE name = $1"
-    )
-    .bind(name)
-    .fetch_optional(pool)
-    .await?))
-}
-
+/// Records that the job ran to completion at `at`.
 pub async fn set_job_run(db: &Db, name: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
     on_db_write!(db, |pool| sqlx::query(
         "INSERT INTO analytics_jobs (name, last_run_at) VALUES ($1, $2) \
@@ -641,6 +632,28 @@ pub async fn set_job_run(db: &Db, name: &str, at: DateTime<Utc>) -> Result<(), S
     .await
     .map(|_| ())?);
     Ok(())
+}
+
+/// Claims the job's run at `now` unless it last ran after `due_after`:
+/// one statement, so of several nodes checking at once only one wins.
+pub async fn claim_job(
+    db: &Db,
+    name: &str,
+    now: DateTime<Utc>,
+    due_after: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = on_db_write!(db, |pool| sqlx::query(
+        "INSERT INTO analytics_jobs (name, last_run_at) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET last_run_at = excluded.last_run_at \
+         WHERE analytics_jobs.last_run_at <= $3"
+    )
+    .bind(name)
+    .bind(now)
+    .bind(due_after)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
 }
 
 /// Staff of every organisation who opted in to the weekly digest:
