@@ -8,11 +8,17 @@ use std::sync::Arc;
 
 use bwenge_actors::ports::Bus;
 
-use crate::auth::Revocations;
+use crate::analytics::EventRecorder;
+use crate::analytics::model::Event;
+use crate::auth::{Revocations, SignIns};
 use crate::avatars::service::{PersonaAvatar, PersonaLinks};
+use crate::chat::{Activity, ChatActivity};
+use crate::clock::Clock;
 use crate::db::{Db, StoreError};
 use crate::ids::{OrgId, PersonaId, SourceId, UserId};
 use crate::knowledge::PersonaScopes;
+use crate::knowledge::ingest::SourceActivity;
+use crate::orgs::MemberErasure;
 use crate::personas::PersonaCatalog;
 
 /// Revocations reach every node's sockets through the chat hub's bus topic.
@@ -84,9 +90,8 @@ pub struct ChatToClassroom {
     pub classroom: crate::classroom::ClassroomService,
 }
 
-impl crate::chat::ChatActivity for ChatToClassroom {
+impl ChatActivity for ChatToClassroom {
     fn record(&self, event: crate::chat::Activity) {
-        use crate::chat::Activity;
         use crate::classroom::Observed;
         let observed = match event {
             Activity::Attached {
@@ -114,7 +119,9 @@ impl crate::chat::ChatActivity for ChatToClassroom {
                 session: session.session,
                 persona: session.persona,
             },
-            Activity::Attached { .. } | Activity::Detached { .. } => return,
+            Activity::Attached { .. }
+            | Activity::Detached { .. }
+            | Activity::AskedOverHttp { .. } => return,
             Activity::Asked {
                 session,
                 seq,
@@ -203,5 +210,135 @@ impl crate::classroom::Directory for ClassroomDirectory {
                 })
                 .collect(),
         )
+    }
+}
+
+/// What auth, chat and knowledge report, recorded as analytics events
+/// (queued: never waits).
+pub struct ActivityToAnalytics {
+    pub recorder: EventRecorder,
+    pub clock: Clock,
+}
+
+impl SignIns for ActivityToAnalytics {
+    fn signed_in(&self, org: OrgId, user: UserId) {
+        self.recorder
+            .record(Event::login(org, user, self.clock.now()));
+    }
+}
+
+impl ChatActivity for ActivityToAnalytics {
+    fn record(&self, event: Activity) {
+        use crate::analytics::model::Kind;
+        match event {
+            // A session opened or resumed by its owner (staff looking at a
+            // student's session are not the student's activity).
+            Activity::Attached {
+                user,
+                session,
+                resumed,
+                at,
+                ..
+            } if user.user_id == session.owner => {
+                self.recorder.record(Event::session(
+                    session.org,
+                    user.user_id,
+                    session.persona,
+                    session.session,
+                    resumed,
+                    at,
+                ));
+            }
+            Activity::Attached { .. } | Activity::Detached { .. } | Activity::Asked { .. } => {}
+            Activity::Answered {
+                session,
+                reply_to,
+                grounded,
+                citations,
+                refusal,
+                provider,
+                first_token_ms,
+                total_ms,
+                question,
+                at,
+                ..
+            } => {
+                let mut e = Event::new(session.org, Kind::Question, at);
+                e.user = Some(session.owner);
+                e.persona = Some(session.persona);
+                e.session = Some(session.session);
+                e.seq = Some(reply_to);
+                e.text = Some(question);
+                e.grounded = Some(grounded);
+                e.refusal = refusal.map(analytics_reason);
+                e.first_token_ms = i64::try_from(first_token_ms).ok();
+                e.total_ms = i64::try_from(total_ms).ok();
+                e.provider = provider;
+                e.detail = serde_json::json!({ "citations": citations });
+                self.recorder.record(e);
+            }
+            Activity::AskedOverHttp {
+                org,
+                user,
+                persona,
+                session,
+                seq,
+                text,
+                grounded,
+                citations,
+                refusal,
+                provider,
+                ms,
+                at,
+            } => {
+                let mut e = Event::new(org, Kind::Question, at);
+                e.user = Some(user);
+                e.persona = Some(persona);
+                e.session = session;
+                e.seq = seq;
+                e.text = Some(text);
+                e.grounded = Some(grounded);
+                e.refusal = refusal.map(analytics_reason);
+                // Over HTTP the whole answer comes at once: its first token
+                // is its last.
+                e.first_token_ms = i64::try_from(ms).ok();
+                e.total_ms = i64::try_from(ms).ok();
+                e.provider = provider;
+                e.detail = serde_json::json!({ "citations": citations });
+                self.recorder.record(e);
+            }
+        }
+    }
+}
+
+/// Analytics groups the safety categories a persona reports (`self_harm`,
+/// `weapons`, …) under one reason, `safety`; the others stay as they are.
+fn analytics_reason(refusal: String) -> String {
+    match refusal.as_str() {
+        "self_harm" | "sexual" | "weapons" | "drugs" | "hate" => "safety".to_owned(),
+        _ => refusal,
+    }
+}
+
+impl SourceActivity for ActivityToAnalytics {
+    fn finished(&self, org: OrgId, source: SourceId, ready: bool, error: Option<&str>) {
+        self.recorder
+            .record(Event::source(org, source, ready, error, self.clock.now()));
+    }
+}
+
+/// A member erased on removal: their analytics events go (their chat
+/// sessions and events go with their account, by foreign key).
+pub struct EraseThroughAnalytics {
+    pub analytics: crate::analytics::AnalyticsService,
+}
+
+#[async_trait::async_trait]
+impl MemberErasure for EraseThroughAnalytics {
+    async fn erase(&self, org: OrgId, user: UserId) -> anyhow::Result<()> {
+        self.analytics
+            .erase_member(org, user)
+            .await
+            .map_err(|e| anyhow::anyhow!("erasing a member's analytics failed: {e}"))
     }
 }

@@ -137,6 +137,46 @@ pub struct Settings {
     pub assets: AssetSettings,
     pub secrets: SecretSettings,
     pub testing: TestingSettings,
+    #[serde(default)]
+    pub analytics: AnalyticsSettings,
+}
+
+/// `[analytics]`: how events are recorded, kept and reported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsSettings {
+    /// Raw events older than this are deleted; daily totals stay.
+    pub retention_days: u32,
+    /// How often the retention job runs.
+    pub retention_interval_secs: u64,
+    /// Events waiting to be written; beyond it new events are dropped
+    /// (and counted) rather than slow anyone down.
+    pub queue: usize,
+    /// Events written per transaction at most.
+    pub batch: usize,
+    /// Cosine similarity from which two declined questions are one gap.
+    pub gap_similarity: f32,
+    /// Declined questions considered by the gaps report (newest first).
+    pub gap_max_questions: usize,
+    /// Send the weekly digest to staff who opted in.
+    pub weekly_digest: bool,
+    /// How often the digest job looks whether a week has passed.
+    pub digest_check_secs: u64,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        Self {
+            retention_days: 180,
+            retention_interval_secs: 3600,
+            queue: 10_000,
+            batch: 256,
+            gap_similarity: 0.7,
+            gap_max_questions: 2000,
+            weekly_digest: true,
+            digest_check_secs: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

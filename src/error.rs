@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::db::StoreError;
 
+use crate::analytics::AnalyticsError;
 use crate::auth::{AuthError, Forbidden};
 use crate::avatars::service::AvatarError;
 use crate::classroom::ClassroomError;
@@ -562,6 +563,18 @@ impl From<crate::chat::ChatError> for ApiError {
             | ChatError::Unavailable { .. } => {}
         }
         api
+    }
+}
+
+impl From<AnalyticsError> for ApiError {
+    fn from(e: AnalyticsError) -> Self {
+        match e {
+            AnalyticsError::Invalid(e) => e.into(),
+            AnalyticsError::Forbidden(e) => e.into(),
+            AnalyticsError::NotFound => ApiError::not_found(),
+            AnalyticsError::Store(e) => e.into(),
+            AnalyticsError::Internal(e) => ApiError::internal(e),
+        }
     }
 }
 

@@ -46,3 +46,4 @@ macro_rules! typed_id {
 typed_id!(
     OrgId, UserId, TokenId, FamilyId, AuditId, SourceId, ChunkId, PersonaId, ModelId, SessionId
 );
+typed_id!(EventId);

@@ -4,6 +4,7 @@
 //! `bwenge-actors` (storage, bus, cache, rate limits).
 
 pub mod adapters;
+pub mod analytics;
 #[cfg(test)]
 mod architecture;
 pub mod audit;

@@ -19,12 +19,14 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{MailSettings, MailTransport};
 
-/// One message, plain text.
+/// One message: plain text, and optionally the same as HTML (sent as
+/// `multipart/alternative`).
 #[derive(Debug, Clone)]
 pub struct Mail {
     pub to: String,
     pub subject: String,
     pub body: String,
+    pub html: Option<String>,
 }
 
 #[async_trait]
@@ -34,16 +36,22 @@ pub trait Mailer: Send + Sync + 'static {
 
 fn build_message(from: &Mailbox, mail: &Mail) -> anyhow::Result<Message> {
     let to: Mailbox = mail.to.parse().context("recipient address")?;
-    Message::builder()
+    let builder = Message::builder()
         .from(from.clone())
         .to(to)
-        .subject(mail.subject.clone())
-        .singlepart(
-            SinglePart::builder()
-                .header(ContentType::TEXT_PLAIN)
-                .body(plain_body(&mail.body)),
-        )
-        .context("building the message")
+        .subject(mail.subject.clone());
+    let text = SinglePart::builder()
+        .header(ContentType::TEXT_PLAIN)
+        .body(plain_body(&mail.body));
+    match &mail.html {
+        None => builder.singlepart(text),
+        Some(html) => builder.multipart(
+            lettre::message::MultiPart::alternative()
+                .singlepart(text)
+                .singlepart(SinglePart::html(html.clone())),
+        ),
+    }
+    .context("building the message")
 }
 
 /// ASCII text with CRLF line ends and lines under 998 octets is valid 7bit

@@ -6,6 +6,10 @@
 //! `bwenge_registry_restarted_total`, `bwenge_registry_stopped_idle_total`,
 //! `bwenge_bus_published_total`, `bwenge_bus_dropped_total`,
 //! `bwenge_cache_hits_total`, `bwenge_cache_misses_total`.
+//! Analytics (`crate::analytics`): `bwenge_analytics_events_recorded_total`,
+//! `bwenge_analytics_events_dropped_total` (queue full, or a batch that
+//! could not be written), `bwenge_analytics_batch_seconds` and
+//! `bwenge_analytics_report_seconds{report}`.
 
 use std::sync::OnceLock;
 use std::time::Duration;

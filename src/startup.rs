@@ -13,7 +13,8 @@ use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
 use crate::adapters::{
-    ChatToClassroom, ClassroomDirectory, HubRevocations, PersonaLinksToCatalog,
+    ActivityToAnalytics, ChatToClassroom, ClassroomDirectory,
+    EraseThroughAnalytics, HubRevocations, PersonaLinksToCatalog,
     PersonaScopesFromStore,
 };
 use crate::auth::password::Hasher;
@@ -101,6 +102,22 @@ impl Application {
 
         let mailer = crate::mail::from_settings(&settings.mail, &settings.data_dir)?;
         let clock = crate::clock::Clock::system();
+        let embedder = crate::knowledge::embedders::build(&settings).await;
+        let a = &settings.analytics;
+        let recorder =
+            crate::analytics::EventRecorder::start(db.clone(), embedder.clone(), a.queue, a.batch);
+        let analytics = crate::analytics::AnalyticsService::new(
+            db.clone(),
+            recorder.clone(),
+            embedder.clone(),
+            a.clone(),
+            clock,
+        );
+        crate::analytics::jobs::start(analytics.clone(), mailer.clone(), clock);
+        let activity = Arc::new(ActivityToAnalytics {
+            recorder: recorder.clone(),
+            clock,
+        });
         let revocations: Arc<dyn crate::auth::Revocations> =
             Arc::new(HubRevocations { bus: bus.clone() });
         let auth = AuthService::new(AuthDeps {
@@ -119,10 +136,17 @@ impl Application {
             mailer: mailer.clone(),
             revocations: revocations.clone(),
             clock,
+            sign_ins: activity.clone(),
         });
-        let orgs = crate::orgs::OrgService::new(db.clone(), auth.clone(), revocations);
+        let orgs = crate::orgs::OrgService::new(
+            db.clone(),
+            auth.clone(),
+            revocations,
+            Arc::new(EraseThroughAnalytics {
+                analytics: analytics.clone(),
+            }),
+        );
         let node_id = uuid::Uuid::new_v4().simple().to_string();
-        let embedder = crate::knowledge::embedders::build(&settings).await;
         let search = Arc::new(SearchService::new(
             db.clone(),
             embedder,
@@ -143,6 +167,7 @@ impl Application {
                 std::path::PathBuf::from(settings.knowledge.pdf_extractor.trim())
             },
             node_id: node_id.clone(),
+            activity: activity.clone(),
         });
         let ingest = IngestScheduler::new(
             SchedulerConfig {
@@ -264,9 +289,12 @@ impl Application {
             ),
             limiter.clone(),
             crate::chat::ChatConfig::from_settings(&settings),
-            Arc::new(ChatToClassroom {
-                classroom: classroom.clone(),
-            }),
+            Arc::new(crate::chat::activity::Listeners(vec![
+                Arc::new(ChatToClassroom {
+                    classroom: classroom.clone(),
+                }),
+                activity,
+            ])),
         );
         let state = web::Data::new(AppState {
             settings: settings.clone(),
@@ -284,6 +312,7 @@ impl Application {
             avatars,
             chat,
             classroom,
+            analytics,
             node_id,
         });
 

@@ -31,6 +31,8 @@ pub struct AppState {
     pub chat: crate::chat::ChatService,
     /// The live classroom: its watchers and what chat reports to it.
     pub classroom: crate::classroom::ClassroomService,
+    /// Analytics: recording, reports, retention, digest.
+    pub analytics: crate::analytics::AnalyticsService,
     /// A random id of this process, to tell its own bus messages apart.
     pub node_id: String,
 }

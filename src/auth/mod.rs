@@ -20,7 +20,7 @@ use model::Role;
 
 pub use error::{AuthError, Forbidden};
 pub use routes::routes;
-pub use service::{AuthService, Revocations};
+pub use service::{AuthService, NoSignIns, Revocations, SignIns};
 
 /// The authenticated caller. Built from a bearer token (or, for browsers'
 /// WebSockets, `?access_token=`), checked against the user's current token

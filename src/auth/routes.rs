@@ -25,6 +25,7 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::new(Method::POST, "/v1/auth/refresh", || web::post().to(refresh)),
         RouteDef::new(Method::POST, "/v1/auth/logout", || web::post().to(logout)),
         RouteDef::new(Method::GET, "/v1/auth/me", || web::get().to(me)),
+        RouteDef::new(Method::PATCH, "/v1/auth/me", || web::patch().to(update_me)),
         RouteDef::new(Method::POST, "/v1/auth/verify-email", || {
             web::post().to(verify_email)
         }),
@@ -173,6 +174,27 @@ pub async fn logout(
     security(("bearer" = [])))]
 pub async fn me(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpResponse> {
     let row = state.auth.me(&user).await?;
+    Ok(HttpResponse::Ok().json(UserView::from_row(&row)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MeBody {
+    /// Receive the weekly analytics digest by mail (teachers and admins;
+    /// a student turning it on gets `403`).
+    weekly_digest: Option<bool>,
+}
+
+/// Changes the caller's own settings.
+#[utoipa::path(patch, path = "/v1/auth/me", tag = "identity", request_body = MeBody,
+    responses((status = 200, body = UserView), (status = 401), (status = 403, description = "a student asking for the digest")),
+    security(("bearer" = [])))]
+pub async fn update_me(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<MeBody>,
+) -> ApiResult<HttpResponse> {
+    let row = state.auth.update_me(&user, body.weekly_digest).await?;
     Ok(HttpResponse::Ok().json(UserView::from_row(&row)))
 }
 

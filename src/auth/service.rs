@@ -38,6 +38,19 @@ pub trait Revocations: Send + Sync + 'static {
     async fn revoked(&self, user: UserId);
 }
 
+/// Where successful sign-ins are reported (analytics' `login` event,
+/// implemented in `adapters`). Must not block or wait.
+pub trait SignIns: Send + Sync + 'static {
+    fn signed_in(&self, org: OrgId, user: UserId);
+}
+
+/// Reports nowhere (auth's own tests).
+pub struct NoSignIns;
+
+impl SignIns for NoSignIns {
+    fn signed_in(&self, _: OrgId, _: UserId) {}
+}
+
 /// Identity: accounts, sign-in, tokens and one-time links.
 #[derive(Clone)]
 pub struct AuthService {
@@ -54,6 +67,7 @@ struct Inner {
     mailer: Arc<dyn Mailer>,
     revocations: Arc<dyn Revocations>,
     clock: Clock,
+    sign_ins: Arc<dyn SignIns>,
 }
 
 /// What [`AuthService`] is built from.
@@ -67,6 +81,7 @@ pub struct AuthDeps {
     pub mailer: Arc<dyn Mailer>,
     pub revocations: Arc<dyn Revocations>,
     pub clock: Clock,
+    pub sign_ins: Arc<dyn SignIns>,
 }
 
 pub const VERIFY_EMAIL_TTL_HOURS: i64 = 24;
@@ -94,6 +109,9 @@ pub struct UserView {
     pub organization_id: OrgId,
     pub email_verified: bool,
     pub created_at: chrono::DateTime<Utc>,
+    /// Receives the weekly analytics digest (teachers and admins opt in
+    /// with `PATCH /v1/auth/me`).
+    pub weekly_digest: bool,
 }
 
 impl UserView {
@@ -106,6 +124,7 @@ impl UserView {
             organization_id: row.organization_id,
             email_verified: row.email_verified,
             created_at: row.created_at,
+            weekly_digest: row.weekly_digest,
         }
     }
 }
@@ -176,6 +195,7 @@ impl AuthService {
             mailer,
             revocations,
             clock,
+            sign_ins,
         } = deps;
         Self {
             inner: Arc::new(Inner {
@@ -188,6 +208,7 @@ impl AuthService {
                 mailer,
                 revocations,
                 clock,
+                sign_ins,
             }),
         }
     }
@@ -226,6 +247,22 @@ impl AuthService {
         store::user_in_org(&self.inner.db, caller.org_id, caller.user_id)
             .await?
             .ok_or(AuthError::Unauthenticated)
+    }
+
+    /// Changes the caller's own settings: `weekly_digest` (teachers and
+    /// admins only: students get no digest).
+    pub async fn update_me(
+        &self,
+        caller: &AuthUser,
+        weekly_digest: Option<bool>,
+    ) -> Result<UserRow> {
+        if let Some(on) = weekly_digest {
+            if on {
+                caller.require_staff()?;
+            }
+            store::set_weekly_digest(&self.inner.db, caller.org_id, caller.user_id, on).await?;
+        }
+        self.me(caller).await
     }
 
     /// Per-IP limit on the sign-in routes, shared across nodes with Redis.
@@ -339,6 +376,7 @@ impl AuthService {
                 // CRLF and short lines keep the message 7bit, so the link is
                 // never folded by quoted-printable.
                 body: format!("{text}\r\n\r\n{base}/{path}?token={secret}\r\n"),
+                html: None,
             },
         );
         Ok((id, expires_at))
@@ -499,6 +537,7 @@ impl AuthService {
         )
         .await?;
         let tokens = self.issue_tokens(&user, None).await?;
+        self.inner.sign_ins.signed_in(user.organization_id, user.id);
         Ok((user, tokens))
     }
 

@@ -32,10 +32,12 @@ pub struct UserRow {
     pub failed_logins: i64,
     pub locked_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// Opted in to the weekly analytics digest (staff).
+    pub weekly_digest: bool,
 }
 
 const USER_COLUMNS: &str = "id, organization_id, email, full_name, role, password_hash, \
-     email_verified, token_version, failed_logins, locked_until, created_at";
+     email_verified, token_version, failed_logins, locked_until, created_at, weekly_digest";
 
 pub struct NewUser<'a> {
     pub id: UserId,
@@ -455,4 +457,23 @@ pub async fn expire_one_time_for_user(
     .map(|_| ())?
     });
     Ok(())
+}
+
+/// Turns the weekly digest on or off for a member.
+pub async fn set_weekly_digest(
+    db: &Db,
+    org: OrgId,
+    id: UserId,
+    on: bool,
+) -> Result<bool, StoreError> {
+    let n = on_db_write!(db, |pool| sqlx::query(
+        "UPDATE users SET weekly_digest = $1 WHERE id = $2 AND organization_id = $3"
+    )
+    .bind(on)
+    .bind(id)
+    .bind(org)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
 }

@@ -37,6 +37,7 @@ async fn fixture() -> Fixture {
         )),
         revocations: revoked.clone(),
         clock: Clock::following_tokio(),
+        sign_ins: std::sync::Arc::new(crate::auth::NoSignIns),
     });
     Fixture { auth, revoked, dir }
 }

@@ -84,6 +84,24 @@ pub enum Activity {
         question: String,
         at: DateTime<Utc>,
     },
+    /// A question asked over HTTP (`POST /v1/personas/{id}/ask`) was
+    /// answered, all at once; stored in `session` (with the question's
+    /// `seq`) when the caller named one.
+    AskedOverHttp {
+        org: OrgId,
+        user: UserId,
+        persona: PersonaId,
+        session: Option<SessionId>,
+        seq: Option<i64>,
+        text: String,
+        grounded: bool,
+        citations: usize,
+        refusal: Option<String>,
+        provider: Option<String>,
+        /// From the request's arrival to its answer.
+        ms: u64,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Hears chat's [`Activity`]. Must not block (see the module's notes).
@@ -93,6 +111,20 @@ pub trait ChatActivity: Send + Sync + 'static {
 
 /// Nobody listens (unit tests, tools).
 pub struct Unobserved;
+
+/// Several listeners, each told everything in turn.
+pub struct Listeners(pub Vec<std::sync::Arc<dyn ChatActivity>>);
+
+impl ChatActivity for Listeners {
+    fn record(&self, event: Activity) {
+        if let Some((last, rest)) = self.0.split_last() {
+            for l in rest {
+                l.record(event.clone());
+            }
+            last.record(event);
+        }
+    }
+}
 
 impl ChatActivity for Unobserved {
     fn record(&self, _: Activity) {}

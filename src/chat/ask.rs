@@ -37,6 +37,7 @@ pub async fn ask(
 ) -> ApiResult<HttpResponse> {
     let persona = path.into_inner();
     let body = body.into_inner();
+    let asked = std::time::Instant::now();
     let text = state.personas.check_question(&body.question)?;
     let history = match body.session_id {
         Some(session) => super::history_for_ask(&state, &user, persona, session).await?,
@@ -55,8 +56,26 @@ pub async fn ask(
             },
         )
         .await?;
-    if let Some(session) = body.session_id {
-        super::record_exchange(&state, &user, session, &text, &answer).await?;
-    }
+    let seq = match body.session_id {
+        Some(session) => {
+            Some(super::record_exchange(&state, &user, session, &text, &answer).await?)
+        }
+        None => None,
+    };
+    // Over HTTP the whole answer comes at once: its first token is its last.
+    state.chat.report(super::Activity::AskedOverHttp {
+        org: user.org_id,
+        user: user.user_id,
+        persona,
+        session: body.session_id,
+        seq,
+        text,
+        grounded: answer.grounded,
+        citations: answer.citations.len(),
+        refusal: answer.refusal.clone(),
+        provider: Some(answer.provider.clone()),
+        ms: u64::try_from(asked.elapsed().as_millis()).unwrap_or(u64::MAX),
+        at: chrono::Utc::now(),
+    });
     Ok(HttpResponse::Ok().json(answer))
 }

@@ -92,14 +92,15 @@ pub async fn history_for_ask(
         .await?)
 }
 
-/// Records a question asked over HTTP and its answer in the session.
+/// Records a question asked over HTTP and its answer in the session;
+/// returns the question's `seq`.
 pub async fn record_exchange(
     state: &AppState,
     user: &AuthUser,
     session: SessionId,
     question: &str,
     answer: &Answer,
-) -> ApiResult<()> {
+) -> ApiResult<i64> {
     let extras = tutor::extras_of(answer);
     Ok(state
         .chat

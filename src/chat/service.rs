@@ -395,7 +395,7 @@ impl ChatService {
         question: &str,
         answer: &str,
         extras: &AnswerExtras,
-    ) -> Result<(), ChatError> {
+    ) -> Result<i64, ChatError> {
         let db = &self.core.db;
         let q = store::append(
             db,
@@ -427,7 +427,13 @@ impl ChatService {
             },
         )
         .await?;
-        Ok(())
+        Ok(q.seq())
+    }
+
+    /// Reports what happened outside the session actors (a question asked
+    /// over HTTP); never waits.
+    pub fn report(&self, activity: Activity) {
+        self.core.activity.record(activity);
     }
 }
 

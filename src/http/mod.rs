@@ -47,6 +47,7 @@ pub fn route_table(state: &AppState) -> Vec<RouteDef> {
     routes.extend(crate::chat::routes());
     routes.extend(crate::classroom::routes());
     routes.extend(crate::avatars::routes());
+    routes.extend(crate::analytics::routes());
     if state.settings.testing.routes {
         routes.extend(crate::ops::testing::routes());
     }

@@ -34,6 +34,22 @@ pub struct KnowledgeIngest {
     pub exe: PathBuf,
     /// This node, so it can ignore its own index announcements.
     pub node_id: String,
+    /// Where sources that became ready or failed are reported.
+    pub activity: Arc<dyn SourceActivity>,
+}
+
+/// Where ingest reports a source's final status (analytics'
+/// `source_ready` / `source_failed`, implemented in `adapters`). Must not
+/// block or wait.
+pub trait SourceActivity: Send + Sync + 'static {
+    fn finished(&self, org: OrgId, source: SourceId, ready: bool, error: Option<&str>);
+}
+
+/// Reports nowhere (knowledge's own tests).
+pub struct NoSourceActivity;
+
+impl SourceActivity for NoSourceActivity {
+    fn finished(&self, _: OrgId, _: SourceId, _: bool, _: Option<&str>) {}
 }
 
 /// The bus topic of an organisation's ingest progress.
@@ -84,6 +100,10 @@ impl KnowledgeIngest {
         progress: f64,
         error: Option<&str>,
     ) {
+        if matches!(status, SourceStatus::Ready | SourceStatus::Failed) {
+            self.activity
+                .finished(org, id, status == SourceStatus::Ready, error);
+        }
         let msg = crate::infra::bus::messages::IngestProgress {
             error: error.map(str::to_owned),
             progress,

@@ -47,6 +47,7 @@ async fn service(dir: &std::path::Path) -> (KnowledgeService, Db) {
         settings: settings.clone(),
         exe: std::path::PathBuf::from("/nonexistent"),
         node_id: "test".into(),
+        activity: Arc::new(crate::knowledge::ingest::NoSourceActivity),
     });
     let ingest = IngestScheduler::new(SchedulerConfig { max_concurrent: 1 }, work).start();
     let service = KnowledgeService::new(KnowledgeDeps {

@@ -24,6 +24,7 @@ use utoipa::OpenApi;
         crate::auth::routes::refresh,
         crate::auth::routes::logout,
         crate::auth::routes::me,
+        crate::auth::routes::update_me,
         crate::auth::routes::verify_email,
         crate::auth::routes::resend_verification,
         crate::auth::routes::password_reset,
@@ -56,6 +57,13 @@ use utoipa::OpenApi;
         crate::avatars::add_version,
         crate::avatars::delete_model,
         crate::avatars::persona_avatar,
+        crate::analytics::routes::post_event,
+        crate::analytics::routes::overview,
+        crate::analytics::routes::students,
+        crate::analytics::routes::student,
+        crate::analytics::routes::gaps,
+        crate::analytics::routes::flags,
+        crate::analytics::routes::export,
     ),
     components(schemas(
         crate::ops::Health,
@@ -71,6 +79,7 @@ use utoipa::OpenApi;
         (name = "organisation", description = "Members, invitations, audit log"),
         (name = "knowledge", description = "Course material and search"),
         (name = "classroom", description = "The live classroom: who is online, questions and answers as they happen"),
+        (name = "analytics", description = "Activity recorded by the server: overview, students, knowledge gaps, flags, CSV export"),
     )
 )]
 pub struct ApiDoc;

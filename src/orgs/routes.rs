@@ -147,9 +147,17 @@ pub async fn change_role(
     Ok(HttpResponse::Ok().json(UserView::from_row(&row)))
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct RemoveQuery {
+    /// Also erase the member's analytics events (their chat history goes
+    /// with the account either way); daily totals stay, without them.
+    #[serde(default)]
+    erase: bool,
+}
+
 /// Removes a member (admins); their tokens stop working at once.
 #[utoipa::path(delete, path = "/v1/members/{user_id}", tag = "organisation",
-    params(("user_id" = String, Path, description = "The member's id")),
+    params(("user_id" = String, Path, description = "The member's id"), RemoveQuery),
     responses((status = 204), (status = 404), (status = 409, description = "`last_admin`")),
     security(("bearer" = [])))]
 pub async fn remove_member(
@@ -157,10 +165,11 @@ pub async fn remove_member(
     req: HttpRequest,
     user: AuthUser,
     path: web::Path<UserId>,
+    q: web::Query<RemoveQuery>,
 ) -> ApiResult<HttpResponse> {
     state
         .orgs
-        .remove_member(&user, &ip(&req, &state), path.into_inner())
+        .remove_member(&user, &ip(&req, &state), path.into_inner(), q.erase)
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -12,7 +12,7 @@ use crate::auth::service::{self as auth_service, Tokens, UserView};
 use crate::auth::store::{self as auth_store, NewUser, OneTimeKind, UserRow};
 use crate::auth::{AuthError, AuthService, AuthUser, Forbidden, Revocations};
 use crate::db::{Db, StoreError};
-use crate::ids::{TokenId, UserId};
+use crate::ids::{OrgId, TokenId, UserId};
 use crate::pagination::{Cursor, List, Page, page_of};
 use crate::validation::Invalid;
 
@@ -41,12 +41,31 @@ pub enum OrgError {
 
 type Result<T, E = OrgError> = std::result::Result<T, E>;
 
+/// What else goes when a member is removed with `erase=true` (their
+/// analytics; implemented in `adapters`). Their chat sessions and events
+/// go with their account (foreign keys).
+#[async_trait::async_trait]
+pub trait MemberErasure: Send + Sync + 'static {
+    async fn erase(&self, org: OrgId, user: UserId) -> anyhow::Result<()>;
+}
+
+/// Erases nothing else (orgs' own tests).
+pub struct NoErasure;
+
+#[async_trait::async_trait]
+impl MemberErasure for NoErasure {
+    async fn erase(&self, _: OrgId, _: UserId) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
 /// Members, roles and invitations of an organisation.
 #[derive(Clone)]
 pub struct OrgService {
     db: Db,
     auth: AuthService,
     revocations: Arc<dyn Revocations>,
+    erasure: Arc<dyn MemberErasure>,
 }
 
 use super::store;
@@ -59,11 +78,17 @@ pub struct Invitation {
 }
 
 impl OrgService {
-    pub fn new(db: Db, auth: AuthService, revocations: Arc<dyn Revocations>) -> Self {
+    pub fn new(
+        db: Db,
+        auth: AuthService,
+        revocations: Arc<dyn Revocations>,
+        erasure: Arc<dyn MemberErasure>,
+    ) -> Self {
         Self {
             db,
             auth,
             revocations,
+            erasure,
         }
     }
 
@@ -120,7 +145,15 @@ impl OrgService {
             .ok_or(OrgError::NotFound)
     }
 
-    pub async fn remove_member(&self, caller: &AuthUser, ip: &str, member: UserId) -> Result<()> {
+    /// Removes a member; with `erase`, their analytics events go too
+    /// (totals stay, without them).
+    pub async fn remove_member(
+        &self,
+        caller: &AuthUser,
+        ip: &str,
+        member: UserId,
+        erase: bool,
+    ) -> Result<()> {
         caller.require_admin()?;
         let target = auth_store::user_in_org(&self.db, caller.org_id, member)
             .await?
@@ -130,6 +163,9 @@ impl OrgService {
         }
         store::delete_member(&self.db, caller.org_id, member).await?;
         self.revocations.revoked(member).await;
+        if erase {
+            self.erasure.erase(caller.org_id, member).await?;
+        }
         audit::record(
             &self.db,
             Entry {
@@ -138,7 +174,7 @@ impl OrgService {
                 actor: Some(caller.user_id),
                 subject: Some(member),
                 ip: Some(ip),
-                detail: json!({ "email": target.email, "role": target.role }),
+                detail: json!({ "email": target.email, "role": target.role, "erased": erase }),
             },
         )
         .await?;

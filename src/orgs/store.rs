@@ -19,7 +19,7 @@ pub async fn list_members(db: &Db, org: OrgId, page: Page) -> Result<Vec<UserRow
     Ok(on_db!(db, |pool| {
         sqlx::query_as(
         "SELECT id, organization_id, email, full_name, role, password_hash, email_verified, \
-         token_version, failed_logins, locked_until, created_at FROM users \
+         token_version, failed_logins, locked_until, created_at, weekly_digest FROM users \
          WHERE organization_id = $1 AND ($2 IS NULL OR created_at > $2 OR (created_at = $2 AND id > $3)) \
          ORDER BY created_at, id LIMIT $4"
     )

@@ -31,8 +31,14 @@ async fn services(dir: &std::path::Path) -> (AuthService, OrgService, Arc<Record
         )),
         revocations: revoked.clone(),
         clock: Clock::system(),
+        sign_ins: std::sync::Arc::new(crate::auth::NoSignIns),
     });
-    let orgs = OrgService::new(db, auth.clone(), revoked.clone());
+    let orgs = OrgService::new(
+        db,
+        auth.clone(),
+        revoked.clone(),
+        std::sync::Arc::new(crate::orgs::NoErasure),
+    );
     (auth, orgs, revoked)
 }
 
@@ -68,7 +74,8 @@ async fn the_last_admin_stays_and_teachers_invite_students_only() {
         Err(OrgError::LastAdmin)
     ));
     assert!(matches!(
-        orgs.remove_member(&grace, "127.0.0.1", grace.user_id).await,
+        orgs.remove_member(&grace, "127.0.0.1", grace.user_id, false)
+            .await,
         Err(OrgError::LastAdmin)
     ));
     let teacher = AuthUser {

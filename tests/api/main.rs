@@ -7,6 +7,7 @@
 //! failure instead of a skip.
 #![allow(clippy::unwrap_used)]
 
+mod analytics;
 mod auth;
 mod avatars;
 mod browser;

@@ -87,6 +87,7 @@ impl Fixtures {
             // Sent as JSON: a foreign model is refused before the body is read.
             ("POST", "/v1/models/{id}/versions") => json!({"name": "Taken over"}),
             ("GET", "/v1/personas/{id}/avatar") => json!({}),
+            ("GET", "/v1/analytics/students/{user_id}") => json!({}),
             _ => return None,
         };
         let id = if path.starts_with("/v1/personas/") {
@@ -167,6 +168,11 @@ async fn another_organisation_sees_nothing(backend: Backend) {
         "/v1/personas",
         "/v1/chat/sessions",
         "/v1/models",
+        "/v1/analytics/overview",
+        "/v1/analytics/students",
+        "/v1/analytics/gaps",
+        "/v1/analytics/flags",
+        "/v1/analytics/export?report=students",
     ] {
         let text = app
             .authed(Method::GET, path, &b_admin.access)

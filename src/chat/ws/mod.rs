@@ -62,7 +62,7 @@ const MAX_STRIKES: u32 = 3;
 /// Upgrades an authenticated request to a chat connection.
 #[utoipa::path(get, path = "/v1/chat/ws", tag = "chat",
     params(("access_token" = Option<String>, Query, description = "For browsers: the access token, instead of the Authorization header")),
-    responses((status = 101, description = "WebSocket: JSON frames as API.md describes (`start`, `resume`, `message`, `ping` → `session`, `ack`, `delta`, `message`, `replay`, `pong`, `error`, `ingest`)"),
+    responses((status = 101, description = "WebSocket: JSON frames as API.md describes (`start`, `resume`, `message`, `ping` → `session`, `ack`, `delta`, `message`, `replay`, `pong`, `error`, `ingest`); an answer's `message` also carries `refusal` (`safety`, `blocked_topic`, `off_subject`, `not_covered`) when the question was declined"),
         (status = 401, description = "`unauthorized`: missing or invalid token")),
     security(("bearer" = [])))]
 pub async fn chat_ws(

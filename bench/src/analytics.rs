@@ -1,0 +1,431 @@
+//! Analytics reports over a synthetic year: p99 of the overview, students
+//! and gaps reports for one organisation over 30 days, and CSV export
+//! rows/s with the process's RSS growth, on SQLite and (with
+//! `--postgres-url`) PostgreSQL.
+//!
+//! ```sh
+//! cargo run --release -p bwenge-bench --bin analytics -- \
+//!     [--orgs 200 --students 20000 --events 10000000] [--postgres-url postgres://…/db]
+//! ```
+//! The year is made here, with a fixed seed: `--orgs` organisations, each
+//! with `students / orgs` students and five personas; `--events` question
+//! events spread evenly over the organisations, uniformly over the last 365
+//! days and over each organisation's students and personas; 70% grounded,
+//! 15% declined as not covered (from 40 question templates, their vectors
+//! from the hashing embedder, as the writer stores them), 10% off subject,
+//! 2.5% safety, 2.5% blocked topic; first-token latency uniform 50–2,050 ms.
+//! They are written through the server's own batch writer
+//! (`analytics::store::write_batch`: events and daily totals in one
+//! transaction per batch). The baseline, measured in the same run, is a
+//! `SELECT 1` round trip on the same pool. Targets (issue 18): p99 ≤ 50 ms
+//! per report; export ≥ 100k rows/s with RSS growth ≤ 50 MB.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bwenge::analytics::model::{Event, Kind, Period};
+use bwenge::analytics::routes::csv_row;
+use bwenge::analytics::service::{ExportCursor, ExportKind};
+use bwenge::analytics::store::{DailyDelta, StoredEvent, write_batch};
+use bwenge::analytics::{AnalyticsService, EventRecorder};
+use bwenge::auth::AuthUser;
+use bwenge::auth::model::Role;
+use bwenge::config::{LoadOptions, Settings};
+use bwenge::db::Db;
+use bwenge::ids::{OrgId, PersonaId, SessionId, UserId};
+use bwenge::pagination::Page;
+use bwenge_bench::{pass, percentile_ms};
+use bwenge_search::{Embedder, HashingEmbedder};
+use chrono::{Duration as Days, Utc};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Analytics report latency and CSV export over a synthetic year")]
+struct Args {
+    #[arg(long, default_value_t = 200)]
+    orgs: usize,
+    #[arg(long, default_value_t = 20_000)]
+    students: usize,
+    #[arg(long, default_value_t = 10_000_000)]
+    events: usize,
+    /// Calls of each report.
+    #[arg(long, default_value_t = 100)]
+    rounds: usize,
+    /// A PostgreSQL database to fill (its analytics tables should be empty).
+    #[arg(long, env = "BWENGE_BENCH_POSTGRES_URL")]
+    postgres_url: Option<String>,
+}
+
+const SEED: u64 = 0x00a1_a1f7_1c55_2026;
+const BATCH: usize = 5_000;
+const TEMPLATES: &[&str] = &[
+    "How do rockets reach outer space",
+    "What is the stock market",
+    "Who painted the Mona Lisa",
+    "How does a computer store data",
+    "What causes earthquakes under the sea",
+    "Why is the sky blue",
+    "How do vaccines work",
+    "What is a black hole",
+    "How do bees make honey",
+    "Who invented the telephone",
+    "What is inflation in economics",
+    "How do airplanes fly",
+    "What is climate change",
+    "How do magnets work",
+    "Why do cats purr",
+    "What is the speed of light",
+    "How is glass made",
+    "Who built the pyramids",
+    "What is artificial intelligence",
+    "How do submarines dive",
+    "What are the rules of chess",
+    "How does the internet work",
+    "What is democracy",
+    "How do plants drink water",
+    "What is DNA",
+    "How are rainbows formed",
+    "What is the largest ocean",
+    "How do solar panels work",
+    "What causes the seasons",
+    "How do fish breathe",
+    "What is a volcano made of",
+    "Who wrote Hamlet",
+    "How do batteries store energy",
+    "What is gravity",
+    "How does sound travel",
+    "What is a tsunami",
+    "How do clouds float",
+    "What is the human heart made of",
+    "How do birds migrate",
+    "What is an atom",
+];
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("analytics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("analytics: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("bwenge-bench-analytics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut targets = vec![(
+        "sqlite",
+        format!("sqlite://{}", dir.join("bench.db").display()),
+    )];
+    if let Some(pg) = &args.postgres_url {
+        targets.push(("postgres", pg.clone()));
+    }
+    println!(
+        "synthetic year: {} organisations, {} students, {} question events",
+        args.orgs, args.students, args.events
+    );
+    for (name, url) in targets {
+        bench_one(&args, name, &url, &dir).await?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn bench_one(
+    args: &Args,
+    name: &str,
+    url: &str,
+    dir: &std::path::Path,
+) -> Result<(), String> {
+    let env: HashMap<String, String> = [
+        ("BWENGE_ENV", "test"),
+        ("BWENGE_DATABASE_URL", url),
+        ("BWENGE_DATA_DIR", dir.to_str().unwrap_or(".")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let (settings, _) = Settings::load(&LoadOptions {
+        env,
+        ..LoadOptions::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let db = Db::connect(&settings).await.map_err(|e| e.to_string())?;
+    db.migrate().await.map_err(|e| e.to_string())?;
+    let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::new(384));
+    let vectors = embedder
+        .embed(
+            &TEMPLATES
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let vectors: Vec<Vec<u8>> = vectors
+        .iter()
+        .map(|v| bwenge::knowledge::index::vector_to_bytes(v))
+        .collect();
+
+    // The year.
+    let started = Instant::now();
+    let mut rng = Rng(SEED);
+    let per_org_students = (args.students / args.orgs).max(1);
+    let per_org_events = args.events / args.orgs;
+    let now = Utc::now();
+    let mut first: Option<(OrgId, Vec<PersonaId>)> = None;
+    for o in 0..args.orgs {
+        let org = OrgId::new();
+        let admin = UserId::new();
+        bwenge::auth::store::create_org_with_user(
+            &db,
+            &bwenge::auth::store::OrgRow {
+                id: org,
+                name: format!("School {o}"),
+                plan: "free".into(),
+                created_at: now,
+            },
+            &bwenge::auth::store::NewUser {
+                id: admin,
+                org,
+                email: &format!("admin{o}-{admin}@bench.test"),
+                full_name: "Admin",
+                role: Role::Admin,
+                password_hash: "x",
+                email_verified: true,
+                now,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut students = Vec::with_capacity(per_org_students);
+        for s in 0..per_org_students {
+            let id = UserId::new();
+            bwenge::auth::store::insert_user(
+                &db,
+                &bwenge::auth::store::NewUser {
+                    id,
+                    org,
+                    email: &format!("s{o}-{s}-{id}@bench.test"),
+                    full_name: "Student",
+                    role: Role::Student,
+                    password_hash: "x",
+                    email_verified: true,
+                    now,
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            students.push(id);
+        }
+        let personas: Vec<PersonaId> = (0..5).map(|_| PersonaId::new()).collect();
+        let mut left = per_org_events;
+        while left > 0 {
+            let n = left.min(BATCH);
+            left -= n;
+            let mut events = Vec::with_capacity(n);
+            let mut totals: HashMap<(String, PersonaId, UserId), DailyDelta> = HashMap::new();
+            for _ in 0..n {
+                let user = students[rng.below(students.len())];
+                let persona = personas[rng.below(personas.len())];
+                let at = now - Days::seconds(rng.below(365 * 86_400) as i64);
+                let roll = rng.below(1000);
+                let (grounded, refusal) = match roll {
+                    0..700 => (true, None),
+                    700..850 => (false, Some("not_covered")),
+                    850..950 => (false, Some("off_subject")),
+                    950..975 => (false, Some("safety")),
+                    _ => (false, Some("blocked_topic")),
+                };
+                let t = rng.below(TEMPLATES.len());
+                let mut e = Event::new(org, Kind::Question, at);
+                e.user = Some(user);
+                e.persona = Some(persona);
+                e.session = Some(SessionId::new());
+                e.seq = Some(1 + 2 * rng.below(20) as i64);
+                e.text = Some(format!("{}? ({})", TEMPLATES[t], rng.below(100)));
+                e.grounded = Some(grounded);
+                e.refusal = refusal.map(str::to_owned);
+                e.first_token_ms = Some(50 + rng.below(2000) as i64);
+                e.total_ms = e.first_token_ms.map(|f| f + 500);
+                e.provider = Some("extractive".into());
+                let day = e.day();
+                let d = totals
+                    .entry((day.clone(), persona, user))
+                    .or_insert_with(|| DailyDelta {
+                        org,
+                        day: day.clone(),
+                        persona,
+                        user,
+                        student: true,
+                        last_at: at,
+                        ..DailyDelta::default()
+                    });
+                d.questions += 1;
+                d.grounded += i64::from(grounded);
+                d.refusals += i64::from(refusal.is_some());
+                d.flagged += i64::from(matches!(refusal, Some("safety" | "blocked_topic")));
+                d.not_covered += i64::from(refusal == Some("not_covered"));
+                d.sessions += i64::from(rng.below(4) == 0);
+                d.last_at = d.last_at.max(at);
+                events.push(StoredEvent {
+                    embedding: (refusal == Some("not_covered")).then(|| vectors[t].clone()),
+                    day,
+                    event: e,
+                });
+            }
+            let totals: Vec<DailyDelta> = totals.into_values().collect();
+            write_batch(&db, &events, &totals)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if first.is_none() {
+            first = Some((org, personas));
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "\n{name}: made the year in {secs:.1} s ({:.0} events/s through write_batch)",
+        args.events as f64 / secs
+    );
+    let (org, _) = first.ok_or("no organisation")?;
+
+    let a = &settings.analytics;
+    let recorder = EventRecorder::start(db.clone(), embedder.clone(), a.queue, a.batch);
+    let svc = AnalyticsService::new(
+        db.clone(),
+        recorder,
+        embedder,
+        a.clone(),
+        bwenge::clock::Clock::system(),
+    );
+    let staff = AuthUser {
+        user_id: UserId::new(),
+        org_id: org,
+        role: Role::Admin,
+    };
+    let today = now.date_naive();
+    let month = Period {
+        from: today - Days::days(29),
+        to: today,
+    };
+
+    let mut baseline = Vec::with_capacity(args.rounds);
+    for _ in 0..args.rounds {
+        let t = Instant::now();
+        db.ping().await.map_err(|e| e.to_string())?;
+        baseline.push(t.elapsed().as_nanos() as u64);
+    }
+    baseline.sort_unstable();
+    println!(
+        "  baseline SELECT 1: p50 {:.2} ms, p99 {:.2} ms",
+        percentile_ms(&baseline, 0.5),
+        percentile_ms(&baseline, 0.99)
+    );
+    for report in ["overview", "students", "gaps"] {
+        let mut lat = Vec::with_capacity(args.rounds);
+        for _ in 0..args.rounds {
+            let t = Instant::now();
+            match report {
+                "overview" => svc.overview(&staff, month, None).await.map(|_| ()),
+                "students" => svc
+                    .students(
+                        &staff,
+                        month,
+                        None,
+                        Page {
+                            limit: 50,
+                            after: None,
+                        },
+                    )
+                    .await
+                    .map(|_| ()),
+                _ => svc.gaps(&staff, month, None).await.map(|_| ()),
+            }
+            .map_err(|e| e.to_string())?;
+            lat.push(t.elapsed().as_nanos() as u64);
+        }
+        lat.sort_unstable();
+        let p99 = percentile_ms(&lat, 0.99);
+        println!(
+            "  {report:<9} 30 days, one organisation: p50 {:.2} ms, p99 {p99:.2} ms (target ≤ 50 ms) {}",
+            percentile_ms(&lat, 0.5),
+            pass(p99 <= 50.0)
+        );
+    }
+
+    // Export: every question of the organisation's year, as the route does.
+    let year = Period {
+        from: today - Days::days(365),
+        to: today,
+    };
+    let rss0 = rss_bytes();
+    let mut peak = rss0;
+    let t = Instant::now();
+    let mut at = ExportCursor::Start;
+    let mut rows = 0usize;
+    let mut bytes = 0usize;
+    loop {
+        let (page, next) = svc
+            .export_page(&staff, ExportKind::Questions, &year, None, at, 1000)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        for r in &page {
+            csv_row(&mut out, r);
+        }
+        rows += page.len();
+        bytes += out.len();
+        peak = peak.max(rss_bytes());
+        if matches!(next, ExportCursor::Done) {
+            break;
+        }
+        at = next;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let rate = rows as f64 / secs;
+    let growth = peak.saturating_sub(rss0) as f64 / 1e6;
+    println!(
+        "  export questions: {rows} rows ({:.1} MB) in {secs:.2} s = {rate:.0} rows/s (target ≥ 100k) {}; RSS growth {growth:.1} MB (target ≤ 50) {}",
+        bytes as f64 / 1e6,
+        pass(rate >= 100_000.0),
+        pass(growth <= 50.0)
+    );
+    db.close().await;
+    Ok(())
+}

@@ -1,0 +1,669 @@
+//! Analytics' SQL, the same on SQLite and PostgreSQL. Every read is scoped
+//! to one organisation (`organization_id = $1`). Days are `YYYY-MM-DD`
+//! text, so ranges compare as strings on both databases.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::model::Event;
+use crate::db::{Db, StoreError, placeholders};
+use crate::ids::{EventId, OrgId, PersonaId, SessionId, UserId};
+use crate::{on_db, on_db_write};
+
+/// The persona or member of a total that has none (or was erased).
+pub fn nil_persona() -> PersonaId {
+    PersonaId(uuid::Uuid::nil())
+}
+
+pub fn nil_user() -> UserId {
+    UserId(uuid::Uuid::nil())
+}
+
+/// An event as written, with its day and (declined questions) vector.
+pub struct StoredEvent {
+    pub event: Event,
+    pub day: String,
+    pub embedding: Option<Vec<u8>>,
+}
+
+/// What one batch adds to one row of daily totals.
+#[derive(Debug, Clone)]
+pub struct DailyDelta {
+    pub org: OrgId,
+    pub day: String,
+    pub persona: PersonaId,
+    pub user: UserId,
+    pub student: bool,
+    pub questions: i64,
+    pub grounded: i64,
+    pub refusals: i64,
+    pub flagged: i64,
+    pub not_covered: i64,
+    pub sessions: i64,
+    pub resumes: i64,
+    pub logins: i64,
+    pub last_at: DateTime<Utc>,
+}
+
+impl Default for DailyDelta {
+    fn default() -> Self {
+        Self {
+            org: OrgId(uuid::Uuid::nil()),
+            day: String::new(),
+            persona: nil_persona(),
+            user: nil_user(),
+            student: false,
+            questions: 0,
+            grounded: 0,
+            refusals: 0,
+            flagged: 0,
+            not_covered: 0,
+            sessions: 0,
+            resumes: 0,
+            logins: 0,
+            last_at: DateTime::<Utc>::MIN_UTC,
+        }
+    }
+}
+
+/// Of `users`, those that exist, and whether each is a student.
+pub async fn student_flags(db: &Db, users: &[UserId]) -> Result<HashMap<UserId, bool>, StoreError> {
+    let mut out = HashMap::new();
+    for chunk in users.chunks(500) {
+        let sql = format!(
+            "SELECT id, role FROM users WHERE id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let rows: Vec<(UserId, String)> = on_db!(db, |pool| {
+            let mut q = sqlx::query_as(&sql);
+            for u in chunk {
+                q = q.bind(*u);
+            }
+            q.fetch_all(pool).await?
+        });
+        out.extend(rows.into_iter().map(|(id, role)| (id, role == "student")));
+    }
+    Ok(out)
+}
+
+const INSERT_EVENT: &str = "INSERT INTO analytics_events (id, organization_id, kind, user_id, \
+     persona_id, session_id, seq, text, grounded, refusal, first_token_ms, total_ms, provider, \
+     detail, embedding, day, at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+
+const UPSERT_DAILY: &str = "INSERT INTO analytics_daily (organization_id, day, persona_id, \
+     user_id, student, questions, grounded, refusals, flagged, not_covered, sessions, resumes, \
+     logins, last_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+     ON CONFLICT (organization_id, day, persona_id, user_id) DO UPDATE SET \
+     student = excluded.student, \
+     questions = analytics_daily.questions + excluded.questions, \
+     grounded = analytics_daily.grounded + excluded.grounded, \
+     refusals = analytics_daily.refusals + excluded.refusals, \
+     flagged = analytics_daily.flagged + excluded.flagged, \
+     not_covered = analytics_daily.not_covered + excluded.not_covered, \
+     sessions = analytics_daily.sessions + excluded.sessions, \
+     resumes = analytics_daily.resumes + excluded.resumes, \
+     logins = analytics_daily.logins + excluded.logins, \
+     last_at = CASE WHEN excluded.last_at > analytics_daily.last_at \
+               THEN excluded.last_at ELSE analytics_daily.last_at END";
+
+/// Writes a batch of events and the totals they change in one
+/// transaction: totals never count an event that is not stored.
+pub async fn write_batch(
+    db: &Db,
+    events: &[StoredEvent],
+    totals: &[DailyDelta],
+) -> Result<(), StoreError> {
+    on_db_write!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        for s in events {
+            let e = &s.event;
+            sqlx::query(INSERT_EVENT)
+                .bind(e.id)
+                .bind(e.org)
+                .bind(e.kind.as_str())
+                .bind(e.user)
+                .bind(e.persona)
+                .bind(e.session)
+                .bind(e.seq)
+                .bind(e.text.as_deref())
+                .bind(e.grounded)
+                .bind(e.refusal.as_deref())
+                .bind(e.first_token_ms)
+                .bind(e.total_ms)
+                .bind(e.provider.as_deref())
+                .bind(e.detail.to_string())
+                .bind(s.embedding.as_deref())
+                .bind(&s.day)
+                .bind(e.at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for d in totals {
+            sqlx::query(UPSERT_DAILY)
+                .bind(d.org)
+                .bind(&d.day)
+                .bind(d.persona)
+                .bind(d.user)
+                .bind(d.student)
+                .bind(d.questions)
+                .bind(d.grounded)
+                .bind(d.refusals)
+                .bind(d.flagged)
+                .bind(d.not_covered)
+                .bind(d.sessions)
+                .bind(d.resumes)
+                .bind(d.logins)
+                .bind(d.last_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    });
+    Ok(())
+}
+
+/// A report's scope: organisation, days (inclusive), optional persona.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub org: OrgId,
+    pub from: String,
+    pub to: String,
+    pub persona: Option<PersonaId>,
+}
+
+/// The filter every totals read shares: `$1` org, `$2`/`$3` days, `$4`
+/// persona or NULL.
+const TOTALS_WHERE: &str = "organization_id = $1 AND day >= $2 AND day <= $3 \
+     AND ($4 IS NULL OR persona_id = $4)";
+
+#[derive(Debug, Default, sqlx::FromRow)]
+pub struct Sums {
+    pub questions: i64,
+    pub grounded: i64,
+    pub refusals: i64,
+    pub sessions: i64,
+    pub active_students: i64,
+}
+
+pub async fn sums(db: &Db, s: &Scope) -> Result<Sums, StoreError> {
+    let sql = format!(
+        "SELECT CAST(COALESCE(SUM(questions), 0) AS BIGINT) AS questions, \
+         CAST(COALESCE(SUM(grounded), 0) AS BIGINT) AS grounded, \
+         CAST(COALESCE(SUM(refusals), 0) AS BIGINT) AS refusals, \
+         CAST(COALESCE(SUM(sessions), 0) AS BIGINT) AS sessions, \
+         COUNT(DISTINCT CASE WHEN student = TRUE AND (questions > 0 OR sessions > 0) \
+               THEN user_id END) AS active_students \
+         FROM analytics_daily WHERE {TOTALS_WHERE}"
+    );
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(s.org)
+        .bind(&s.from)
+        .bind(&s.to)
+        .bind(s.persona)
+        .fetch_one(pool)
+        .await?))
+}
+
+/// `(day, questions, active students)` of the days with any activity.
+pub async fn by_day(
+    db: &Db,
+    s: &Scope,
+    user: Option<UserId>,
+) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    let sql = format!(
+        "SELECT day, CAST(COALESCE(SUM(questions), 0) AS BIGINT), \
+         COUNT(DISTINCT CASE WHEN student = TRUE AND (questions > 0 OR sessions > 0) \
+               THEN user_id END) \
+         FROM analytics_daily WHERE {TOTALS_WHERE} AND ($5 IS NULL OR user_id = $5) \
+         GROUP BY day ORDER BY day"
+    );
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(s.org)
+        .bind(&s.from)
+        .bind(&s.to)
+        .bind(s.persona)
+        .bind(user)
+        .fetch_all(pool)
+        .await?))
+}
+
+/// Personas by questions, most first (of one user when given).
+pub async fn top_personas(
+    db: &Db,
+    s: &Scope,
+    user: Option<UserId>,
+    limit: i64,
+) -> Result<Vec<(PersonaId, Option<String>, i64)>, StoreError> {
+    let sql = "SELECT d.persona_id, p.name, CAST(SUM(d.questions) AS BIGINT) AS q \
+         FROM analytics_daily d \
+         LEFT JOIN personas p ON p.id = d.persona_id AND p.organization_id = d.organization_id \
+         WHERE d.organization_id = $1 AND d.day >= $2 AND d.day <= $3 \
+         AND ($4 IS NULL OR d.persona_id = $4) AND ($5 IS NULL OR d.user_id = $5) \
+         AND d.persona_id <> $6 \
+         GROUP BY d.persona_id, p.name HAVING SUM(d.questions) > 0 \
+         ORDER BY q DESC, d.persona_id LIMIT $7";
+    Ok(on_db!(db, |pool| sqlx::query_as(sql)
+        .bind(s.org)
+        .bind(&s.from)
+        .bind(&s.to)
+        .bind(s.persona)
+        .bind(user)
+        .bind(nil_persona())
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+}
+
+const QUESTIONS_WHERE: &str = "organization_id = $1 AND kind = 'question' AND day >= $2 \
+     AND day <= $3 AND ($4 IS NULL OR persona_id = $4)";
+
+/// The first-token latencies at the given fractions (nearest rank), from
+/// the raw question events of the scope.
+pub async fn first_token_percentiles(
+    db: &Db,
+    s: &Scope,
+    fractions: &[f64],
+) -> Result<Vec<Option<i64>>, StoreError> {
+    let count_sql = format!(
+        "SELECT COUNT(*) FROM analytics_events WHERE {QUESTIONS_WHERE} \
+         AND first_token_ms IS NOT NULL"
+    );
+    let n: i64 = on_db!(db, |pool| sqlx::query_scalar(&count_sql)
+        .bind(s.org)
+        .bind(&s.from)
+        .bind(&s.to)
+        .bind(s.persona)
+        .fetch_one(pool)
+        .await?);
+    let mut out = Vec::with_capacity(fractions.len());
+    let at_sql = format!(
+        "SELECT first_token_ms FROM analytics_events WHERE {QUESTIONS_WHERE} \
+         AND first_token_ms IS NOT NULL ORDER BY first_token_ms LIMIT 1 OFFSET $5"
+    );
+    for f in fractions {
+        if n == 0 {
+            out.push(None);
+            continue;
+        }
+        let rank = ((f * n as f64).ceil() as i64).clamp(1, n) - 1;
+        let v: Option<i64> = on_db!(db, |pool| sqlx::query_scalar(&at_sql)
+            .bind(s.org)
+            .bind(&s.from)
+            .bind(&s.to)
+            .bind(s.persona)
+            .bind(rank)
+            .fetch_optional(pool)
+            .await?);
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// A member's activity in a scope, split at `middle` for the trend.
+#[derive(Debug, sqlx::FromRow)]
+pub struct StudentAgg {
+    pub user_id: UserId,
+    pub full_name: String,
+    pub created_at: DateTime<Utc>,
+    pub questions: i64,
+    pub sessions: i64,
+    pub active_days: i64,
+    pub last_active_at: Option<DateTime<Utc>>,
+    pub first_half: i64,
+    pub second_half: i64,
+}
+
+fn student_agg_sql(filter: &str) -> String {
+    format!(
+        "SELECT u.id AS user_id, u.full_name, u.created_at, \
+         CAST(COALESCE(SUM(d.questions), 0) AS BIGINT) AS questions, \
+         CAST(COALESCE(SUM(d.sessions), 0) AS BIGINT) AS sessions, \
+         COUNT(DISTINCT CASE WHEN d.questions > 0 OR d.sessions > 0 THEN d.day END) AS active_days, \
+         MAX(d.last_at) AS last_active_at, \
+         CAST(COALESCE(SUM(CASE WHEN d.day < $5 THEN d.questions ELSE 0 END), 0) AS BIGINT) AS first_half, \
+         CAST(COALESCE(SUM(CASE WHEN d.day >= $5 THEN d.questions ELSE 0 END), 0) AS BIGINT) AS second_half \
+         FROM users u LEFT JOIN analytics_daily d ON d.organization_id = u.organization_id \
+         AND d.user_id = u.id AND d.day >= $2 AND d.day <= $3 \
+         AND ($4 IS NULL OR d.persona_id = $4) \
+         WHERE u.organization_id = $1 AND {filter} \
+         GROUP BY u.id, u.full_name, u.created_at"
+    )
+}
+
+/// The organisation's students (oldest account first), a page after
+/// `after` (created_at, id).
+pub async fn students(
+    db: &Db,
+    s: &Scope,
+    middle: &str,
+    after: Option<(DateTime<Utc>, UserId)>,
+    limit: i64,
+) -> Result<Vec<StudentAgg>, StoreError> {
+    let sql = format!(
+        "{} ORDER BY u.created_at, u.id LIMIT $8",
+        student_agg_sql(
+            "u.role = 'student' AND ($6 IS NULL OR u.created_at > $6 \
+             OR (u.created_at = $6 AND u.id > $7))"
+        )
+    );
+    let (t, id) = match after {
+        Some((t, id)) => (Some(t), Some(id)),
+        None => (None, None),
+    };
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(s.org)
+        .bind(&s.from)
+        .bind(&s.to)
+        .bind(s.persona)
+        .bind(middle)
+        .bind(t)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+}
+
+/// One member of the organisation (any role), or `None`.
+pub async fn student(
+    db: &Db,
+    s: &Scope,
+    middle: &str,
+    user: UserId,
+) -> Result<Option<StudentAgg>, StoreError> {
+    let sql = student_agg_sql("u.id = $6");
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(s.org)
+        .bind(&s.from)
+        .bind(&s.to)
+        .bind(s.persona)
+        .bind(middle)
+        .bind(user)
+        .fetch_optional(pool)
+        .await?))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct QuestionRow {
+    pub id: EventId,
+    pub at: DateTime<Utc>,
+    pub user_id: Option<UserId>,
+    pub full_name: Option<String>,
+    pub persona_id: Option<PersonaId>,
+    pub session_id: Option<SessionId>,
+    pub seq: Option<i64>,
+    pub text: Option<String>,
+    pub grounded: Option<bool>,
+    pub refusal: Option<String>,
+    pub first_token_ms: Option<i64>,
+    pub total_ms: Option<i64>,
+    pub provider: Option<String>,
+}
+
+const QUESTION_COLUMNS: &str = "e.id, e.at, e.user_id, u.full_name, e.persona_id, e.session_id, \
+     e.seq, e.text, e.grounded, e.refusal, e.first_token_ms, e.total_ms, e.provider";
+
+/// A member's newest questions of the scope.
+pub async fn recent_questions(
+    db: &Db,
+    s: &Scope,
+    user: UserId,
+    limit: i64,
+) -> Result<Vec<QuestionRow>, StoreError> {
+    let sql = format!(
+        "SELECT {QUESTION_COLUMNS} FROM analytics_events e \
+         LEFT JOIN users u ON u.id = e.user_id AND u.organization_id = e.organization_id \
+         WHERE e.organization_id = $1 AND e.kind = 'question' AND e.day >= $2 AND e.day <= $3 \
+         AND ($4 IS NULL OR e.persona_id = $4) AND e.user_id = $5 \
+         ORDER BY e.at DESC, e.id DESC LIMIT $6"
+    );
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(s.org)
+        .bind(&s.from)
+        .bind(&s.to)
+        .bind(s.persona)
+        .bind(user)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+}
+
+/// Flagged questions (safety, blocked topic), newest first, a page after
+/// `after` (at, id).
+pub async fn flags(
+    db: &Db,
+    s: &Scope,
+    after: Option<(DateTime<Utc>, EventId)>,
+    limit: i64,
+) -> Result<Vec<QuestionRow>, StoreError> {
+    let sql = format!(
+        "SELECT {QUESTION_COLUMNS} FROM analytics_events e \
+         LEFT JOIN users u ON u.id = e.user_id AND u.organization_id = e.organization_id \
+         WHERE e.organization_id = $1 AND e.kind = 'question' AND e.day >= $2 AND e.day <= $3 \
+         AND ($4 IS NULL OR e.persona_id = $4) AND e.refusal IN ('safety', 'blocked_topic') \
+         AND ($5 IS NULL OR e.at < $5 OR (e.at = $5 AND e.id < $6)) \
+         ORDER BY e.at DESC, e.id DESC LIMIT $7"
+    );
+    let (t, id) = match after {
+        Some((t, id)) => (Some(t), Some(id)),
+        None => (None, None),
+    };
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(s.org)
+        .bind(&s.from)
+        .bind(&s.to)
+        .bind(s.persona)
+        .bind(t)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+}
+
+/// Every question of the scope, oldest first, a page after `after`.
+pub async fn questions(
+    db: &Db,
+    s: &Scope,
+    after: Option<(DateTime<Utc>, EventId)>,
+    limit: i64,
+) -> Result<Vec<QuestionRow>, StoreError> {
+    let sql = format!(
+        "SELECT {QUESTION_COLUMNS} FROM analytics_events e \
+         LEFT JOIN users u ON u.id = e.user_id AND u.organization_id = e.organization_id \
+         WHERE e.organization_id = $1 AND e.kind = 'question' AND e.day >= $2 AND e.day <= $3 \
+         AND ($4 IS NULL OR e.persona_id = $4) \
+         AND ($5 IS NULL OR e.at > $5 OR (e.at = $5 AND e.id > $6)) \
+         ORDER BY e.at, e.id LIMIT $7"
+    );
+    let (t, id) = match after {
+        Some((t, id)) => (Some(t), Some(id)),
+        None => (None, None),
+    };
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(s.org)
+        .bind(&s.from)
+        .bind(&s.to)
+        .bind(s.persona)
+        .bind(t)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct DeclinedRow {
+    pub text: Option<String>,
+    pub persona_id: Option<PersonaId>,
+    pub at: DateTime<Utc>,
+    pub embedding: Option<Vec<u8>>,
+}
+
+/// Questions declined as not covered, newest first.
+pub async fn declined(db: &Db, s: &Scope, limit: i64) -> Result<Vec<DeclinedRow>, StoreError> {
+    let sql = format!(
+        "SELECT text, persona_id, at, embedding FROM analytics_events WHERE {QUESTIONS_WHERE} \
+         AND refusal = 'not_covered' ORDER BY at DESC, id DESC LIMIT $5"
+    );
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(s.org)
+        .bind(&s.from)
+        .bind(&s.to)
+        .bind(s.persona)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+}
+
+/// A row of the daily export: one day and persona.
+#[derive(Debug, sqlx::FromRow)]
+pub struct DailyRow {
+    pub day: String,
+    pub persona_id: PersonaId,
+    pub questions: i64,
+    pub grounded: i64,
+    pub refusals: i64,
+    pub flagged: i64,
+    pub sessions: i64,
+    pub logins: i64,
+    pub active_students: i64,
+}
+
+/// Totals by day and persona, in order, a page at `offset`.
+pub async fn daily(
+    db: &Db,
+    s: &Scope,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<DailyRow>, StoreError> {
+    let sql = format!(
+        "SELECT day, persona_id, CAST(SUM(questions) AS BIGINT) AS questions, \
+         CAST(SUM(grounded) AS BIGINT) AS grounded, CAST(SUM(refusals) AS BIGINT) AS refusals, \
+         CAST(SUM(flagged) AS BIGINT) AS flagged, CAST(SUM(sessions) AS BIGINT) AS sessions, \
+         CAST(SUM(logins) AS BIGINT) AS logins, \
+         COUNT(DISTINCT CASE WHEN student = TRUE AND (questions > 0 OR sessions > 0) \
+               THEN user_id END) AS active_students \
+         FROM analytics_daily WHERE {TOTALS_WHERE} \
+         GROUP BY day, persona_id ORDER BY day, persona_id LIMIT $5 OFFSET $6"
+    );
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(s.org)
+        .bind(&s.from)
+        .bind(&s.to)
+        .bind(s.persona)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await?))
+}
+
+/// Deletes up to `chunk` raw events older than `cutoff`; returns how many.
+pub async fn delete_events_before(
+    db: &Db,
+    cutoff: DateTime<Utc>,
+    chunk: i64,
+) -> Result<u64, StoreError> {
+    Ok(on_db_write!(db, |pool| sqlx::query(
+        "DELETE FROM analytics_events WHERE id IN \
+         (SELECT id FROM analytics_events WHERE at < $1 LIMIT $2)"
+    )
+    .bind(cutoff)
+    .bind(chunk)
+    .execute(pool)
+    .await?
+    .rows_affected()))
+}
+
+/// Erases a member's analytics: their raw events go, and their daily
+/// totals are folded into the organisation's anonymous row (the totals
+/// stay, without them). One transaction.
+pub async fn erase_user(db: &Db, org: OrgId, user: UserId) -> Result<(), StoreError> {
+    on_db_write!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        sqlx::query("DELETE FROM analytics_events WHERE organization_id = $1 AND user_id = $2")
+            .bind(org)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO analytics_daily (organization_id, day, persona_id, user_id, student, \
+             questions, grounded, refusals, flagged, not_covered, sessions, resumes, logins, last_at) \
+             SELECT organization_id, day, persona_id, $3, FALSE, SUM(questions), SUM(grounded), \
+             SUM(refusals), SUM(flagged), SUM(not_covered), SUM(sessions), SUM(resumes), \
+             SUM(logins), MAX(last_at) FROM analytics_daily \
+             WHERE organization_id = $1 AND user_id = $2 GROUP BY organization_id, day, persona_id \
+             ON CONFLICT (organization_id, day, persona_id, user_id) DO UPDATE SET \
+             questions = analytics_daily.questions + excluded.questions, \
+             grounded = analytics_daily.grounded + excluded.grounded, \
+             refusals = analytics_daily.refusals + excluded.refusals, \
+             flagged = analytics_daily.flagged + excluded.flagged, \
+             not_covered = analytics_daily.not_covered + excluded.not_covered, \
+             sessions = analytics_daily.sessions + excluded.sessions, \
+             resumes = analytics_daily.resumes + excluded.resumes, \
+             logins = analytics_daily.logins + excluded.logins, \
+             last_at = CASE WHEN excluded.last_at > analytics_daily.last_at \
+                       THEN excluded.last_at ELSE analytics_daily.last_at END",
+        )
+        .bind(org)
+        .bind(user)
+        .bind(nil_user())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM analytics_daily WHERE organization_id = $1 AND user_id = $2")
+            .bind(org)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    });
+    Ok(())
+}
+
+/// Records that the job ran to completion at `at`.
+pub async fn set_job_run(db: &Db, name: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    on_db_write!(db, |pool| sqlx::query(
+        "INSERT INTO analytics_jobs (name, last_run_at) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET last_run_at = excluded.last_run_at"
+    )
+    .bind(name)
+    .bind(at)
+    .execute(pool)
+    .await
+    .map(|_| ())?);
+    Ok(())
+}
+
+/// Claims the job's run at `now` unless it last ran after `due_after`:
+/// one statement, so of several nodes checking at once only one wins.
+pub async fn claim_job(
+    db: &Db,
+    name: &str,
+    now: DateTime<Utc>,
+    due_after: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = on_db_write!(db, |pool| sqlx::query(
+        "INSERT INTO analytics_jobs (name, last_run_at) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET last_run_at = excluded.last_run_at \
+         WHERE analytics_jobs.last_run_at <= $3"
+    )
+    .bind(name)
+    .bind(now)
+    .bind(due_after)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+/// Staff of every organisation who opted in to the weekly digest:
+/// `(org, email, full_name)`.
+pub async fn digest_recipients(db: &Db) -> Result<Vec<(OrgId, String, String)>, StoreError> {
+    Ok(on_db!(db, |pool| sqlx::query_as(
+        "SELECT organization_id, email, full_name FROM users \
+         WHERE weekly_digest = TRUE AND role IN ('admin', 'teacher') \
+         ORDER BY organization_id, email"
+    )
+    .fetch_all(pool)
+    .await?))
+}
