@@ -44,5 +44,6 @@ macro_rules! typed_id {
 }
 
 typed_id!(
-    OrgId, UserId, TokenId, FamilyId, AuditId, SourceId, ChunkId, PersonaId, ModelId, SessionId
+    OrgId, UserId, TokenId, FamilyId, AuditId, SourceId, ChunkId, PersonaId, ModelId, SessionId,
+    PaymentId
 );

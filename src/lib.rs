@@ -9,6 +9,7 @@ mod architecture;
 pub mod audit;
 pub mod auth;
 pub mod avatars;
+pub mod billing;
 pub mod chat;
 pub mod clock;
 pub mod config;

@@ -19,6 +19,10 @@ pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "bwenge_process_resident_memory_
 pub const BUILD_INFO: &str = "bwenge_build_info";
 pub const WS_CONNECTIONS: &str = "bwenge_ws_connections";
 pub const WS_SLOW_DISCONNECTS_TOTAL: &str = "bwenge_ws_slow_disconnects_total";
+/// Payments by `method` and final `status` (and `created`).
+pub const PAYMENTS_TOTAL: &str = "bwenge_payments_total";
+/// Questions, uploads and invitations refused past an `allowance`.
+pub const QUOTA_REFUSALS: &str = "bwenge_quota_refusals_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

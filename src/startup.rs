@@ -117,7 +117,17 @@ impl Application {
             revocations: revocations.clone(),
             clock,
         });
-        let orgs = crate::orgs::OrgService::new(db.clone(), auth.clone(), revocations);
+        let billing = crate::billing::BillingService::new(crate::billing::BillingDeps {
+            db: db.clone(),
+            settings: settings.billing.clone(),
+            clock,
+            mailer: mailer.clone(),
+        });
+        let quotas = Arc::new(crate::adapters::BillingQuotas {
+            billing: billing.clone(),
+        });
+        let orgs =
+            crate::orgs::OrgService::new(db.clone(), auth.clone(), revocations, quotas.clone());
         let node_id = uuid::Uuid::new_v4().simple().to_string();
         let embedder = crate::knowledge::embedders::build(&settings).await;
         let search = Arc::new(SearchService::new(
@@ -189,6 +199,7 @@ impl Application {
             transcription: settings.transcription.clone(),
             scopes: Arc::new(PersonaScopesFromStore { db: db.clone() }),
             clock,
+            quota: quotas.clone(),
         });
         let model = crate::llm::build(&settings.llm)?;
         let persona_port = Arc::new(crate::personas::PersonaService {
@@ -235,6 +246,7 @@ impl Application {
                 db: db.clone(),
                 catalog: persona_catalog.clone(),
             }),
+            quotas.clone(),
         );
         let hub = crate::chat::hub::ChatHub::new(bus.clone(), node_id.clone());
         hub.start().await?;
@@ -248,7 +260,9 @@ impl Application {
             ),
             limiter.clone(),
             crate::chat::ChatConfig::from_settings(&settings),
+            quotas,
         );
+        billing.start_jobs();
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             db,
@@ -264,6 +278,7 @@ impl Application {
             personas: persona_catalog,
             avatars,
             chat,
+            billing,
             node_id,
         });
 

@@ -29,6 +29,8 @@ pub struct AppState {
     pub avatars: crate::avatars::service::AvatarService,
     /// Chat: its sessions, hub and connections' service.
     pub chat: crate::chat::ChatService,
+    /// Plans, subscriptions, allowances and payments.
+    pub billing: crate::billing::BillingService,
     /// A random id of this process, to tell its own bus messages apart.
     pub node_id: String,
 }

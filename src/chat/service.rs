@@ -16,6 +16,7 @@ use chrono::Utc;
 use super::error::ChatError;
 use super::frames::{AnswerExtras, EventRole};
 use super::hub::ChatHub;
+use super::quota::QuestionQuota;
 use super::session::{ChatSession, Post, Resumed};
 use super::store::{self, EventRow, NewEvent, SessionRow};
 use super::tutor::Tutor;
@@ -89,6 +90,8 @@ pub struct ChatCore {
     pub tutor: Arc<dyn Tutor>,
     pub limiter: Arc<dyn RateLimiter>,
     pub config: ChatConfig,
+    /// The question allowance (billing's).
+    pub quota: Arc<dyn QuestionQuota>,
 }
 
 /// The chat service; cheap to clone.
@@ -128,6 +131,7 @@ impl ChatService {
         tutor: Arc<dyn Tutor>,
         limiter: Arc<dyn RateLimiter>,
         config: ChatConfig,
+        quota: Arc<dyn QuestionQuota>,
     ) -> Self {
         let idle = config.idle_timeout;
         let core = Arc::new(ChatCore {
@@ -136,6 +140,7 @@ impl ChatService {
             tutor,
             limiter,
             config,
+            quota,
         });
         let for_sessions = Arc::clone(&core);
         let sessions = Registry::new(
@@ -259,6 +264,16 @@ impl ChatService {
         }
     }
 
+    /// Counts a question asked over HTTP against the month's allowance.
+    pub async fn count_question(&self, org: OrgId) -> Result<(), ChatError> {
+        self.core.quota.take(org, None).await
+    }
+
+    /// Gives back a question counted over HTTP that was not answered.
+    pub async fn uncount_question(&self, org: OrgId) {
+        self.core.quota.give_back(org).await;
+    }
+
     /// The question as it will be asked, or why it cannot be.
     pub fn check_question(&self, text: &str) -> Result<String, ChatError> {
         self.core.tutor.check_question(text)
@@ -294,6 +309,8 @@ impl ChatService {
             return Err(ChatError::RateLimited { retry_after });
         }
         let session = row.id;
+        let key = format!("chat:{session}:{client_id}");
+        self.core.quota.take(user.org_id, Some(&key)).await?;
         let post = Post {
             conn,
             user,
@@ -559,12 +576,14 @@ mod tests {
             asked: AtomicUsize::new(0),
         });
         let hub = ChatHub::new(Arc::new(InProcessBus::new()), "node".into());
+        let quotas = crate::testkit::quotas(&settings, &db);
         let chat = ChatService::build(
             db,
             hub,
             tutor.clone(),
             Arc::new(InProcessRateLimiter::new()),
             ChatConfig::from_settings(&settings),
+            quotas,
         );
         let student = |user_id| ChatUser {
             user_id,

@@ -46,6 +46,7 @@ pub fn route_table(state: &AppState) -> Vec<RouteDef> {
     routes.extend(crate::personas::routes());
     routes.extend(crate::chat::routes());
     routes.extend(crate::avatars::routes());
+    routes.extend(crate::billing::routes());
     if state.settings.testing.routes {
         routes.extend(crate::ops::testing::routes());
     }

@@ -55,6 +55,9 @@ use utoipa::OpenApi;
         crate::avatars::add_version,
         crate::avatars::delete_model,
         crate::avatars::persona_avatar,
+        crate::billing::routes::list_plans,
+        crate::billing::routes::get_subscription,
+        crate::billing::routes::cancel_subscription,
     ),
     components(schemas(crate::ops::Health, crate::ops::Readiness, ProblemSchema)),
     modifiers(&BearerAuth),
@@ -63,6 +66,9 @@ use utoipa::OpenApi;
         (name = "identity", description = "Accounts, tokens, verification, password reset"),
         (name = "organisation", description = "Members, invitations, audit log"),
         (name = "knowledge", description = "Course material and search"),
+        (name = "billing", description = "Plans, the subscription, payments, provider webhooks. \
+            Past an allowance (questions a month, storage, members) calls answer \
+            `402 quota_exceeded`, and the chat socket an `error` frame with that code."),
     )
 )]
 pub struct ApiDoc;

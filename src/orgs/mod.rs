@@ -10,4 +10,4 @@ pub mod store;
 mod tests;
 
 pub use routes::routes;
-pub use service::{OrgError, OrgService};
+pub use service::{MemberQuota, OrgError, OrgService};

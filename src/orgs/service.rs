@@ -12,7 +12,7 @@ use crate::auth::service::{self as auth_service, Tokens, UserView};
 use crate::auth::store::{self as auth_store, NewUser, OneTimeKind, UserRow};
 use crate::auth::{AuthError, AuthService, AuthUser, Forbidden, Revocations};
 use crate::db::{Db, StoreError};
-use crate::ids::{TokenId, UserId};
+use crate::ids::{OrgId, TokenId, UserId};
 use crate::pagination::{Cursor, List, Page, page_of};
 use crate::validation::Invalid;
 
@@ -28,6 +28,9 @@ pub enum OrgError {
     /// The change would leave the organisation without an admin.
     #[error("the last admin cannot be demoted or removed")]
     LastAdmin,
+    /// The member allowance is used up; the sentence says which.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// An invitation that is unknown, used or expired.
     #[error("the invitation is invalid, used or expired")]
     InvalidInvitation,
@@ -41,12 +44,23 @@ pub enum OrgError {
 
 type Result<T, E = OrgError> = std::result::Result<T, E>;
 
+/// The organisation's member allowance (billing's, through
+/// `crate::adapters`): active members plus pending invitations. An
+/// invitation takes a seat; removing a member gives one back.
+#[async_trait::async_trait]
+pub trait MemberQuota: Send + Sync + 'static {
+    /// Refused with [`OrgError::QuotaExceeded`] past the allowance.
+    async fn reserve(&self, org: OrgId) -> Result<()>;
+    async fn release(&self, org: OrgId);
+}
+
 /// Members, roles and invitations of an organisation.
 #[derive(Clone)]
 pub struct OrgService {
     db: Db,
     auth: AuthService,
     revocations: Arc<dyn Revocations>,
+    quota: Arc<dyn MemberQuota>,
 }
 
 use super::store;
@@ -59,11 +73,17 @@ pub struct Invitation {
 }
 
 impl OrgService {
-    pub fn new(db: Db, auth: AuthService, revocations: Arc<dyn Revocations>) -> Self {
+    pub fn new(
+        db: Db,
+        auth: AuthService,
+        revocations: Arc<dyn Revocations>,
+        quota: Arc<dyn MemberQuota>,
+    ) -> Self {
         Self {
             db,
             auth,
             revocations,
+            quota,
         }
     }
 
@@ -128,7 +148,9 @@ impl OrgService {
         if target.role == Role::Admin && store::count_admins(&self.db, caller.org_id).await? <= 1 {
             return Err(OrgError::LastAdmin);
         }
-        store::delete_member(&self.db, caller.org_id, member).await?;
+        if store::delete_member(&self.db, caller.org_id, member).await? {
+            self.quota.release(caller.org_id).await;
+        }
         self.revocations.revoked(member).await;
         audit::record(
             &self.db,
@@ -165,7 +187,8 @@ impl OrgService {
         {
             return Err(AuthError::EmailTaken.into());
         }
-        let (id, expires_at) = self
+        self.quota.reserve(caller.org_id).await?;
+        let sent = self
             .auth
             .send_one_time_link(auth_service::OneTimeLink {
                 kind: OneTimeKind::Invitation,
@@ -176,7 +199,14 @@ impl OrgService {
                 created_by: Some(caller.user_id),
                 ttl: chrono::Duration::days(auth_service::INVITATION_TTL_DAYS),
             })
-            .await?;
+            .await;
+        let (id, expires_at) = match sent {
+            Ok(sent) => sent,
+            Err(e) => {
+                self.quota.release(caller.org_id).await;
+                return Err(e.into());
+            }
+        };
         audit::record(
             &self.db,
             Entry {

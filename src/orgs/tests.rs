@@ -32,7 +32,8 @@ async fn services(dir: &std::path::Path) -> (AuthService, OrgService, Arc<Record
         revocations: revoked.clone(),
         clock: Clock::system(),
     });
-    let orgs = OrgService::new(db, auth.clone(), revoked.clone());
+    let quotas = testkit::quotas(&settings, &db);
+    let orgs = OrgService::new(db, auth.clone(), revoked.clone(), quotas);
     (auth, orgs, revoked)
 }
 
