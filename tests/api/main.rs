@@ -9,6 +9,7 @@
 
 mod auth;
 mod avatars;
+mod billing;
 mod browser;
 mod chat;
 mod cli;
