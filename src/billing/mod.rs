@@ -10,6 +10,8 @@
 
 pub mod error;
 pub mod model;
+pub mod payments;
+pub mod renewal;
 pub mod routes;
 pub mod service;
 pub mod store;

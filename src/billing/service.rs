@@ -38,6 +38,7 @@ pub(crate) struct Inner {
     pub(crate) plans: Plans,
     pub(crate) clock: Clock,
     pub(crate) mailer: Arc<dyn Mailer>,
+    pub(crate) providers: super::payments::Providers,
 }
 
 /// Plans, subscriptions, allowances and payments; cheap to clone.
@@ -84,6 +85,7 @@ pub struct SubscriptionView {
 impl BillingService {
     pub fn new(d: BillingDeps) -> Self {
         let plans = Plans::from_settings(&d.settings);
+        let providers = super::payments::Providers::from_settings(&d.settings);
         Self {
             inner: Arc::new(Inner {
                 db: d.db,
@@ -91,6 +93,7 @@ impl BillingService {
                 plans,
                 clock: d.clock,
                 mailer: d.mailer,
+                providers,
             }),
         }
     }
@@ -304,10 +307,22 @@ impl BillingService {
         Ok(())
     }
 
-    /// Starts the background work of this node: reconciliation now and
-    /// every `billing.job_interval_secs`. It keeps no state of its own
-    /// (the database drives it), so a restarted node simply starts again.
+    /// Starts the background work of this node: pending payments looked
+    /// up as they fall due (every `billing.poll_initial_secs`), and
+    /// reconciliation, renewals and grace now and every
+    /// `billing.job_interval_secs`. It keeps no state of its own (the
+    /// database drives it), so a restarted node simply starts again.
     pub fn start_jobs(&self) {
+        let poller = self.clone();
+        tokio::spawn(async move {
+            let every = std::time::Duration::from_secs(poller.inner.settings.poll_initial_secs);
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = poller.poll_due().await {
+                    tracing::warn!(error = ?e, "polling payments failed; it runs again later");
+                }
+            }
+        });
         let me = self.clone();
         tokio::spawn(async move {
             let every = std::time::Duration::from_secs(me.inner.settings.job_interval_secs);
@@ -323,6 +338,8 @@ impl BillingService {
     /// One round of the background work.
     pub async fn run_jobs_once(&self) -> Result<()> {
         self.reconcile_all().await?;
+        self.run_renewals().await?;
+        self.poll_due().await?;
         Ok(())
     }
 

@@ -117,9 +117,7 @@ async fn staff_read_the_subscription_and_only_admins_change_it(backend: Backend)
 
 /// 200 questions at once with 10 left: 10 answered, 190 refused, and the
 /// counter says 10.
-pub async fn questions_past_the_allowance_are_refused_exactly_under_concurrency(
-    backend: Backend,
-) {
+pub async fn questions_past_the_allowance_are_refused_exactly_under_concurrency(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |s| {
         s.billing.plans.free.questions_per_month = 10;
     })
@@ -152,11 +150,15 @@ pub async fn ask_at_once(
     let asks = (0..n).map(|i| {
         let app = nodes[i % nodes.len()];
         async move {
-            app.authed(Method::POST, &format!("/v1/personas/{persona}/ask"), &who.access)
-                .json(&json!({"question": format!("What is photosynthesis, question {i}?")}))
-                .send()
-                .await
-                .unwrap()
+            app.authed(
+                Method::POST,
+                &format!("/v1/personas/{persona}/ask"),
+                &who.access,
+            )
+            .json(&json!({"question": format!("What is photosynthesis, question {i}?")}))
+            .send()
+            .await
+            .unwrap()
         }
     });
     let mut answered = 0;
@@ -244,7 +246,10 @@ async fn storage_holds_for_material_and_models_and_deleting_frees_it(backend: Ba
     )
     .await;
     let body = assert_problem(res, 402, "quota_exceeded").await;
-    assert!(body["detail"].as_str().unwrap().contains("storage"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("storage"),
+        "{body}"
+    );
     // Deleting the notes frees their bytes: the model fits now.
     let path = format!("/v1/knowledge/{}", notes["id"].as_str().unwrap());
     crate::knowledge::wait_done(&app, &admin, notes["id"].as_str().unwrap()).await;
@@ -328,7 +333,10 @@ async fn members_and_pending_invitations_hold_to_the_allowance(backend: Backend)
     });
     for res in join_all(invites).await {
         let body = assert_problem(res, 402, "quota_exceeded").await;
-        assert!(body["detail"].as_str().unwrap().contains("members"), "{body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("members"),
+            "{body}"
+        );
     }
     assert_eq!(
         subscription(&app, &admin).await["usage"]["members"],
