@@ -782,8 +782,15 @@ impl BillingService {
                     self.apply(&p, e.customer_id(), e.subscription_id()).await?;
                     return Ok(());
                 }
-                // A renewal of a known subscription.
+                // A renewal of a known subscription (the first invoice is
+                // the checkout's, applied above).
+                let first_invoice = e
+                    .data_object
+                    .get("billing_reason")
+                    .and_then(serde_json::Value::as_str)
+                    == Some("subscription_create");
                 if e.kind() == StripeEventKind::InvoicePaid
+                    && !first_invoice
                     && let Some(sub_id) = e.subscription_id()
                     && let Some(org) =
                         store::org_of_stripe_subscription(&self.inner.db, sub_id).await?
@@ -795,7 +802,12 @@ impl BillingService {
                         .and_then(|t| DateTime::from_timestamp(t, 0))
                         .filter(|end| *end > now)
                         .unwrap_or_else(|| one_month_after(now));
-                    if sub.current_period_end != Some(end) {
+                    // Only a period beyond the one running (by more than a
+                    // day: the checkout's own period ends about then).
+                    let beyond = sub
+                        .current_period_end
+                        .is_none_or(|cur| end > cur + chrono::Duration::days(1));
+                    if beyond {
                         store::change_subscription(
                             &self.inner.db,
                             org,
@@ -884,11 +896,10 @@ impl BillingService {
                     &store::SubscriptionChange {
                         plan: sub.plan,
                         status,
+                        // The period moves with `invoice.paid` (paid, with
+                        // its receipt), not with this event.
                         current_period_start: sub.current_period_start,
-                        current_period_end: e
-                            .period_end()
-                            .and_then(|t| DateTime::from_timestamp(t, 0))
-                            .or(sub.current_period_end),
+                        current_period_end: sub.current_period_end,
                         cancel_at_period_end: e
                             .cancel_at_period_end()
                             .unwrap_or(sub.cancel_at_period_end),

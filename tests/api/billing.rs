@@ -386,3 +386,503 @@ async fn two_nodes_hold_the_question_allowance_together() {
     assert_eq!(answered, 10);
     assert_eq!(refused.len(), 190);
 }
+
+// -- Payments against the fake providers ------------------------------------
+
+use bwenge_payments::fake::{FakeOptions, FakeProviders, Outcome, PayerScript, Provider, Signing};
+use std::time::Duration;
+
+on_both_databases!(
+    an_admin_upgrades_by_momo_only_once_mtn_confirms,
+    an_admin_upgrades_by_airtel_money,
+    an_admin_upgrades_by_stripe_and_replays_change_nothing,
+    a_wrong_amount_or_a_silent_provider_changes_nothing,
+    teachers_students_and_other_schools_cannot_touch_payments,
+);
+
+/// The app wired to the fakes (its public URL known before it starts, so
+/// MoMo's `X-Callback-Url` reaches it).
+async fn app_with_fakes(backend: Backend) -> Option<(TestApp, FakeProviders)> {
+    let fakes = FakeProviders::start(FakeOptions::default()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (momo, airtel, stripe) = (
+        fakes.momo_config(None),
+        fakes.airtel_config(),
+        fakes.stripe_config(),
+    );
+    let app = spawn_app_with(backend, move |s| {
+        s.bind = format!("127.0.0.1:{port}");
+        let b = &mut s.billing;
+        b.public_base_url = format!("http://127.0.0.1:{port}");
+        b.poll_initial_secs = 1;
+        b.poll_max_secs = 1;
+        b.mtn_momo.enabled = true;
+        b.mtn_momo.base_url = momo.base_url;
+        b.mtn_momo.subscription_key = bwenge::config::Secret::new(momo.subscription_key);
+        b.mtn_momo.api_user = momo.api_user;
+        b.mtn_momo.api_key = bwenge::config::Secret::new(momo.api_key);
+        b.mtn_momo.target_environment = momo.target_environment;
+        b.mtn_momo.timeout_secs = 2;
+        b.airtel_money.enabled = true;
+        b.airtel_money.base_url = airtel.base_url;
+        b.airtel_money.client_id = airtel.client_id;
+        b.airtel_money.client_secret = bwenge::config::Secret::new(airtel.client_secret);
+        b.airtel_money.timeout_secs = 2;
+        b.stripe.enabled = true;
+        b.stripe.base_url = stripe.base_url;
+        b.stripe.secret_key = bwenge::config::Secret::new(stripe.secret_key);
+        b.stripe.webhook_secret = bwenge::config::Secret::new(stripe.webhook_secrets[0].clone());
+        b.plans.basic.stripe_price_id = "price_basic_usd".into();
+        b.plans.pro.stripe_price_id = "price_pro_usd".into();
+    })
+    .await?;
+    fakes.set_airtel_callback_url(Some(app.url("/v1/webhooks/airtel-money")));
+    fakes.set_stripe_webhook_url(Some(app.url("/v1/webhooks/stripe")));
+    Some((app, fakes))
+}
+
+async fn checkout(app: &TestApp, who: &Member, body: Value) -> reqwest::Response {
+    app.authed(Method::POST, "/v1/subscription/checkout", &who.access)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn payment(app: &TestApp, who: &Member, id: &str) -> Value {
+    let res = app
+        .authed(Method::GET, &format!("/v1/payments/{id}"), &who.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+/// Reads the payment until it is no longer pending (the poller and the
+/// callbacks settle it in the background).
+async fn settled(app: &TestApp, who: &Member, id: &str) -> Value {
+    for _ in 0..300 {
+        let p = payment(app, who, id).await;
+        if p["status"] != "pending" {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("payment {id} still pending");
+}
+
+fn audit_count(entries: &Value, action: &str) -> usize {
+    entries["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == action)
+        .count()
+}
+
+async fn audit(app: &TestApp, admin: &Member) -> Value {
+    app.authed(Method::GET, "/v1/audit?limit=200", &admin.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn an_admin_upgrades_by_momo_only_once_mtn_confirms(backend: Backend) {
+    let Some((app, fakes)) = app_with_fakes(backend).await else {
+        return;
+    };
+    let admin = app.register("Hill School", &email("admin")).await;
+    let phone = "+250788100001";
+    fakes.script_payer(phone, PayerScript::stay_pending().with_callbacks(2));
+    let res = checkout(
+        &app,
+        &admin,
+        json!({"plan": "basic", "method": "mtn_momo", "phone": phone}),
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["status"], "pending");
+    assert_eq!(p["amount"], 30000);
+    assert_eq!(p["currency"], "RWF");
+    let id = p["id"].as_str().unwrap().to_owned();
+    let reference: uuid::Uuid = p["provider_reference"].as_str().unwrap().parse().unwrap();
+    // MTN got the request for the payment, for its amount, to the phone.
+    let at_mtn = fakes.momo_payment(reference).unwrap();
+    assert_eq!(at_mtn.external_id, id);
+    assert_eq!(at_mtn.amount, 30000);
+
+    // A client claiming success changes nothing: MTN still says pending.
+    let res = app
+        .post_json(
+            "/v1/webhooks/mtn-momo",
+            &json!({"externalId": id, "status": "SUCCESSFUL", "financialTransactionId": "123"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let forged = fakes
+        .forge_momo_callback(
+            &app.url("/v1/webhooks/mtn-momo"),
+            json!({"externalId": id, "status": "SUCCESSFUL"}),
+        )
+        .await;
+    assert_eq!(forged.status, Some(200));
+    assert_eq!(payment(&app, &admin, &id).await["status"], "pending");
+    assert_eq!(subscription(&app, &admin).await["plan"], "free");
+
+    // The payer approves: MTN calls back (twice), Bwenge asks MTN, applies once.
+    fakes.settle_momo(reference, Outcome::Succeed).unwrap();
+    let p = settled(&app, &admin, &id).await;
+    assert_eq!(p["status"], "succeeded", "{p}");
+    fakes.wait_for_deliveries(2, Duration::from_secs(10)).await;
+    fakes.resend_momo_callback(reference).await.unwrap();
+    let sub = subscription(&app, &admin).await;
+    assert_eq!(sub["plan"], "basic");
+    assert_eq!(sub["status"], "active");
+    assert_eq!(sub["method"], "mtn_momo");
+    assert_eq!(sub["usage"]["questions"]["limit"], 1000);
+    let start: chrono::DateTime<chrono::Utc> = sub["current_period_start"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let end: chrono::DateTime<chrono::Utc> =
+        sub["current_period_end"].as_str().unwrap().parse().unwrap();
+    assert!((28..=31).contains(&(end - start).num_days()), "{sub}");
+    let log = audit(&app, &admin).await;
+    assert_eq!(audit_count(&log, "billing.payment_succeeded"), 1, "{log}");
+    assert_eq!(audit_count(&log, "billing.plan_changed"), 1);
+    // A receipt reached the admin.
+    let mut receipts = Vec::new();
+    for _ in 0..100 {
+        receipts = app.mails_to(&admin.email);
+        if receipts.iter().any(|m| m.contains("Receipt")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let receipt = receipts
+        .iter()
+        .find(|m| m.contains("Receipt"))
+        .expect("a receipt");
+    assert!(receipt.contains("30000 RWF"), "{receipt}");
+    let list: Value = app
+        .authed(Method::GET, "/v1/payments", &admin.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+async fn an_admin_upgrades_by_airtel_money(backend: Backend) {
+    let Some((app, fakes)) = app_with_fakes(backend).await else {
+        return;
+    };
+    let admin = app.register("Hill School", &email("admin")).await;
+    let phone = "+250730100002";
+    fakes.script_payer(
+        phone,
+        PayerScript::succeed()
+            .approving_after(Duration::from_millis(300))
+            .with_callbacks(3)
+            .out_of_order(),
+    );
+    let res = checkout(
+        &app,
+        &admin,
+        json!({"plan": "pro", "method": "airtel_money", "phone": phone}),
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["amount"], 100000);
+    let id = p["id"].as_str().unwrap().to_owned();
+    let transaction = p["provider_reference"].as_str().unwrap().to_owned();
+    // A forged "success" before the payer answered changes nothing.
+    fakes
+        .forge_airtel_callback(&transaction, "TS")
+        .await
+        .unwrap();
+    let sub = subscription(&app, &admin).await;
+    if fakes.airtel_payment(&transaction).unwrap().status == "TIP" {
+        assert_eq!(sub["plan"], "free");
+    }
+    let p = settled(&app, &admin, &id).await;
+    assert_eq!(p["status"], "succeeded", "{p}");
+    // Duplicate and stale callbacks arrive: still applied once.
+    fakes.wait_for_deliveries(4, Duration::from_secs(10)).await;
+    let sub = subscription(&app, &admin).await;
+    assert_eq!(sub["plan"], "pro");
+    assert_eq!(sub["method"], "airtel_money");
+    let log = audit(&app, &admin).await;
+    assert_eq!(audit_count(&log, "billing.payment_succeeded"), 1, "{log}");
+}
+
+async fn an_admin_upgrades_by_stripe_and_replays_change_nothing(backend: Backend) {
+    let Some((app, fakes)) = app_with_fakes(backend).await else {
+        return;
+    };
+    let admin = app.register("Hill School", &email("admin")).await;
+    let res = checkout(&app, &admin, json!({"plan": "basic", "method": "stripe"})).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["amount"], 3000);
+    assert_eq!(p["currency"], "USD");
+    assert!(
+        p["checkout_url"].as_str().unwrap().starts_with("http"),
+        "{p}"
+    );
+    let id = p["id"].as_str().unwrap().to_owned();
+    let session = p["provider_reference"].as_str().unwrap().to_owned();
+    // Stripe got mode=subscription, our price, the organisation and an idempotency key.
+    let created = fakes.requests_to(Provider::Stripe, "POST", "/v1/checkout/sessions");
+    assert_eq!(created.len(), 1);
+    assert_eq!(
+        created[0].form_value("mode").as_deref(),
+        Some("subscription")
+    );
+    assert_eq!(
+        created[0].form_value("client_reference_id").as_deref(),
+        Some(admin.org_id.as_str())
+    );
+    assert!(created[0].header("idempotency-key").is_some());
+    assert_eq!(subscription(&app, &admin).await["plan"], "free");
+
+    // A forged event (wrong secret, stale, tampered, unsigned) is refused.
+    let forged_session = json!({
+        "id": session, "object": "checkout.session", "payment_status": "paid",
+        "amount_total": 3000, "currency": "usd", "client_reference_id": admin.org_id,
+        "metadata": {"payment_id": id, "plan": "basic", "organisation_id": admin.org_id},
+        "customer": "cus_forged", "subscription": "sub_forged",
+    });
+    for signing in [
+        Signing::WrongSecret,
+        Signing::Stale { seconds: 600 },
+        Signing::Unsigned,
+        Signing::TamperedPayload,
+    ] {
+        let d = fakes
+            .send_stripe_event(
+                "checkout.session.completed",
+                forged_session.clone(),
+                signing,
+            )
+            .await
+            .unwrap();
+        assert_eq!(d.status, Some(400), "{d:?}");
+    }
+    assert_eq!(payment(&app, &admin, &id).await["status"], "pending");
+    assert_eq!(subscription(&app, &admin).await["plan"], "free");
+
+    // The admin pays on Stripe's page: the signed events apply the plan.
+    let deliveries = fakes.complete_checkout(&session).await.unwrap();
+    assert!(
+        deliveries.iter().all(|d| d.status == Some(200)),
+        "{deliveries:?}"
+    );
+    assert_eq!(payment(&app, &admin, &id).await["status"], "succeeded");
+    let sub = subscription(&app, &admin).await;
+    assert_eq!(sub["plan"], "basic");
+    assert_eq!(sub["method"], "stripe");
+    // Stripe's retry of the same event (same id) is applied once.
+    for d in &deliveries {
+        let event = d.json().unwrap()["id"].as_str().unwrap().to_owned();
+        let again = fakes
+            .resend_stripe_event(&event, Signing::Valid)
+            .await
+            .unwrap();
+        assert_eq!(again.status, Some(200));
+    }
+    let log = audit(&app, &admin).await;
+    assert_eq!(audit_count(&log, "billing.payment_succeeded"), 1, "{log}");
+
+    // Stripe renews through its events: the period moves on, paid once.
+    let stripe_sub = fakes.stripe_session(&session).unwrap()["subscription"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = subscription(&app, &admin).await["current_period_end"]
+        .as_str()
+        .unwrap()
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .unwrap();
+    let renewed = fakes.renew_subscription(&stripe_sub).await.unwrap();
+    assert!(renewed.iter().all(|d| d.status == Some(200)), "{renewed:?}");
+    let sub = subscription(&app, &admin).await;
+    let after: chrono::DateTime<chrono::Utc> =
+        sub["current_period_end"].as_str().unwrap().parse().unwrap();
+    assert!(
+        after - before > chrono::Duration::days(27),
+        "{before} → {after}"
+    );
+    assert_eq!(sub["status"], "active");
+    let log = audit(&app, &admin).await;
+    assert_eq!(audit_count(&log, "billing.payment_succeeded"), 2, "{log}");
+    // A failed renewal charge: past due, the plan still runs.
+    fakes.fail_renewal(&stripe_sub).await.unwrap();
+    let sub = subscription(&app, &admin).await;
+    assert_eq!(sub["status"], "past_due");
+    assert_eq!(sub["plan"], "basic");
+
+    // Cancelling keeps the plan until the period ends; Stripe's deletion
+    // at the end returns the school to free, its data kept.
+    let res = app
+        .authed(Method::POST, "/v1/subscription/cancel", &admin.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let sub: Value = res.json().await.unwrap();
+    assert_eq!(sub["cancel_at_period_end"], true);
+    assert_eq!(sub["plan"], "basic");
+    let d = fakes.delete_subscription(&stripe_sub).await.unwrap();
+    assert_eq!(d.status, Some(200));
+    let sub = subscription(&app, &admin).await;
+    assert_eq!(sub["plan"], "free");
+    assert_eq!(sub["usage"]["members"]["used"], 1);
+}
+
+async fn a_wrong_amount_or_a_silent_provider_changes_nothing(backend: Backend) {
+    let Some((app, fakes)) = app_with_fakes(backend).await else {
+        return;
+    };
+    let admin = app.register("Hill School", &email("admin")).await;
+    // MTN reports another amount: flagged, not applied.
+    let cheat = "+250788100003";
+    fakes.script_payer(cheat, PayerScript::succeed().reporting(100, "RWF"));
+    let res = checkout(
+        &app,
+        &admin,
+        json!({"plan": "basic", "method": "mtn_momo", "phone": cheat}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let p: Value = res.json().await.unwrap();
+    let p = settled(&app, &admin, p["id"].as_str().unwrap()).await;
+    assert_eq!(p["status"], "failed", "{p}");
+    assert!(
+        p["failure_reason"].as_str().unwrap().contains("100 RWF"),
+        "{p}"
+    );
+    assert_eq!(subscription(&app, &admin).await["plan"], "free");
+
+    // The payer declines.
+    let declines = "+250788100004";
+    fakes.script_payer(declines, PayerScript::fail("APPROVAL_REJECTED"));
+    let res = checkout(
+        &app,
+        &admin,
+        json!({"plan": "basic", "method": "mtn_momo", "phone": declines}),
+    )
+    .await;
+    let p: Value = res.json().await.unwrap();
+    let p = settled(&app, &admin, p["id"].as_str().unwrap()).await;
+    assert_eq!(p["status"], "failed");
+
+    // MTN does not answer in time: the payment stays pending, nothing changes.
+    let silent = "+250788100005";
+    fakes.script_payer(
+        silent,
+        PayerScript::succeed().answering_after(Duration::from_secs(5)),
+    );
+    let res = checkout(
+        &app,
+        &admin,
+        json!({"plan": "basic", "method": "mtn_momo", "phone": silent}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(
+        payment(&app, &admin, p["id"].as_str().unwrap()).await["status"],
+        "pending"
+    );
+    assert_eq!(subscription(&app, &admin).await["plan"], "free");
+
+    // Bad input: a clear 422 naming the field, nothing written.
+    for (body, field) in [
+        (
+            json!({"plan": "gold", "method": "mtn_momo", "phone": cheat}),
+            "plan",
+        ),
+        (json!({"plan": "free", "method": "stripe"}), "plan"),
+        (json!({"plan": "basic", "method": "cash"}), "method"),
+        (json!({"plan": "basic", "method": "mtn_momo"}), "phone"),
+        (
+            json!({"plan": "basic", "method": "airtel_money", "phone": "0788"}),
+            "phone",
+        ),
+    ] {
+        let res = checkout(&app, &admin, body).await;
+        let problem = assert_problem(res, 422, "validation_failed").await;
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+}
+
+async fn teachers_students_and_other_schools_cannot_touch_payments(backend: Backend) {
+    let Some((app, fakes)) = app_with_fakes(backend).await else {
+        return;
+    };
+    let admin = app.register("Hill School", &email("admin")).await;
+    let teacher = app
+        .invite_and_accept(&admin, &email("teacher"), "teacher")
+        .await;
+    let student = app
+        .invite_and_accept(&admin, &email("student"), "student")
+        .await;
+    let phone = "+250788100006";
+    fakes.script_payer(phone, PayerScript::stay_pending());
+    let res = checkout(
+        &app,
+        &admin,
+        json!({"plan": "basic", "method": "mtn_momo", "phone": phone}),
+    )
+    .await;
+    let p: Value = res.json().await.unwrap();
+    let id = p["id"].as_str().unwrap().to_owned();
+    for who in [&teacher, &student] {
+        let res = checkout(
+            &app,
+            who,
+            json!({"plan": "basic", "method": "mtn_momo", "phone": phone}),
+        )
+        .await;
+        assert_problem(res, 403, "forbidden").await;
+        for path in ["/v1/payments".to_owned(), format!("/v1/payments/{id}")] {
+            let res = app
+                .authed(Method::GET, &path, &who.access)
+                .send()
+                .await
+                .unwrap();
+            assert_problem(res, 403, "forbidden").await;
+        }
+    }
+    let other = app.register("Other School", &email("other")).await;
+    let res = app
+        .authed(Method::GET, &format!("/v1/payments/{id}"), &other.access)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 404, "not_found").await;
+    let list: Value = app
+        .authed(Method::GET, "/v1/payments", &other.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"], json!([]));
+    assert_eq!(subscription(&app, &admin).await["plan"], "free");
+}
