@@ -665,6 +665,21 @@ impl BillingService {
         Ok(true)
     }
 
+    /// A Stripe subscription is told to end with its period.
+    pub(crate) async fn cancel_at_provider(&self, sub: &store::SubscriptionRow) -> Result<()> {
+        if let (Some(Method::Stripe), Some(id), Some(stripe)) = (
+            sub.method,
+            sub.stripe_subscription_id.as_deref(),
+            &self.providers().stripe,
+        ) {
+            stripe
+                .cancel_at_period_end(id, &format!("cancel-{id}"))
+                .await
+                .map_err(provider_error)?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn mail_admins(&self, org: OrgId, subject: &str, body: &str) -> Result<()> {
         for to in store::admin_emails(&self.inner.db, org).await? {
             mail::send_in_background(

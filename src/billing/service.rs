@@ -176,6 +176,9 @@ impl BillingService {
             ));
         }
         if !row.cancel_at_period_end {
+            // Stripe must stop charging too: told first, so a refusal
+            // leaves both sides as they were.
+            self.cancel_at_provider(&row).await?;
             store::set_cancel_at_period_end(&self.inner.db, caller.org_id, true, self.now())
                 .await?;
             audit::record(

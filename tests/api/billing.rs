@@ -746,6 +746,11 @@ async fn an_admin_upgrades_by_stripe_and_replays_change_nothing(backend: Backend
     let sub: Value = res.json().await.unwrap();
     assert_eq!(sub["cancel_at_period_end"], true);
     assert_eq!(sub["plan"], "basic");
+    // Stripe was told to stop at the period's end.
+    assert_eq!(
+        fakes.stripe_subscription(&stripe_sub).unwrap()["cancel_at_period_end"],
+        true
+    );
     let d = fakes.delete_subscription(&stripe_sub).await.unwrap();
     assert_eq!(d.status, Some(200));
     let sub = subscription(&app, &admin).await;
