@@ -161,6 +161,11 @@ pub fn parse_phone(raw: &str) -> std::result::Result<String, Invalid> {
     Ok(p.to_owned())
 }
 
+/// The subscription changed between our read and our write.
+fn lost_race() -> BillingError {
+    BillingError::Conflict("The subscription changed meanwhile; try again.".into())
+}
+
 fn provider_error(e: ProviderError) -> BillingError {
     BillingError::Provider(anyhow::Error::new(e))
 }
@@ -767,7 +772,15 @@ impl BillingService {
         {
             return Ok(());
         }
-        if let Err(e) = self.handle_stripe_event(&event).await {
+        // A subscription changed by something else meanwhile: read it again.
+        let mut handled = self.handle_stripe_event(&event).await;
+        for _ in 0..4 {
+            if !matches!(handled, Err(BillingError::Conflict(_))) {
+                break;
+            }
+            handled = self.handle_stripe_event(&event).await;
+        }
+        if let Err(e) = handled {
             // Stripe retries: let the retry run it.
             store::forget_stripe_event(&self.inner.db, &event.id).await?;
             return Err(e);
@@ -823,7 +836,7 @@ impl BillingService {
                         .current_period_end
                         .is_none_or(|cur| end > cur + chrono::Duration::days(1));
                     if beyond {
-                        store::change_subscription(
+                        let changed = store::change_subscription(
                             &self.inner.db,
                             org,
                             sub.updated_at,
@@ -842,6 +855,9 @@ impl BillingService {
                             now,
                         )
                         .await?;
+                        if !changed {
+                            return Err(lost_race());
+                        }
                         self.audit_system(org, action::BILLING_PAYMENT_SUCCEEDED, json!({
                             "method": "stripe", "event": e.id, "amount": e.amount(), "currency": e.currency(),
                             "period_end": end,
@@ -904,7 +920,7 @@ impl BillingService {
                     super::model::SubscriptionStatus::PastDue => sub.past_due_since.or(Some(now)),
                     _ => None,
                 };
-                store::change_subscription(
+                let changed = store::change_subscription(
                     &self.inner.db,
                     org,
                     sub.updated_at,
@@ -924,6 +940,9 @@ impl BillingService {
                     now,
                 )
                 .await?;
+                if !changed {
+                    return Err(lost_race());
+                }
                 Ok(())
             }
             StripeEventKind::SubscriptionDeleted => {

@@ -17,6 +17,9 @@ use super::store::{self, SubscriptionChange};
 use crate::audit::action;
 use crate::ids::OrgId;
 
+/// Attempts at a subscription change that lost a race before giving up.
+const CHANGE_TRIES: usize = 5;
+
 impl BillingService {
     /// One pass over the paid subscriptions whose period ends soon, ended,
     /// or that are past due. Each change is a conditional UPDATE, so nodes
@@ -100,10 +103,21 @@ impl BillingService {
 
     /// Unpaid at the end of the period: past due (the plan still runs).
     pub(crate) async fn mark_past_due(&self, org: OrgId) -> Result<()> {
-        let sub = self.subscription_row(org).await?;
-        if sub.status == SubscriptionStatus::PastDue || sub.plan == PlanId::Free {
-            return Ok(());
+        // Another change between the read and the write (a webhook, a
+        // node): read again and retry.
+        for _ in 0..CHANGE_TRIES {
+            let sub = self.subscription_row(org).await?;
+            if sub.status == SubscriptionStatus::PastDue || sub.plan == PlanId::Free {
+                return Ok(());
+            }
+            if self.try_mark_past_due(org, &sub).await? {
+                return Ok(());
+            }
         }
+        Ok(())
+    }
+
+    async fn try_mark_past_due(&self, org: OrgId, sub: &store::SubscriptionRow) -> Result<bool> {
         let now = self.now();
         let changed = store::change_subscription(
             &self.inner.db,
@@ -140,15 +154,29 @@ impl BillingService {
             )
             .await?;
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Back to free, data kept.
     pub(crate) async fn downgrade(&self, org: OrgId, why: &str) -> Result<()> {
-        let sub = self.subscription_row(org).await?;
-        if sub.plan == PlanId::Free {
-            return Ok(());
+        for _ in 0..CHANGE_TRIES {
+            let sub = self.subscription_row(org).await?;
+            if sub.plan == PlanId::Free {
+                return Ok(());
+            }
+            if self.try_downgrade(org, &sub, why).await? {
+                return Ok(());
+            }
         }
+        Ok(())
+    }
+
+    async fn try_downgrade(
+        &self,
+        org: OrgId,
+        sub: &store::SubscriptionRow,
+        why: &str,
+    ) -> Result<bool> {
         let now = self.now();
         let changed = store::change_subscription(
             &self.inner.db,
@@ -186,6 +214,6 @@ impl BillingService {
             )
             .await?;
         }
-        Ok(())
+        Ok(changed)
     }
 }
