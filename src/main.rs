@@ -1,4 +1,4 @@
-//! The `bwenge` command: `serve`, `migrate`, `version`.
+//! The `bwenge` command: `serve`, `migrate`, `seed`, `reindex`, `dev-payments`, `version`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -72,6 +72,16 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Serve fake MTN MoMo, Airtel Money and Stripe for development (no
+    /// accounts, no money) and print the settings that point Bwenge at them.
+    DevPayments {
+        /// Address of the fakes (ADDR:PORT, or just a port on 127.0.0.1).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
+        bind: String,
+        /// The Bwenge server the fakes call back (Stripe webhooks, Airtel callbacks).
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+        server_url: String,
+    },
     /// Print the version.
     Version,
 }
@@ -110,6 +120,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { bind, common } => run(load(&common, bind.as_deref()), serve),
+        Command::DevPayments { bind, server_url } => dev_payments(&bind, &server_url),
         Command::Migrate { common } => run(load(&common, None), migrate),
         Command::Reindex { common } => run(load(&common, None), reindex),
         Command::Seed {
@@ -120,6 +131,32 @@ fn main() -> ExitCode {
         } => run(load(&common, None), move |settings| {
             seed(settings, org_name, admin_email, admin_password)
         }),
+    }
+}
+
+/// `bwenge dev-payments`: the fakes of `bwenge_payments` until Ctrl-C.
+fn dev_payments(bind: &str, server_url: &str) -> ExitCode {
+    let addr = match bind.parse::<u16>() {
+        Ok(port) => std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Err(_) => match bind.parse() {
+            Ok(addr) => addr,
+            Err(_) => {
+                eprintln!("bwenge: --bind wants ADDR:PORT or PORT, not {bind:?}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let outcome = actix_web::rt::System::new().block_on(async {
+        let fake = bwenge_payments::fake::FakeProviders::start_development(addr, server_url)?;
+        println!("{}", fake.dev_instructions());
+        tokio::signal::ctrl_c().await
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bwenge: dev-payments: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

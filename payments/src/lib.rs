@@ -17,6 +17,14 @@
 //! - Clients take a per-request timeout (`with_timeout`, default 20 s) on
 //!   top of whatever the given `reqwest::Client` has; configs keep exactly
 //!   the fields of the brief.
+//!
+//! Added beyond the brief: [`http_client`], [`ProviderError::is_transient`],
+//! [`momo::parse_callback`] and [`airtel::parse_callback`] (the id to look
+//! up from a callback), [`airtel::national_number`],
+//! [`stripe::StripeClient::retrieve_subscription`] and
+//! [`stripe::StripeClient::cancel_at_period_end`] (cancelling keeps the
+//! plan to the end of the period), [`stripe::signature_header`] (what
+//! Stripe sends, for tests), [`stripe::StripeEvent::kind`].
 
 pub mod airtel;
 pub mod fake;

@@ -154,7 +154,7 @@ impl MomoClient {
             .timeout(self.timeout)
             .header("Authorization", format!("Basic {basic}"))
             .header("Ocp-Apim-Subscription-Key", &self.config.subscription_key)
-            .header("Content-Length", "0")
+            .body(Vec::<u8>::new())
             .send()
             .await
             .map_err(|e| transport_error(&e))?;

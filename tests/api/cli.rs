@@ -240,3 +240,59 @@ async fn shutdown_grace_is_bounded() {
     // The request that outlived the grace period was cut off, not answered.
     assert!(slow.await.unwrap().is_err());
 }
+
+/// `bwenge dev-payments` prints settings that work: the production MoMo
+/// client, configured from them alone, gets a payment prompt accepted,
+/// and the development payer has not answered yet.
+#[actix_web::test]
+async fn dev_payments_prints_settings_that_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bwenge(dir.path(), &[])
+        .args(["dev-payments", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut settings = std::collections::HashMap::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some((k, v)) = line
+            .strip_prefix("export BWENGE_BILLING__")
+            .and_then(|l| l.split_once('='))
+        {
+            settings.insert(k.to_owned(), v.to_owned());
+        }
+        if line.starts_with("Stripe: ") {
+            break;
+        }
+    }
+    let get = |k: &str| {
+        settings
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("{k} not printed"))
+    };
+    let momo = bwenge_payments::momo::MomoClient::new(
+        bwenge_payments::momo::MomoConfig {
+            base_url: get("MTN_MOMO__BASE_URL"),
+            subscription_key: get("MTN_MOMO__SUBSCRIPTION_KEY"),
+            api_user: get("MTN_MOMO__API_USER"),
+            api_key: get("MTN_MOMO__API_KEY"),
+            target_environment: get("MTN_MOMO__TARGET_ENVIRONMENT"),
+            callback_url: None,
+        },
+        bwenge_payments::http_client(Duration::from_secs(10)),
+    );
+    let reference = uuid::Uuid::new_v4();
+    momo.request_to_pay(reference, "dev-1", 30000, "RWF", "+250788123456", "Bwenge")
+        .await
+        .unwrap();
+    let p = momo.status(reference).await.unwrap();
+    assert_eq!(p.status, bwenge_payments::ProviderStatus::Pending);
+    assert_eq!(p.amount, Some(30000));
+    assert!(get("STRIPE__BASE_URL").ends_with("/stripe"));
+    assert!(get("STRIPE__WEBHOOK_SECRET").starts_with("whsec_"));
+    let _ = child.kill();
+    let _ = child.wait();
+}

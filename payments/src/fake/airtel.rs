@@ -45,6 +45,7 @@ impl AirtelPayment {
             Outcome::Succeed => ("TS", "success".into(), self.airtel_money_id.clone()),
             Outcome::Fail { reason } => ("TF", reason, String::new()),
             Outcome::StayPending => ("TIP", "Transaction in progress".into(), String::new()),
+            Outcome::Ambiguous => ("TA", "Transaction ambiguous".into(), String::new()),
         }
     }
 
@@ -226,7 +227,7 @@ async fn payment(shared: &Arc<Shared>, r: &Req) -> HttpResponse {
             },
         );
     }
-    if script.outcome != Outcome::StayPending {
+    if script.outcome.is_final() {
         schedule_callbacks(shared, id.clone(), script.approve_after);
     }
     json_response(
@@ -336,7 +337,7 @@ pub(crate) fn settle(shared: &Arc<Shared>, id: &str, outcome: Outcome) -> Result
         let p = inner.airtel.get_mut(id).ok_or(FakeError::UnknownPayment)?;
         p.settled = Some(outcome.clone());
     }
-    if outcome != Outcome::StayPending {
+    if outcome.is_final() {
         schedule_callbacks(shared, id.to_owned(), Duration::ZERO);
     }
     Ok(())

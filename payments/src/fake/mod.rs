@@ -70,6 +70,8 @@ pub struct FakeOptions {
     /// Delay before a callback is sent once the payer has answered (every
     /// [`PayerScript`] may override it).
     pub callback_delay: Duration,
+    /// How payers not scripted with [`FakeProviders::script_payer`] answer.
+    pub default_script: PayerScript,
 }
 
 impl Default for FakeOptions {
@@ -96,6 +98,25 @@ impl Default for FakeOptions {
             ],
             token_expires_in: Duration::from_secs(3600),
             callback_delay: Duration::ZERO,
+            default_script: PayerScript::default(),
+        }
+    }
+}
+
+impl FakeOptions {
+    /// For `bwenge dev-payments`: listens on `bind`, calls back the Bwenge
+    /// server at `server_url` (Stripe webhooks, Airtel callbacks), and payers
+    /// approve after five seconds so that a pending payment can be seen
+    /// (see [`FakeProviders::start_development`] for the scripted numbers).
+    pub fn development(bind: SocketAddr, server_url: &str) -> FakeOptions {
+        let server = server_url.trim_end_matches('/');
+        FakeOptions {
+            bind,
+            airtel_callback_url: Some(format!("{server}/v1/webhooks/airtel-money")),
+            stripe_webhook_url: Some(format!("{server}/v1/webhooks/stripe")),
+            callback_delay: Duration::from_secs(1),
+            default_script: PayerScript::succeed().approving_after(Duration::from_secs(5)),
+            ..FakeOptions::default()
         }
     }
 }
@@ -124,6 +145,16 @@ pub enum Outcome {
     Fail { reason: String },
     /// Never answers: MoMo `PENDING`, Airtel `TIP`, no callback.
     StayPending,
+    /// Airtel cannot tell (`TA`, "ambiguous"; MoMo shows `PENDING`), no
+    /// callback: the payment must be asked about again later.
+    Ambiguous,
+}
+
+impl Outcome {
+    /// Whether the payer's answer is final (and called back).
+    pub fn is_final(&self) -> bool {
+        matches!(self, Outcome::Succeed | Outcome::Fail { .. })
+    }
 }
 
 /// What happens to the payments of one phone number. Default: succeeds at
@@ -357,7 +388,12 @@ impl Shared {
 
     pub(crate) fn script_for(&self, msisdn: &str) -> PayerScript {
         let key = phone_key(msisdn);
-        let mut s = self.lock().scripts.get(&key).cloned().unwrap_or_default();
+        let mut s = self
+            .lock()
+            .scripts
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| self.opts.default_script.clone());
         if s.callback_delay.is_none() {
             s.callback_delay = Some(self.opts.callback_delay);
         }
@@ -470,6 +506,24 @@ impl FakeProviders {
         })
     }
 
+    /// The fakes for `bwenge dev-payments` ([`FakeOptions::development`]),
+    /// with `+250780000001`/`+250730000001` declining and
+    /// `+250780000002`/`+250730000002` never answering.
+    pub fn start_development(bind: SocketAddr, server_url: &str) -> std::io::Result<FakeProviders> {
+        let fake = FakeProviders::start(FakeOptions::development(bind, server_url))?;
+        let slow = Duration::from_secs(5);
+        for n in ["780000001", "730000001"] {
+            fake.script_payer(
+                n,
+                PayerScript::fail("NOT_ENOUGH_FUNDS").approving_after(slow),
+            );
+        }
+        for n in ["780000002", "730000002"] {
+            fake.script_payer(n, PayerScript::stay_pending());
+        }
+        Ok(fake)
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -529,6 +583,81 @@ impl FakeProviders {
             secret_key: o.stripe_secret_key.clone(),
             webhook_secrets: o.stripe_webhook_secrets.clone(),
         }
+    }
+
+    /// What to set for Bwenge to use these fakes (`BWENGE_*` variables, the
+    /// names of the server's `[billing]` settings), and how to use them.
+    pub fn dev_instructions(&self) -> String {
+        let o = &self.shared.opts;
+        let inner = self.shared.lock();
+        let mut prices: Vec<_> = inner.stripe.prices.keys().cloned().collect();
+        prices.sort();
+        let price_for = |plan: &str| {
+            prices
+                .iter()
+                .find(|p| p.contains(plan))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut out = format!(
+            "Fake payment providers on {base} (MTN MoMo, Airtel Money, Stripe: no accounts, no money).\n\
+             Webhooks and callbacks go to: Stripe {stripe_hook}, Airtel {airtel_hook}.\n\
+             Set for the Bwenge server:\n\n",
+            base = self.shared.base_url,
+            stripe_hook = inner.stripe.webhook_url.as_deref().unwrap_or("(none)"),
+            airtel_hook = inner.airtel_callback_url.as_deref().unwrap_or("(none)"),
+        );
+        let vars = [
+            ("BILLING__MTN_MOMO__ENABLED", "true".to_owned()),
+            ("BILLING__MTN_MOMO__BASE_URL", self.momo_url()),
+            (
+                "BILLING__MTN_MOMO__SUBSCRIPTION_KEY",
+                o.momo_subscription_key.clone(),
+            ),
+            ("BILLING__MTN_MOMO__API_USER", o.momo_api_user.clone()),
+            ("BILLING__MTN_MOMO__API_KEY", o.momo_api_key.clone()),
+            (
+                "BILLING__MTN_MOMO__TARGET_ENVIRONMENT",
+                o.momo_target_environment.clone(),
+            ),
+            ("BILLING__AIRTEL_MONEY__ENABLED", "true".to_owned()),
+            ("BILLING__AIRTEL_MONEY__BASE_URL", self.airtel_url()),
+            (
+                "BILLING__AIRTEL_MONEY__CLIENT_ID",
+                o.airtel_client_id.clone(),
+            ),
+            (
+                "BILLING__AIRTEL_MONEY__CLIENT_SECRET",
+                o.airtel_client_secret.clone(),
+            ),
+            ("BILLING__AIRTEL_MONEY__COUNTRY", o.airtel_country.clone()),
+            ("BILLING__AIRTEL_MONEY__CURRENCY", o.airtel_currency.clone()),
+            ("BILLING__STRIPE__ENABLED", "true".to_owned()),
+            ("BILLING__STRIPE__BASE_URL", self.stripe_url()),
+            ("BILLING__STRIPE__SECRET_KEY", o.stripe_secret_key.clone()),
+            (
+                "BILLING__STRIPE__WEBHOOK_SECRET",
+                o.stripe_webhook_secrets
+                    .first()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            ("BILLING__PLANS__BASIC__STRIPE_PRICE_ID", price_for("basic")),
+            ("BILLING__PLANS__PRO__STRIPE_PRICE_ID", price_for("pro")),
+            (
+                "BILLING__PLANS__ENTERPRISE__STRIPE_PRICE_ID",
+                price_for("enterprise"),
+            ),
+        ];
+        for (k, v) in vars {
+            out.push_str(&format!("export BWENGE_{k}={v}\n"));
+        }
+        out.push_str(
+            "\nMobile money: any phone number pays after 5 s; +250780000001 and +250730000001 \
+             decline (NOT_ENOUGH_FUNDS), +250780000002 and +250730000002 never answer.\n\
+             Stripe: open the checkout_url and press Pay.\n",
+        );
+        out
     }
 
     /// Airtel's callback URL (registered in its portal in real life).

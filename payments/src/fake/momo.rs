@@ -43,7 +43,7 @@ impl MomoPayment {
         match self.outcome() {
             Outcome::Succeed => "SUCCESSFUL",
             Outcome::Fail { .. } => "FAILED",
-            Outcome::StayPending => "PENDING",
+            Outcome::StayPending | Outcome::Ambiguous => "PENDING",
         }
     }
 
@@ -77,7 +77,7 @@ impl MomoPayment {
                 b["status"] = json!("FAILED");
                 b["reason"] = json!(reason);
             }
-            Outcome::StayPending => b["status"] = json!("PENDING"),
+            Outcome::StayPending | Outcome::Ambiguous => b["status"] = json!("PENDING"),
         }
         b
     }
@@ -259,7 +259,7 @@ async fn request_to_pay(shared: &Arc<Shared>, r: &Req) -> HttpResponse {
             },
         );
     }
-    if callback_url.is_some() && script.outcome != Outcome::StayPending {
+    if callback_url.is_some() && script.outcome.is_final() {
         schedule_callbacks(shared, reference, script.approve_after);
     }
     HttpResponse::Accepted().finish()
@@ -349,7 +349,7 @@ pub(crate) fn settle(
         p.settled = Some(outcome.clone());
         p.callback_url.is_some()
     };
-    if has_callback && outcome != Outcome::StayPending {
+    if has_callback && outcome.is_final() {
         schedule_callbacks(shared, reference, Duration::ZERO);
     }
     Ok(())

@@ -37,6 +37,9 @@ pub enum Signing {
     TamperedPayload,
 }
 
+/// The parameters, status and body of an answer given under an idempotency key.
+type Remembered = (Vec<(String, String)>, u16, Value);
+
 #[derive(Default)]
 pub(crate) struct StripeState {
     pub(crate) webhook_url: Option<String>,
@@ -47,8 +50,8 @@ pub(crate) struct StripeState {
     session_extra: HashMap<String, (String, i64, Map<String, Value>)>,
     pub(crate) subscriptions: HashMap<String, Value>,
     invoices: HashMap<String, Value>,
-    /// (path, key) → (params, status, answer).
-    idempotency: HashMap<(String, String), (Vec<(String, String)>, u16, Value)>,
+    /// (path, key) → the first answer given with that key.
+    idempotency: HashMap<(String, String), Remembered>,
     pub(crate) events: Vec<Value>,
 }
 
@@ -314,7 +317,7 @@ fn create_session(shared: &Arc<Shared>, params: &[(String, String)]) -> (u16, Va
     if mode != "subscription" && mode != "payment" && mode != "setup" {
         return invalid(
             "mode",
-            &format!("Invalid mode: must be one of payment, setup, or subscription"),
+            "Invalid mode: must be one of payment, setup, or subscription",
         );
     }
     for url_key in ["success_url", "cancel_url"] {

@@ -97,6 +97,12 @@ async fn transaction_statuses_map() {
         ProviderStatus::Pending
     );
     assert_eq!(fake.airtel_payment("wait").unwrap().status, "TIP");
+    fake.settle_airtel("wait", Outcome::Ambiguous).unwrap();
+    assert_eq!(fake.airtel_payment("wait").unwrap().status, "TA");
+    assert_eq!(
+        airtel.status("wait").await.unwrap().status,
+        ProviderStatus::Pending
+    );
     fake.settle_airtel("wait", Outcome::Succeed).unwrap();
     assert_eq!(
         airtel.status("wait").await.unwrap().status,

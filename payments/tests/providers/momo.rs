@@ -43,6 +43,29 @@ async fn one_token_serves_many_calls() {
 }
 
 #[tokio::test]
+async fn concurrent_first_calls_share_one_token_request() {
+    let fake = FakeProviders::start(FakeOptions::default()).unwrap();
+    let momo = std::sync::Arc::new(client(&fake, None));
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let momo = momo.clone();
+        tasks.push(tokio::spawn(async move {
+            momo.request_to_pay(Uuid::new_v4(), &format!("p{i}"), 100, "RWF", PHONE, "x")
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(fake.token_requests(Provider::Momo), 1);
+    assert_eq!(
+        fake.requests_to(Provider::Momo, "POST", "/collection/v1_0/requesttopay")
+            .len(),
+        10
+    );
+}
+
+#[tokio::test]
 async fn an_expired_token_is_replaced() {
     let fake = FakeProviders::start(FakeOptions {
         token_expires_in: Duration::from_secs(1),
@@ -355,6 +378,11 @@ async fn callbacks_arrive_duplicated_and_out_of_order() {
     let cb = bwenge_payments::momo::parse_callback(&got[0].body).unwrap();
     assert_eq!(cb.external_id.as_deref(), Some("payment-7"));
     assert_eq!(got[0].json()["amount"], "30000");
+    let sent = fake.wait_for_deliveries(3, WAIT).await;
+    assert!(
+        sent.iter()
+            .all(|d| d.status == Some(200) && d.provider == Provider::Momo)
+    );
     // A pending payer gets no callback until settled; a failure is called back.
     fake.script_payer("250788000003", PayerScript::stay_pending());
     let w = Uuid::new_v4();
@@ -376,9 +404,11 @@ async fn callbacks_arrive_duplicated_and_out_of_order() {
 
 #[tokio::test]
 async fn a_forged_callback_does_not_change_what_the_provider_says() {
-    let mut opts = FakeOptions::default();
-    opts.momo_callback_method = bwenge_payments::fake::CallbackMethod::Put;
-    let fake = FakeProviders::start(opts).unwrap();
+    let fake = FakeProviders::start(FakeOptions {
+        momo_callback_method: bwenge_payments::fake::CallbackMethod::Put,
+        ..FakeOptions::default()
+    })
+    .unwrap();
     let receiver = Receiver::start();
     fake.script_payer(PHONE, PayerScript::stay_pending());
     let url = format!("{}/v1/webhooks/mtn-momo", receiver.url);
@@ -403,4 +433,75 @@ async fn a_forged_callback_does_not_change_what_the_provider_says() {
     // A resent (duplicate) callback carries the real status.
     fake.resend_momo_callback(r).await.unwrap();
     assert_eq!(receiver.received()[1].json()["status"], "PENDING");
+}
+
+#[tokio::test]
+async fn the_fake_refuses_what_mtn_refuses() {
+    let fake = FakeProviders::start(FakeOptions::default()).unwrap();
+    let momo = client(&fake, None);
+    // A valid token, obtained through the client.
+    momo.request_to_pay(Uuid::new_v4(), "p", 1, "RWF", PHONE, "x")
+        .await
+        .unwrap();
+    let token = fake.requests_to(Provider::Momo, "POST", "/collection/v1_0/requesttopay")[0]
+        .header("authorization")
+        .unwrap()
+        .to_owned();
+    let o = fake.options().clone();
+    let send = |reference: &str, body: serde_json::Value| {
+        http()
+            .post(format!("{}/collection/v1_0/requesttopay", fake.momo_url()))
+            .header("Authorization", &token)
+            .header("X-Reference-Id", reference)
+            .header("X-Target-Environment", &o.momo_target_environment)
+            .header("Ocp-Apim-Subscription-Key", &o.momo_subscription_key)
+            .json(&body)
+            .send()
+    };
+    let good = json!({"amount": "100", "currency": "RWF", "externalId": "e",
+                      "payer": {"partyIdType": "MSISDN", "partyId": "250788123456"},
+                      "payerMessage": "m", "payeeNote": "n"});
+    let fresh = || Uuid::new_v4().to_string();
+    let cases = [
+        (
+            "not-a-uuid".to_owned(),
+            good.clone(),
+            "INVALID_REFERENCE_ID",
+        ),
+        (
+            fresh(),
+            json!({"amount": 100, "currency": "RWF", "externalId": "e", "payer": {"partyIdType": "MSISDN", "partyId": "250788123456"}}),
+            "ERROR_BAD_REQUEST",
+        ),
+        (
+            fresh(),
+            json!({"amount": "100.5", "currency": "RWF", "externalId": "e", "payer": {"partyIdType": "MSISDN", "partyId": "250788123456"}}),
+            "ERROR_BAD_REQUEST",
+        ),
+        (
+            fresh(),
+            json!({"amount": "100", "currency": "rwf", "externalId": "e", "payer": {"partyIdType": "MSISDN", "partyId": "250788123456"}}),
+            "INVALID_CURRENCY",
+        ),
+        (
+            fresh(),
+            json!({"amount": "100", "currency": "RWF", "externalId": "e", "payer": {"partyIdType": "EMAIL", "partyId": "a@b.c"}}),
+            "PAYER_NOT_FOUND",
+        ),
+        (
+            fresh(),
+            json!({"amount": "100", "currency": "RWF", "payer": {"partyIdType": "MSISDN", "partyId": "250788123456"}}),
+            "ERROR_BAD_REQUEST",
+        ),
+    ];
+    for (reference, body, code) in cases {
+        let resp = send(&reference, body.clone()).await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        assert_eq!(
+            resp.json::<serde_json::Value>().await.unwrap()["code"],
+            code,
+            "{body}"
+        );
+    }
+    assert_eq!(send(&fresh(), good).await.unwrap().status(), 202);
 }

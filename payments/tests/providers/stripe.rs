@@ -350,3 +350,134 @@ async fn renewals_failures_and_cancellation_send_their_events() {
     assert_eq!(events[7].plan(), Some("basic"));
     assert_eq!(events[7].organisation_id(), Some("org-1"));
 }
+
+#[tokio::test]
+async fn the_api_speaks_stripe_to_any_client() {
+    let (fake, rx, stripe) = started().await;
+    let api = fake.stripe_url();
+    let raw = http();
+    // Basic auth with the key as user name works as well as Bearer.
+    let form = [
+        ("mode", "subscription"),
+        ("line_items[0][price]", "price_pro_usd"),
+        ("success_url", "https://bwenge.example/ok"),
+    ];
+    let first = raw
+        .post(format!("{api}/v1/checkout/sessions"))
+        .basic_auth("sk_test_fake_bwenge", None::<&str>)
+        .header("Idempotency-Key", "raw-1")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let session: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(session["amount_total"], 10000);
+    assert_eq!(session["currency"], "usd");
+    let replay = raw
+        .post(format!("{api}/v1/checkout/sessions"))
+        .bearer_auth("sk_test_fake_bwenge")
+        .header("Idempotency-Key", "raw-1")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        replay.json::<serde_json::Value>().await.unwrap()["id"],
+        session["id"]
+    );
+    // Unknown parameters and JSON bodies are refused.
+    let unknown = raw
+        .post(format!("{api}/v1/checkout/sessions"))
+        .bearer_auth("sk_test_fake_bwenge")
+        .form(&[
+            ("mode", "subscription"),
+            ("line_items[0][price]", "price_pro_usd"),
+            ("success_url", "https://x.example"),
+            ("colour", "blue"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    assert_eq!(
+        unknown.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "parameter_unknown"
+    );
+    let json_body = raw
+        .post(format!("{api}/v1/checkout/sessions"))
+        .bearer_auth("sk_test_fake_bwenge")
+        .json(&serde_json::json!({"mode": "subscription"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_body.status(), 400);
+    let no_key = raw
+        .get(format!("{api}/v1/checkout/sessions/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_key.status(), 401);
+    // Reading the session back.
+    let id = session["id"].as_str().unwrap();
+    let read: serde_json::Value = raw
+        .get(format!("{api}/v1/checkout/sessions/{id}"))
+        .bearer_auth("sk_test_fake_bwenge")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["status"], "open");
+
+    // Pay, then cancel the subscription at once with DELETE: deleted event.
+    fake.complete_checkout(id).await.unwrap();
+    let page = raw
+        .get(session["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("is complete"), "{page}");
+    let sub_id = fake.stripe_session(id).unwrap()["subscription"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = raw
+        .delete(format!("{api}/v1/subscriptions/{sub_id}"))
+        .bearer_auth("sk_test_fake_bwenge")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted.json::<serde_json::Value>().await.unwrap()["status"],
+        "canceled"
+    );
+    let got = rx.wait_for(3, WAIT).await;
+    assert_eq!(
+        verify(&fake, &got[2]).unwrap().kind(),
+        StripeEventKind::SubscriptionDeleted
+    );
+    let after = stripe.retrieve_subscription(&sub_id).await.unwrap();
+    assert_eq!(after.status, "canceled");
+}
+
+#[tokio::test]
+async fn an_abandoned_checkout_expires() {
+    let (fake, rx, stripe) = started().await;
+    let session = stripe.create_checkout_session(&request("k")).await.unwrap();
+    fake.expire_checkout(&session.id).await.unwrap();
+    let got = rx.wait_for(1, WAIT).await;
+    let e = verify(&fake, &got[0]).unwrap();
+    assert_eq!(e.event_type, "checkout.session.expired");
+    assert_eq!(e.payment_id(), Some("pay-1"));
+    assert_eq!(
+        fake.complete_checkout(&session.id).await.unwrap_err(),
+        bwenge_payments::fake::FakeError::SessionNotOpen
+    );
+}
