@@ -404,17 +404,22 @@ on_both_databases!(
 /// MoMo's `X-Callback-Url` reaches it).
 async fn app_with_fakes(backend: Backend) -> Option<(TestApp, FakeProviders)> {
     let fakes = FakeProviders::start(FakeOptions::default()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
+    let wire = wired_to(&fakes, port);
+    let app = spawn_app_with(backend, wire).await?;
+    fakes.set_airtel_callback_url(Some(app.url("/v1/webhooks/airtel-money")));
+    fakes.set_stripe_webhook_url(Some(app.url("/v1/webhooks/stripe")));
+    Some((app, fakes))
+}
+
+/// Settings that use the fakes, for an app listening on `port`.
+fn wired_to(fakes: &FakeProviders, port: u16) -> impl FnOnce(&mut bwenge::config::Settings) {
     let (momo, airtel, stripe) = (
         fakes.momo_config(None),
         fakes.airtel_config(),
         fakes.stripe_config(),
     );
-    let app = spawn_app_with(backend, move |s| {
+    move |s| {
         s.bind = format!("127.0.0.1:{port}");
         let b = &mut s.billing;
         b.public_base_url = format!("http://127.0.0.1:{port}");
@@ -438,11 +443,68 @@ async fn app_with_fakes(backend: Backend) -> Option<(TestApp, FakeProviders)> {
         b.stripe.webhook_secret = bwenge::config::Secret::new(stripe.webhook_secrets[0].clone());
         b.plans.basic.stripe_price_id = "price_basic_usd".into();
         b.plans.pro.stripe_price_id = "price_pro_usd".into();
-    })
-    .await?;
-    fakes.set_airtel_callback_url(Some(app.url("/v1/webhooks/airtel-money")));
-    fakes.set_stripe_webhook_url(Some(app.url("/v1/webhooks/stripe")));
-    Some((app, fakes))
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Two nodes sharing PostgreSQL see the same MoMo payment confirmed
+/// (callbacks to both, reads on both, both pollers): applied once.
+#[actix_web::test]
+async fn two_nodes_handling_the_same_callback_apply_it_once() {
+    let Some(pg) = crate::helpers::fresh_postgres_database().await else {
+        return;
+    };
+    let fakes = FakeProviders::start(FakeOptions::default()).unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::helpers::test_settings(dir.path(), &pg);
+        settings.secrets.jwt_secret =
+            bwenge::config::Secret::new("a-shared-secret-for-both-nodes-0123456789");
+        wired_to(&fakes, free_port())(&mut settings);
+        nodes.push(crate::helpers::start(settings, Backend::Postgres, dir).await);
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let admin = a.register("Hill School", &email("admin")).await;
+    let phone = "+250788300001";
+    fakes.script_payer(phone, PayerScript::stay_pending());
+    let res = checkout(
+        a,
+        &admin,
+        json!({"plan": "basic", "method": "mtn_momo", "phone": phone}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let p: Value = res.json().await.unwrap();
+    let id = p["id"].as_str().unwrap().to_owned();
+    let reference: uuid::Uuid = p["provider_reference"].as_str().unwrap().parse().unwrap();
+    fakes.settle_momo(reference, Outcome::Succeed).unwrap();
+    let callback = json!({"externalId": id, "status": "SUCCESSFUL"});
+    let mut calls = Vec::new();
+    for _ in 0..10 {
+        for node in [a, b] {
+            let url = node.url("/v1/webhooks/mtn-momo");
+            let body = callback.clone();
+            let fakes = &fakes;
+            calls.push(async move { fakes.forge_momo_callback(&url, body).await.status });
+        }
+    }
+    for status in join_all(calls).await {
+        assert_eq!(status, Some(200));
+    }
+    assert_eq!(payment(a, &admin, &id).await["status"], "succeeded");
+    assert_eq!(payment(b, &admin, &id).await["status"], "succeeded");
+    assert_eq!(subscription(b, &admin).await["plan"], "basic");
+    let log = audit(b, &admin).await;
+    assert_eq!(audit_count(&log, "billing.payment_succeeded"), 1, "{log}");
+    assert_eq!(audit_count(&log, "billing.plan_changed"), 1, "{log}");
 }
 
 async fn checkout(app: &TestApp, who: &Member, body: Value) -> reqwest::Response {
