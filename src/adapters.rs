@@ -14,6 +14,7 @@ use crate::auth::{Revocations, SignIns};
 use crate::avatars::service::{PersonaAvatar, PersonaLinks};
 use crate::chat::{Activity, ChatActivity};
 use crate::clock::Clock;
+use crate::billing::BillingError;
 use crate::db::{Db, StoreError};
 use crate::ids::{OrgId, PersonaId, SourceId, UserId};
 use crate::knowledge::PersonaScopes;
@@ -340,5 +341,129 @@ impl MemberErasure for EraseThroughAnalytics {
             .erase_member(org, user)
             .await
             .map_err(|e| anyhow::anyhow!("erasing a member's analytics failed: {e}"))
+    }
+}
+
+/// Billing's allowances, as chat, knowledge, avatars and members see them.
+#[derive(Clone)]
+pub struct BillingQuotas {
+    pub billing: crate::billing::BillingService,
+}
+
+/// A billing refusal in another domain's words: a quota refusal keeps its
+/// sentence, a store error stays one, anything else is internal.
+fn refusal<E>(
+    e: BillingError,
+    quota: impl FnOnce(String) -> E,
+    store: impl FnOnce(StoreError) -> E,
+    internal: impl FnOnce(anyhow::Error) -> E,
+) -> E {
+    match e {
+        BillingError::QuotaExceeded(detail) => quota(detail),
+        BillingError::Store(e) => store(e),
+        other => internal(anyhow::Error::new(other)),
+    }
+}
+
+fn logged(what: &str, r: Result<(), BillingError>) {
+    if let Err(e) = r {
+        // The reconciliation job puts the counter right.
+        tracing::warn!(error = ?e, "could not {what}");
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::chat::QuestionQuota for BillingQuotas {
+    async fn take(&self, org: OrgId, key: Option<&str>) -> Result<(), crate::chat::ChatError> {
+        use crate::chat::ChatError;
+        self.billing.take_question(org, key).await.map_err(|e| {
+            refusal(
+                e,
+                ChatError::QuotaExceeded,
+                ChatError::Store,
+                ChatError::Internal,
+            )
+        })
+    }
+
+    async fn give_back(&self, org: OrgId) {
+        logged(
+            "give back a question",
+            self.billing.give_back_question(org).await,
+        );
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::knowledge::StorageQuota for BillingQuotas {
+    async fn reserve(
+        &self,
+        org: OrgId,
+        bytes: u64,
+    ) -> Result<(), crate::knowledge::KnowledgeError> {
+        use crate::knowledge::KnowledgeError;
+        self.billing.reserve_storage(org, bytes).await.map_err(|e| {
+            refusal(
+                e,
+                KnowledgeError::QuotaExceeded,
+                KnowledgeError::Store,
+                KnowledgeError::Internal,
+            )
+        })
+    }
+
+    async fn release(&self, org: OrgId, bytes: u64) {
+        logged(
+            "release storage",
+            self.billing.release_storage(org, bytes).await,
+        );
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::avatars::service::StorageQuota for BillingQuotas {
+    async fn reserve(
+        &self,
+        org: OrgId,
+        bytes: u64,
+    ) -> Result<(), crate::avatars::service::AvatarError> {
+        use crate::avatars::service::AvatarError;
+        self.billing.reserve_storage(org, bytes).await.map_err(|e| {
+            refusal(
+                e,
+                AvatarError::QuotaExceeded,
+                AvatarError::Store,
+                AvatarError::Other,
+            )
+        })
+    }
+
+    async fn release(&self, org: OrgId, bytes: u64) {
+        logged(
+            "release storage",
+            self.billing.release_storage(org, bytes).await,
+        );
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::orgs::MemberQuota for BillingQuotas {
+    async fn reserve(&self, org: OrgId) -> Result<(), crate::orgs::OrgError> {
+        use crate::orgs::OrgError;
+        self.billing.reserve_member(org).await.map_err(|e| {
+            refusal(
+                e,
+                OrgError::QuotaExceeded,
+                OrgError::Store,
+                OrgError::Internal,
+            )
+        })
+    }
+
+    async fn release(&self, org: OrgId) {
+        logged(
+            "release a member seat",
+            self.billing.release_member(org).await,
+        );
     }
 }

@@ -23,6 +23,15 @@ pub mod action {
     pub const INVITATION_ACCEPTED: &str = "members.invitation_accepted";
     pub const ROLE_CHANGED: &str = "members.role_changed";
     pub const MEMBER_REMOVED: &str = "members.removed";
+    pub const BILLING_CHECKOUT: &str = "billing.checkout_started";
+    pub const BILLING_PAYMENT_SUCCEEDED: &str = "billing.payment_succeeded";
+    pub const BILLING_PAYMENT_FAILED: &str = "billing.payment_failed";
+    pub const BILLING_PAYMENT_FLAGGED: &str = "billing.payment_flagged";
+    pub const BILLING_PLAN_CHANGED: &str = "billing.plan_changed";
+    pub const BILLING_CANCEL_SCHEDULED: &str = "billing.cancel_scheduled";
+    pub const BILLING_RENEWAL_REQUESTED: &str = "billing.renewal_requested";
+    pub const BILLING_PAST_DUE: &str = "billing.past_due";
+    pub const BILLING_DOWNGRADED: &str = "billing.downgraded";
 }
 
 pub struct Entry<'a> {

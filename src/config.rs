@@ -139,6 +139,7 @@ pub struct Settings {
     pub testing: TestingSettings,
     #[serde(default)]
     pub analytics: AnalyticsSettings,
+    pub billing: BillingSettings,
 }
 
 /// `[analytics]`: how events are recorded, kept and reported.
@@ -388,6 +389,96 @@ pub struct TestingSettings {
     pub routes: bool,
 }
 
+/// Plans, quotas, renewal and the payment providers (`[billing]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingSettings {
+    /// A mobile-money renewal is requested this many days before a period ends.
+    pub renew_days_before: u32,
+    /// Days an unpaid subscription stays `past_due` before returning to `free`.
+    pub grace_days: u32,
+    /// A pending mobile-money payment not final after this long is `expired`.
+    pub payment_expiry_minutes: u64,
+    /// First wait between status look-ups of a pending payment; doubles up to
+    /// `poll_max_secs`.
+    pub poll_initial_secs: u64,
+    pub poll_max_secs: u64,
+    /// How often the background job reconciles usage and runs renewals.
+    pub job_interval_secs: u64,
+    /// This server's public base URL, for provider callbacks and Stripe's
+    /// return pages.
+    pub public_base_url: String,
+    pub plans: PlanTable,
+    pub mtn_momo: MtnMomoSettings,
+    pub airtel_money: AirtelMoneySettings,
+    pub stripe: StripeSettings,
+}
+
+/// The four plans; ids are fixed, prices and allowances are not.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanTable {
+    pub free: PlanSettings,
+    pub basic: PlanSettings,
+    pub pro: PlanSettings,
+    pub enterprise: PlanSettings,
+}
+
+/// One plan. Allowances below 0 mean unlimited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSettings {
+    pub name: String,
+    /// Monthly price in RWF (no minor unit).
+    pub price_rwf: i64,
+    /// Monthly price in US cents.
+    pub price_usd: i64,
+    pub questions_per_month: i64,
+    pub storage_bytes: i64,
+    pub members: i64,
+    /// The Stripe Price (recurring, monthly) of this plan; empty: not sold on Stripe.
+    pub stripe_price_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtnMomoSettings {
+    pub enabled: bool,
+    pub base_url: String,
+    pub subscription_key: Secret,
+    pub api_user: String,
+    pub api_key: Secret,
+    /// `sandbox` or the production environment name MTN gives (`mtnrwanda`).
+    pub target_environment: String,
+    pub currency: String,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AirtelMoneySettings {
+    pub enabled: bool,
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub country: String,
+    pub currency: String,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeSettings {
+    pub enabled: bool,
+    pub base_url: String,
+    pub secret_key: Secret,
+    pub webhook_secret: Secret,
+    /// Extra webhook secrets accepted during a rotation.
+    pub previous_webhook_secrets: Vec<Secret>,
+    pub currency: String,
+    pub timeout_secs: u64,
+}
+
 /// Where the layers come from. `main` fills it from the process; tests build
 /// it by hand so they never depend on the process environment.
 #[derive(Debug, Default, Clone)]
@@ -478,6 +569,7 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("http.cors_origins")
                 .with_list_parse_key("llm.chain")
+                .with_list_parse_key("billing.stripe.previous_webhook_secrets")
                 .source(Some(env_vars.clone())),
         );
         for (key, value) in &opts.overrides {
@@ -541,10 +633,79 @@ impl Settings {
                 "http.json_limit_bytes must be greater than 0".into(),
             ));
         }
+        self.check_billing()?;
         if self.database.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "database.max_connections must be at least 1".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// Billing: sane numbers, and in production the secrets of every
+    /// enabled payment method.
+    fn check_billing(&self) -> Result<(), ConfigError> {
+        let b = &self.billing;
+        if b.poll_initial_secs == 0 || b.poll_max_secs < b.poll_initial_secs {
+            return Err(ConfigError::Invalid(
+                "billing.poll_initial_secs must be at least 1 and at most billing.poll_max_secs"
+                    .into(),
+            ));
+        }
+        if b.job_interval_secs == 0 || b.payment_expiry_minutes == 0 {
+            return Err(ConfigError::Invalid(
+                "billing.job_interval_secs and billing.payment_expiry_minutes must be at least 1"
+                    .into(),
+            ));
+        }
+        for (id, p) in [
+            ("free", &b.plans.free),
+            ("basic", &b.plans.basic),
+            ("pro", &b.plans.pro),
+            ("enterprise", &b.plans.enterprise),
+        ] {
+            if p.price_rwf < 0 || p.price_usd < 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "billing.plans.{id}: prices cannot be negative"
+                )));
+            }
+        }
+        if self.env != RunEnv::Production {
+            return Ok(());
+        }
+        let mut missing: Vec<&str> = Vec::new();
+        if b.mtn_momo.enabled {
+            if b.mtn_momo.subscription_key.is_empty() {
+                missing.push("BWENGE_BILLING__MTN_MOMO__SUBSCRIPTION_KEY");
+            }
+            if b.mtn_momo.api_key.is_empty() {
+                missing.push("BWENGE_BILLING__MTN_MOMO__API_KEY");
+            }
+            if b.mtn_momo.api_user.trim().is_empty() {
+                missing.push("BWENGE_BILLING__MTN_MOMO__API_USER");
+            }
+        }
+        if b.airtel_money.enabled {
+            if b.airtel_money.client_id.trim().is_empty() {
+                missing.push("BWENGE_BILLING__AIRTEL_MONEY__CLIENT_ID");
+            }
+            if b.airtel_money.client_secret.is_empty() {
+                missing.push("BWENGE_BILLING__AIRTEL_MONEY__CLIENT_SECRET");
+            }
+        }
+        if b.stripe.enabled {
+            if b.stripe.secret_key.is_empty() {
+                missing.push("BWENGE_BILLING__STRIPE__SECRET_KEY");
+            }
+            if b.stripe.webhook_secret.is_empty() {
+                missing.push("BWENGE_BILLING__STRIPE__WEBHOOK_SECRET");
+            }
+        }
+        if !missing.is_empty() {
+            return Err(ConfigError::Refused(format!(
+                "an enabled payment method needs its secrets in production: set {}",
+                missing.join(", ")
+            )));
         }
         Ok(())
     }

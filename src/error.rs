@@ -21,6 +21,7 @@ use crate::analytics::AnalyticsError;
 use crate::auth::{AuthError, Forbidden};
 use crate::avatars::service::AvatarError;
 use crate::classroom::ClassroomError;
+use crate::billing::BillingError;
 use crate::knowledge::KnowledgeError;
 use crate::orgs::OrgError;
 use crate::personas::PersonaError;
@@ -59,6 +60,10 @@ pub enum ErrorCode {
     RangeNotSatisfiable,
     QuotaExceeded,
     RateLimited,
+    /// A payment provider (MTN MoMo, Airtel Money, Stripe) did not answer.
+    PaymentProviderUnavailable,
+    /// A webhook whose signature, timestamp or body does not hold.
+    InvalidSignature,
     Internal,
     ServiceUnavailable,
     LlmUnavailable,
@@ -92,6 +97,11 @@ impl ErrorCode {
             RangeNotSatisfiable => (StatusCode::RANGE_NOT_SATISFIABLE, "Range not satisfiable"),
             QuotaExceeded => (StatusCode::PAYMENT_REQUIRED, "Quota exceeded"),
             RateLimited => (StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
+            PaymentProviderUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Payment provider unavailable",
+            ),
+            InvalidSignature => (StatusCode::BAD_REQUEST, "Invalid signature"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
             ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),
             LlmUnavailable => (
@@ -125,6 +135,8 @@ impl ErrorCode {
             RangeNotSatisfiable => "range_not_satisfiable",
             QuotaExceeded => "quota_exceeded",
             RateLimited => "rate_limited",
+            PaymentProviderUnavailable => "payment_provider_unavailable",
+            InvalidSignature => "invalid_signature",
             Internal => "internal",
             ServiceUnavailable => "service_unavailable",
             LlmUnavailable => "llm_unavailable",
@@ -417,6 +429,7 @@ impl From<OrgError> for ApiError {
                 ErrorCode::LastAdmin,
                 "An organisation needs at least one admin: promote someone else first.",
             ),
+            OrgError::QuotaExceeded(detail) => ApiError::new(ErrorCode::QuotaExceeded, detail),
             OrgError::InvalidInvitation => ApiError::new(
                 ErrorCode::InvalidToken,
                 "This invitation is invalid, already used or expired; ask for a new one.",
@@ -444,6 +457,7 @@ impl From<AvatarError> for ApiError {
             AvatarError::Link(SignatureError::Invalid) => {
                 ApiError::new(ErrorCode::Forbidden, "This link is not valid.")
             }
+            AvatarError::QuotaExceeded(detail) => ApiError::new(ErrorCode::QuotaExceeded, detail),
             AvatarError::Store(e) => e.into(),
             AvatarError::Other(e) => ApiError::internal(e),
         }
@@ -458,6 +472,9 @@ impl From<KnowledgeError> for ApiError {
             KnowledgeError::NotFound => ApiError::not_found(),
             KnowledgeError::Unsupported(detail) => {
                 ApiError::new(ErrorCode::UnsupportedMediaType, detail)
+            }
+            KnowledgeError::QuotaExceeded(detail) => {
+                ApiError::new(ErrorCode::QuotaExceeded, detail)
             }
             KnowledgeError::Store(e) => e.into(),
             KnowledgeError::Internal(e) => ApiError::internal(e),
@@ -502,6 +519,33 @@ impl From<ClassroomError> for ApiError {
     }
 }
 
+impl From<BillingError> for ApiError {
+    fn from(e: BillingError) -> Self {
+        match e {
+            BillingError::Invalid(e) => e.into(),
+            BillingError::Forbidden(e) => e.into(),
+            BillingError::NotFound => ApiError::not_found(),
+            BillingError::QuotaExceeded(detail) => ApiError::new(ErrorCode::QuotaExceeded, detail),
+            BillingError::Conflict(detail) => ApiError::new(ErrorCode::Conflict, detail),
+            BillingError::MethodUnavailable(detail) => ApiError::validation("method", detail),
+            BillingError::Provider(source) => {
+                let mut e = ApiError::new(
+                    ErrorCode::PaymentProviderUnavailable,
+                    "The payment provider did not answer; nothing was charged by this request. \
+                     Try again shortly.",
+                )
+                .with_retry_after(Duration::from_secs(5));
+                tracing::warn!(error = ?source, "payment provider failed");
+                e.source = None;
+                e
+            }
+            BillingError::BadWebhook(detail) => ApiError::new(ErrorCode::InvalidSignature, detail),
+            BillingError::Store(e) => e.into(),
+            BillingError::Internal(e) => ApiError::internal(e),
+        }
+    }
+}
+
 /// Chat's row of the table: each [`ChatError`] with its code, for HTTP
 /// answers and the WebSocket's `error` frames alike.
 ///
@@ -525,6 +569,7 @@ pub fn chat_code(e: &crate::chat::ChatError) -> ErrorCode {
             BadFrame::TooLarge { .. } => ErrorCode::FrameTooLarge,
         },
         ChatError::ModelUnavailable { .. } => ErrorCode::LlmUnavailable,
+        ChatError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
         ChatError::Unavailable { .. } => ErrorCode::ServiceUnavailable,
         ChatError::Store(s) => match s {
             StoreError::NotFound => ErrorCode::NotFound,
@@ -560,6 +605,7 @@ impl From<crate::chat::ChatError> for ApiError {
             | ChatError::RateLimited { .. }
             | ChatError::InvalidFrame(_)
             | ChatError::ModelUnavailable { .. }
+            | ChatError::QuotaExceeded(_)
             | ChatError::Unavailable { .. } => {}
         }
         api

@@ -44,6 +44,7 @@ macro_rules! typed_id {
 }
 
 typed_id!(
-    OrgId, UserId, TokenId, FamilyId, AuditId, SourceId, ChunkId, PersonaId, ModelId, SessionId
+    OrgId, UserId, TokenId, FamilyId, AuditId, SourceId, ChunkId, PersonaId, ModelId, SessionId,
+    PaymentId
 );
 typed_id!(EventId);

@@ -10,6 +10,7 @@ mod architecture;
 pub mod audit;
 pub mod auth;
 pub mod avatars;
+pub mod billing;
 pub mod chat;
 pub mod classroom;
 pub mod clock;

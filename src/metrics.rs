@@ -31,6 +31,10 @@ pub const CLASSROOM_FRAMES_SENT_TOTAL: &str = "bwenge_classroom_frames_sent_tota
 /// Chat events the live classroom could not publish (its queue was full,
 /// or the bus failed): chat never waits for it.
 pub const CLASSROOM_EVENTS_DROPPED_TOTAL: &str = "bwenge_classroom_events_dropped_total";
+/// Payments by `method` and final `status` (and `created`).
+pub const PAYMENTS_TOTAL: &str = "bwenge_payments_total";
+/// Questions, uploads and invitations refused past an `allowance`.
+pub const QUOTA_REFUSALS: &str = "bwenge_quota_refusals_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -138,6 +138,15 @@ impl Application {
             clock,
             sign_ins: activity.clone(),
         });
+        let billing = crate::billing::BillingService::new(crate::billing::BillingDeps {
+            db: db.clone(),
+            settings: settings.billing.clone(),
+            clock: clock.clone(),
+            mailer: mailer.clone(),
+        });
+        let quotas = Arc::new(crate::adapters::BillingQuotas {
+            billing: billing.clone(),
+        });
         let orgs = crate::orgs::OrgService::new(
             db.clone(),
             auth.clone(),
@@ -145,6 +154,7 @@ impl Application {
             Arc::new(EraseThroughAnalytics {
                 analytics: analytics.clone(),
             }),
+            quotas.clone(),
         );
         let node_id = uuid::Uuid::new_v4().simple().to_string();
         let search = Arc::new(SearchService::new(
@@ -217,6 +227,7 @@ impl Application {
             transcription: settings.transcription.clone(),
             scopes: Arc::new(PersonaScopesFromStore { db: db.clone() }),
             clock,
+            quota: quotas.clone(),
         });
         let model = crate::llm::build(&settings.llm)?;
         let persona_port = Arc::new(crate::personas::PersonaService {
@@ -263,6 +274,7 @@ impl Application {
                 db: db.clone(),
                 catalog: persona_catalog.clone(),
             }),
+            quotas.clone(),
         );
         let presence: Arc<dyn crate::infra::Presence> = match &redis {
             Some(pool) => Arc::new(crate::infra::RedisPresence::new(pool.clone(), &prefix)),
@@ -295,7 +307,9 @@ impl Application {
                 }),
                 activity,
             ])),
+            quotas,
         );
+        billing.start_jobs();
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             db,
@@ -313,6 +327,7 @@ impl Application {
             chat,
             classroom,
             analytics,
+            billing,
             node_id,
         });
 

@@ -33,6 +33,8 @@ pub struct AppState {
     pub classroom: crate::classroom::ClassroomService,
     /// Analytics: recording, reports, retention, digest.
     pub analytics: crate::analytics::AnalyticsService,
+    /// Plans, subscriptions, allowances and payments.
+    pub billing: crate::billing::BillingService,
     /// A random id of this process, to tell its own bus messages apart.
     pub node_id: String,
 }

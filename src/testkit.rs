@@ -46,6 +46,26 @@ pub async fn sqlite(dir: &Path) -> (Settings, Db) {
     (settings, db)
 }
 
+/// Billing on `db`, with the test settings' plans and a file mailer in
+/// `settings.data_dir`.
+pub fn billing(settings: &Settings, db: &Db) -> crate::billing::BillingService {
+    let mailer = crate::mail::from_settings(&settings.mail, &settings.data_dir)
+        .expect("the file mailer of the test settings");
+    crate::billing::BillingService::new(crate::billing::BillingDeps {
+        db: db.clone(),
+        settings: settings.billing.clone(),
+        clock: crate::clock::Clock::system(),
+        mailer,
+    })
+}
+
+/// Billing's allowances as the other domains' ports see them.
+pub fn quotas(settings: &Settings, db: &Db) -> Arc<crate::adapters::BillingQuotas> {
+    Arc::new(crate::adapters::BillingQuotas {
+        billing: billing(settings, db),
+    })
+}
+
 /// Remembers whose tokens were revoked.
 #[derive(Default)]
 pub struct RecordedRevocations(pub Mutex<Vec<UserId>>);

@@ -87,6 +87,16 @@ pub async fn create_org_with_user(
         .execute(&mut *tx)
         .await?;
         insert_user_query!(user).execute(&mut *tx).await?;
+        // Every organisation starts on billing's free plan.
+        sqlx::query(
+            "INSERT INTO subscriptions (organization_id, plan, status, current_period_start, \
+             current_period_end, cancel_at_period_end, created_at, updated_at) \
+             VALUES ($1, 'free', 'active', $2, NULL, FALSE, $2, $2)",
+        )
+        .bind(org.id)
+        .bind(org.created_at)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
     });
     Ok(())

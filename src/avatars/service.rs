@@ -38,6 +38,16 @@ pub trait PersonaLinks: Send + Sync + 'static {
     async fn changed(&self, persona: PersonaId);
 }
 
+/// The organisation's storage allowance (billing's, through
+/// `crate::adapters`): every version reserves its size before it is kept;
+/// a deleted model gives back all of its versions'.
+#[async_trait::async_trait]
+pub trait StorageQuota: Send + Sync + 'static {
+    /// Refused with [`AvatarError::QuotaExceeded`] past the allowance.
+    async fn reserve(&self, org: OrgId, bytes: u64) -> Result<(), AvatarError>;
+    async fn release(&self, org: OrgId, bytes: u64);
+}
+
 /// A persona's avatar settings.
 #[derive(Debug, Clone)]
 pub struct PersonaAvatar {
@@ -57,6 +67,7 @@ struct Inner {
     data_dir: PathBuf,
     node_id: String,
     personas: Arc<dyn PersonaLinks>,
+    quota: Arc<dyn StorageQuota>,
 }
 
 impl AvatarService {
@@ -65,6 +76,7 @@ impl AvatarService {
         data_dir: PathBuf,
         node_id: String,
         personas: Arc<dyn PersonaLinks>,
+        quota: Arc<dyn StorageQuota>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -72,6 +84,7 @@ impl AvatarService {
                 data_dir,
                 node_id,
                 personas,
+                quota,
             }),
         }
     }
@@ -95,6 +108,9 @@ pub enum AvatarError {
     /// An asset URL's signature is wrong or expired.
     #[error("asset link refused: {0}")]
     Link(SignatureError),
+    /// The storage allowance would be passed; the sentence says which.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -414,9 +430,18 @@ impl AvatarService {
         let gestures = self
             .cleaned_overrides(org, None, persona, &info.animations)
             .await?;
-        let dest = place_file(&self.inner.data_dir, upload.temp, &key)?;
+        let size = u64::try_from(v.size_bytes).unwrap_or(0);
+        self.inner.quota.reserve(org, size).await?;
+        let dest = match place_file(&self.inner.data_dir, upload.temp, &key) {
+            Ok(dest) => dest,
+            Err(e) => {
+                self.inner.quota.release(org, size).await;
+                return Err(e.into());
+            }
+        };
         if let Err(e) = store::create(&self.inner.db, &m, &v, persona, &gestures).await {
             remove_file(&dest).await;
+            self.inner.quota.release(org, size).await;
             return Err(e.into());
         }
         record_upload(&info);
@@ -453,6 +478,8 @@ impl AvatarService {
             .cleaned_overrides(org, Some(id), persona, &info.animations)
             .await?;
         let v = version_row(id, 0, org, String::new(), &info, &upload.sha256);
+        let size = u64::try_from(v.size_bytes).unwrap_or(0);
+        self.inner.quota.reserve(org, size).await?;
         let data_dir = self.inner.data_dir.clone();
         let ext = info.format.extension();
         let temp = upload.temp;
@@ -474,11 +501,15 @@ impl AvatarService {
         .await;
         match result {
             Ok(Some(_)) => {}
-            Ok(None) => return Err(AvatarError::NotFound),
+            Ok(None) => {
+                self.inner.quota.release(org, size).await;
+                return Err(AvatarError::NotFound);
+            }
             Err(e) => {
                 if let Some(path) = &placed {
                     remove_file(path).await;
                 }
+                self.inner.quota.release(org, size).await;
                 return Err(e.into());
             }
         }
@@ -538,9 +569,18 @@ impl AvatarService {
             .into_iter()
             .map(|(_, p)| p)
             .collect();
+        let size: i64 = store::versions_of(&self.inner.db, org, &[id])
+            .await?
+            .iter()
+            .map(|v| v.size_bytes)
+            .sum();
         let keys = store::delete(&self.inner.db, org, id)
             .await?
             .ok_or(AvatarError::NotFound)?;
+        self.inner
+            .quota
+            .release(org, u64::try_from(size).unwrap_or(0))
+            .await;
         forget(&self.inner.node_id, &keys);
         for key in &keys {
             remove_file(&file_path(&self.inner.data_dir, key)).await;

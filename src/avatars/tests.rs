@@ -95,9 +95,10 @@ fn upload(dir: &std::path::Path, bytes: &[u8], persona: Option<PersonaId>) -> Up
 #[actix_web::test]
 async fn a_model_is_read_kept_matched_to_gestures_and_announced_to_its_persona() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (_, db) = testkit::sqlite(dir.path()).await;
+    let (settings, db) = testkit::sqlite(dir.path()).await;
     let teacher = testkit::member(&db, Role::Teacher).await;
     let stranger = testkit::member(&db, Role::Teacher).await;
+    let quotas = testkit::quotas(&settings, &db);
     let personas = Arc::new(Personas::default());
     let persona = PersonaId::new();
     personas.rows.lock().insert(
@@ -112,6 +113,7 @@ async fn a_model_is_read_kept_matched_to_gestures_and_announced_to_its_persona()
         dir.path().to_path_buf(),
         "test".into(),
         personas.clone(),
+        quotas,
     );
 
     let detail = avatars

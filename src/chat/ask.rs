@@ -26,7 +26,8 @@ pub struct AskBody {
 /// teachers and admins of the organisation).
 #[utoipa::path(post, path = "/v1/personas/{id}/ask", tag = "personas", request_body = AskBody,
     params(("id" = String, Path, description = "The persona's id")),
-    responses((status = 200, body = Answer), (status = 404), (status = 422, description = "empty or over-long question"),
+    responses((status = 200, body = Answer), (status = 402, description = "`quota_exceeded`: the month's questions are used up; `detail` says when they reset"),
+        (status = 404), (status = 422, description = "empty or over-long question"),
         (status = 503, description = "`llm_unavailable`: no provider of the chain could answer; see `Retry-After`")),
     security(("bearer" = [])))]
 pub async fn ask(
@@ -43,6 +44,7 @@ pub async fn ask(
         Some(session) => super::history_for_ask(&state, &user, persona, session).await?,
         None => Vec::new(),
     };
+    state.chat.count_question(user.org_id).await?;
     let answer = state
         .personas
         .ask(
@@ -55,7 +57,15 @@ pub async fn ask(
                 deltas: None,
             },
         )
-        .await?;
+        .await;
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            // Not answered: the question does not count.
+            state.chat.uncount_question(user.org_id).await;
+            return Err(e.into());
+        }
+    };
     let seq = match body.session_id {
         Some(session) => {
             Some(super::record_exchange(&state, &user, session, &text, &answer).await?)

@@ -36,6 +36,10 @@ pub enum ChatError {
     /// A service chat depends on is not answering.
     #[error("a dependency is unavailable")]
     Unavailable { retry_after: Duration },
+    /// The organisation's question allowance is used up; the sentence
+    /// names it and when it resets.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal: {0}")]
@@ -90,7 +94,9 @@ impl ChatError {
             ChatError::NoSession => "Send start or resume before a message.",
             ChatError::RateLimited { .. } => "Too many messages; slow down.",
             ChatError::InvalidFrame(b) => return b.message(),
-            ChatError::InvalidQuestion(why) => return Cow::Owned(why.clone()),
+            ChatError::InvalidQuestion(why) | ChatError::QuotaExceeded(why) => {
+                return Cow::Owned(why.clone());
+            }
             ChatError::ModelUnavailable { .. } => {
                 "No language model can answer right now; try again shortly."
             }

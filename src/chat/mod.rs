@@ -13,6 +13,7 @@ pub mod ask;
 pub mod error;
 pub mod frames;
 pub mod hub;
+pub mod quota;
 pub mod service;
 pub mod session;
 pub mod store;
@@ -31,6 +32,7 @@ use utoipa::ToSchema;
 pub use activity::{Activity, ChatActivity};
 pub use error::{BadFrame, ChatError};
 pub use frames::{ClientFrame, EventFrame, EventRole, ServerFrame};
+pub use quota::QuestionQuota;
 pub use service::{ChatConfig, ChatService, ChatUser, SessionRegistry};
 pub use tutor::{PersonaTutor, Tutor};
 

@@ -17,6 +17,7 @@ use super::activity::{Activity, ChatActivity};
 use super::error::ChatError;
 use super::frames::{AnswerExtras, EventRole};
 use super::hub::ChatHub;
+use super::quota::QuestionQuota;
 use super::session::{ChatSession, Post, Resumed};
 use super::store::{self, EventRow, NewEvent, SessionRow};
 use super::tutor::Tutor;
@@ -92,6 +93,8 @@ pub struct ChatCore {
     pub config: ChatConfig,
     /// Who hears of chat's activity ([`super::activity`]).
     pub activity: Arc<dyn ChatActivity>,
+    /// The question allowance (billing's).
+    pub quota: Arc<dyn QuestionQuota>,
 }
 
 /// The chat service; cheap to clone.
@@ -132,6 +135,7 @@ impl ChatService {
         limiter: Arc<dyn RateLimiter>,
         config: ChatConfig,
         activity: Arc<dyn ChatActivity>,
+        quota: Arc<dyn QuestionQuota>,
     ) -> Self {
         let idle = config.idle_timeout;
         let core = Arc::new(ChatCore {
@@ -141,6 +145,7 @@ impl ChatService {
             limiter,
             config,
             activity,
+            quota,
         });
         let for_sessions = Arc::clone(&core);
         let sessions = Registry::new(
@@ -269,6 +274,16 @@ impl ChatService {
         }
     }
 
+    /// Counts a question asked over HTTP against the month's allowance.
+    pub async fn count_question(&self, org: OrgId) -> Result<(), ChatError> {
+        self.core.quota.take(org, None).await
+    }
+
+    /// Gives back a question counted over HTTP that was not answered.
+    pub async fn uncount_question(&self, org: OrgId) {
+        self.core.quota.give_back(org).await;
+    }
+
     /// The question as it will be asked, or why it cannot be.
     pub fn check_question(&self, text: &str) -> Result<String, ChatError> {
         self.core.tutor.check_question(text)
@@ -304,6 +319,8 @@ impl ChatService {
             return Err(ChatError::RateLimited { retry_after });
         }
         let session = row.id;
+        let key = format!("chat:{session}:{client_id}");
+        self.core.quota.take(user.org_id, Some(&key)).await?;
         let post = Post {
             conn,
             user,
@@ -587,6 +604,7 @@ mod tests {
         });
         let hub = ChatHub::new(Arc::new(InProcessBus::new()), "node".into());
         let activity = Arc::new(Recorded::default());
+        let quotas = crate::testkit::quotas(&settings, &db);
         let chat = ChatService::build(
             db,
             hub,
@@ -594,6 +612,7 @@ mod tests {
             Arc::new(InProcessRateLimiter::new()),
             ChatConfig::from_settings(&settings),
             activity.clone(),
+            quotas,
         );
         let student = |user_id| ChatUser {
             user_id,

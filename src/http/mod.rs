@@ -48,6 +48,7 @@ pub fn route_table(state: &AppState) -> Vec<RouteDef> {
     routes.extend(crate::classroom::routes());
     routes.extend(crate::avatars::routes());
     routes.extend(crate::analytics::routes());
+    routes.extend(crate::billing::routes());
     if state.settings.testing.routes {
         routes.extend(crate::ops::testing::routes());
     }

@@ -25,7 +25,7 @@ use crate::ids::{ChunkId, SourceId};
 use store::{SourceRow, SourceStatus};
 
 pub use routes::routes;
-pub use service::{KnowledgeError, KnowledgeService, PersonaScopes, search_passages};
+pub use service::{KnowledgeError, KnowledgeService, PersonaScopes, StorageQuota, search_passages};
 
 /// Bus topic on which a node announces that an organisation's chunks
 /// changed (payload: [`crate::infra::bus::messages::IndexChanged`]).

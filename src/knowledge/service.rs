@@ -38,10 +38,23 @@ pub enum KnowledgeError {
     /// The bytes are not a type we read; the sentence says which are.
     #[error("unsupported media type: {0}")]
     Unsupported(String),
+    /// The storage allowance would be passed; the sentence says which.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+/// The organisation's storage allowance (billing's, through
+/// `crate::adapters`): an upload reserves its size before it is kept, a
+/// deleted source gives it back.
+#[async_trait::async_trait]
+pub trait StorageQuota: Send + Sync + 'static {
+    /// Refused with [`KnowledgeError::QuotaExceeded`] past the allowance.
+    async fn reserve(&self, org: OrgId, bytes: u64) -> Result<()>;
+    async fn release(&self, org: OrgId, bytes: u64);
 }
 
 type Result<T, E = KnowledgeError> = std::result::Result<T, E>;
@@ -85,6 +98,7 @@ struct Inner {
     transcription: TranscriptionSettings,
     scopes: Arc<dyn PersonaScopes>,
     clock: Clock,
+    quota: Arc<dyn StorageQuota>,
 }
 
 /// What [`KnowledgeService`] is built from.
@@ -98,6 +112,7 @@ pub struct KnowledgeDeps {
     pub transcription: TranscriptionSettings,
     pub scopes: Arc<dyn PersonaScopes>,
     pub clock: Clock,
+    pub quota: Arc<dyn StorageQuota>,
 }
 
 impl KnowledgeService {
@@ -113,6 +128,7 @@ impl KnowledgeService {
                 transcription: d.transcription,
                 scopes: d.scopes,
                 clock: d.clock,
+                quota: d.quota,
             }),
         }
     }
@@ -146,6 +162,29 @@ impl KnowledgeService {
             }
             _ => {}
         }
+        self.inner
+            .quota
+            .reserve(caller.org_id, received.size)
+            .await?;
+        let size = received.size;
+        let kept = self.keep_source(caller, received, sniffed.mime).await;
+        if kept.is_err() {
+            self.inner.quota.release(caller.org_id, size).await;
+        }
+        let row = kept?;
+        self.inner.ingest.do_send(Enqueue(JobId(row.id.0)));
+        metrics::counter!("bwenge_knowledge_uploads_total", "kind" => sniffed.kind.as_str())
+            .increment(1);
+        Ok(row)
+    }
+
+    /// Moves the upload into storage and records its row.
+    async fn keep_source(
+        &self,
+        caller: &AuthUser,
+        received: Received,
+        mime: &str,
+    ) -> Result<SourceRow> {
         let id = SourceId::new();
         let key = format!("sources/{}/{}", caller.org_id, id);
         let dest = storage_path(&self.inner.data_dir, &key);
@@ -171,7 +210,7 @@ impl KnowledgeService {
             organization_id: caller.org_id,
             title,
             filename: received.filename,
-            media_type: sniffed.mime.to_owned(),
+            media_type: mime.to_owned(),
             size_bytes: received.size as i64,
             sha256: received.sha256,
             storage_key: key,
@@ -190,9 +229,6 @@ impl KnowledgeService {
             let _ = tokio::fs::remove_file(&dest).await;
             return Err(e.into());
         }
-        self.inner.ingest.do_send(Enqueue(JobId(id.0)));
-        metrics::counter!("bwenge_knowledge_uploads_total", "kind" => sniffed.kind.as_str())
-            .increment(1);
         Ok(row)
     }
 
@@ -213,9 +249,17 @@ impl KnowledgeService {
     pub async fn delete(&self, caller: &AuthUser, id: SourceId) -> Result<()> {
         caller.require_staff()?;
         let org = caller.org_id;
+        let size = store::source(&self.inner.db, org, id)
+            .await?
+            .ok_or(KnowledgeError::NotFound)?
+            .size_bytes;
         let key = store::delete_source(&self.inner.db, org, id)
             .await?
             .ok_or(KnowledgeError::NotFound)?;
+        self.inner
+            .quota
+            .release(org, u64::try_from(size).unwrap_or(0))
+            .await;
         self.inner.ingest.do_send(Cancel(JobId(id.0)));
         self.inner.search.delete_source(org, id).await?;
         let _ = crate::infra::bus::publish_json(

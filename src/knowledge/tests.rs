@@ -60,6 +60,7 @@ async fn service(dir: &std::path::Path) -> (KnowledgeService, Db) {
         transcription: settings.transcription.clone(),
         scopes: Arc::new(EveryPersonaSeesAll),
         clock: Clock::system(),
+        quota: testkit::quotas(&settings, &db),
     });
     (service, db)
 }

@@ -64,6 +64,15 @@ use utoipa::OpenApi;
         crate::analytics::routes::gaps,
         crate::analytics::routes::flags,
         crate::analytics::routes::export,
+        crate::billing::routes::list_plans,
+        crate::billing::routes::get_subscription,
+        crate::billing::routes::cancel_subscription,
+        crate::billing::routes::checkout,
+        crate::billing::routes::list_payments,
+        crate::billing::routes::get_payment,
+        crate::billing::routes::stripe_webhook,
+        crate::billing::routes::momo_callback,
+        crate::billing::routes::airtel_callback,
     ),
     components(schemas(
         crate::ops::Health,
@@ -80,6 +89,9 @@ use utoipa::OpenApi;
         (name = "knowledge", description = "Course material and search"),
         (name = "classroom", description = "The live classroom: who is online, questions and answers as they happen"),
         (name = "analytics", description = "Activity recorded by the server: overview, students, knowledge gaps, flags, CSV export"),
+        (name = "billing", description = "Plans, the subscription, payments, provider webhooks. \
+            Past an allowance (questions a month, storage, members) calls answer \
+            `402 quota_exceeded`, and the chat socket an `error` frame with that code."),
     )
 )]
 pub struct ApiDoc;

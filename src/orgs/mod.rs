@@ -10,4 +10,4 @@ pub mod store;
 mod tests;
 
 pub use routes::routes;
-pub use service::{MemberErasure, NoErasure, OrgError, OrgService};
+pub use service::{MemberErasure, MemberQuota, NoErasure, OrgError, OrgService};

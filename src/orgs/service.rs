@@ -28,6 +28,9 @@ pub enum OrgError {
     /// The change would leave the organisation without an admin.
     #[error("the last admin cannot be demoted or removed")]
     LastAdmin,
+    /// The member allowance is used up; the sentence says which.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// An invitation that is unknown, used or expired.
     #[error("the invitation is invalid, used or expired")]
     InvalidInvitation,
@@ -59,6 +62,16 @@ impl MemberErasure for NoErasure {
     }
 }
 
+/// The organisation's member allowance (billing's, through
+/// `crate::adapters`): active members plus pending invitations. An
+/// invitation takes a seat; removing a member gives one back.
+#[async_trait::async_trait]
+pub trait MemberQuota: Send + Sync + 'static {
+    /// Refused with [`OrgError::QuotaExceeded`] past the allowance.
+    async fn reserve(&self, org: OrgId) -> Result<()>;
+    async fn release(&self, org: OrgId);
+}
+
 /// Members, roles and invitations of an organisation.
 #[derive(Clone)]
 pub struct OrgService {
@@ -66,6 +79,7 @@ pub struct OrgService {
     auth: AuthService,
     revocations: Arc<dyn Revocations>,
     erasure: Arc<dyn MemberErasure>,
+    quota: Arc<dyn MemberQuota>,
 }
 
 use super::store;
@@ -83,12 +97,14 @@ impl OrgService {
         auth: AuthService,
         revocations: Arc<dyn Revocations>,
         erasure: Arc<dyn MemberErasure>,
+        quota: Arc<dyn MemberQuota>,
     ) -> Self {
         Self {
             db,
             auth,
             revocations,
             erasure,
+            quota,
         }
     }
 
@@ -161,7 +177,9 @@ impl OrgService {
         if target.role == Role::Admin && store::count_admins(&self.db, caller.org_id).await? <= 1 {
             return Err(OrgError::LastAdmin);
         }
-        store::delete_member(&self.db, caller.org_id, member).await?;
+        if store::delete_member(&self.db, caller.org_id, member).await? {
+            self.quota.release(caller.org_id).await;
+        }
         self.revocations.revoked(member).await;
         if erase {
             self.erasure.erase(caller.org_id, member).await?;
@@ -201,7 +219,8 @@ impl OrgService {
         {
             return Err(AuthError::EmailTaken.into());
         }
-        let (id, expires_at) = self
+        self.quota.reserve(caller.org_id).await?;
+        let sent = self
             .auth
             .send_one_time_link(auth_service::OneTimeLink {
                 kind: OneTimeKind::Invitation,
@@ -212,7 +231,14 @@ impl OrgService {
                 created_by: Some(caller.user_id),
                 ttl: chrono::Duration::days(auth_service::INVITATION_TTL_DAYS),
             })
-            .await?;
+            .await;
+        let (id, expires_at) = match sent {
+            Ok(sent) => sent,
+            Err(e) => {
+                self.quota.release(caller.org_id).await;
+                return Err(e.into());
+            }
+        };
         audit::record(
             &self.db,
             Entry {

@@ -33,11 +33,13 @@ async fn services(dir: &std::path::Path) -> (AuthService, OrgService, Arc<Record
         clock: Clock::system(),
         sign_ins: std::sync::Arc::new(crate::auth::NoSignIns),
     });
+    let quotas = testkit::quotas(&settings, &db);
     let orgs = OrgService::new(
         db,
         auth.clone(),
         revoked.clone(),
         std::sync::Arc::new(crate::orgs::NoErasure),
+        quotas,
     );
     (auth, orgs, revoked)
 }

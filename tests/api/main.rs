@@ -10,6 +10,7 @@
 mod analytics;
 mod auth;
 mod avatars;
+mod billing;
 mod browser;
 mod chat;
 mod classroom;

@@ -20,6 +20,7 @@ struct Fixtures {
     a_persona: String,
     a_session: String,
     a_model: String,
+    a_payment: String,
 }
 
 impl Fixtures {
@@ -61,6 +62,30 @@ impl Fixtures {
             .unwrap();
         let a_model = crate::avatars::upload_robot(app, &a_admin, &[("name", "Robot")]).await;
         let a_model = a_model["id"].as_str().unwrap().to_owned();
+        // A payment of A's (stored directly: no provider runs here).
+        let payment = bwenge::billing::store::PaymentRow {
+            id: bwenge::ids::PaymentId::new(),
+            organization_id: a_admin.org_id.parse().unwrap(),
+            plan: bwenge::billing::model::PlanId::Basic,
+            method: bwenge::billing::model::Method::MtnMomo,
+            amount: 30000,
+            currency: "RWF".into(),
+            status: bwenge::billing::model::PaymentStatus::Failed,
+            provider_reference: Some(uuid::Uuid::new_v4().to_string()),
+            checkout_url: None,
+            failure_reason: Some("declined".into()),
+            phone: Some("+250788123456".into()),
+            created_by: Some(a_admin.id.parse().unwrap()),
+            renewal: false,
+            attempts: 0,
+            next_check_at: None,
+            expires_at: now,
+            created_at: now,
+            updated_at: now,
+        };
+        bwenge::billing::store::insert_payment(&app.state.db, &payment)
+            .await
+            .unwrap();
         Self {
             a_admin,
             a_student,
@@ -68,6 +93,7 @@ impl Fixtures {
             a_persona,
             a_session: session.id.to_string(),
             a_model,
+            a_payment: payment.id.to_string(),
         }
     }
 
@@ -88,6 +114,7 @@ impl Fixtures {
             ("POST", "/v1/models/{id}/versions") => json!({"name": "Taken over"}),
             ("GET", "/v1/personas/{id}/avatar") => json!({}),
             ("GET", "/v1/analytics/students/{user_id}") => json!({}),
+            ("GET", "/v1/payments/{id}") => json!({}),
             _ => return None,
         };
         let id = if path.starts_with("/v1/personas/") {
@@ -96,6 +123,8 @@ impl Fixtures {
             &self.a_session
         } else if path.starts_with("/v1/models/") {
             &self.a_model
+        } else if path.starts_with("/v1/payments/") {
+            &self.a_payment
         } else {
             &self.a_source
         };
@@ -173,6 +202,7 @@ async fn another_organisation_sees_nothing(backend: Backend) {
         "/v1/analytics/gaps",
         "/v1/analytics/flags",
         "/v1/analytics/export?report=students",
+        "/v1/payments",
     ] {
         let text = app
             .authed(Method::GET, path, &b_admin.access)
@@ -190,6 +220,7 @@ async fn another_organisation_sees_nothing(backend: Backend) {
             &a.a_persona,
             &a.a_session,
             &a.a_model,
+            &a.a_payment,
             &a.a_student.email,
         ] {
             assert!(
