@@ -37,7 +37,7 @@ impl RouteDef {
 }
 
 /// Every route of the server, domain by domain.
-pub fn route_table(state: &AppState) -> Vec<RouteDef> {
+pub fn route_table(_state: &AppState) -> Vec<RouteDef> {
     let mut routes = Vec::new();
     routes.extend(crate::ops::routes());
     routes.extend(crate::auth::routes());
@@ -46,9 +46,8 @@ pub fn route_table(state: &AppState) -> Vec<RouteDef> {
     routes.extend(crate::personas::routes());
     routes.extend(crate::chat::routes());
     routes.extend(crate::avatars::routes());
-    if state.settings.testing.routes {
-        routes.extend(crate::ops::testing::routes());
-    }
+    #[cfg(feature = "testing")]
+    routes.extend(crate::ops::testing::routes());
     routes
 }
 

@@ -28,6 +28,9 @@ pub enum OrgError {
     /// The change would leave the organisation without an admin.
     #[error("the last admin cannot be demoted or removed")]
     LastAdmin,
+    /// No such invitation (to list or revoke) in the organisation.
+    #[error("no such invitation")]
+    InvitationNotFound,
     /// An invitation that is unknown, used or expired.
     #[error("the invitation is invalid, used or expired")]
     InvalidInvitation,
@@ -56,6 +59,22 @@ pub struct Invitation {
     pub email: String,
     pub role: Role,
     pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// Who sent it (`None` for invitations from before this was kept).
+    pub invited_by: Option<UserId>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<store::InvitationRow> for Invitation {
+    fn from(r: store::InvitationRow) -> Self {
+        Self {
+            id: r.id,
+            email: r.email,
+            role: r.role.unwrap_or(Role::Student),
+            expires_at: r.expires_at,
+            invited_by: r.created_by,
+            created_at: r.created_at,
+        }
+    }
 }
 
 impl OrgService {
@@ -101,7 +120,18 @@ impl OrgService {
         }
         if from != role {
             store::set_role(&self.db, caller.org_id, member, role).await?;
-            self.revocations.revoked(member).await;
+            // Invitations the member may no longer send die with the
+            // demotion.
+            store::kill_invitations_by(
+                &self.db,
+                caller.org_id,
+                member,
+                &role.beyond_invite_reach(),
+            )
+            .await?;
+            self.revocations
+                .role_changed(member, role.is_staff())
+                .await;
             audit::record(
                 &self.db,
                 Entry {
@@ -128,6 +158,13 @@ impl OrgService {
         if target.role == Role::Admin && store::count_admins(&self.db, caller.org_id).await? <= 1 {
             return Err(OrgError::LastAdmin);
         }
+        store::kill_invitations_by(
+            &self.db,
+            caller.org_id,
+            member,
+            &[Role::Admin, Role::Teacher, Role::Student],
+        )
+        .await?;
         store::delete_member(&self.db, caller.org_id, member).await?;
         self.revocations.revoked(member).await;
         audit::record(
@@ -165,6 +202,9 @@ impl OrgService {
         {
             return Err(AuthError::EmailTaken.into());
         }
+        self.auth
+            .check_mail_limit(caller.user_id, caller.org_id)
+            .await?;
         let (id, expires_at) = self
             .auth
             .send_one_time_link(auth_service::OneTimeLink {
@@ -194,7 +234,59 @@ impl OrgService {
             email: email.as_str().to_owned(),
             role,
             expires_at,
+            invited_by: Some(caller.user_id),
+            created_at: self.auth.clock().now(),
         })
+    }
+
+    /// The organisation's invitations not yet accepted (teachers and
+    /// admins), oldest first.
+    pub async fn list_invitations(
+        &self,
+        caller: &AuthUser,
+        page: Page,
+    ) -> Result<List<Invitation>> {
+        caller.require_staff()?;
+        let now = self.auth.clock().now();
+        let rows = store::list_invitations(&self.db, caller.org_id, now, page).await?;
+        Ok(page_of(
+            rows,
+            page.limit,
+            |r| Cursor {
+                t: r.created_at,
+                id: r.id.0,
+            },
+            Invitation::from,
+        ))
+    }
+
+    /// Revokes an invitation not yet accepted: admins any, teachers their
+    /// own.
+    pub async fn revoke_invitation(&self, caller: &AuthUser, ip: &str, id: TokenId) -> Result<()> {
+        caller.require_staff()?;
+        let now = self.auth.clock().now();
+        let row = store::invitation(&self.db, caller.org_id, id, now)
+            .await?
+            .ok_or(OrgError::InvitationNotFound)?;
+        if caller.role != Role::Admin && row.created_by != Some(caller.user_id) {
+            return Err(Forbidden("Teachers may revoke only the invitations they sent.").into());
+        }
+        if !store::delete_invitation(&self.db, caller.org_id, id).await? {
+            return Err(OrgError::InvitationNotFound);
+        }
+        audit::record(
+            &self.db,
+            Entry {
+                org: caller.org_id,
+                action: action::INVITATION_REVOKED,
+                actor: Some(caller.user_id),
+                subject: None,
+                ip: Some(ip),
+                detail: json!({ "email": row.email, "role": row.role }),
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     /// Creates the invited account in the inviter's organisation, with the
@@ -216,6 +308,14 @@ impl OrgService {
         let email = Email::parse(&row.email)?;
         let password = Password::parse_new(password, "password", &email, Some(&name))?;
         let role = row.role.unwrap_or(Role::Student);
+        // The sender must still be a member who may invite this role.
+        let sender = match row.created_by {
+            Some(by) => auth_store::user_in_org(&self.db, row.organization_id, by).await?,
+            None => None,
+        };
+        if !sender.is_some_and(|s| s.role.may_invite(role)) {
+            return Err(OrgError::InvalidInvitation);
+        }
         if auth_store::user_by_email(&self.db, email.as_str())
             .await?
             .is_some()

@@ -14,6 +14,7 @@ mod chat;
 mod cli;
 mod errors;
 mod helpers;
+mod hostile;
 mod knowledge;
 mod knowledge_file;
 mod media;
