@@ -183,7 +183,11 @@ impl Cidr {
             Some((a, b)) => (a, Some(b.parse::<u8>().ok()?)),
             None => (raw, None),
         };
-        let net: std::net::IpAddr = addr.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+        let net: std::net::IpAddr = addr
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let bits = bits.unwrap_or(max);
         (bits <= max).then_some(Cidr { net, bits })
@@ -203,7 +207,9 @@ impl Cidr {
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.bits)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.bits))
+                    .unwrap_or(0);
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -416,7 +422,6 @@ pub struct SecretSettings {
     pub jwt_secret: Secret,
     pub asset_signing_key: Secret,
 }
-
 
 /// Where the layers come from. `main` fills it from the process; tests build
 /// it by hand so they never depend on the process environment.
@@ -1037,14 +1042,20 @@ mod tests {
             "not a url",
         ] {
             let err = load(&[("BWENGE_MAIL__LINK_BASE_URL", link)]).unwrap_err();
-            assert!(err.to_string().contains("BWENGE_MAIL__LINK_BASE_URL"), "{link}: {err}");
+            assert!(
+                err.to_string().contains("BWENGE_MAIL__LINK_BASE_URL"),
+                "{link}: {err}"
+            );
         }
-        let err = load(&[("BWENGE_HTTP__CORS_ORIGINS", "https://app.school.example,*")])
-            .unwrap_err();
+        let err =
+            load(&[("BWENGE_HTTP__CORS_ORIGINS", "https://app.school.example,*")]).unwrap_err();
         assert!(err.to_string().contains("cors_origins"), "{err}");
         // A public bind needs a metrics token; a loopback bind does not.
         let err = load(&[("BWENGE_OPS__METRICS_TOKEN", "")]).unwrap_err();
-        assert!(err.to_string().contains("BWENGE_OPS__METRICS_TOKEN"), "{err}");
+        assert!(
+            err.to_string().contains("BWENGE_OPS__METRICS_TOKEN"),
+            "{err}"
+        );
         load(&[
             ("BWENGE_OPS__METRICS_TOKEN", ""),
             ("BWENGE_BIND", "127.0.0.1:8080"),
@@ -1053,7 +1064,10 @@ mod tests {
         // Elsewhere none of this is refused.
         Settings::load(&opts(
             dir.path(),
-            &[("BWENGE_HTTP__CORS_ORIGINS", "*"), ("BWENGE_BIND", "0.0.0.0:1")],
+            &[
+                ("BWENGE_HTTP__CORS_ORIGINS", "*"),
+                ("BWENGE_BIND", "0.0.0.0:1"),
+            ],
         ))
         .unwrap();
     }
@@ -1068,7 +1082,11 @@ mod tests {
         let one = Cidr::parse("192.0.2.7").unwrap();
         assert!(one.contains("192.0.2.7".parse().unwrap()));
         assert!(!one.contains("192.0.2.8".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
         let v6 = Cidr::parse("fd00::/8").unwrap();
         assert!(v6.contains("fd12::1".parse().unwrap()));
         assert!(!v6.contains("fe80::1".parse().unwrap()));
@@ -1076,8 +1094,11 @@ mod tests {
             assert!(Cidr::parse(bad).is_none(), "{bad}");
         }
         let dir = tempfile::tempdir().unwrap();
-        let err = Settings::load(&opts(dir.path(), &[("BWENGE_HTTP__TRUSTED_PROXIES", "10.0.0.0/8,bad")]))
-            .unwrap_err();
+        let err = Settings::load(&opts(
+            dir.path(),
+            &[("BWENGE_HTTP__TRUSTED_PROXIES", "10.0.0.0/8,bad")],
+        ))
+        .unwrap_err();
         assert!(err.to_string().contains("`bad`"), "{err}");
         let (s, _) = Settings::load(&opts(
             dir.path(),

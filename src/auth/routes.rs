@@ -332,8 +332,7 @@ pub fn client_ip(req: &HttpRequest, trusted: &[crate::config::Cidr]) -> String {
     let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
         return "unknown".to_owned();
     };
-    forwarded_client(peer, trusted, req.headers().get_all("x-forwarded-for"))
-        .to_string()
+    forwarded_client(peer, trusted, req.headers().get_all("x-forwarded-for")).to_string()
 }
 
 /// [`client_ip`] over the peer and the `X-Forwarded-For` header values.
@@ -374,19 +373,25 @@ fn parse_hop(hop: &str) -> Option<std::net::IpAddr> {
     if let Ok(sock) = hop.parse::<std::net::SocketAddr>() {
         return Some(sock.ip());
     }
-    hop.trim_start_matches('[').trim_end_matches(']').parse().ok()
+    hop.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use actix_web::http::header::HeaderValue;
     use crate::config::Cidr;
+    use actix_web::http::header::HeaderValue;
 
     fn walk(peer: &str, trusted: &[&str], xff: &[&str]) -> String {
         let trusted: Vec<Cidr> = trusted.iter().map(|c| Cidr::parse(c).unwrap()).collect();
-        let values: Vec<HeaderValue> = xff.iter().map(|v| HeaderValue::from_str(v).unwrap()).collect();
+        let values: Vec<HeaderValue> = xff
+            .iter()
+            .map(|v| HeaderValue::from_str(v).unwrap())
+            .collect();
         forwarded_client(peer.parse().unwrap(), &trusted, values.iter()).to_string()
     }
 
@@ -395,23 +400,43 @@ mod tests {
         // No trusted proxies: the header is ignored.
         assert_eq!(walk("203.0.113.9", &[], &["1.2.3.4"]), "203.0.113.9");
         // A peer that is not a trusted proxy: ignored too.
-        assert_eq!(walk("203.0.113.9", &["10.0.0.0/8"], &["1.2.3.4"]), "203.0.113.9");
+        assert_eq!(
+            walk("203.0.113.9", &["10.0.0.0/8"], &["1.2.3.4"]),
+            "203.0.113.9"
+        );
         // One trusted proxy: the address it appended.
-        assert_eq!(walk("10.0.0.2", &["10.0.0.0/8"], &["198.51.100.7"]), "198.51.100.7");
+        assert_eq!(
+            walk("10.0.0.2", &["10.0.0.0/8"], &["198.51.100.7"]),
+            "198.51.100.7"
+        );
         // A forged left part is skipped: the rightmost untrusted hop wins.
         assert_eq!(
-            walk("10.0.0.2", &["10.0.0.0/8"], &["6.6.6.6, 198.51.100.7, 10.0.0.5"]),
+            walk(
+                "10.0.0.2",
+                &["10.0.0.0/8"],
+                &["6.6.6.6, 198.51.100.7, 10.0.0.5"]
+            ),
             "198.51.100.7"
         );
         // Across several header lines, with ports.
         assert_eq!(
-            walk("10.0.0.2", &["10.0.0.0/8", "::1"], &["6.6.6.6", "[2001:db8::1]:4711, 10.9.9.9:80"]),
+            walk(
+                "10.0.0.2",
+                &["10.0.0.0/8", "::1"],
+                &["6.6.6.6", "[2001:db8::1]:4711, 10.9.9.9:80"]
+            ),
             "2001:db8::1"
         );
         // Garbage ends the walk at the last good hop.
-        assert_eq!(walk("10.0.0.2", &["10.0.0.0/8"], &["1.1.1.1, junk, 10.0.0.3"]), "10.0.0.3");
+        assert_eq!(
+            walk("10.0.0.2", &["10.0.0.0/8"], &["1.1.1.1, junk, 10.0.0.3"]),
+            "10.0.0.3"
+        );
         // Everything trusted: the leftmost.
-        assert_eq!(walk("10.0.0.2", &["10.0.0.0/8"], &["10.0.0.4, 10.0.0.3"]), "10.0.0.4");
+        assert_eq!(
+            walk("10.0.0.2", &["10.0.0.0/8"], &["10.0.0.4, 10.0.0.3"]),
+            "10.0.0.4"
+        );
         // No header from a trusted proxy: the proxy.
         assert_eq!(walk("10.0.0.2", &["10.0.0.0/8"], &[]), "10.0.0.2");
     }

@@ -565,8 +565,7 @@ impl AuthService {
         let lock_for = chrono::Duration::minutes(auth.lockout_minutes as i64);
         let key = hash_secret(&email.trim().to_lowercase());
         let reserved =
-            store::reserve_ghost_attempt(&self.inner.db, &key, auth.lockout_threshold, now)
-                .await?;
+            store::reserve_ghost_attempt(&self.inner.db, &key, auth.lockout_threshold, now).await?;
         // Same cost as checking a real password, locked or not.
         self.inner.hasher.verify(password.expose(), None).await?;
         match reserved {

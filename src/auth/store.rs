@@ -397,7 +397,6 @@ pub async fn insert_refresh(
     Ok(())
 }
 
-
 /// How a rotation ended.
 pub enum Rotation {
     /// The old token is used, the new one stored; the user as they are now
@@ -425,7 +424,8 @@ pub async fn rotate_refresh(
     expires_at: DateTime<Utc>,
 ) -> Result<Rotation, StoreError> {
     let now = Utc::now();
-    let sql_user = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND organization_id = $2");
+    let sql_user =
+        format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND organization_id = $2");
     Ok(on_db_write!(db, |pool| {
         let mut tx = pool.begin().await?;
         let live: Option<(FamilyId,)> = sqlx::query_as(

@@ -118,7 +118,9 @@ impl BadFrame {
                 ));
             }
             BadFrame::Start => "start needs a persona_id (a UUID).",
-            BadFrame::Resume => "resume needs a session_id (a UUID) and a last_seq (a whole number).",
+            BadFrame::Resume => {
+                "resume needs a session_id (a UUID) and a last_seq (a whole number)."
+            }
             BadFrame::Message => "message needs a client_id (1–128 characters) and a text.",
             BadFrame::Auth => "auth needs an access_token (a string).",
             BadFrame::TooLarge { max_bytes } => {

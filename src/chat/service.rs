@@ -339,7 +339,9 @@ impl ChatService {
             refill_per_sec,
         };
         match self.core.limiter.check(key, limit, 1).await {
-            Ok(RateDecision::Limited { retry_after }) => Err(ChatError::RateLimited { retry_after }),
+            Ok(RateDecision::Limited { retry_after }) => {
+                Err(ChatError::RateLimited { retry_after })
+            }
             Ok(RateDecision::Allowed { .. }) => Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, "rate limiter unavailable; allowing the request");

@@ -55,12 +55,10 @@ fn malformed(e: actix_multipart::MultipartError) -> ApiError {
     match e {
         // Not a multipart body at all (JSON, a bare file, no type): the
         // wrong media type, not a broken body.
-        E::ContentTypeMissing | E::ContentTypeParse | E::ContentTypeIncompatible => {
-            ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                "Send the upload as multipart/form-data with the file in a `file` field.",
-            )
-        }
+        E::ContentTypeMissing | E::ContentTypeParse | E::ContentTypeIncompatible => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "Send the upload as multipart/form-data with the file in a `file` field.",
+        ),
         e => ApiError::bad_request(format!("The multipart body could not be read: {e}")),
     }
 }

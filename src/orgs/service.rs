@@ -129,9 +129,7 @@ impl OrgService {
                 &role.beyond_invite_reach(),
             )
             .await?;
-            self.revocations
-                .role_changed(member, role.is_staff())
-                .await;
+            self.revocations.role_changed(member, role.is_staff()).await;
             audit::record(
                 &self.db,
                 Entry {

@@ -110,7 +110,10 @@ async fn a_persona_is_created_checked_and_kept_within_its_school() {
         .await
         .expect("created");
     assert_eq!(view.language, "fr");
-    assert_eq!(view.staff.as_ref().unwrap().safety.blocked_topics, vec!["war".to_owned()]);
+    assert_eq!(
+        view.staff.as_ref().unwrap().safety.blocked_topics,
+        vec!["war".to_owned()]
+    );
     assert_eq!(
         c.get(&student, view.id).await.expect("seen").name,
         "Mwalimu"

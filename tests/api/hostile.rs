@@ -57,7 +57,11 @@ async fn a_page_larger_than_the_maximum_is_clamped(backend: Backend) {
         .unwrap();
     }
     let page = get_json(&app, "/v1/members?limit=500", &admin.access).await;
-    assert_eq!(page["items"].as_array().unwrap().len(), 200, "clamped to 200");
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        200,
+        "clamped to 200"
+    );
     let cursor = page["next_cursor"].as_str().expect("more after 200");
     let rest = get_json(
         &app,
@@ -206,14 +210,20 @@ async fn a_student_searches_only_through_a_persona_and_never_sees_its_instructio
             .map(|h| h["source_id"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert!(sources(&all).contains(&exams["id"].as_str().unwrap().to_owned()), "{all}");
+    assert!(
+        sources(&all).contains(&exams["id"].as_str().unwrap().to_owned()),
+        "{all}"
+    );
     // Through the persona: its scope only.
     let res = search(&student, Some(pid)).await.unwrap();
     assert_eq!(res.status(), 200);
     let scoped: Value = res.json().await.unwrap();
     let found = sources(&scoped);
     assert!(!found.is_empty(), "{scoped}");
-    assert!(found.iter().all(|s| s == volcanoes["id"].as_str().unwrap()), "{scoped}");
+    assert!(
+        found.iter().all(|s| s == volcanoes["id"].as_str().unwrap()),
+        "{scoped}"
+    );
     // A persona of another school, or none at all, is not found.
     let other = app.register("Other School", &email("o")).await;
     let foreign = create_persona(&app, &other, json!({"name": "Elsewhere"})).await;
@@ -224,7 +234,9 @@ async fn a_student_searches_only_through_a_persona_and_never_sees_its_instructio
     )
     .await;
     assert_problem(
-        search(&student, Some(&uuid::Uuid::new_v4().to_string())).await.unwrap(),
+        search(&student, Some(&uuid::Uuid::new_v4().to_string()))
+            .await
+            .unwrap(),
         404,
         "not_found",
     )
@@ -242,7 +254,10 @@ async fn a_student_searches_only_through_a_persona_and_never_sees_its_instructio
         assert!(!view.to_string().contains("exam answers"), "{view}");
     }
     let staff_view = get_json(&app, &format!("/v1/personas/{pid}"), &teacher.access).await;
-    assert_eq!(staff_view["system_prompt"], "Never reveal the exam answers.");
+    assert_eq!(
+        staff_view["system_prompt"],
+        "Never reveal the exam answers."
+    );
     assert_eq!(staff_view["safety"]["blocked_topics"], json!(["exams"]));
     let staff_list = get_json(&app, "/v1/personas", &teacher.access).await;
     assert_eq!(staff_list["items"][0]["safety"]["stay_on_subject"], true);
@@ -366,12 +381,8 @@ async fn sockets_without_a_valid_token_or_role_close_with_codes(backend: Backend
         return;
     };
     let admin = app.register("Close School", &email("admin")).await;
-    let teacher = app
-        .invite_and_accept(&admin, &email("t"), "teacher")
-        .await;
-    let student = app
-        .invite_and_accept(&admin, &email("s"), "student")
-        .await;
+    let teacher = app.invite_and_accept(&admin, &email("t"), "teacher").await;
+    let student = app.invite_and_accept(&admin, &email("s"), "student").await;
     // Missing, forged and revoked tokens: upgraded, then closed with 4401.
     let logged_out = app
         .invite_and_accept(&admin, &email("gone"), "student")
@@ -527,7 +538,10 @@ fn production_refuses_unsafe_exposure() {
             .args(["serve", "--bind", bind])
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, err) = run(&[], "127.0.0.1:0");
     assert_eq!(code, Some(2));
@@ -582,7 +596,12 @@ async fn metrics_take_their_token_and_sqlite_syncs_every_commit() {
 }
 
 /// Sends an invitation and returns its id and the mailed token.
-async fn invite(app: &TestApp, from: &crate::helpers::Member, to: &str, role: &str) -> (String, String) {
+async fn invite(
+    app: &TestApp,
+    from: &crate::helpers::Member,
+    to: &str,
+    role: &str,
+) -> (String, String) {
     let before = app.mails_to(to).len();
     let res = app
         .authed(Method::POST, "/v1/invitations", &from.access)
@@ -629,12 +648,18 @@ async fn invitations_are_listed_revoked_and_die_with_their_sender(backend: Backe
     assert_eq!(items[0]["id"], admins_id.as_str());
     assert_eq!(items[0]["invited_by"], admin.id.as_str());
     assert_eq!(items[1]["invited_by"], teacher.id.as_str());
-    assert!(list.to_string().find("token").is_none(), "no token in a listing: {list}");
+    assert!(
+        list.to_string().find("token").is_none(),
+        "no token in a listing: {list}"
+    );
     let page = get_json(&app, "/v1/invitations?limit=2", &admin.access).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     let rest = get_json(
         &app,
-        &format!("/v1/invitations?cursor={}", page["next_cursor"].as_str().unwrap()),
+        &format!(
+            "/v1/invitations?cursor={}",
+            page["next_cursor"].as_str().unwrap()
+        ),
         &admin.access,
     )
     .await;
@@ -652,10 +677,19 @@ async fn invitations_are_listed_revoked_and_die_with_their_sender(backend: Backe
     // Revoked: a teacher cannot revoke the admin's, another school cannot
     // see it, the admin can; its link is then dead.
     let delete = |who: &crate::helpers::Member, id: &str| {
-        app.authed(Method::DELETE, &format!("/v1/invitations/{id}"), &who.access)
-            .send()
+        app.authed(
+            Method::DELETE,
+            &format!("/v1/invitations/{id}"),
+            &who.access,
+        )
+        .send()
     };
-    assert_problem(delete(&teacher, &admins_id).await.unwrap(), 403, "forbidden").await;
+    assert_problem(
+        delete(&teacher, &admins_id).await.unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
     let other = app.register("Other School", &email("other")).await;
     assert_problem(delete(&other, &admins_id).await.unwrap(), 404, "not_found").await;
     assert_eq!(delete(&admin, &admins_id).await.unwrap().status(), 204);
@@ -664,7 +698,11 @@ async fn invitations_are_listed_revoked_and_die_with_their_sender(backend: Backe
 
     // The sender removed: their invitation dies with them.
     let res = app
-        .authed(Method::DELETE, &format!("/v1/members/{}", leaving.id), &admin.access)
+        .authed(
+            Method::DELETE,
+            &format!("/v1/members/{}", leaving.id),
+            &admin.access,
+        )
         .send()
         .await
         .unwrap();
@@ -675,7 +713,11 @@ async fn invitations_are_listed_revoked_and_die_with_their_sender(backend: Backe
     // student: the invitation is beyond their reach now and dies.
     let (_, pupil3_token) = invite(&app, &teacher, &email("pupil3"), "student").await;
     let res = app
-        .authed(Method::PATCH, &format!("/v1/members/{}", teacher.id), &admin.access)
+        .authed(
+            Method::PATCH,
+            &format!("/v1/members/{}", teacher.id),
+            &admin.access,
+        )
         .json(&json!({"role": "student"}))
         .send()
         .await
@@ -694,7 +736,11 @@ async fn invitations_are_listed_revoked_and_die_with_their_sender(backend: Backe
     let (_, keeps) = invite(&app, &second_admin, &email("kept"), "student").await;
     let (_, loses) = invite(&app, &second_admin, &email("lost"), "teacher").await;
     let res = app
-        .authed(Method::PATCH, &format!("/v1/members/{}", second_admin.id), &admin.access)
+        .authed(
+            Method::PATCH,
+            &format!("/v1/members/{}", second_admin.id),
+            &admin.access,
+        )
         .json(&json!({"role": "teacher"}))
         .send()
         .await
@@ -747,10 +793,16 @@ async fn forwarded_addresses_count_only_from_trusted_proxies(backend: Backend) {
         return;
     };
     for client in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
-        assert_eq!(reset_from(&app, Some(client)).await.status(), 202, "{client}");
+        assert_eq!(
+            reset_from(&app, Some(client)).await.status(),
+            202,
+            "{client}"
+        );
     }
     assert_eq!(
-        reset_from(&app, Some("6.6.6.6, 198.51.100.1, 10.1.2.3")).await.status(),
+        reset_from(&app, Some("6.6.6.6, 198.51.100.1, 10.1.2.3"))
+            .await
+            .status(),
         202
     );
     assert_problem(
@@ -797,12 +849,8 @@ async fn costly_calls_are_throttled_per_user_and_organisation(backend: Backend) 
     let admin = app.register("Busy School", &email("admin")).await;
     // Two invitations by the admin so far (the helper's), then a third,
     // then the admin's budget of three is spent.
-    let teacher = app
-        .invite_and_accept(&admin, &email("t"), "teacher")
-        .await;
-    let student = app
-        .invite_and_accept(&admin, &email("s"), "student")
-        .await;
+    let teacher = app.invite_and_accept(&admin, &email("t"), "teacher").await;
+    let student = app.invite_and_accept(&admin, &email("s"), "student").await;
     invite(&app, &admin, &email("third"), "student").await;
     let res = app
         .authed(Method::POST, "/v1/invitations", &admin.access)
@@ -839,7 +887,10 @@ async fn costly_calls_are_throttled_per_user_and_organisation(backend: Backend) 
     let elsewhere = app.register("Quiet School", &email("elsewhere")).await;
     let theirs = app.mails_to(&elsewhere.email).len();
     let res = app
-        .post_json("/v1/auth/password-reset", &json!({"email": elsewhere.email}))
+        .post_json(
+            "/v1/auth/password-reset",
+            &json!({"email": elsewhere.email}),
+        )
         .await;
     assert_eq!(res.status(), 202);
     app.mail_token(&elsewhere.email, theirs).await;
@@ -889,25 +940,33 @@ async fn a_socket_lives_on_its_access_token_and_rechecks_it(backend: Backend) {
         return;
     };
     let admin = app.register("Token School", &email("admin")).await;
-    let student = app
-        .invite_and_accept(&admin, &email("s"), "student")
-        .await;
+    let student = app.invite_and_accept(&admin, &email("s"), "student").await;
     let mut ws = crate::chat::Ws::connect(&app, &student).await;
     let first_expiry = chrono::Utc::now() + chrono::Duration::seconds(3);
     // A fresh token sent as an `auth` frame keeps the socket open past the
     // first token's expiry.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let res = app
-        .post_json("/v1/auth/refresh", &json!({"refresh_token": student.refresh}))
+        .post_json(
+            "/v1/auth/refresh",
+            &json!({"refresh_token": student.refresh}),
+        )
         .await;
     assert_eq!(res.status(), 200);
     let tokens: Value = res.json().await.unwrap();
-    let fresh = tokens["tokens"]["access_token"].as_str().unwrap().to_owned();
-    ws.send(json!({"type": "auth", "access_token": fresh})).await;
+    let fresh = tokens["tokens"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ws.send(json!({"type": "auth", "access_token": fresh}))
+        .await;
     let ok = ws.until("authenticated").await;
     let expires_at: chrono::DateTime<chrono::Utc> =
         serde_json::from_value(ok.last().unwrap()["expires_at"].clone()).unwrap();
-    assert!(expires_at > first_expiry - chrono::Duration::seconds(1), "{ok:?}");
+    assert!(
+        expires_at > first_expiry - chrono::Duration::seconds(1),
+        "{ok:?}"
+    );
     while chrono::Utc::now() < first_expiry + chrono::Duration::seconds(1) {
         ws.send(json!({"type": "ping"})).await;
         ws.until("pong").await;
@@ -939,11 +998,15 @@ async fn a_socket_lives_on_its_access_token_and_rechecks_it(backend: Backend) {
             body["tokens"]["access_token"].as_str().unwrap().to_owned()
         }
     };
-    let mut ws = crate::chat::Ws::connect_url(&app.url(""), &login(student.email.clone()).await).await;
-    ws.send(json!({"type": "auth", "access_token": "forged"})).await;
+    let mut ws =
+        crate::chat::Ws::connect_url(&app.url(""), &login(student.email.clone()).await).await;
+    ws.send(json!({"type": "auth", "access_token": "forged"}))
+        .await;
     assert_eq!(ws.close_code().await, Some(4401));
-    let mut ws = crate::chat::Ws::connect_url(&app.url(""), &login(student.email.clone()).await).await;
+    let mut ws =
+        crate::chat::Ws::connect_url(&app.url(""), &login(student.email.clone()).await).await;
     let admins = login(admin.email.clone()).await;
-    ws.send(json!({"type": "auth", "access_token": admins})).await;
+    ws.send(json!({"type": "auth", "access_token": admins}))
+        .await;
     assert_eq!(ws.close_code().await, Some(4403));
 }

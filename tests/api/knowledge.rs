@@ -270,10 +270,14 @@ async fn every_text_kind_becomes_searchable_at_the_right_place(backend: Backend)
     let student = app
         .invite_and_accept(&teacher, &email("student"), "student")
         .await;
-    let persona = crate::personas::create_persona(&app, &teacher, json!({"name": "Historian"})).await;
+    let persona =
+        crate::personas::create_persona(&app, &teacher, json!({"name": "Historian"})).await;
     let res = app
         .authed(Method::GET, "/v1/search", &student.access)
-        .query(&[("q", "Berlin Wall"), ("persona_id", persona["id"].as_str().unwrap())])
+        .query(&[
+            ("q", "Berlin Wall"),
+            ("persona_id", persona["id"].as_str().unwrap()),
+        ])
         .send()
         .await
         .unwrap();

@@ -20,6 +20,7 @@ struct Fixtures {
     a_persona: String,
     a_session: String,
     a_model: String,
+    a_invitation: String,
 }
 
 impl Fixtures {
@@ -61,6 +62,15 @@ impl Fixtures {
             .unwrap();
         let a_model = crate::avatars::upload_robot(app, &a_admin, &[("name", "Robot")]).await;
         let a_model = a_model["id"].as_str().unwrap().to_owned();
+        let res = app
+            .authed(Method::POST, "/v1/invitations", &a_admin.access)
+            .json(&json!({"email": email("a-invitee"), "role": "teacher"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let invitation: serde_json::Value = res.json().await.unwrap();
+        let a_invitation = invitation["id"].as_str().unwrap().to_owned();
         Self {
             a_admin,
             a_student,
@@ -68,6 +78,7 @@ impl Fixtures {
             a_persona,
             a_session: session.id.to_string(),
             a_model,
+            a_invitation,
         }
     }
 
@@ -87,6 +98,7 @@ impl Fixtures {
             // Sent as JSON: a foreign model is refused before the body is read.
             ("POST", "/v1/models/{id}/versions") => json!({"name": "Taken over"}),
             ("GET", "/v1/personas/{id}/avatar") => json!({}),
+            ("DELETE", "/v1/invitations/{id}") => json!({}),
             _ => return None,
         };
         let id = if path.starts_with("/v1/personas/") {
@@ -95,6 +107,8 @@ impl Fixtures {
             &self.a_session
         } else if path.starts_with("/v1/models/") {
             &self.a_model
+        } else if path.starts_with("/v1/invitations/") {
+            &self.a_invitation
         } else {
             &self.a_source
         };
@@ -161,6 +175,7 @@ async fn another_organisation_sees_nothing(backend: Backend) {
     // Lists show only the caller's organisation.
     for path in [
         "/v1/members",
+        "/v1/invitations",
         "/v1/audit",
         "/v1/knowledge",
         "/v1/search?q=volcanoes+magma+chambers",
@@ -183,6 +198,7 @@ async fn another_organisation_sees_nothing(backend: Backend) {
             &a.a_source,
             &a.a_persona,
             &a.a_session,
+            &a.a_invitation,
             &a.a_model,
             &a.a_student.email,
         ] {

@@ -227,11 +227,17 @@ impl WsConnection {
         let checked = token.clone();
         let fut = async move { service.authenticate_until(&checked).await };
         ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(Some((u, expires_at))) if u.user_id == act.user.user_id && u.org_id == act.user.org_id => {
+            Ok(Some((u, expires_at)))
+                if u.user_id == act.user.user_id && u.org_id == act.user.org_id =>
+            {
                 if u.role.is_staff() != act.user.staff {
                     // The role changed since the socket opened: what it
                     // may follow changed too; the client reconnects.
-                    let code = if act.forbidden_after(u.role.is_staff()) { 4403 } else { 4401 };
+                    let code = if act.forbidden_after(u.role.is_staff()) {
+                        4403
+                    } else {
+                        4401
+                    };
                     return act.close(code, ctx);
                 }
                 act.auth.token = token;
