@@ -555,9 +555,6 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        if self.env == RunEnv::Production {
-            self.check_production()?;
-        }
         if self.mail.transport == MailTransport::Smtp && self.mail.smtp_host.trim().is_empty() {
             return Err(ConfigError::Refused(
                 "mail.transport is smtp, so BWENGE_MAIL__SMTP_HOST must name the SMTP server \
@@ -589,6 +586,9 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "database.max_connections must be at least 1".into(),
             ));
+        }
+        if self.env == RunEnv::Production {
+            self.check_production()?;
         }
         Ok(())
     }

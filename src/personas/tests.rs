@@ -111,7 +111,11 @@ async fn a_persona_is_created_checked_and_kept_within_its_school() {
         .expect("created");
     assert_eq!(view.language, "fr");
     assert_eq!(
-        view.staff.as_ref().unwrap().safety.blocked_topics,
+        view.staff
+            .as_ref()
+            .expect("staff fields")
+            .safety
+            .blocked_topics,
         vec!["war".to_owned()]
     );
     assert_eq!(

@@ -299,10 +299,7 @@ async fn an_unknown_address_answers_as_a_locked_account_does(backend: Backend) {
             assert_eq!((real.0, real.1.as_str()), (401, "invalid_credentials"));
         } else {
             assert_eq!((real.0, real.1.as_str()), (423, "account_locked"));
-            assert_eq!(
-                real.3,
-                Some(u64::from(app.state.settings.auth.lockout_minutes))
-            );
+            assert_eq!(real.3, Some(app.state.settings.auth.lockout_minutes));
         }
     }
     // The right password while locked is refused the same way.
