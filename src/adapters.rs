@@ -30,7 +30,11 @@ pub struct HubRevocations {
 #[async_trait::async_trait]
 impl Revocations for HubRevocations {
     async fn revoked(&self, user: UserId) {
-        crate::chat::hub::announce_revoked(self.bus.as_ref(), user).await;
+        crate::chat::hub::announce_revoked(self.bus.as_ref(), user, None).await;
+    }
+
+    async fn role_changed(&self, user: UserId, staff: bool) {
+        crate::chat::hub::announce_revoked(self.bus.as_ref(), user, Some(staff)).await;
     }
 }
 

@@ -21,6 +21,7 @@ pub mod action {
     pub const EMAIL_VERIFIED: &str = "auth.email_verified";
     pub const INVITATION_CREATED: &str = "members.invited";
     pub const INVITATION_ACCEPTED: &str = "members.invitation_accepted";
+    pub const INVITATION_REVOKED: &str = "members.invitation_revoked";
     pub const ROLE_CHANGED: &str = "members.role_changed";
     pub const MEMBER_REMOVED: &str = "members.removed";
     pub const BILLING_CHECKOUT: &str = "billing.checkout_started";

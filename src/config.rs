@@ -136,10 +136,10 @@ pub struct Settings {
     pub llm: LlmSettings,
     pub assets: AssetSettings,
     pub secrets: SecretSettings,
-    pub testing: TestingSettings,
     #[serde(default)]
     pub analytics: AnalyticsSettings,
     pub billing: BillingSettings,
+    pub ops: OpsSettings,
 }
 
 /// `[analytics]`: how events are recorded, kept and reported.
@@ -182,12 +182,80 @@ impl Default for AnalyticsSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct OpsSettings {
+    /// When set, `GET /metrics` wants `Authorization: Bearer <token>`.
+    /// Production refuses a public bind without it.
+    pub metrics_token: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub json_limit_bytes: usize,
     pub shutdown_grace_secs: u64,
     pub cors_origins: Vec<String>,
     pub workers: usize,
-    pub trust_forwarded_headers: bool,
+    /// CIDRs of the proxies in front of the server (see [`Cidr`]).
+    pub trusted_proxies: Vec<String>,
+}
+
+impl HttpSettings {
+    /// [`Self::trusted_proxies`], parsed (checked at load).
+    pub fn trusted_proxies(&self) -> Vec<Cidr> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|c| Cidr::parse(c))
+            .collect()
+    }
+}
+
+/// An IP network: an address and how many leading bits matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: std::net::IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    /// `10.0.0.0/8`, `fd00::/8`, or one address (`192.0.2.7`).
+    pub fn parse(raw: &str) -> Option<Cidr> {
+        let raw = raw.trim();
+        let (addr, bits) = match raw.split_once('/') {
+            Some((a, b)) => (a, Some(b.parse::<u8>().ok()?)),
+            None => (raw, None),
+        };
+        let net: std::net::IpAddr = addr
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        (bits <= max).then_some(Cidr { net, bits })
+    }
+
+    /// Whether `ip` is in the network (an IPv4-mapped IPv6 address counts
+    /// as its IPv4 address).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.bits)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.bits))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,6 +269,11 @@ pub struct AuthSettings {
     pub hash_queue_wait_ms: u64,
     pub ip_burst: u32,
     pub ip_refill_per_sec: f64,
+    /// Mails a user may cause per hour (invitations sent, verification
+    /// mails asked for, password resets of their account), and an
+    /// organisation in all.
+    pub mails_per_user_per_hour: u32,
+    pub mails_per_org_per_hour: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,6 +317,14 @@ pub struct ChatSettings {
     pub messages_per_sec: f64,
     pub max_bad_frames: u32,
     pub orphan_grace_ms: u64,
+    /// New sessions (`start` frames) per user (token bucket).
+    pub starts_burst: u32,
+    pub starts_per_sec: f64,
+    /// Open sockets per user on one node; more are closed with 4429.
+    pub max_sockets_per_user: usize,
+    /// How often a socket checks that its user's tokens still hold (token
+    /// version, role), in case a revocation's broadcast was lost.
+    pub auth_check_secs: u64,
 }
 
 /// A language-model provider of the answer chain.
@@ -381,12 +462,6 @@ pub struct RegistrySettings {
 pub struct SecretSettings {
     pub jwt_secret: Secret,
     pub asset_signing_key: Secret,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TestingSettings {
-    pub routes: bool,
 }
 
 /// Plans, quotas, renewal and the payment providers (`[billing]`).
@@ -568,6 +643,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("http.cors_origins")
+                .with_list_parse_key("http.trusted_proxies")
                 .with_list_parse_key("llm.chain")
                 .with_list_parse_key("billing.stripe.previous_webhook_secrets")
                 .source(Some(env_vars.clone())),
@@ -611,11 +687,6 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        if self.env == RunEnv::Production && self.testing.routes {
-            return Err(ConfigError::Refused(
-                "testing.routes must be false in production (unset BWENGE_TESTING__ROUTES)".into(),
-            ));
-        }
         if self.mail.transport == MailTransport::Smtp && self.mail.smtp_host.trim().is_empty() {
             return Err(ConfigError::Refused(
                 "mail.transport is smtp, so BWENGE_MAIL__SMTP_HOST must name the SMTP server \
@@ -628,6 +699,16 @@ impl Settings {
                 "auth.lockout_threshold and auth.ip_burst must be at least 1".into(),
             ));
         }
+        if let Some(bad) = self
+            .http
+            .trusted_proxies
+            .iter()
+            .find(|c| Cidr::parse(c).is_none())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "http.trusted_proxies: `{bad}` is not an address or a CIDR such as 10.0.0.0/8"
+            )));
+        }
         if self.http.json_limit_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "http.json_limit_bytes must be greater than 0".into(),
@@ -638,6 +719,44 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "database.max_connections must be at least 1".into(),
             ));
+        }
+        if self.env == RunEnv::Production {
+            self.check_production()?;
+        }
+        Ok(())
+    }
+
+    /// What production refuses beyond missing secrets: links in mail that
+    /// point at the server's own machine, a wildcard CORS origin, and
+    /// metrics open to the world.
+    fn check_production(&self) -> Result<(), ConfigError> {
+        let link_host = reqwest::Url::parse(self.mail.link_base_url.trim())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        if link_host.as_deref().is_none_or(is_local_link_host) {
+            return Err(ConfigError::Refused(format!(
+                "mail.link_base_url is `{}`: links in mail would point at the reader's own \
+                 machine; set BWENGE_MAIL__LINK_BASE_URL to the web app's public address",
+                self.mail.link_base_url
+            )));
+        }
+        if self.http.cors_origins.iter().any(|o| o.trim() == "*") {
+            return Err(ConfigError::Refused(
+                "http.cors_origins contains `*`: any site could call the API with a user's \
+                 credentials; list the web app's origins in BWENGE_HTTP__CORS_ORIGINS"
+                    .into(),
+            ));
+        }
+        let bind_host = self
+            .bind
+            .rsplit_once(':')
+            .map_or(self.bind.as_str(), |(h, _)| h);
+        if !is_loopback_host(bind_host) && self.ops.metrics_token.is_empty() {
+            return Err(ConfigError::Refused(format!(
+                "bind is `{}` (public) and ops.metrics_token is empty: /metrics would be open to \
+                 anyone; set BWENGE_OPS__METRICS_TOKEN (or bind to a loopback address)",
+                self.bind
+            )));
         }
         Ok(())
     }
@@ -786,6 +905,28 @@ impl Settings {
         }
         Ok(warnings)
     }
+}
+
+/// A host only this machine reaches: `localhost` or a loopback address.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    let lower = host.to_ascii_lowercase();
+    lower == "localhost"
+        || lower.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A link host that cannot reach this server from elsewhere: a loopback
+/// host, or the unspecified address.
+fn is_local_link_host(host: &str) -> bool {
+    is_loopback_host(host)
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified())
 }
 
 /// The first dotted key present in `actual` but not in `known`.
@@ -1052,6 +1193,8 @@ mod tests {
                 ("BWENGE_SECRETS__JWT_SECRET", &good),
                 ("BWENGE_SECRETS__ASSET_SIGNING_KEY", &other),
                 ("BWENGE_MAIL__SMTP_HOST", "smtp.school.example"),
+                ("BWENGE_MAIL__LINK_BASE_URL", "https://app.school.example"),
+                ("BWENGE_OPS__METRICS_TOKEN", &random_hex(16)),
             ],
         ))
         .unwrap();
@@ -1070,6 +1213,100 @@ mod tests {
         .to_string();
         assert!(err.contains("BWENGE_MAIL__SMTP_HOST"), "{err}");
         assert!(!dir.path().join("secrets").exists());
+    }
+
+    #[test]
+    fn production_refuses_local_links_wildcard_origins_and_open_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let (jwt, asset, token) = (random_hex(32), random_hex(32), random_hex(16));
+        let load = |extra: &[(&str, &str)]| {
+            let mut vars = vec![
+                ("BWENGE_ENV", "production"),
+                ("BWENGE_SECRETS__JWT_SECRET", jwt.as_str()),
+                ("BWENGE_SECRETS__ASSET_SIGNING_KEY", asset.as_str()),
+                ("BWENGE_MAIL__SMTP_HOST", "smtp.school.example"),
+                ("BWENGE_MAIL__LINK_BASE_URL", "https://app.school.example"),
+                ("BWENGE_OPS__METRICS_TOKEN", token.as_str()),
+            ];
+            for (k, v) in extra {
+                vars.retain(|(key, _)| key != k);
+                vars.push((k, v));
+            }
+            Settings::load(&opts(dir.path(), &vars)).map(|_| ())
+        };
+        load(&[]).unwrap();
+        for link in [
+            "http://127.0.0.1:8080",
+            "http://localhost:3000",
+            "http://[::1]/",
+            "http://0.0.0.0",
+            "not a url",
+        ] {
+            let err = load(&[("BWENGE_MAIL__LINK_BASE_URL", link)]).unwrap_err();
+            assert!(
+                err.to_string().contains("BWENGE_MAIL__LINK_BASE_URL"),
+                "{link}: {err}"
+            );
+        }
+        let err =
+            load(&[("BWENGE_HTTP__CORS_ORIGINS", "https://app.school.example,*")]).unwrap_err();
+        assert!(err.to_string().contains("cors_origins"), "{err}");
+        // A public bind needs a metrics token; a loopback bind does not.
+        let err = load(&[("BWENGE_OPS__METRICS_TOKEN", "")]).unwrap_err();
+        assert!(
+            err.to_string().contains("BWENGE_OPS__METRICS_TOKEN"),
+            "{err}"
+        );
+        load(&[
+            ("BWENGE_OPS__METRICS_TOKEN", ""),
+            ("BWENGE_BIND", "127.0.0.1:8080"),
+        ])
+        .unwrap();
+        // Elsewhere none of this is refused.
+        Settings::load(&opts(
+            dir.path(),
+            &[
+                ("BWENGE_HTTP__CORS_ORIGINS", "*"),
+                ("BWENGE_BIND", "0.0.0.0:1"),
+            ],
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn cidrs_parse_and_match() {
+        let net = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
+        let one = Cidr::parse("192.0.2.7").unwrap();
+        assert!(one.contains("192.0.2.7".parse().unwrap()));
+        assert!(!one.contains("192.0.2.8".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        let v6 = Cidr::parse("fd00::/8").unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("fe80::1".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "nonsense", "10.0.0/8", "::/129", ""] {
+            assert!(Cidr::parse(bad).is_none(), "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let err = Settings::load(&opts(
+            dir.path(),
+            &[("BWENGE_HTTP__TRUSTED_PROXIES", "10.0.0.0/8,bad")],
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("`bad`"), "{err}");
+        let (s, _) = Settings::load(&opts(
+            dir.path(),
+            &[("BWENGE_HTTP__TRUSTED_PROXIES", "10.0.0.0/8,::1")],
+        ))
+        .unwrap();
+        assert_eq!(s.http.trusted_proxies().len(), 2);
     }
 
     #[test]

@@ -273,7 +273,11 @@ impl Db {
                 .context("BWENGE_DATABASE_URL is not a valid SQLite URL")?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
+                // FULL: a commit is on disk (the WAL synced) before it
+                // returns. Chat acknowledges a question only once it is
+                // stored, and promises that the ack means durable; NORMAL
+                // could lose the last commits to a power cut.
+                .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_millis(db.busy_timeout_ms));
             if let Some(dir) = std::path::Path::new(opts.get_filename()).parent()

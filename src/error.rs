@@ -424,7 +424,7 @@ impl From<OrgError> for ApiError {
         match e {
             OrgError::Invalid(e) => e.into(),
             OrgError::Forbidden(e) => e.into(),
-            OrgError::NotFound => ApiError::not_found(),
+            OrgError::NotFound | OrgError::InvitationNotFound => ApiError::not_found(),
             OrgError::LastAdmin => ApiError::new(
                 ErrorCode::LastAdmin,
                 "An organisation needs at least one admin: promote someone else first.",
@@ -553,8 +553,11 @@ impl From<BillingError> for ApiError {
 pub fn chat_code(e: &crate::chat::ChatError) -> ErrorCode {
     use crate::chat::{BadFrame, ChatError};
     match e {
-        ChatError::SessionNotFound | ChatError::PersonaNotFound => ErrorCode::NotFound,
-        ChatError::NotYourSession | ChatError::InvalidQuestion(_) => ErrorCode::ValidationFailed,
+        // Another user's session reads as one that does not exist.
+        ChatError::SessionNotFound | ChatError::PersonaNotFound | ChatError::NotYourSession => {
+            ErrorCode::NotFound
+        }
+        ChatError::InvalidQuestion(_) => ErrorCode::ValidationFailed,
         ChatError::NotSessionOwner => ErrorCode::Forbidden,
         ChatError::NoSession => ErrorCode::NoSession,
         ChatError::RateLimited { .. } => ErrorCode::RateLimited,
@@ -564,6 +567,7 @@ pub fn chat_code(e: &crate::chat::ChatError) -> ErrorCode {
             | BadFrame::Start
             | BadFrame::Resume
             | BadFrame::Message
+            | BadFrame::Auth
             | BadFrame::NotText => ErrorCode::BadFrame,
             BadFrame::UnknownType(_) => ErrorCode::UnknownType,
             BadFrame::TooLarge { .. } => ErrorCode::FrameTooLarge,

@@ -14,7 +14,7 @@ pub const MAX_LIMIT: u32 = 200;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct PageQuery {
-    /// Items per page, 1–200 (default 50).
+    /// Items per page (default 50); more than 200 is taken as 200.
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -35,11 +35,13 @@ pub struct Page {
 
 impl PageQuery {
     pub fn parse(&self) -> Result<Page, Invalid> {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if limit == 0 || limit > MAX_LIMIT {
+        // Above the maximum is clamped (a client asking for "everything"
+        // gets the largest page and a cursor); zero asks for nothing.
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+        if limit == 0 {
             return Err(Invalid::new(
                 "limit",
-                format!("limit must be between 1 and {MAX_LIMIT}."),
+                format!("limit must be at least 1 (at most {MAX_LIMIT} are returned)."),
             ));
         }
         let after = match self.cursor.as_deref().filter(|c| !c.is_empty()) {

@@ -1055,7 +1055,7 @@ impl Client {
             ServerFrame::Error { code, reply_to, .. } => {
                 self.on_error_frame(code, reply_to.is_some());
             }
-            ServerFrame::Pong | ServerFrame::Ingest(_) => {}
+            ServerFrame::Pong | ServerFrame::Ingest(_) | ServerFrame::Authenticated { .. } => {}
         }
         self.check_caught_up(now);
     }

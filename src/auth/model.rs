@@ -170,6 +170,24 @@ impl Role {
     pub fn is_staff(self) -> bool {
         matches!(self, Role::Admin | Role::Teacher)
     }
+
+    /// Whether someone of this role may invite someone as `invited`:
+    /// admins any role, teachers students, students nobody.
+    pub fn may_invite(self, invited: Role) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Teacher => invited == Role::Student,
+            Role::Student => false,
+        }
+    }
+
+    /// The roles this role may not invite.
+    pub fn beyond_invite_reach(self) -> Vec<Role> {
+        [Role::Admin, Role::Teacher, Role::Student]
+            .into_iter()
+            .filter(|r| !self.may_invite(*r))
+            .collect()
+    }
 }
 
 impl std::str::FromStr for Role {

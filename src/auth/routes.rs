@@ -42,7 +42,7 @@ pub fn routes() -> Vec<RouteDef> {
 }
 
 pub fn ip(req: &HttpRequest, state: &AppState) -> String {
-    client_ip(req, state.settings.http.trust_forwarded_headers)
+    client_ip(req, &state.settings.http.trusted_proxies())
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -103,12 +103,18 @@ pub struct LoginAnswer {
     tokens: Tokens,
 }
 
-/// Signs in. Five consecutive failures lock the account for 15 minutes.
+/// Signs in. `auth.lockout_threshold` (5) consecutive failures lock the
+/// address for `auth.lockout_minutes` (15): at most that many wrong
+/// passwords are ever checked per lock window, however many arrive at once,
+/// and a right one is refused while locked. An address with no account is
+/// counted and locked exactly alike (same answers, same `Retry-After`, a
+/// dummy hash checked for the same cost), so no answer tells whether an
+/// address has an account.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "identity", request_body = LoginBody,
     responses(
         (status = 200, body = LoginAnswer),
-        (status = 401, description = "`invalid_credentials` (unknown email or wrong password alike)"),
-        (status = 423, description = "`account_locked`, with `Retry-After`"),
+        (status = 401, description = "`invalid_credentials`: a wrong password or an address with no account, alike", body = crate::ops::openapi::ProblemSchema),
+        (status = 423, description = "`account_locked`, with `Retry-After` (seconds until the lock ends): after repeated failures, for an address with no account as for one with", body = crate::ops::openapi::ProblemSchema),
         (status = 429, description = "`rate_limited`, with `Retry-After`"),
         (status = 503, description = "Too many sign-ins at once; `Retry-After`")))]
 pub async fn login(
@@ -136,8 +142,10 @@ pub struct RefreshAnswer {
     tokens: Tokens,
 }
 
-/// Rotates a refresh token: the old one stops working; presenting a used
-/// one revokes its whole family (`401`).
+/// Rotates a refresh token: the old one stops working. Presenting a used
+/// one (a stolen copy, or a race with the rightful use) revokes its whole
+/// family, including a token a racing rotation has just issued, ends every
+/// access token of the user and closes their WebSockets with 4401 (`401`).
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "identity", request_body = RefreshBody,
     responses((status = 200, body = RefreshAnswer), (status = 401, description = "`unauthorized`")))]
 pub async fn refresh(
@@ -219,8 +227,10 @@ pub async fn verify_email(
 }
 
 /// Sends the verification mail again (nothing when already verified).
+/// Counts against the mail budgets of the user and of their organisation.
 #[utoipa::path(post, path = "/v1/auth/verify-email/resend", tag = "identity",
-    responses((status = 202)), security(("bearer" = [])))]
+    responses((status = 202), (status = 429, description = "`rate_limited`, with `Retry-After`: `auth.mails_per_user_per_hour` or `auth.mails_per_org_per_hour` spent", body = crate::ops::openapi::ProblemSchema)),
+    security(("bearer" = [])))]
 pub async fn resend_verification(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -239,7 +249,8 @@ pub struct EmailBody {
 }
 
 /// Mails a reset link if the address belongs to an account; answers 202
-/// either way.
+/// either way (also when the account's or its organisation's mail budget
+/// is spent: then nothing is sent).
 #[utoipa::path(post, path = "/v1/auth/password-reset", tag = "identity", request_body = EmailBody,
     responses((status = 202)))]
 pub async fn password_reset(
@@ -274,6 +285,19 @@ pub async fn password_reset_confirm(
         .confirm_password_reset(&ip(&req, &state), &body.token, &body.new_password)
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The token of an `Authorization: Bearer …` header (never the query).
+pub fn bearer_header(req: &HttpRequest) -> Option<String> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
 }
 
 /// The bearer token of a request: the `Authorization` header, else the
@@ -320,13 +344,122 @@ impl FromRequest for AuthUser {
     }
 }
 
-/// The client's IP for rate limits and the audit log: the socket peer, or
-/// the forwarded address when `http.trust_forwarded_headers` is on.
-pub fn client_ip(req: &HttpRequest, trust_forwarded: bool) -> String {
-    if trust_forwarded && let Some(ip) = req.connection_info().realip_remote_addr() {
-        return ip.to_owned();
+/// The client's IP for rate limits and the audit log. From a trusted proxy
+/// (`http.trusted_proxies`), `X-Forwarded-For` is walked from the right
+/// (the entries each proxy appended) past every trusted hop; the first
+/// address that is not one is the client (an entry that is no address
+/// ends the walk there: what lies left of it is the client's to forge).
+/// Otherwise the headers are ignored: the socket's peer is the client.
+pub fn client_ip(req: &HttpRequest, trusted: &[crate::config::Cidr]) -> String {
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
+        return "unknown".to_owned();
+    };
+    forwarded_client(peer, trusted, req.headers().get_all("x-forwarded-for")).to_string()
+}
+
+/// [`client_ip`] over the peer and the `X-Forwarded-For` header values.
+fn forwarded_client<'a>(
+    peer: std::net::IpAddr,
+    trusted: &[crate::config::Cidr],
+    headers: impl Iterator<Item = &'a actix_web::http::header::HeaderValue>,
+) -> std::net::IpAddr {
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
     }
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".to_owned())
+    let hops: Vec<&str> = headers
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Some(ip) = parse_hop(hop) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, perhaps with a port
+/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
+fn parse_hop(hop: &str) -> Option<std::net::IpAddr> {
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Ok(sock) = hop.parse::<std::net::SocketAddr>() {
+        return Some(sock.ip());
+    }
+    hop.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::Cidr;
+    use actix_web::http::header::HeaderValue;
+
+    fn walk(peer: &str, trusted: &[&str], xff: &[&str]) -> String {
+        let trusted: Vec<Cidr> = trusted.iter().map(|c| Cidr::parse(c).unwrap()).collect();
+        let values: Vec<HeaderValue> = xff
+            .iter()
+            .map(|v| HeaderValue::from_str(v).unwrap())
+            .collect();
+        forwarded_client(peer.parse().unwrap(), &trusted, values.iter()).to_string()
+    }
+
+    #[test]
+    fn forwarded_addresses_are_walked_from_the_right_past_trusted_hops() {
+        // No trusted proxies: the header is ignored.
+        assert_eq!(walk("203.0.113.9", &[], &["1.2.3.4"]), "203.0.113.9");
+        // A peer that is not a trusted proxy: ignored too.
+        assert_eq!(
+            walk("203.0.113.9", &["10.0.0.0/8"], &["1.2.3.4"]),
+            "203.0.113.9"
+        );
+        // One trusted proxy: the address it appended.
+        assert_eq!(
+            walk("10.0.0.2", &["10.0.0.0/8"], &["198.51.100.7"]),
+            "198.51.100.7"
+        );
+        // A forged left part is skipped: the rightmost untrusted hop wins.
+        assert_eq!(
+            walk(
+                "10.0.0.2",
+                &["10.0.0.0/8"],
+                &["6.6.6.6, 198.51.100.7, 10.0.0.5"]
+            ),
+            "198.51.100.7"
+        );
+        // Across several header lines, with ports.
+        assert_eq!(
+            walk(
+                "10.0.0.2",
+                &["10.0.0.0/8", "::1"],
+                &["6.6.6.6", "[2001:db8::1]:4711, 10.9.9.9:80"]
+            ),
+            "2001:db8::1"
+        );
+        // Garbage ends the walk at the last good hop.
+        assert_eq!(
+            walk("10.0.0.2", &["10.0.0.0/8"], &["1.1.1.1, junk, 10.0.0.3"]),
+            "10.0.0.3"
+        );
+        // Everything trusted: the leftmost.
+        assert_eq!(
+            walk("10.0.0.2", &["10.0.0.0/8"], &["10.0.0.4, 10.0.0.3"]),
+            "10.0.0.4"
+        );
+        // No header from a trusted proxy: the proxy.
+        assert_eq!(walk("10.0.0.2", &["10.0.0.0/8"], &[]), "10.0.0.2");
+    }
 }

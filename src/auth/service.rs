@@ -36,6 +36,14 @@ type Result<T, E = AuthError> = std::result::Result<T, E>;
 #[async_trait::async_trait]
 pub trait Revocations: Send + Sync + 'static {
     async fn revoked(&self, user: UserId);
+
+    /// The user's role changed (their tokens are revoked too): a socket
+    /// the new role no longer allows closes with 4403, the others with
+    /// 4401. `staff`: whether the new role is a teacher's or an admin's.
+    async fn role_changed(&self, user: UserId, staff: bool) {
+        let _ = staff;
+        self.revoked(user).await;
+    }
 }
 
 /// Where successful sign-ins are reported (analytics' `login` event,
@@ -226,7 +234,19 @@ impl AuthService {
     /// in the database, so logout, removal, role changes and password
     /// resets take effect at once.
     pub async fn authenticate(&self, token: &str) -> Result<Option<AuthUser>> {
+        Ok(self.authenticate_until(token).await?.map(|(user, _)| user))
+    }
+
+    /// [`Self::authenticate`], with when the token expires (a socket lives
+    /// no longer without a fresh one).
+    pub async fn authenticate_until(
+        &self,
+        token: &str,
+    ) -> Result<Option<(AuthUser, chrono::DateTime<Utc>)>> {
         let Some(claims) = self.inner.keys.verify(token, self.inner.clock.now()) else {
+            return Ok(None);
+        };
+        let Some(expires_at) = chrono::DateTime::<Utc>::from_timestamp(claims.exp, 0) else {
             return Ok(None);
         };
         let Some(current) = store::auth_state(&self.inner.db, claims.sub).await? else {
@@ -235,11 +255,14 @@ impl AuthService {
         if current.organization_id != claims.org || current.token_version != claims.ver {
             return Ok(None);
         }
-        Ok(Some(AuthUser {
-            user_id: claims.sub,
-            org_id: claims.org,
-            role: current.role,
-        }))
+        Ok(Some((
+            AuthUser {
+                user_id: claims.sub,
+                org_id: claims.org,
+                role: current.role,
+            },
+            expires_at,
+        )))
     }
 
     /// The caller's own account.
@@ -288,6 +311,33 @@ impl AuthService {
                 Ok(())
             }
         }
+    }
+
+    /// Takes one mail from the budgets of the user who causes it and of
+    /// their organisation (`auth.mails_per_user_per_hour`,
+    /// `auth.mails_per_org_per_hour`): invitations, verification resends,
+    /// password resets.
+    pub async fn check_mail_limit(&self, user: UserId, org: OrgId) -> Result<()> {
+        let auth = &self.inner.settings;
+        for (key, per_hour) in [
+            (format!("mail:user:{user}"), auth.mails_per_user_per_hour),
+            (format!("mail:org:{org}"), auth.mails_per_org_per_hour),
+        ] {
+            let limit = RateLimit {
+                capacity: per_hour.max(1),
+                refill_per_sec: f64::from(per_hour.max(1)) / 3600.0,
+            };
+            match self.inner.limiter.check(&key, limit, 1).await {
+                Ok(RateDecision::Allowed { .. }) => {}
+                Ok(RateDecision::Limited { retry_after }) => {
+                    return Err(AuthError::RateLimited { retry_after });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "rate limiter unavailable; allowing the mail");
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn issue_tokens(&self, user: &UserRow, family: Option<FamilyId>) -> Result<Tokens> {
@@ -459,14 +509,12 @@ impl AuthService {
             Ok(email) => store::user_by_email(&self.inner.db, email.as_str()).await?,
             Err(_) => None,
         };
-        let Some(user) = user else {
-            // Same cost as a wrong password, same answer.
-            self.inner.hasher.verify(password.expose(), None).await?;
-            return Err(AuthError::InvalidCredentials);
-        };
         let now = self.inner.clock.now();
         let auth = &self.inner.settings;
         let lock_for = chrono::Duration::minutes(auth.lockout_minutes as i64);
+        let Some(user) = user else {
+            return Err(self.ghost_login(email, &password, now).await?);
+        };
         // The attempt is counted before the hash is checked: however many
         // guesses arrive at once, at most `lockout_threshold` are checked.
         let Some(count) =
@@ -541,6 +589,43 @@ impl AuthService {
         Ok((user, tokens))
     }
 
+    /// A sign-in for an address with no account. It is counted and locked
+    /// as an account would be (`invalid_credentials` until the threshold,
+    /// then `account_locked` with the same `Retry-After`), and it checks a
+    /// dummy hash, so neither the answer nor its time tells whether the
+    /// address exists. Returns the refusal.
+    async fn ghost_login(
+        &self,
+        email: &str,
+        password: &Password,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<AuthError> {
+        let auth = &self.inner.settings;
+        let lock_for = chrono::Duration::minutes(auth.lockout_minutes as i64);
+        let key = hash_secret(&email.trim().to_lowercase());
+        let reserved =
+            store::reserve_ghost_attempt(&self.inner.db, &key, auth.lockout_threshold, now).await?;
+        // Same cost as checking a real password, locked or not.
+        self.inner.hasher.verify(password.expose(), None).await?;
+        match reserved {
+            Ok(_) => {
+                store::settle_failed_ghost(
+                    &self.inner.db,
+                    &key,
+                    auth.lockout_threshold,
+                    now + lock_for,
+                    now,
+                )
+                .await?;
+                Ok(AuthError::InvalidCredentials)
+            }
+            Err(until) => {
+                let until = until.filter(|u| *u > now);
+                Ok(locked(until.map_or(lock_for, |u| u - now)))
+            }
+        }
+    }
+
     /// Rotates a refresh token. Presenting one that was already used revokes
     /// its whole family (a stolen token is useless to both thief and owner
     /// until they sign in again).
@@ -551,33 +636,64 @@ impl AuthService {
             return Err(AuthError::InvalidRefresh);
         };
         if row.used_at.is_some() {
-            store::revoke_family(&self.inner.db, row.family_id).await?;
-            audit::record(
-                &self.inner.db,
-                Entry {
-                    org: row.organization_id,
-                    action: action::REFRESH_REUSED,
-                    actor: None,
-                    subject: Some(row.user_id),
-                    ip: Some(ip),
-                    detail: json!({ "family_id": row.family_id }),
-                },
-            )
-            .await?;
-            return Err(AuthError::InvalidRefresh);
+            return Err(self.refresh_reused(ip, &row).await?);
         }
         if row.revoked_at.is_some() || row.expires_at <= self.inner.clock.now() {
             return Err(AuthError::InvalidRefresh);
         }
-        if !store::claim_refresh(&self.inner.db, row.id).await? {
+        let refresh = new_secret();
+        let ttl = chrono::Duration::days(self.inner.settings.refresh_token_ttl_days as i64);
+        let rotated = store::rotate_refresh(
+            &self.inner.db,
+            row.id,
+            row.family_id,
+            row.organization_id,
+            row.user_id,
+            &hash_secret(&refresh),
+            self.inner.clock.now() + ttl,
+        )
+        .await?;
+        let user = match rotated {
+            store::Rotation::Rotated(user) => user,
             // Lost a race with another use of the same token: that is reuse.
-            store::revoke_family(&self.inner.db, row.family_id).await?;
-            return Err(AuthError::InvalidRefresh);
-        }
-        let user = store::user_in_org(&self.inner.db, row.organization_id, row.user_id)
-            .await?
-            .ok_or(AuthError::InvalidRefresh)?;
-        self.issue_tokens(&user, Some(row.family_id)).await
+            store::Rotation::Lost => return Err(self.refresh_reused(ip, &row).await?),
+            store::Rotation::Dead => return Err(AuthError::InvalidRefresh),
+        };
+        let now = self.inner.clock.now();
+        let access = self.inner.keys.issue(
+            user.id,
+            user.organization_id,
+            user.role,
+            user.token_version,
+            now,
+        )?;
+        Ok(Tokens {
+            access_token: access,
+            refresh_token: refresh,
+            token_type: "Bearer",
+            expires_in: self.inner.settings.access_token_ttl_secs,
+        })
+    }
+
+    /// A used refresh token came back (stolen, or a race): its whole family
+    /// is revoked, the user's access tokens stop working and their sockets
+    /// close with 4401. Returns the refusal.
+    async fn refresh_reused(&self, ip: &str, row: &store::RefreshRow) -> Result<AuthError> {
+        store::revoke_family_for_reuse(&self.inner.db, row.family_id, row.user_id).await?;
+        self.inner.revocations.revoked(row.user_id).await;
+        audit::record(
+            &self.inner.db,
+            Entry {
+                org: row.organization_id,
+                action: action::REFRESH_REUSED,
+                actor: None,
+                subject: Some(row.user_id),
+                ip: Some(ip),
+                detail: json!({ "family_id": row.family_id }),
+            },
+        )
+        .await?;
+        Ok(AuthError::InvalidRefresh)
     }
 
     /// Ends a session: its refresh family is revoked and the user's access
@@ -647,6 +763,7 @@ impl AuthService {
         if row.email_verified {
             return Ok(());
         }
+        self.check_mail_limit(user, org).await?;
         store::expire_one_time_for_user(&self.inner.db, user, OneTimeKind::VerifyEmail).await?;
         self.send_one_time_link(OneTimeLink {
             kind: OneTimeKind::VerifyEmail,
@@ -670,6 +787,12 @@ impl AuthService {
         let Some(user) = store::user_by_email(&self.inner.db, email.as_str()).await? else {
             return Ok(());
         };
+        // Over the account's (or its school's) mail budget: nothing is
+        // sent, and the answer stays 202, as for an unknown address.
+        if let Err(e) = self.check_mail_limit(user.id, user.organization_id).await {
+            tracing::info!(error = %e, "password reset not sent: mail budget spent");
+            return Ok(());
+        }
         store::expire_one_time_for_user(&self.inner.db, user.id, OneTimeKind::PasswordReset)
             .await?;
         self.send_one_time_link(OneTimeLink {

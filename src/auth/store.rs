@@ -226,6 +226,88 @@ pub async fn settle_good_login(
     Ok(row.is_some())
 }
 
+/// [`reserve_login_attempt`] for an address with no account: the same
+/// count and lock, kept under the address's hash, so that probing an
+/// unknown address answers as probing a real one would. Returns the count
+/// with this attempt and, when refused, the lock in force.
+pub async fn reserve_ghost_attempt(
+    db: &Db,
+    email_hash: &str,
+    threshold: u32,
+    now: DateTime<Utc>,
+) -> Result<Result<i64, Option<DateTime<Utc>>>, StoreError> {
+    let row: Option<(i64,)> = on_db_write!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO login_ghosts (email_hash, failed_logins, locked_until, updated_at) \
+             VALUES ($1, 0, NULL, $2) ON CONFLICT (email_hash) DO NOTHING",
+        )
+        .bind(email_hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query_as(
+            "UPDATE login_ghosts SET \
+             failed_logins = CASE WHEN locked_until IS NOT NULL AND locked_until <= $3 \
+                                  THEN 1 ELSE failed_logins + 1 END, \
+             locked_until = CASE WHEN locked_until IS NOT NULL AND locked_until <= $3 \
+                                 THEN NULL ELSE locked_until END, \
+             updated_at = $3 \
+             WHERE email_hash = $1 AND ( \
+                 (locked_until IS NOT NULL AND locked_until <= $3) \
+                 OR (locked_until IS NULL AND failed_logins < $2)) \
+             RETURNING failed_logins",
+        )
+        .bind(email_hash)
+        .bind(i64::from(threshold))
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row
+    });
+    if let Some((n,)) = row {
+        return Ok(Ok(n));
+    }
+    let lock: Option<(Option<DateTime<Utc>>,)> = on_db!(db, |pool| sqlx::query_as(
+        "SELECT locked_until FROM login_ghosts WHERE email_hash = $1"
+    )
+    .bind(email_hash)
+    .fetch_optional(pool)
+    .await?);
+    Ok(Err(lock.and_then(|(l,)| l)))
+}
+
+/// [`settle_failed_login`] for an address with no account (every attempt
+/// fails). Also forgets addresses untouched for 30 days.
+pub async fn settle_failed_ghost(
+    db: &Db,
+    email_hash: &str,
+    threshold: u32,
+    lock_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    on_db_write!(db, |pool| {
+        sqlx::query(
+            "UPDATE login_ghosts SET \
+             locked_until = CASE WHEN failed_logins >= $2 AND locked_until IS NULL THEN $3 \
+                                 ELSE locked_until END \
+             WHERE email_hash = $1",
+        )
+        .bind(email_hash)
+        .bind(i64::from(threshold))
+        .bind(lock_until)
+        .execute(pool)
+        .await?;
+        sqlx::query("DELETE FROM login_ghosts WHERE updated_at < $1")
+            .bind(now - chrono::Duration::days(30))
+            .execute(pool)
+            .await
+            .map(|_| ())?
+    });
+    Ok(())
+}
+
 /// Revokes every access token of the user at once.
 pub async fn bump_token_version(db: &Db, id: UserId) -> Result<(), StoreError> {
     on_db_write!(db, |pool| sqlx::query(
@@ -279,6 +361,25 @@ pub struct RefreshRow {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The INSERT of a refresh token, for a pool or a transaction.
+macro_rules! insert_refresh_query {
+    ($org:expr, $user:expr, $family:expr, $hash:expr, $expires:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, organization_id, user_id, family_id, token_hash, \
+             used_at, revoked_at, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6, $7)",
+        )
+        .bind(TokenId::new())
+        .bind($org)
+        .bind($user)
+        .bind($family)
+        .bind($hash)
+        .bind($expires)
+        .bind($now)
+    };
+}
+
+/// Starts a refresh-token family (a sign-in) with its first token.
 pub async fn insert_refresh(
     db: &Db,
     org: OrgId,
@@ -287,71 +388,194 @@ pub async fn insert_refresh(
     hash: &str,
     expires_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    let now = Utc::now();
     on_db_write!(db, |pool| {
+        let mut tx = pool.begin().await?;
         sqlx::query(
-        "INSERT INTO refresh_tokens (id, organization_id, user_id, family_id, token_hash, \
-         used_at, revoked_at, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6, $7)"
-    )
-    .bind(TokenId::new())
-    .bind(org)
-    .bind(user)
-    .bind(family)
-    .bind(hash)
-    .bind(expires_at)
-    .bind(Utc::now())
-    .execute(pool)
-    .await
-    .map(|_| ())?
+            "INSERT INTO refresh_families (id, organization_id, user_id, revoked_at, created_at) \
+             VALUES ($1, $2, $3, NULL, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(family)
+        .bind(org)
+        .bind(user)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        insert_refresh_query!(org, user, family, hash, expires_at, now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
     });
     Ok(())
 }
 
+/// How a rotation ended.
+pub enum Rotation {
+    /// The old token is used, the new one stored; the user as they are now
+    /// (their token version goes into the new access token).
+    Rotated(Box<UserRow>),
+    /// Another request used (or revoked) the old token first: reuse.
+    Lost,
+    /// The family is revoked (or the user is gone): nothing changed.
+    Dead,
+}
+
+/// Rotates `old` (of `family`) to a new token, in one transaction that
+/// first takes the family's row and refuses a revoked family. A revocation
+/// ([`revoke_family_for_reuse`]) takes the same row, so the two never
+/// interleave: a rotation racing a revocation either finished before it
+/// (and its new token is revoked with the family, its user's token version
+/// bumped after it was read) or finds the family revoked.
+pub async fn rotate_refresh(
+    db: &Db,
+    old: TokenId,
+    family: FamilyId,
+    org: OrgId,
+    user: UserId,
+    new_hash: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<Rotation, StoreError> {
+    let now = Utc::now();
+    let sql_user =
+        format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND organization_id = $2");
+    Ok(on_db_write!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        let live: Option<(FamilyId,)> = sqlx::query_as(
+            "UPDATE refresh_families SET revoked_at = NULL \
+             WHERE id = $1 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(family)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if live.is_none() {
+            Rotation::Dead
+        } else {
+            let claimed = sqlx::query(
+                "UPDATE refresh_tokens SET used_at = $2 \
+                 WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL",
+            )
+            .bind(old)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if claimed != 1 {
+                Rotation::Lost
+            } else {
+                let row: Option<UserRow> = sqlx::query_as(&sql_user)
+                    .bind(user)
+                    .bind(org)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match row {
+                    None => Rotation::Dead,
+                    Some(row) => {
+                        insert_refresh_query!(org, user, family, new_hash, expires_at, now)
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                        Rotation::Rotated(Box::new(row))
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// A used refresh token came back: its family is revoked (every token of
+/// it, including one a racing rotation may have just stored: see
+/// [`rotate_refresh`]) and the user's token version bumped (their access
+/// tokens stop working), in one transaction.
+pub async fn revoke_family_for_reuse(
+    db: &Db,
+    family: FamilyId,
+    user: UserId,
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    on_db_write!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        sqlx::query("UPDATE refresh_families SET revoked_at = $2 WHERE id = $1")
+            .bind(family)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(family)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE users SET token_version = token_version + 1, updated_at = $2 WHERE id = $1",
+        )
+        .bind(user)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    });
+    Ok(())
+}
+
+/// A refresh token by its hash; `revoked_at` is the token's or its
+/// family's (a family without a row counts as revoked).
 pub async fn refresh_by_hash(db: &Db, hash: &str) -> Result<Option<RefreshRow>, StoreError> {
     Ok(on_db!(db, |pool| sqlx::query_as(
-        "SELECT id, organization_id, user_id, family_id, used_at, revoked_at, expires_at \
-         FROM refresh_tokens WHERE token_hash = $1"
+        "SELECT t.id, t.organization_id, t.user_id, t.family_id, t.used_at, \
+         CASE WHEN f.id IS NULL THEN t.created_at ELSE COALESCE(t.revoked_at, f.revoked_at) END \
+         AS revoked_at, t.expires_at \
+         FROM refresh_tokens t LEFT JOIN refresh_families f ON f.id = t.family_id \
+         WHERE t.token_hash = $1"
     )
     .bind(hash)
     .fetch_optional(pool)
     .await?))
 }
 
-/// Marks a refresh token used, atomically: `false` when another request
-/// used (or revoked) it first.
-pub async fn claim_refresh(db: &Db, id: TokenId) -> Result<bool, StoreError> {
-    let done = on_db_write!(db, |pool| sqlx::query(
-        "UPDATE refresh_tokens SET used_at = $2 \
-         WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL"
-    )
-    .bind(id)
-    .bind(Utc::now())
-    .execute(pool)
-    .await?
-    .rows_affected());
-    Ok(done == 1)
-}
-
 pub async fn revoke_family(db: &Db, family: FamilyId) -> Result<(), StoreError> {
-    on_db_write!(db, |pool| sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL"
-    )
-    .bind(family)
-    .bind(Utc::now())
-    .execute(pool)
-    .await
-    .map(|_| ())?);
+    let now = Utc::now();
+    on_db_write!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(family)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(family)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    });
     Ok(())
 }
 
 pub async fn revoke_all_refresh(db: &Db, user: UserId) -> Result<(), StoreError> {
-    on_db_write!(db, |pool| sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
-    )
-    .bind(user)
-    .bind(Utc::now())
-    .execute(pool)
-    .await
-    .map(|_| ())?);
+    let now = Utc::now();
+    on_db_write!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    });
     Ok(())
 }
 

@@ -27,7 +27,8 @@ pub struct AskBody {
 #[utoipa::path(post, path = "/v1/personas/{id}/ask", tag = "personas", request_body = AskBody,
     params(("id" = String, Path, description = "The persona's id")),
     responses((status = 200, body = Answer), (status = 402, description = "`quota_exceeded`: the month's questions are used up; `detail` says when they reset"),
-        (status = 404), (status = 422, description = "empty or over-long question"),
+        (status = 404, description = "`not_found`: no such persona, or `session_id` names no session of the caller's with it"), (status = 422, description = "empty or over-long question"),
+        (status = 429, description = "`rate_limited`, with `Retry-After`: the caller's question budget (`chat.messages_burst`, `chat.messages_per_sec`), shared with the WebSocket"),
         (status = 503, description = "`llm_unavailable`: no provider of the chain could answer; see `Retry-After`")),
     security(("bearer" = [])))]
 pub async fn ask(
@@ -40,6 +41,8 @@ pub async fn ask(
     let body = body.into_inner();
     let asked = std::time::Instant::now();
     let text = state.personas.check_question(&body.question)?;
+    // The same budget as questions over the WebSocket.
+    state.chat.check_question_rate(user.into()).await?;
     let history = match body.session_id {
         Some(session) => super::history_for_ask(&state, &user, persona, session).await?,
         None => Vec::new(),

@@ -61,6 +61,8 @@ pub enum BadFrame {
     Resume,
     #[error("message without a client id and text")]
     Message,
+    #[error("auth without an access token")]
+    Auth,
     #[error("a frame over {max_bytes} bytes")]
     TooLarge { max_bytes: usize },
     /// Binary or continuation frames.
@@ -122,8 +124,11 @@ impl BadFrame {
                 ));
             }
             BadFrame::Start => "start needs a persona_id (a UUID).",
-            BadFrame::Resume => "resume needs a session_id (a UUID) and a last_seq (a number ≥ 0).",
+            BadFrame::Resume => {
+                "resume needs a session_id (a UUID) and a last_seq (a whole number)."
+            }
             BadFrame::Message => "message needs a client_id (1–128 characters) and a text.",
+            BadFrame::Auth => "auth needs an access_token (a string).",
             BadFrame::TooLarge { max_bytes } => {
                 return Cow::Owned(format!("Frames may be at most {max_bytes} bytes."));
             }

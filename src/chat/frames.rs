@@ -46,6 +46,11 @@ pub enum ClientFrame {
         text: String,
     },
     Ping,
+    /// A fresh access token for this socket (refresh in place): sent before
+    /// the current one expires, it keeps the socket open.
+    Auth {
+        access_token: String,
+    },
 }
 
 /// Who a message frame's event is from, as stored (`chat_events.role`).
@@ -173,6 +178,11 @@ pub enum ServerFrame<'a> {
     /// Ingest progress of one of the organisation's sources (teachers and
     /// admins).
     Ingest(crate::infra::bus::messages::IngestProgress),
+    /// An `auth` frame's token is taken: the socket now lives until
+    /// `expires_at` (send the next `auth` before then).
+    Authenticated {
+        expires_at: DateTime<Utc>,
+    },
 }
 
 impl ServerFrame<'_> {
@@ -286,6 +296,7 @@ impl ServerFrame<'_> {
                 retry_after_ms,
             },
             ServerFrame::Ingest(p) => ServerFrame::Ingest(p),
+            ServerFrame::Authenticated { expires_at } => ServerFrame::Authenticated { expires_at },
         }
     }
 }
@@ -323,7 +334,6 @@ pub fn decode(text: &str, max_bytes: usize) -> Result<ClientFrame, BadFrame> {
 /// What the types cannot say: bounds.
 fn check(frame: ClientFrame) -> Result<ClientFrame, BadFrame> {
     match &frame {
-        ClientFrame::Resume { last_seq, .. } if *last_seq < 0 => Err(BadFrame::Resume),
         ClientFrame::Message { client_id, .. }
             if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID =>
         {
@@ -343,6 +353,7 @@ fn diagnose(text: &str) -> BadFrame {
         Some("start") => BadFrame::Start,
         Some("resume") => BadFrame::Resume,
         Some("message") => BadFrame::Message,
+        Some("auth") => BadFrame::Auth,
         // A ping does not fail to decode; kept for completeness.
         Some("ping") => BadFrame::NotJson,
         Some(other) => BadFrame::UnknownType(other.chars().take(40).collect()),
@@ -401,8 +412,8 @@ mod tests {
         );
         let s = SessionId::new();
         for resume in [
-            json!({"type": "resume", "session_id": s, "last_seq": -1}),
             json!({"type": "resume", "session_id": s, "last_seq": null}),
+            json!({"type": "resume", "session_id": s, "last_seq": 9223372036854775808u64}),
             json!({"type": "resume", "session_id": s, "last_seq": 1.5}),
             json!({"type": "resume", "last_seq": 1}),
         ] {

@@ -68,6 +68,15 @@ pub struct Push {
 #[rtype(result = "()")]
 pub struct CloseWith(pub u16);
 
+/// The connection's tokens were revoked: it closes with 4401, or with
+/// 4403 when a role change (`staff`: the new role's) took away the session
+/// it is attached to.
+#[derive(Debug, Clone, Copy, actix::Message)]
+#[rtype(result = "()")]
+pub struct Revoke {
+    pub staff: Option<bool>,
+}
+
 /// Another node showed activity on a question of a session that lives
 /// here (a piece of its answer, the answer, or its failure).
 #[derive(Debug, Clone, Copy, actix::Message)]
@@ -170,8 +179,8 @@ impl ChatHub {
         let hub = self.clone();
         actix_web::rt::spawn(async move {
             while let Some(msg) = revoked.recv().await {
-                if let Some(Revoked { user_id }) = decode(&msg) {
-                    hub.close_user(user_id, 4401);
+                if let Some(Revoked { user_id, staff }) = decode(&msg) {
+                    hub.revoke_user(user_id, staff);
                 }
             }
         });
@@ -308,6 +317,16 @@ impl ChatHub {
         }
     }
 
+    /// A user's open connections on this node.
+    pub fn user_connections(&self, user: UserId) -> usize {
+        self.inner
+            .lock()
+            .conns
+            .values()
+            .filter(|c| c.user == user)
+            .count()
+    }
+
     /// Open connections on this node.
     pub fn connections(&self) -> usize {
         self.inner.lock().conns.len()
@@ -325,10 +344,12 @@ impl ChatHub {
         sent
     }
 
-    fn close_user(&self, user: UserId, code: u16) {
+    /// Ends a user's sockets here: their tokens were revoked (`staff`:
+    /// by a role change, to a staff role or not).
+    fn revoke_user(&self, user: UserId, staff: Option<bool>) {
         let inner = self.inner.lock();
         for c in inner.conns.values().filter(|c| c.user == user) {
-            c.send(CloseWith(code));
+            c.send(Revoke { staff });
         }
     }
 
@@ -370,9 +391,15 @@ impl Inner {
 }
 
 /// Announces that a user's tokens no longer hold: every node closes that
-/// user's sockets with 4401.
-pub async fn announce_revoked(bus: &dyn Bus, user: UserId) {
-    if let Err(e) = publish_json(bus, REVOKED_TOPIC, &Revoked { user_id: user }).await {
+/// user's sockets with 4401 (or, after a role change that takes away the
+/// session a socket is attached to, 4403). `staff`: the new role's, when
+/// the revocation is a role change.
+pub async fn announce_revoked(bus: &dyn Bus, user: UserId, staff: Option<bool>) {
+    let msg = Revoked {
+        user_id: user,
+        staff,
+    };
+    if let Err(e) = publish_json(bus, REVOKED_TOPIC, &msg).await {
         tracing::warn!(error = %e, "could not announce a revocation");
     }
 }

@@ -227,7 +227,19 @@ impl ChatService {
         let read = async {
             let mut replay = Vec::new();
             let mut actor = None;
+            let mut row = row;
+            let mut last_seq = last_seq.max(0);
             if resumed {
+                // A client cannot have seen more than the session holds:
+                // a `last_seq` beyond it (read again now that live events
+                // come to this connection) is taken as the session's end,
+                // so no live event is mistaken for one already delivered.
+                if last_seq > row.last_seq
+                    && let Some(fresh) = store::session(db, user.org_id, id).await?
+                {
+                    row = fresh;
+                }
+                last_seq = last_seq.min(row.last_seq);
                 replay = self.events_after(user.org_id, id, last_seq).await?;
                 // A question stored but never answered (its node died) is
                 // answered now, unless another node is on it.
@@ -237,10 +249,10 @@ impl ChatService {
                     actor = Some(a);
                 }
             }
-            Ok::<_, ChatError>((replay, actor))
+            Ok::<_, ChatError>((replay, actor, row, last_seq))
         };
         match read.await {
-            Ok((replay, actor)) => Ok(Attached {
+            Ok((replay, actor, row, last_seq)) => Ok(Attached {
                 row,
                 actor,
                 replay,
@@ -302,22 +314,7 @@ impl ChatService {
         client_id: String,
         text: String,
     ) -> Result<(Addr<ChatSession>, i64), ChatError> {
-        let c = &self.core.config.chat;
-        let decision = self
-            .core
-            .limiter
-            .check(
-                &format!("ws:{}", user.user_id),
-                RateLimit {
-                    capacity: c.messages_burst,
-                    refill_per_sec: c.messages_per_sec,
-                },
-                1,
-            )
-            .await;
-        if let Ok(RateDecision::Limited { retry_after }) = decision {
-            return Err(ChatError::RateLimited { retry_after });
-        }
+        self.check_question_rate(user).await?;
         let session = row.id;
         let key = format!("chat:{session}:{client_id}");
         self.core.quota.take(user.org_id, Some(&key)).await?;
@@ -337,6 +334,47 @@ impl ChatService {
         };
         let seq = actor.send(post).await.map_err(ChatError::internal)??;
         Ok((actor, seq))
+    }
+
+    /// Takes one question from the user's budget (`chat.messages_*`),
+    /// shared by the WebSocket and `POST /v1/personas/{id}/ask`.
+    pub async fn check_question_rate(&self, user: ChatUser) -> Result<(), ChatError> {
+        let c = &self.core.config.chat;
+        self.take(
+            &format!("ws:{}", user.user_id),
+            c.messages_burst,
+            c.messages_per_sec,
+        )
+        .await
+    }
+
+    /// Takes one new session from the user's budget (`chat.starts_*`).
+    pub async fn check_start_rate(&self, user: ChatUser) -> Result<(), ChatError> {
+        let c = &self.core.config.chat;
+        self.take(
+            &format!("start:{}", user.user_id),
+            c.starts_burst,
+            c.starts_per_sec,
+        )
+        .await
+    }
+
+    /// One token of bucket `key`; a limiter outage lets the request through.
+    async fn take(&self, key: &str, capacity: u32, refill_per_sec: f64) -> Result<(), ChatError> {
+        let limit = RateLimit {
+            capacity,
+            refill_per_sec,
+        };
+        match self.core.limiter.check(key, limit, 1).await {
+            Ok(RateDecision::Limited { retry_after }) => {
+                Err(ChatError::RateLimited { retry_after })
+            }
+            Ok(RateDecision::Allowed { .. }) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limiter unavailable; allowing the request");
+                Ok(())
+            }
+        }
     }
 
     /// The session's actor on this node (started if need be).

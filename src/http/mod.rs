@@ -37,7 +37,7 @@ impl RouteDef {
 }
 
 /// Every route of the server, domain by domain.
-pub fn route_table(state: &AppState) -> Vec<RouteDef> {
+pub fn route_table(_state: &AppState) -> Vec<RouteDef> {
     let mut routes = Vec::new();
     routes.extend(crate::ops::routes());
     routes.extend(crate::auth::routes());
@@ -49,9 +49,8 @@ pub fn route_table(state: &AppState) -> Vec<RouteDef> {
     routes.extend(crate::avatars::routes());
     routes.extend(crate::analytics::routes());
     routes.extend(crate::billing::routes());
-    if state.settings.testing.routes {
-        routes.extend(crate::ops::testing::routes());
-    }
+    #[cfg(feature = "testing")]
+    routes.extend(crate::ops::testing::routes());
     routes
 }
 

@@ -50,8 +50,17 @@ pub fn check_content_length(req: &actix_web::HttpRequest, limit: u64) -> ApiResu
     }
 }
 
-fn malformed(e: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(format!("The multipart body could not be read: {e}"))
+fn malformed(e: actix_multipart::MultipartError) -> ApiError {
+    use actix_multipart::MultipartError as E;
+    match e {
+        // Not a multipart body at all (JSON, a bare file, no type): the
+        // wrong media type, not a broken body.
+        E::ContentTypeMissing | E::ContentTypeParse | E::ContentTypeIncompatible => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "Send the upload as multipart/form-data with the file in a `file` field.",
+        ),
+        e => ApiError::bad_request(format!("The multipart body could not be read: {e}")),
+    }
 }
 
 /// Reads the multipart body: `file` (required) to a temporary file in

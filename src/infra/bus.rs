@@ -293,6 +293,11 @@ pub mod messages {
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Revoked {
         pub user_id: UserId,
+        /// Set when the revocation is a role change: whether the new role
+        /// is staff (a socket the new role no longer allows closes with
+        /// 4403 instead of 4401).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub staff: Option<bool>,
     }
 
     /// `ingest.<org>`: the progress of one of the organisation's sources

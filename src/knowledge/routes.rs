@@ -128,7 +128,9 @@ pub struct SearchQuery {
     q: String,
     /// Hits to return, 1–50 (default 10).
     k: Option<usize>,
-    /// Search only this persona's sources (when personas exist).
+    /// Search only this persona's sources. Required for students (without
+    /// it the search covers the whole library, which is for teachers and
+    /// admins: `403`); a persona of another organisation is `404`.
     persona_id: Option<uuid::Uuid>,
 }
 
@@ -140,7 +142,10 @@ pub struct SearchAnswer {
 /// Hybrid search (BM25 + vectors, fused by reciprocal rank) over the
 /// organisation's ready sources.
 #[utoipa::path(get, path = "/v1/search", tag = "knowledge", params(SearchQuery),
-    responses((status = 200, body = SearchAnswer), (status = 422)), security(("bearer" = [])))]
+    responses((status = 200, body = SearchAnswer), (status = 422),
+        (status = 403, description = "`forbidden`: a student searching without `persona_id`"),
+        (status = 404, description = "`not_found`: `persona_id` names no persona of the caller's organisation")),
+    security(("bearer" = [])))]
 pub async fn search(
     state: web::Data<AppState>,
     user: AuthUser,

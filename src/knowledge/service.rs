@@ -281,7 +281,8 @@ impl KnowledgeService {
     }
 
     /// Hybrid search over the organisation's ready sources, within a
-    /// persona's scope when one is named.
+    /// persona's scope when one is named. Students search only through a
+    /// persona (of their organisation): the whole library is for staff.
     pub async fn search(
         &self,
         caller: &AuthUser,
@@ -289,6 +290,9 @@ impl KnowledgeService {
         k: Option<usize>,
         persona: Option<PersonaId>,
     ) -> Result<Vec<SearchHit>> {
+        if persona.is_none() {
+            caller.require_staff()?;
+        }
         let query = query.trim();
         if query.is_empty() || query.chars().count() > 2000 {
             return Err(Invalid::new("q", "Ask with 1 to 2000 characters.").into());

@@ -1,6 +1,7 @@
 //! Operations: liveness, readiness, metrics and the OpenAPI document.
 
 pub mod openapi;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::time::Duration;
@@ -102,12 +103,27 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     }))
 }
 
-/// Prometheus metrics, text format.
+/// Prometheus metrics, text format. With `ops.metrics_token` set, only for
+/// `Authorization: Bearer <metrics_token>` (production refuses a public
+/// bind without one).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"),
+        (status = 401, description = "`unauthorized`: `ops.metrics_token` is set and the request does not bear it", body = openapi::ProblemSchema)))]
+pub async fn metrics(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let wanted = state.settings.ops.metrics_token.expose();
+    if !wanted.is_empty() {
+        let given = crate::auth::routes::bearer_header(&req).unwrap_or_default();
+        // Compared as digests: the time taken says nothing of the token.
+        use sha2::Digest;
+        if sha2::Sha256::digest(given.as_bytes()) != sha2::Sha256::digest(wanted.as_bytes()) {
+            return Err(ApiError::unauthorized());
+        }
+    }
     let body = crate::metrics::render(&state.metrics);
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(body)
+        .body(body))
 }

@@ -31,6 +31,8 @@ use utoipa::OpenApi;
         crate::auth::routes::password_reset_confirm,
         crate::orgs::routes::invite,
         crate::orgs::routes::accept,
+        crate::orgs::routes::list_invitations,
+        crate::orgs::routes::revoke_invitation,
         crate::orgs::routes::list_members,
         crate::orgs::routes::change_role,
         crate::orgs::routes::remove_member,

@@ -1,6 +1,7 @@
 //! Routes the test-suite uses to provoke failures a real route should never
-//! produce on purpose: a panic, a slow request, a failing query. Mounted only
-//! when `testing.routes` is on, which production refuses.
+//! produce on purpose: a panic, a slow request, a failing query. Compiled
+//! only with the `testing` cargo feature, which only the test-suite turns on
+//! (a release build has no such code, whatever its environment says).
 
 use std::time::Duration;
 

@@ -19,8 +19,15 @@ use crate::state::AppState;
 pub fn routes() -> Vec<RouteDef> {
     vec![
         RouteDef::new(Method::POST, "/v1/invitations", || web::post().to(invite)),
+        RouteDef::new(Method::GET, "/v1/invitations", || {
+            web::get().to(list_invitations)
+        }),
         RouteDef::new(Method::POST, "/v1/invitations/accept", || {
             web::post().to(accept)
+        }),
+        // After `/accept`: resources match in the order they are added.
+        RouteDef::new(Method::DELETE, "/v1/invitations/{id}", || {
+            web::delete().to(revoke_invitation)
         }),
         RouteDef::new(Method::GET, "/v1/members", || web::get().to(list_members)),
         RouteDef::new(Method::PATCH, "/v1/members/{user_id}", || {
@@ -46,13 +53,69 @@ pub struct InvitationView {
     email: String,
     role: Role,
     expires_at: chrono::DateTime<chrono::Utc>,
+    /// The member who sent it.
+    invited_by: Option<UserId>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<crate::orgs::service::Invitation> for InvitationView {
+    fn from(inv: crate::orgs::service::Invitation) -> Self {
+        Self {
+            id: inv.id,
+            email: inv.email,
+            role: inv.role,
+            expires_at: inv.expires_at,
+            invited_by: inv.invited_by,
+            created_at: inv.created_at,
+        }
+    }
+}
+
+/// The organisation's invitations not yet accepted (teachers and admins),
+/// oldest first. An invitation dies when its sender is removed, or demoted
+/// below the role it invites to.
+#[utoipa::path(get, path = "/v1/invitations", tag = "organisation", params(PageQuery),
+    responses((status = 200, body = List<InvitationView>), (status = 403, description = "`forbidden`: students")),
+    security(("bearer" = [])))]
+pub async fn list_invitations(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    q: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let page = q.parse()?;
+    let list = state.orgs.list_invitations(&user, page).await?;
+    Ok(HttpResponse::Ok().json(List {
+        items: list.items.into_iter().map(InvitationView::from).collect(),
+        next_cursor: list.next_cursor,
+    }))
+}
+
+/// Revokes an invitation not yet accepted (admins: any; teachers: their
+/// own): its link stops working.
+#[utoipa::path(delete, path = "/v1/invitations/{id}", tag = "organisation",
+    params(("id" = String, Path, description = "The invitation's id")),
+    responses((status = 204), (status = 403, description = "`forbidden`: a student, or a teacher revoking another's invitation"),
+        (status = 404, description = "`not_found`: no such invitation not yet accepted in the organisation")),
+    security(("bearer" = [])))]
+pub async fn revoke_invitation(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    path: web::Path<TokenId>,
+) -> ApiResult<HttpResponse> {
+    state
+        .orgs
+        .revoke_invitation(&user, &ip(&req, &state), path.into_inner())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Invites someone by mail (admins: any role; teachers: students). Valid 7
 /// days, single use. An address that already has an account is refused
 /// (`409 email_taken`).
 #[utoipa::path(post, path = "/v1/invitations", tag = "organisation", request_body = InviteBody,
-    responses((status = 201, body = InvitationView), (status = 403), (status = 409, description = "`email_taken`")),
+    responses((status = 201, body = InvitationView), (status = 403), (status = 409, description = "`email_taken`"),
+        (status = 429, description = "`rate_limited`, with `Retry-After`: the sender's or the organisation's mail budget (`auth.mails_per_user_per_hour`, `auth.mails_per_org_per_hour`) is spent")),
     security(("bearer" = [])))]
 pub async fn invite(
     state: web::Data<AppState>,
@@ -64,12 +127,7 @@ pub async fn invite(
         .orgs
         .invite(&user, &ip(&req, &state), &body.email, &body.role)
         .await?;
-    Ok(HttpResponse::Created().json(InvitationView {
-        id: inv.id,
-        email: inv.email,
-        role: inv.role,
-        expires_at: inv.expires_at,
-    }))
+    Ok(HttpResponse::Created().json(InvitationView::from(inv)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -86,8 +144,9 @@ pub struct AcceptAnswer {
 }
 
 /// Accepts an invitation: creates the account in the inviter's organisation.
+/// The sender must still be a member allowed to invite that role.
 #[utoipa::path(post, path = "/v1/invitations/accept", tag = "organisation", request_body = AcceptBody,
-    responses((status = 201, body = AcceptAnswer), (status = 400, description = "`invalid_token`")))]
+    responses((status = 201, body = AcceptAnswer), (status = 400, description = "`invalid_token`: unknown, used, expired or revoked, or its sender was removed or demoted below the invited role")))]
 pub async fn accept(
     state: web::Data<AppState>,
     req: HttpRequest,

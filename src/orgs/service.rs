@@ -31,6 +31,9 @@ pub enum OrgError {
     /// The member allowance is used up; the sentence says which.
     #[error("quota exceeded: {0}")]
     QuotaExceeded(String),
+    /// No such invitation (to list or revoke) in the organisation.
+    #[error("no such invitation")]
+    InvitationNotFound,
     /// An invitation that is unknown, used or expired.
     #[error("the invitation is invalid, used or expired")]
     InvalidInvitation,
@@ -89,6 +92,22 @@ pub struct Invitation {
     pub email: String,
     pub role: Role,
     pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// Who sent it (`None` for invitations from before this was kept).
+    pub invited_by: Option<UserId>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<store::InvitationRow> for Invitation {
+    fn from(r: store::InvitationRow) -> Self {
+        Self {
+            id: r.id,
+            email: r.email,
+            role: r.role.unwrap_or(Role::Student),
+            expires_at: r.expires_at,
+            invited_by: r.created_by,
+            created_at: r.created_at,
+        }
+    }
 }
 
 impl OrgService {
@@ -142,7 +161,17 @@ impl OrgService {
         }
         if from != role {
             store::set_role(&self.db, caller.org_id, member, role).await?;
-            self.revocations.revoked(member).await;
+            // Invitations the member may no longer send die with the
+            // demotion, and give back their seats.
+            let killed = store::kill_invitations_by(
+                &self.db,
+                caller.org_id,
+                member,
+                &role.beyond_invite_reach(),
+            )
+            .await?;
+            self.release_seats(caller.org_id, killed).await;
+            self.revocations.role_changed(member, role.is_staff()).await;
             audit::record(
                 &self.db,
                 Entry {
@@ -177,9 +206,17 @@ impl OrgService {
         if target.role == Role::Admin && store::count_admins(&self.db, caller.org_id).await? <= 1 {
             return Err(OrgError::LastAdmin);
         }
-        if store::delete_member(&self.db, caller.org_id, member).await? {
-            self.quota.release(caller.org_id).await;
-        }
+        // Their pending invitations die with them, and give back their seats.
+        let killed = store::kill_invitations_by(
+            &self.db,
+            caller.org_id,
+            member,
+            &[Role::Admin, Role::Teacher, Role::Student],
+        )
+        .await?;
+        let removed = store::delete_member(&self.db, caller.org_id, member).await?;
+        self.release_seats(caller.org_id, killed + u64::from(removed))
+            .await;
         self.revocations.revoked(member).await;
         if erase {
             self.erasure.erase(caller.org_id, member).await?;
@@ -219,6 +256,9 @@ impl OrgService {
         {
             return Err(AuthError::EmailTaken.into());
         }
+        self.auth
+            .check_mail_limit(caller.user_id, caller.org_id)
+            .await?;
         self.quota.reserve(caller.org_id).await?;
         let sent = self
             .auth
@@ -256,7 +296,69 @@ impl OrgService {
             email: email.as_str().to_owned(),
             role,
             expires_at,
+            invited_by: Some(caller.user_id),
+            created_at: self.auth.clock().now(),
         })
+    }
+
+    /// The organisation's invitations not yet accepted (teachers and
+    /// admins), oldest first.
+    pub async fn list_invitations(
+        &self,
+        caller: &AuthUser,
+        page: Page,
+    ) -> Result<List<Invitation>> {
+        caller.require_staff()?;
+        let now = self.auth.clock().now();
+        let rows = store::list_invitations(&self.db, caller.org_id, now, page).await?;
+        Ok(page_of(
+            rows,
+            page.limit,
+            |r| Cursor {
+                t: r.created_at,
+                id: r.id.0,
+            },
+            Invitation::from,
+        ))
+    }
+
+    /// Gives back `n` member seats (invitations that died, a member
+    /// removed). A release that fails is put right by billing's
+    /// reconciliation job.
+    async fn release_seats(&self, org: OrgId, n: u64) {
+        for _ in 0..n {
+            self.quota.release(org).await;
+        }
+    }
+
+    /// Revokes an invitation not yet accepted: admins any, teachers their
+    /// own.
+    pub async fn revoke_invitation(&self, caller: &AuthUser, ip: &str, id: TokenId) -> Result<()> {
+        caller.require_staff()?;
+        let now = self.auth.clock().now();
+        let row = store::invitation(&self.db, caller.org_id, id, now)
+            .await?
+            .ok_or(OrgError::InvitationNotFound)?;
+        if caller.role != Role::Admin && row.created_by != Some(caller.user_id) {
+            return Err(Forbidden("Teachers may revoke only the invitations they sent.").into());
+        }
+        if !store::delete_invitation(&self.db, caller.org_id, id).await? {
+            return Err(OrgError::InvitationNotFound);
+        }
+        self.release_seats(caller.org_id, 1).await;
+        audit::record(
+            &self.db,
+            Entry {
+                org: caller.org_id,
+                action: action::INVITATION_REVOKED,
+                actor: Some(caller.user_id),
+                subject: None,
+                ip: Some(ip),
+                detail: json!({ "email": row.email, "role": row.role }),
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     /// Creates the invited account in the inviter's organisation, with the
@@ -278,6 +380,14 @@ impl OrgService {
         let email = Email::parse(&row.email)?;
         let password = Password::parse_new(password, "password", &email, Some(&name))?;
         let role = row.role.unwrap_or(Role::Student);
+        // The sender must still be a member who may invite this role.
+        let sender = match row.created_by {
+            Some(by) => auth_store::user_in_org(&self.db, row.organization_id, by).await?,
+            None => None,
+        };
+        if !sender.is_some_and(|s| s.role.may_invite(role)) {
+            return Err(OrgError::InvalidInvitation);
+        }
         if auth_store::user_by_email(&self.db, email.as_str())
             .await?
             .is_some()

@@ -42,16 +42,44 @@ pub struct PersonaView {
     /// BCP 47 tag of the language the persona answers in (`en`, `fr`, `sw`, `rw`, …).
     pub language: String,
     pub grade_level: Option<String>,
-    pub system_prompt: Option<String>,
+    /// `system_prompt` and `safety`: teachers and admins only (absent from
+    /// what students see).
+    #[serde(flatten)]
+    pub staff: Option<StaffFields>,
     /// Empty: every source of the organisation.
     pub knowledge_source_ids: Vec<SourceId>,
-    pub safety: Safety,
     pub avatar_model_id: Option<ModelId>,
     /// The teacher's gesture → clip overrides (the full map, matched from
     /// the model's clips, is at `GET /v1/personas/{id}/avatar`).
     pub gestures: BTreeMap<String, Option<String>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The part of a persona only teachers and admins see: how it is told to
+/// behave.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StaffFields {
+    pub system_prompt: Option<String>,
+    pub safety: Safety,
+}
+
+impl PersonaView {
+    /// The view as a student may see it: without the persona's
+    /// instructions and safety configuration.
+    pub fn for_student(mut self) -> Self {
+        self.staff = None;
+        self
+    }
+
+    /// The view as `caller` may see it.
+    pub fn for_caller(self, caller: &crate::auth::AuthUser) -> Self {
+        if caller.role.is_staff() {
+            self
+        } else {
+            self.for_student()
+        }
+    }
 }
 
 pub(crate) fn view(row: PersonaRow, sources: Vec<SourceId>) -> PersonaView {
@@ -62,12 +90,14 @@ pub(crate) fn view(row: PersonaRow, sources: Vec<SourceId>) -> PersonaView {
         description: row.description,
         language: row.language,
         grade_level: row.grade_level,
-        system_prompt: row.system_prompt,
+        staff: Some(StaffFields {
+            system_prompt: row.system_prompt,
+            safety: Safety {
+                blocked_topics: serde_json::from_str(&row.blocked_topics).unwrap_or_default(),
+                stay_on_subject: row.stay_on_subject,
+            },
+        }),
         knowledge_source_ids: if row.scope_all { Vec::new() } else { sources },
-        safety: Safety {
-            blocked_topics: serde_json::from_str(&row.blocked_topics).unwrap_or_default(),
-            stay_on_subject: row.stay_on_subject,
-        },
         avatar_model_id: row.avatar_model_id,
         gestures: serde_json::from_str(&row.gestures).unwrap_or_default(),
         created_at: row.created_at,

@@ -103,7 +103,7 @@ impl PersonaCatalog {
             },
             |r| {
                 let s = scopes.get(&r.id).cloned().unwrap_or_default();
-                view(r, s)
+                view(r, s).for_caller(caller)
             },
         ))
     }
@@ -113,7 +113,7 @@ impl PersonaCatalog {
             .await?
             .ok_or(PersonaError::NotFound)?;
         let sources = store::sources(&self.db, caller.org_id, id).await?;
-        Ok(view(row, sources))
+        Ok(view(row, sources).for_caller(caller))
     }
 
     /// Changes a persona (teachers, admins): only the fields sent change.

@@ -110,7 +110,14 @@ async fn a_persona_is_created_checked_and_kept_within_its_school() {
         .await
         .expect("created");
     assert_eq!(view.language, "fr");
-    assert_eq!(view.safety.blocked_topics, vec!["war".to_owned()]);
+    assert_eq!(
+        view.staff
+            .as_ref()
+            .expect("staff fields")
+            .safety
+            .blocked_topics,
+        vec!["war".to_owned()]
+    );
     assert_eq!(
         c.get(&student, view.id).await.expect("seen").name,
         "Mwalimu"

@@ -101,14 +101,8 @@ async fn serve_prints_the_real_port_and_answers() {
     );
     // The embedded default: a SQLite file in the data directory.
     assert!(dir.path().join("bwenge.db").exists());
-    // Development never mounts the test routes.
-    assert_eq!(
-        reqwest::get(format!("{base}/__test/panic"))
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    // (The /__test routes are a cargo feature of test builds, whatever the
+    // environment: this binary has them, a release build never does.)
 }
 
 #[test]

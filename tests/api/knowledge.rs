@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use reqwest::multipart::{Form, Part};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{Backend, Member, TestApp, assert_problem, email, spawn_app, spawn_app_with};
 use crate::on_both_databases;
@@ -265,11 +265,25 @@ async fn every_text_kind_becomes_searchable_at_the_right_place(backend: Backend)
         .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 5);
 
-    // Students can search but not upload.
+    // Students search through a persona (the whole library is staff's),
+    // and cannot upload.
     let student = app
         .invite_and_accept(&teacher, &email("student"), "student")
         .await;
-    assert!(!search(&app, &student, "Berlin Wall").await.is_empty());
+    let persona =
+        crate::personas::create_persona(&app, &teacher, json!({"name": "Historian"})).await;
+    let res = app
+        .authed(Method::GET, "/v1/search", &student.access)
+        .query(&[
+            ("q", "Berlin Wall"),
+            ("persona_id", persona["id"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert!(!body["hits"].as_array().unwrap().is_empty());
     let res = upload(&app, &student, "x.txt", b"hello there".to_vec(), None).await;
     assert_problem(res, 403, "forbidden").await;
 }

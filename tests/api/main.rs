@@ -17,6 +17,7 @@ mod classroom;
 mod cli;
 mod errors;
 mod helpers;
+mod hostile;
 mod knowledge;
 mod knowledge_file;
 mod media;

@@ -158,7 +158,10 @@ fn assert_animation(answer: &Value) {
 }
 
 async fn a_scoped_persona_answers_with_citations_into_its_sources(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
+    // Many questions in a row: beyond the per-user question budget that
+    // `ask` shares with the WebSocket.
+    let Some(app) = crate::helpers::spawn_app_with(backend, |s| s.chat.messages_burst = 1000).await
+    else {
         return;
     };
     let m = material(&app).await;

@@ -21,6 +21,7 @@ struct Fixtures {
     a_session: String,
     a_model: String,
     a_payment: String,
+    a_invitation: String,
 }
 
 impl Fixtures {
@@ -86,6 +87,15 @@ impl Fixtures {
         bwenge::billing::store::insert_payment(&app.state.db, &payment)
             .await
             .unwrap();
+        let res = app
+            .authed(Method::POST, "/v1/invitations", &a_admin.access)
+            .json(&json!({"email": email("a-invitee"), "role": "teacher"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let invitation: serde_json::Value = res.json().await.unwrap();
+        let a_invitation = invitation["id"].as_str().unwrap().to_owned();
         Self {
             a_admin,
             a_student,
@@ -94,6 +104,7 @@ impl Fixtures {
             a_session: session.id.to_string(),
             a_model,
             a_payment: payment.id.to_string(),
+            a_invitation,
         }
     }
 
@@ -115,6 +126,7 @@ impl Fixtures {
             ("GET", "/v1/personas/{id}/avatar") => json!({}),
             ("GET", "/v1/analytics/students/{user_id}") => json!({}),
             ("GET", "/v1/payments/{id}") => json!({}),
+            ("DELETE", "/v1/invitations/{id}") => json!({}),
             _ => return None,
         };
         let id = if path.starts_with("/v1/personas/") {
@@ -125,6 +137,8 @@ impl Fixtures {
             &self.a_model
         } else if path.starts_with("/v1/payments/") {
             &self.a_payment
+        } else if path.starts_with("/v1/invitations/") {
+            &self.a_invitation
         } else {
             &self.a_source
         };
@@ -191,6 +205,7 @@ async fn another_organisation_sees_nothing(backend: Backend) {
     // Lists show only the caller's organisation.
     for path in [
         "/v1/members",
+        "/v1/invitations",
         "/v1/audit",
         "/v1/knowledge",
         "/v1/search?q=volcanoes+magma+chambers",
@@ -219,6 +234,7 @@ async fn another_organisation_sees_nothing(backend: Backend) {
             &a.a_source,
             &a.a_persona,
             &a.a_session,
+            &a.a_invitation,
             &a.a_model,
             &a.a_payment,
             &a.a_student.email,

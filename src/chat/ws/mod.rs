@@ -7,8 +7,8 @@
 //! # What it owns
 //!
 //! One `WsConnection` per socket owns the socket's state: who is connected
-//! (authenticated before the upgrade: a bad or missing token is an HTTP 401
-//! problem), the session it is attached to, which stored `seq`s it has
+//! (authenticated at the upgrade: a bad or missing token upgrades and
+//! closes at once with 4401, which a browser can read), the session it is attached to, which stored `seq`s it has
 //! delivered, the heartbeat clock, and its abuse counters. Only its own
 //! handlers mutate them. It logs within a span carrying `user_id` and the
 //! attached `session_id`.
@@ -25,7 +25,15 @@
 //! channel or buffer of its own (the backlog allocates only while it holds
 //! frames).
 //!
-//! Close codes: 4401 not authenticated (tokens revoked), 4404 unknown
+//! The socket lives on its access token: it closes with 4401 within one
+//! heartbeat of the token's expiry unless the client sent a fresh one
+//! (`{"type":"auth","access_token":…}`, answered `authenticated`), and it
+//! checks every `chat.auth_check_secs` that its user's tokens still hold
+//! (a revocation whose broadcast was lost still ends it).
+//!
+//! Close codes: 4401 not authenticated (no valid token, tokens revoked,
+//! token expired),
+//! 4403 forbidden (a role change took away the attached session), 4404 unknown
 //! session or persona, 4408 heartbeat timeout, 4429 rate limited, 1008
 //! repeated malformed frames, 1009 frame over the hard limit, 1013 too slow.
 
@@ -45,11 +53,12 @@ use tracing::Instrument;
 use super::activity::{Activity, SessionRef};
 use super::error::{BadFrame, ChatError};
 use super::frames::{self, ClientFrame, ServerFrame, Tagged};
-use super::hub::{CloseWith, Push};
+use super::hub::{CloseWith, Push, Revoke};
 use super::service::{Attached, ChatService, ChatUser, REPLAY_BATCH};
 use super::session::ChatSession;
 use super::store::SessionRow;
-use crate::auth::routes::{authenticate, bearer_token};
+use crate::auth::AuthService;
+use crate::auth::routes::bearer_token;
 use crate::error::ApiError;
 use crate::ids::{PersonaId, SessionId};
 use crate::state::AppState;
@@ -62,22 +71,49 @@ const MAX_STRIKES: u32 = 3;
 /// Upgrades an authenticated request to a chat connection.
 #[utoipa::path(get, path = "/v1/chat/ws", tag = "chat",
     params(("access_token" = Option<String>, Query, description = "For browsers: the access token, instead of the Authorization header")),
-    responses((status = 101, description = "WebSocket: JSON frames as API.md describes (`start`, `resume`, `message`, `ping` → `session`, `ack`, `delta`, `message`, `replay`, `pong`, `error`, `ingest`); an answer's `message` also carries `refusal` (`safety`, `blocked_topic`, `off_subject`, `not_covered`) when the question was declined"),
-        (status = 401, description = "`unauthorized`: missing or invalid token")),
+    responses((status = 101, description = "WebSocket: JSON frames as API.md describes (`start`, `resume`, `message`, `ping`, `auth` → `session`, `ack`, `delta`, `message`, `replay`, `pong`, `error`, `ingest`, `authenticated`); an answer's `message` also carries `refusal` (`safety`, `blocked_topic`, `off_subject`, `not_covered`) when the question was declined. \
+`resume`'s `last_seq` is clamped to the session (below 0: from the start; beyond its end: its end). \
+`{\"type\":\"auth\",\"access_token\":\"…\"}` gives the socket a fresh access token in place (answered `{\"type\":\"authenticated\",\"expires_at\":\"…\"}`); \
+a socket closes with 4401 within one heartbeat of its token's expiry unless one came, and every `chat.auth_check_secs` it checks that its user's tokens still hold. \
+`start` frames (`chat.starts_burst`, `chat.starts_per_sec`) and questions (`chat.messages_*`, shared with `POST /v1/personas/{id}/ask`) are rate limited per user (`error` frame `rate_limited`, then 4429). \
+Close codes: 4401 not authenticated (no valid token at the upgrade, tokens revoked, token expired, a bad `auth` frame), \
+4403 forbidden (a role change took away the session the socket follows, or an `auth` frame of another user), 4404 unknown session or persona, 4408 heartbeat timeout, \
+4429 rate limited or over `chat.max_sockets_per_user` open sockets, 1008 repeated malformed frames, 1009 frame too large, 1013 too slow to read"),
+        (status = 401, description = "`unauthorized`: missing or invalid token on a request that is no WebSocket handshake (a handshake without a valid token is upgraded and closed at once with 4401)")),
     security(("bearer" = [])))]
 pub async fn chat_ws(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = bearer_token(&req).ok_or_else(ApiError::unauthorized)?;
-    let user: ChatUser = authenticate(&state, &token)
-        .await?
-        .ok_or_else(ApiError::unauthorized)?
-        .into();
+    let linger = state.chat.config().client_timeout();
+    // Without a valid token the socket is opened and closed at once with
+    // 4401: a browser sees the close code, never a refused upgrade's status.
+    let token = bearer_token(&req).unwrap_or_default();
+    let found = if token.is_empty() {
+        None
+    } else {
+        state.auth.authenticate_until(&token).await?
+    };
+    let Some((user, expires_at)) = found else {
+        return transport::refuse(&req, body, 4401, "not authenticated", linger)
+            .ok_or_else(ApiError::unauthorized);
+    };
+    let auth = SocketAuth {
+        service: state.auth.clone(),
+        token,
+        expires_at,
+        checked: Instant::now(),
+        checking: false,
+    };
+    let user: ChatUser = user.into();
     let chat = state.chat.clone();
+    if chat.hub().user_connections(user.user_id) >= chat.config().chat.max_sockets_per_user {
+        return transport::refuse(&req, body, 4429, "too many sockets", linger)
+            .ok_or_else(|| ApiError::bad_request("This route only speaks WebSocket."));
+    }
     transport::upgrade(&req, body, move |socket| {
-        WsConnection::new(user, chat, socket)
+        WsConnection::new(user, chat, socket, auth)
     })
     .ok_or_else(|| ApiError::bad_request("This route only speaks WebSocket."))
 }
@@ -102,6 +138,21 @@ pub(crate) struct WsConnection {
     strikes: u32,
     /// `user_id`, and `session_id` once attached.
     span: tracing::Span,
+    /// The access token the socket lives on.
+    auth: SocketAuth,
+}
+
+/// The access token a socket lives on: until it expires (an `auth` frame
+/// brings a fresh one), and while its user's tokens hold (checked every
+/// `chat.auth_check_secs`, in case a revocation's broadcast was lost).
+struct SocketAuth {
+    service: AuthService,
+    token: String,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    /// When the token was last checked against the user's current state.
+    checked: Instant,
+    /// A check is running.
+    checking: bool,
 }
 
 /// The session a connection is attached to.
@@ -113,7 +164,7 @@ struct Joined {
 }
 
 impl WsConnection {
-    fn new(user: ChatUser, chat: ChatService, socket: Socket) -> Self {
+    fn new(user: ChatUser, chat: ChatService, socket: Socket, auth: SocketAuth) -> Self {
         let now = Instant::now();
         Self {
             id: 0,
@@ -130,7 +181,85 @@ impl WsConnection {
             last_touch: now,
             bad_frames: 0,
             strikes: 0,
+            auth,
         }
+    }
+
+    /// Whether a role change (to staff or not: `staff`) takes away what
+    /// this socket is attached to: someone else's session, which only
+    /// staff may follow.
+    fn forbidden_after(&self, staff: bool) -> bool {
+        !staff
+            && self
+                .session
+                .as_ref()
+                .is_some_and(|j| j.row.user_id != self.user.user_id)
+    }
+
+    /// Checks the socket's token against its user's current state: a
+    /// revoked token closes with 4401, a role that no longer allows the
+    /// attached session with 4403.
+    fn recheck(&mut self, ctx: &mut Context<Self>) {
+        self.auth.checking = true;
+        let (service, token) = (self.auth.service.clone(), self.auth.token.clone());
+        let fut = async move { service.authenticate(&token).await };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.auth.checking = false;
+            act.auth.checked = Instant::now();
+            match res {
+                Ok(None) => act.close(4401, ctx),
+                Ok(Some(u)) if u.role.is_staff() != act.user.staff => {
+                    let code = if act.forbidden_after(u.role.is_staff()) { 4403 } else { 4401 };
+                    act.close(code, ctx)
+                }
+                Ok(Some(_)) => {}
+                Err(e) => {
+                    tracing::warn!(parent: &act.span, error = %e, "could not check a socket's token");
+                }
+            }
+        }));
+    }
+
+    /// `{"type":"auth","access_token":…}`: a fresh token for this socket.
+    /// One of the same user keeps the socket open until it expires; an
+    /// invalid one closes it with 4401, another user's with 4403.
+    fn reauthenticate(&mut self, token: String, ctx: &mut Context<Self>) {
+        let service = self.auth.service.clone();
+        let checked = token.clone();
+        let fut = async move { service.authenticate_until(&checked).await };
+        ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(Some((u, expires_at)))
+                if u.user_id == act.user.user_id && u.org_id == act.user.org_id =>
+            {
+                if u.role.is_staff() != act.user.staff {
+                    // The role changed since the socket opened: what it
+                    // may follow changed too; the client reconnects.
+                    let code = if act.forbidden_after(u.role.is_staff()) {
+                        4403
+                    } else {
+                        4401
+                    };
+                    return act.close(code, ctx);
+                }
+                act.auth.token = token;
+                act.auth.expires_at = expires_at;
+                act.auth.checked = Instant::now();
+                act.send_frame(&ServerFrame::Authenticated { expires_at }, ctx);
+            }
+            Ok(Some(_)) => act.close(4403, ctx),
+            Ok(None) => act.close(4401, ctx),
+            Err(e) => {
+                tracing::error!(parent: &act.span, error = ?e, "could not check an auth frame");
+                let frame = ServerFrame::Error {
+                    client_id: None,
+                    code: Cow::Borrowed("service_unavailable"),
+                    message: Cow::Borrowed("The token could not be checked; send it again."),
+                    reply_to: None,
+                    retry_after_ms: Some(1000),
+                };
+                act.send_frame(&frame, ctx);
+            }
+        }));
     }
 
     /// Queues a frame; a full backlog means the client cannot keep up.
@@ -256,6 +385,7 @@ impl WsConnection {
                 last_seq,
             }) => self.resume(session_id, last_seq, ctx),
             Ok(ClientFrame::Message { client_id, text }) => self.message(client_id, text, ctx),
+            Ok(ClientFrame::Auth { access_token }) => self.reauthenticate(access_token, ctx),
             Err(bad) => self.bad_frame(bad, ctx),
         }
     }
@@ -264,15 +394,23 @@ impl WsConnection {
         let chat = self.chat.clone();
         let (user, conn) = (self.user, self.id);
         let fut = async move {
+            chat.check_start_rate(user).await?;
             let row = chat.start_session(user, persona).await?;
             let id = row.id;
             chat.attach(user, conn, Some(row), id, 0, false).await
         }
         .instrument(self.span.clone());
-        ctx.wait(
-            fut.into_actor(self)
-                .map(|res, act, ctx| act.attached(res, false, ctx)),
-        );
+        ctx.wait(fut.into_actor(self).map(|res, act, ctx| {
+            // Too many new sessions: refused like too many questions.
+            let limited = matches!(res, Err(ChatError::RateLimited { .. }));
+            act.attached(res, false, ctx);
+            if limited {
+                act.strikes += 1;
+                if act.strikes >= MAX_STRIKES {
+                    act.close(4429, ctx);
+                }
+            }
+        }));
     }
 
     fn resume(&mut self, session: SessionId, last_seq: i64, ctx: &mut Context<Self>) {
@@ -447,6 +585,16 @@ impl Handler<heartbeat::Beat> for WsConnection {
             tracing::debug!(parent: &self.span, "chat client silent; closing");
             return self.close(4408, ctx);
         }
+        // The access token has expired (no `auth` frame brought a fresh
+        // one): the socket ends within one heartbeat of it.
+        if self.auth.service.clock().now() >= self.auth.expires_at {
+            tracing::debug!(parent: &self.span, "chat socket's token expired; closing");
+            return self.close(4401, ctx);
+        }
+        let every = std::time::Duration::from_secs(self.chat.config().chat.auth_check_secs.max(1));
+        if !self.auth.checking && now.saturating_duration_since(self.auth.checked) >= every {
+            self.recheck(ctx);
+        }
         self.enqueue(Out::Ping, ctx);
         // A few touches per idle timeout are enough; ten thousand sockets
         // touching at every heartbeat would keep the registry's thread
@@ -486,5 +634,18 @@ impl Handler<CloseWith> for WsConnection {
 
     fn handle(&mut self, msg: CloseWith, ctx: &mut Self::Context) {
         self.close(msg.0, ctx);
+    }
+}
+
+impl Handler<Revoke> for WsConnection {
+    type Result = ();
+
+    /// Tokens revoked: 4401, the client signs in (or refreshes) again and
+    /// resumes. After a role change that leaves staff, a socket attached to
+    /// someone else's session (which only staff may follow) gets 4403: it
+    /// may not resume there.
+    fn handle(&mut self, msg: Revoke, ctx: &mut Self::Context) {
+        let forbidden = msg.staff.is_some_and(|staff| self.forbidden_after(staff));
+        self.close(if forbidden { 4403 } else { 4401 }, ctx);
     }
 }

@@ -65,6 +65,39 @@ pub(super) fn upgrade(
     Some(response)
 }
 
+/// Upgrades `req` and closes the socket at once with `code` (4401: no
+/// valid token; 4429: too many sockets): a browser cannot read the status
+/// of a refused upgrade, but it can read a close code. `None` when the
+/// request is no WebSocket handshake.
+pub(super) fn refuse(
+    req: &HttpRequest,
+    body: web::Payload,
+    code: u16,
+    reason: &'static str,
+    linger: std::time::Duration,
+) -> Option<HttpResponse> {
+    let (response, session, mut stream) = actix_ws::handle(req, body).ok()?;
+    actix_web::rt::spawn(async move {
+        let close = CloseReason {
+            code: CloseCode::Other(code),
+            description: Some(reason.to_owned()),
+        };
+        let _ = session.close(Some(close)).await;
+        // Read until the client answers the close (or gives up), so the
+        // close frame is not cut off by a reset.
+        let _ = tokio::time::timeout(linger, async {
+            use futures_util::StreamExt;
+            while let Some(msg) = stream.next().await {
+                if matches!(msg, Ok(Message::Close(_)) | Err(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
+    Some(response)
+}
+
 impl Socket {
     /// Offers a frame to the socket's queue without waiting: `None` when the
     /// queue is full. (The send is polled once; a send that would wait is
