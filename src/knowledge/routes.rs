@@ -130,6 +130,11 @@ pub struct SearchQuery {
     k: Option<usize>,
     /// Search only this persona's sources (when personas exist).
     persona_id: Option<uuid::Uuid>,
+    /// `hybrid` (default: BM25 and vectors fused by reciprocal rank, as
+    /// personas search), `bm25` or `dense` alone, to compare them.
+    #[serde(default)]
+    #[param(inline)]
+    mode: crate::knowledge::SearchMode,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -149,7 +154,7 @@ pub async fn search(
     let q = q.into_inner();
     let hits = state
         .knowledge
-        .search(&user, &q.q, q.k, q.persona_id.map(PersonaId))
+        .search(&user, &q.q, q.k, q.persona_id.map(PersonaId), q.mode)
         .await?;
     Ok(HttpResponse::Ok().json(SearchAnswer { hits }))
 }

@@ -21,7 +21,7 @@ use crate::db::{Db, StoreError};
 use crate::ids::{ChunkId, OrgId, PersonaId, SourceId};
 use crate::knowledge::index::{self, SearchService};
 use crate::knowledge::store::{self, SourceRow, SourceStatus};
-use crate::knowledge::{INDEX_TOPIC, SearchHit, transcribe};
+use crate::knowledge::{INDEX_TOPIC, SearchHit, SearchMode, transcribe};
 use crate::pagination::Page;
 use crate::storage::storage_path;
 use crate::validation::Invalid;
@@ -244,6 +244,7 @@ impl KnowledgeService {
         query: &str,
         k: Option<usize>,
         persona: Option<PersonaId>,
+        mode: SearchMode,
     ) -> Result<Vec<SearchHit>> {
         let query = query.trim();
         if query.is_empty() || query.chars().count() > 2000 {
@@ -269,6 +270,7 @@ impl KnowledgeService {
             query,
             k,
             scope,
+            mode,
         )
         .await?)
     }
@@ -283,8 +285,9 @@ pub async fn search_passages(
     query: &str,
     k: usize,
     scope: Option<HashSet<SourceId>>,
+    mode: SearchMode,
 ) -> anyhow::Result<Vec<SearchHit>> {
-    let hits = search.search(org, query, k, scope).await?;
+    let hits = search.search(org, query, k, scope, mode).await?;
     let ids: Vec<ChunkId> = hits.iter().map(index::chunk_id).collect();
     let rows = store::chunks_by_ids(db, org, &ids)
         .await
@@ -300,6 +303,7 @@ pub async fn search_passages(
                 page: row.page,
                 text: row.text.clone(),
                 score: h.score,
+                similarity: h.dense,
             })
         })
         .collect())
