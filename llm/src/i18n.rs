@@ -122,6 +122,31 @@ pub fn not_covered<'a>(lang: &str, subject: impl Into<Option<&'a str>>) -> Strin
     }
 }
 
+/// "Not covered", pointing at the nearest thing the material does cover:
+/// passage `[1]`, `title` at `page`. Said when the evidence is too weak to
+/// answer from, yet some passage is close to the question.
+pub fn not_covered_nearest(lang: &str, title: &str, page: i64) -> String {
+    let title = title.trim();
+    match Lang::from_tag(lang) {
+        Lang::En => format!(
+            "My course material doesn't answer that question, so I won't guess. \
+             The closest it comes is \u{201c}{title}\u{201d}, page {page} [1]."
+        ),
+        Lang::Fr => format!(
+            "Mon support de cours ne répond pas à cette question, alors je préfère ne pas deviner. \
+             Le passage le plus proche est dans \u{ab}\u{a0}{title}\u{a0}\u{bb}, page {page} [1]."
+        ),
+        Lang::Sw => format!(
+            "Maelezo ya somo langu hayajibu swali hilo, kwa hiyo sitabahatisha. \
+             Kinachokaribia zaidi ni \u{201c}{title}\u{201d}, ukurasa {page} [1]."
+        ),
+        Lang::Rw => format!(
+            "Ibikoresho by'isomo ryanjye ntibisubiza icyo kibazo, bityo sinshaka gukeka. \
+             Ibiri hafi yacyo ni \u{201c}{title}\u{201d}, urupapuro {page} [1]."
+        ),
+    }
+}
+
 /// The refusal for a message the safety checks blocked.
 pub fn refusal_blocked(lang: &str) -> String {
     match Lang::from_tag(lang) {

@@ -352,6 +352,17 @@ impl VectorStore {
         scored
     }
 
+    /// The cosine similarity of a unit `query` with `chunk`'s vector, when
+    /// the chunk is live here.
+    pub fn similarity(&self, query: &[f32], chunk: &Uuid) -> Option<f32> {
+        let i = *self.by_chunk.get(chunk)?;
+        if self.dead.get(i as usize).copied().unwrap_or(true) {
+            return None;
+        }
+        let q: Vec<f32> = query.iter().map(|x| x * SHRINK).collect();
+        Some(dot(&q, self.vector(i)) / SHRINK2)
+    }
+
     /// Exact top-k over every live slot, for benchmarks (query is a unit vector).
     pub fn exact_all(&self, query: &[f32], k: usize) -> Vec<(u32, f32)> {
         let q: Vec<f32> = query.iter().map(|x| x * SHRINK).collect();

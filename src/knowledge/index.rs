@@ -183,19 +183,22 @@ impl SearchService {
         .context("index deletion task failed")?
     }
 
-    /// Hybrid search within an organisation, optionally within some sources.
+    /// Search within an organisation, optionally within some sources:
+    /// hybrid unless `mode` asks for one half.
     pub async fn search(
         &self,
         org: OrgId,
         query: &str,
         k: usize,
         scope: Option<HashSet<SourceId>>,
+        mode: super::SearchMode,
     ) -> anyhow::Result<Vec<Hit>> {
         let handle = self.handle(org).await?;
         // The hashing fallback's vectors only add noise to BM25 (measured on
         // Cranfield: hybrid 0.28 vs BM25 0.38 nDCG@10), so without a real
         // model, search is lexical.
-        let lexical_only = self.embedder.id().starts_with("hashing:");
+        let lexical_only =
+            mode == super::SearchMode::Bm25 || self.embedder.id().starts_with("hashing:");
         let vector = if lexical_only {
             Vec::new()
         } else {
@@ -213,6 +216,8 @@ impl SearchService {
         crate::work::blocking(move || {
             if lexical_only {
                 searcher.search_bm25(&query, k, filter.as_ref())
+            } else if mode == super::SearchMode::Dense {
+                searcher.search_vector(&vector, k, filter.as_ref())
             } else {
                 searcher.search_hybrid(&query, &vector, k, filter.as_ref())
             }

@@ -80,5 +80,21 @@ pub struct SearchHit {
     pub source_title: String,
     pub page: i64,
     pub text: String,
+    /// The rank score of the chosen mode (RRF for hybrid, BM25, or cosine);
+    /// higher is better.
     pub score: f32,
+    /// Cosine similarity (-1..1) of the query's and the passage's vectors,
+    /// when a real embedding model is configured.
+    pub similarity: Option<f32>,
+}
+
+/// How `/v1/search` ranks: both halves fused (the default, as personas
+/// search), or one of them alone (to compare them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    #[default]
+    Hybrid,
+    Bm25,
+    Dense,
 }

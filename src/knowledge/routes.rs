@@ -132,6 +132,11 @@ pub struct SearchQuery {
     /// it the search covers the whole library, which is for teachers and
     /// admins: `403`); a persona of another organisation is `404`.
     persona_id: Option<uuid::Uuid>,
+    /// `hybrid` (default: BM25 and vectors fused by reciprocal rank, as
+    /// personas search), `bm25` or `dense` alone, to compare them.
+    #[serde(default)]
+    #[param(inline)]
+    mode: crate::knowledge::SearchMode,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -154,7 +159,7 @@ pub async fn search(
     let q = q.into_inner();
     let hits = state
         .knowledge
-        .search(&user, &q.q, q.k, q.persona_id.map(PersonaId))
+        .search(&user, &q.q, q.k, q.persona_id.map(PersonaId), q.mode)
         .await?;
     Ok(HttpResponse::Ok().json(SearchAnswer { hits }))
 }

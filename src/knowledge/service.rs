@@ -21,7 +21,7 @@ use crate::db::{Db, StoreError};
 use crate::ids::{ChunkId, OrgId, PersonaId, SourceId};
 use crate::knowledge::index::{self, SearchService};
 use crate::knowledge::store::{self, SourceRow, SourceStatus};
-use crate::knowledge::{INDEX_TOPIC, SearchHit, transcribe};
+use crate::knowledge::{INDEX_TOPIC, SearchHit, SearchMode, transcribe};
 use crate::pagination::Page;
 use crate::storage::storage_path;
 use crate::validation::Invalid;
@@ -289,6 +289,7 @@ impl KnowledgeService {
         query: &str,
         k: Option<usize>,
         persona: Option<PersonaId>,
+        mode: SearchMode,
     ) -> Result<Vec<SearchHit>> {
         if persona.is_none() {
             caller.require_staff()?;
@@ -317,6 +318,7 @@ impl KnowledgeService {
             query,
             k,
             scope,
+            mode,
         )
         .await?)
     }
@@ -331,8 +333,9 @@ pub async fn search_passages(
     query: &str,
     k: usize,
     scope: Option<HashSet<SourceId>>,
+    mode: SearchMode,
 ) -> anyhow::Result<Vec<SearchHit>> {
-    let hits = search.search(org, query, k, scope).await?;
+    let hits = search.search(org, query, k, scope, mode).await?;
     let ids: Vec<ChunkId> = hits.iter().map(index::chunk_id).collect();
     let rows = store::chunks_by_ids(db, org, &ids)
         .await
@@ -348,6 +351,7 @@ pub async fn search_passages(
                 page: row.page,
                 text: row.text.clone(),
                 score: h.score,
+                similarity: h.dense,
             })
         })
         .collect())

@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix::Actor;
 use bwenge_actors::ingest::{IngestScheduler, SchedulerConfig};
 
+use super::SearchMode;
 use super::index::SearchService;
 use super::ingest::KnowledgeIngest;
 use super::service::{KnowledgeDeps, KnowledgeError, KnowledgeService, PersonaScopes, Received};
@@ -105,7 +106,13 @@ async fn a_text_source_becomes_searchable_and_leaves_search_when_deleted() {
     assert_eq!(row.title, "biology");
     until_ready(&k, &teacher, row.id).await;
     let hits = k
-        .search(&teacher, "what absorbs red light", None, None)
+        .search(
+            &teacher,
+            "what absorbs red light",
+            None,
+            None,
+            SearchMode::Hybrid,
+        )
         .await
         .expect("search");
     assert!(
@@ -115,7 +122,13 @@ async fn a_text_source_becomes_searchable_and_leaves_search_when_deleted() {
 
     k.delete(&teacher, row.id).await.expect("deleted");
     let hits = k
-        .search(&teacher, "what absorbs red light", None, None)
+        .search(
+            &teacher,
+            "what absorbs red light",
+            None,
+            None,
+            SearchMode::Hybrid,
+        )
         .await
         .expect("search");
     assert!(hits.is_empty(), "{hits:?}");
@@ -158,7 +171,8 @@ async fn students_cannot_upload_another_school_cannot_see_or_delete_and_garbage_
     // The foreign delete touched nothing: the source still becomes ready.
     until_ready(&k, &teacher, row.id).await;
     assert!(matches!(
-        k.search(&teacher, "   ", None, None).await,
+        k.search(&teacher, "   ", None, None, SearchMode::Hybrid)
+            .await,
         Err(KnowledgeError::Invalid(_))
     ));
 }

@@ -26,14 +26,14 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use super::citations::{self, Citation};
-use super::grounding::QuestionTerms;
+use super::grounding::{self, QuestionTerms};
 use super::safety::{self, Refusal};
 use super::store::{self, PersonaRow};
 use crate::config::Settings;
 use crate::db::Db;
 use crate::ids::{OrgId, PersonaId, SourceId, UserId};
-use crate::knowledge::SearchHit;
 use crate::knowledge::index::SearchService;
+use crate::knowledge::{SearchHit, SearchMode};
 use crate::personas::error::PersonaError;
 
 pub const CACHE_HITS_TOTAL: &str = "bwenge_answer_cache_hits_total";
@@ -60,6 +60,20 @@ pub struct Question {
     /// Where to stream the answer's pieces as they come.
     pub deltas: Option<mpsc::Sender<Delta>>,
 }
+
+/// What retrieval found relevant, and how sure the decision was.
+struct Retrieved {
+    passages: Vec<SearchHit>,
+    confidence: f64,
+    /// When declining: the closest passage, if it is close enough to be
+    /// worth pointing at.
+    nearest: Option<SearchHit>,
+}
+
+/// A declined question is pointed at the closest passage when that
+/// passage's confidence reaches this (far below the 0.5 of answering: a
+/// neighbouring topic, not an answer).
+const NEAREST_MIN_CONFIDENCE: f64 = 0.1;
 
 /// A streamed piece of an answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +108,13 @@ pub struct Answer {
     /// `not_covered` (the material does not cover it). Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+    /// The number (0–1) the grounding decision was taken on: how strongly
+    /// the best passage is about the question (lexical coverage or meaning,
+    /// whichever is stronger; 0.5 is the line between answering and saying
+    /// the material does not cover it). 1 for safety refusals and greetings,
+    /// which are decided without the material.
+    #[serde(default)]
+    pub confidence: f64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Default)]
@@ -195,14 +216,16 @@ impl PersonaService {
                 Refusal::Blocked(_) => (i18n::refusal_blocked(lang), "blocked_topic"),
             };
             let mut answer = self
-                .fixed(q, text, Gesture::ShakingHead, Emotion::Concerned)
+                .fixed(q, text, Gesture::ShakingHead, Emotion::Concerned, 1.0)
                 .await;
             answer.refusal = Some(reason.to_owned());
             return Ok(answer);
         }
         if safety::is_greeting(question, &p.name) {
             let text = i18n::greeting(lang, &p.name);
-            return Ok(self.fixed(q, text, Gesture::Waving, Emotion::Happy).await);
+            return Ok(self
+                .fixed(q, text, Gesture::Waving, Emotion::Happy, 1.0)
+                .await);
         }
 
         let cache_key = if q.history.is_empty() {
@@ -222,8 +245,19 @@ impl PersonaService {
             metrics::counter!(CACHE_MISSES_TOTAL).increment(1);
         }
 
-        let passages = self.retrieve(cfg, question).await?;
-        let answer = if passages.is_empty() {
+        let Retrieved {
+            passages,
+            confidence,
+            nearest,
+        } = self.retrieve(cfg, question).await?;
+        let answer = if let (true, false, Some(near)) = (passages.is_empty(), p.stay_on_subject, nearest)
+        {
+            let mut answer = self
+                .not_covered_nearest(q, lang, question, near, confidence)
+                .await;
+            answer.refusal = Some("not_covered".to_owned());
+            answer
+        } else if passages.is_empty() {
             let (text, gesture, reason) = if p.stay_on_subject {
                 (
                     i18n::refusal_off_subject(lang, p.subject.as_deref().unwrap_or(&p.name)),
@@ -237,11 +271,15 @@ impl PersonaService {
                     "not_covered",
                 )
             };
-            let mut answer = self.fixed(q, text, gesture, Emotion::Concerned).await;
+            let mut answer = self
+                .fixed(q, text, gesture, Emotion::Concerned, confidence)
+                .await;
             answer.refusal = Some(reason.to_owned());
             answer
         } else {
-            self.generate(cfg, q, question, &passages).await?
+            let mut answer = self.generate(cfg, q, question, &passages).await?;
+            answer.confidence = confidence;
+            answer
         };
         if let Some(key) = &cache_key {
             self.store(key, &answer).await;
@@ -256,6 +294,7 @@ impl PersonaService {
         text: String,
         gesture: Gesture,
         emotion: Emotion,
+        confidence: f64,
     ) -> Answer {
         if let Some(tx) = &q.deltas {
             let _ = tx.send(Delta::Text(text.clone())).await;
@@ -269,18 +308,25 @@ impl PersonaService {
             usage: AnswerUsage::default(),
             cached: false,
             refusal: None,
+            confidence,
         }
     }
 
-    /// The relevant passages within the persona's scope, best first.
+    /// The relevant passages within the persona's scope, best first, and
+    /// the confidence the decision was taken on (see [`super::grounding`]).
     async fn retrieve(
         &self,
         cfg: &PersonaConfig,
         question: &str,
-    ) -> Result<Vec<SearchHit>, PersonaError> {
+    ) -> Result<Retrieved, PersonaError> {
         let s = &self.settings.personas;
+        let none = Retrieved {
+            passages: Vec::new(),
+            confidence: 0.0,
+            nearest: None,
+        };
         if cfg.scope.as_ref().is_some_and(HashSet::is_empty) {
-            return Ok(Vec::new());
+            return Ok(none);
         }
         let org = cfg.row.organization_id;
         let hits = crate::knowledge::search_passages(
@@ -290,29 +336,72 @@ impl PersonaService {
             question,
             s.top_k,
             cfg.scope.clone(),
+            SearchMode::Hybrid,
         )
         .await?;
         if hits.is_empty() {
-            return Ok(hits);
+            return Ok(none);
         }
         let stats = self.search.term_stats(org, question).await?;
         let terms = QuestionTerms::new(&stats);
         let scored: Vec<(f64, SearchHit)> = hits
             .into_iter()
-            .map(|h| (terms.coverage(&format!("{} {}", h.source_title, h.text)), h))
+            .map(|h| {
+                let coverage = terms.coverage(&format!("{} {}", h.source_title, h.text));
+                let c =
+                    grounding::confidence(coverage, h.similarity, s.min_coverage, s.min_similarity);
+                (c, h)
+            })
             .collect();
         let best = scored.iter().map(|(c, _)| *c).fold(0.0, f64::max);
-        tracing::debug!(best_coverage = best, "grounding");
-        if best < s.min_coverage {
-            return Ok(Vec::new());
+        tracing::debug!(confidence = best, "grounding");
+        if best < 0.5 {
+            let nearest = scored
+                .into_iter()
+                .filter(|(c, _)| *c >= NEAREST_MIN_CONFIDENCE)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, h)| h);
+            return Ok(Retrieved {
+                passages: Vec::new(),
+                confidence: best,
+                nearest,
+            });
         }
-        // Keep passages that carry a fair part of the question; rank order.
-        let floor = s.min_coverage / 2.0;
-        Ok(scored
-            .into_iter()
-            .filter(|(c, _)| *c >= floor)
-            .map(|(_, h)| h)
-            .collect())
+        // Keep the passages with fair evidence of their own; rank order.
+        Ok(Retrieved {
+            passages: scored
+                .into_iter()
+                .filter(|(c, _)| *c >= 0.25)
+                .map(|(_, h)| h)
+                .collect(),
+            confidence: best,
+            nearest: None,
+        })
+    }
+
+    /// "Not covered", citing the closest passage so the student sees what
+    /// the material does explain.
+    async fn not_covered_nearest(
+        &self,
+        q: &Question,
+        lang: &str,
+        question: &str,
+        near: SearchHit,
+        confidence: f64,
+    ) -> Answer {
+        let text = i18n::not_covered_nearest(lang, &near.source_title, near.page);
+        let mut answer = self
+            .fixed(q, text, Gesture::Thinking, Emotion::Concerned, confidence)
+            .await;
+        answer.citations = vec![Citation {
+            n: 1,
+            source_id: near.source_id,
+            source_title: near.source_title.clone(),
+            page: near.page,
+            chunk_id: near.chunk_id,
+            quote: citations::best_quote(&near.text, question),
+        }];
+        answer
     }
 
     async fn generate(
@@ -383,6 +472,7 @@ impl PersonaService {
                     usage: generated.usage.into(),
                     cached: false,
                     refusal: None,
+                    confidence: 0.0,
                 });
             }
             // Not one marker held: ask once more, insisting on them.

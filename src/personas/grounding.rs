@@ -10,10 +10,19 @@
 //! against an aerodynamics course scores near 0, while "why do wings make
 //! planes go up" scores on "wing" and "plane" even if worded badly.
 //!
-//! A passage is *relevant* when its coverage reaches the threshold
-//! (`personas.min_coverage`, 0.4 by default, chosen with `bench/grounding`
-//! on the Cranfield queries against off-topic questions); an answer is
-//! grounded only if at least one passage is.
+//! Coverage alone fails a student who words a question differently from the
+//! manual ("how do i make the box beep" against "the buzzer is driven by
+//! SQR1"): a paraphrase defeats it by construction. The second piece of
+//! evidence is the cosine similarity of the question's and the passage's
+//! vectors (the embedding model's, which is trained on paraphrase pairs).
+//!
+//! [`confidence`] puts the two on one scale: each is passed through a
+//! logistic centred on its threshold (`personas.min_coverage`, 0.4, chosen
+//! with `bench/grounding` on the Cranfield queries against off-topic
+//! questions; `personas.min_similarity`, chosen with `bench/answer-quality`
+//! on its training split), and the stronger one counts. A passage is
+//! *relevant* when its confidence reaches 0.5; an answer is grounded only if
+//! at least one passage is.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -182,6 +191,24 @@ impl QuestionTerms {
     }
 }
 
+/// How sure (0–1) the evidence makes us that a passage is about the
+/// question: 0.5 exactly at either threshold, the stronger evidence wins.
+/// `similarity` is `None` without a real embedding model.
+pub fn confidence(
+    coverage: f64,
+    similarity: Option<f32>,
+    min_coverage: f64,
+    min_similarity: f64,
+) -> f64 {
+    let lexical = logistic((coverage - min_coverage) / 0.08);
+    let dense = similarity.map_or(0.0, |s| logistic((f64::from(s) - min_similarity) / 0.04));
+    lexical.max(dense)
+}
+
+fn logistic(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
 /// Every analysed term of a passage (not capped like a query).
 fn analyze_passage(text: &str) -> HashSet<String> {
     // `analyze_query` keeps at most a few dozen distinct terms; a passage has
@@ -215,6 +242,19 @@ mod tests {
     fn question_words_do_not_count() {
         let q = QuestionTerms::new(&stats(&[("what", 10), ("explain", 3), ("lift", 200)], 1000));
         assert!((q.coverage("Lift is the force that holds an aircraft up.") - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn either_piece_of_evidence_suffices() {
+        // At a threshold, exactly one half.
+        assert!((confidence(0.4, None, 0.4, 0.45) - 0.5).abs() < 1e-9);
+        assert!((confidence(0.0, Some(0.45), 0.4, 0.45) - 0.5).abs() < 1e-6);
+        // A paraphrase: no shared words, close in meaning.
+        assert!(confidence(0.05, Some(0.62), 0.4, 0.45) > 0.9);
+        // The right words without a model.
+        assert!(confidence(0.8, None, 0.4, 0.45) > 0.9);
+        // Neither.
+        assert!(confidence(0.1, Some(0.2), 0.4, 0.45) < 0.1);
     }
 
     #[test]

@@ -25,7 +25,9 @@
 //!    passage and for passage rank; times a length-sanity factor (very short,
 //!    very long, heading-like sentences lose).
 //! 4. **Choice** (`select`). Sentences covering at least [`RELEVANCE_FLOOR`] of
-//!    the question's weight are candidates; the best is taken, then up to three
+//!    the question's weight are candidates (when none does, any sentence of
+//!    the [`FALLBACK_PASSAGES`] best passages that shares a term: the server
+//!    only gives passages it judged relevant, possibly by meaning); the best is taken, then up to three
 //!    more — the second whenever one exists, the others only if they score at
 //!    least half the best — skipping near-duplicates (stem Jaccard ≥ 0.6) and
 //!    staying within the answer token limit. A chosen sentence that starts with
@@ -68,6 +70,9 @@ use words::{Lexicon, dedup, is_greeting, words};
 /// A sentence must contain at least this share of the question's IDF
 /// weight to be used.
 pub const RELEVANCE_FLOOR: f64 = 0.3;
+/// When no sentence reaches the floor, sentences of this many best passages
+/// that share any question term are used.
+pub const FALLBACK_PASSAGES: usize = 2;
 /// At most this many sentences in an answer.
 pub const MAX_SENTENCES: usize = 4;
 /// Words per streamed delta.
@@ -168,7 +173,13 @@ fn answer(req: &AnswerRequest) -> ExtractiveAnswer {
         q_stems = dedup(lex.content_stems(&words(&prev.text)));
     }
 
-    let ranked = rank_sentences(&sentences, &q_stems, &q_words);
+    let mut ranked = rank_sentences(&sentences, &q_stems, &q_words, RELEVANCE_FLOOR, None);
+    if ranked.is_empty() && !is_greeting(&q_words) {
+        // The caller gives passages it judged relevant, possibly by meaning
+        // (a student's paraphrase shares few words with the manual): answer
+        // from the best two passages' sentences that share any term.
+        ranked = rank_sentences(&sentences, &q_stems, &q_words, 0.0, Some(FALLBACK_PASSAGES));
+    }
     if ranked.is_empty() {
         return if is_greeting(&q_words) {
             ExtractiveAnswer {

@@ -2,12 +2,12 @@
 //! ([`Sentence`]), and [`rank_sentences`], which scores them against the
 //! question — IDF-weighted coverage of its terms, in-order pairs, focus, the
 //! cues of definitional, causal and quantity questions, position and passage
-//! rank, a length-sanity factor — and keeps those above
-//! [`RELEVANCE_FLOOR`].
+//! rank, a length-sanity factor — and keeps those above a floor (the
+//! pipeline's [`RELEVANCE_FLOOR`](super::RELEVANCE_FLOOR), or any shared
+//! term as a fallback).
 
 use std::collections::{HashMap, HashSet};
 
-use super::RELEVANCE_FLOOR;
 use super::sentences::{ends_sentence, split_sentences};
 use super::words::{Lexicon, any_phrase, stem, words};
 use crate::types::Passage;
@@ -174,10 +174,15 @@ fn is_definitional(s: &Sentence, terms: &HashSet<String>) -> bool {
     })
 }
 
+/// Ranks the sentences that hold at least `floor` of the question's weight
+/// (and at least one of its terms), best first; with `max_rank`, only those
+/// of the first `max_rank` passages.
 pub(super) fn rank_sentences(
     sentences: &[Sentence],
     q_stems: &[String],
     q_words: &[String],
+    floor: f64,
+    max_rank: Option<usize>,
 ) -> Vec<Scored> {
     if q_stems.is_empty() || sentences.is_empty() {
         return Vec::new();
@@ -202,6 +207,9 @@ pub(super) fn rank_sentences(
 
     let mut scored = Vec::new();
     for (idx, s) in sentences.iter().enumerate() {
+        if max_rank.is_some_and(|m| s.rank >= m) {
+            continue;
+        }
         let matched: f64 = q_stems
             .iter()
             .zip(&weights)
@@ -212,7 +220,7 @@ pub(super) fn rank_sentences(
             continue;
         }
         let coverage = matched / total;
-        if coverage + 1e-9 < RELEVANCE_FLOOR {
+        if coverage + 1e-9 < floor {
             continue;
         }
         let pairs = q_stems

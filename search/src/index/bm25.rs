@@ -239,5 +239,7 @@ fn read_hit(searcher: &Searcher, addr: DocAddress, score: f32) -> Result<Option<
         source_id: join_uuid(shi, slo),
         page: page.checked_sub(1),
         score,
+        dense: None,
+        lexical: Some(score),
     }))
 }

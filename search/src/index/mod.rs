@@ -58,6 +58,13 @@ pub struct Hit {
     pub source_id: Uuid,
     pub page: Option<u64>,
     pub score: f32,
+    /// The cosine similarity of the query's and the chunk's vectors, when
+    /// the search had a vector (vector and hybrid search): the evidence a
+    /// grounding decision weighs against paraphrase.
+    pub dense: Option<f32>,
+    /// The chunk's BM25 score, when it matched a query word (BM25 and
+    /// hybrid search).
+    pub lexical: Option<f32>,
 }
 
 /// What [`OrgIndex::open_or_create`] found.

@@ -121,20 +121,34 @@ impl OrgSearcher {
         let store = self.shared.vectors.read();
         let bm25 = self.shared.search_bm25(query, depth, filter)?;
         let vec = vector_hits(&store, &q, depth, filter);
-        drop(store);
         let mut meta: HashMap<Uuid, Hit> = HashMap::with_capacity(bm25.len() + vec.len());
-        for h in bm25.iter().chain(&vec) {
-            meta.entry(h.chunk_id).or_insert(*h);
+        for h in &vec {
+            meta.insert(h.chunk_id, *h);
+        }
+        for h in &bm25 {
+            meta.entry(h.chunk_id)
+                .and_modify(|m| m.lexical = h.lexical)
+                .or_insert(*h);
         }
         let lists = [
             bm25.iter().map(|h| h.chunk_id).collect::<Vec<_>>(),
             vec.iter().map(|h| h.chunk_id).collect::<Vec<_>>(),
         ];
-        Ok(reciprocal_rank_fusion(&lists)
+        let hits: Vec<Hit> = reciprocal_rank_fusion(&lists)
             .into_iter()
             .take(k)
             .filter_map(|(id, score)| meta.get(&id).map(|h| Hit { score, ..*h }))
-            .collect())
+            .map(|mut h| {
+                // A lexical-only hit still gets its cosine: the grounding
+                // decision weighs every returned passage on both.
+                if h.dense.is_none() {
+                    h.dense = store.similarity(&q, &h.chunk_id);
+                }
+                h
+            })
+            .collect();
+        drop(store);
+        Ok(hits)
     }
 }
 
@@ -185,5 +199,7 @@ fn slot_hit(s: Slot, score: f32) -> Hit {
         source_id: s.source_id,
         page: s.page,
         score,
+        dense: Some(score),
+        lexical: None,
     }
 }
