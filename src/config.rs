@@ -146,6 +146,9 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsSettings {
+    /// Record events at all; off, reports show nothing new (an operator's
+    /// switch, and the `ws` bench's analytics-off run).
+    pub record: bool,
     /// Raw events older than this are deleted; daily totals stay.
     pub retention_days: u32,
     /// How often the retention job runs.
@@ -168,6 +171,7 @@ pub struct AnalyticsSettings {
 impl Default for AnalyticsSettings {
     fn default() -> Self {
         Self {
+            record: true,
             retention_days: 180,
             retention_interval_secs: 3600,
             queue: 10_000,

@@ -13,9 +13,8 @@ use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
 use crate::adapters::{
-    ActivityToAnalytics, ChatToClassroom, ClassroomDirectory,
-    EraseThroughAnalytics, HubRevocations, PersonaLinksToCatalog,
-    PersonaScopesFromStore,
+    ActivityToAnalytics, ChatToClassroom, ClassroomDirectory, EraseThroughAnalytics,
+    HubRevocations, PersonaLinksToCatalog, PersonaScopesFromStore,
 };
 use crate::auth::password::Hasher;
 use crate::auth::service::{AuthDeps, AuthService};
@@ -106,6 +105,7 @@ impl Application {
         let a = &settings.analytics;
         let recorder =
             crate::analytics::EventRecorder::start(db.clone(), embedder.clone(), a.queue, a.batch);
+        let recorder = if a.record { recorder } else { recorder.off() };
         let analytics = crate::analytics::AnalyticsService::new(
             db.clone(),
             recorder.clone(),
@@ -301,12 +301,21 @@ impl Application {
             ),
             limiter.clone(),
             crate::chat::ChatConfig::from_settings(&settings),
-            Arc::new(crate::chat::activity::Listeners(vec![
-                Arc::new(ChatToClassroom {
-                    classroom: classroom.clone(),
-                }),
-                activity,
-            ])),
+            Arc::new(crate::chat::activity::Listeners(
+                [
+                    Some(Arc::new(ChatToClassroom {
+                        classroom: classroom.clone(),
+                    }) as Arc<dyn crate::chat::ChatActivity>),
+                    // Off, chat does not even hand analytics its activity.
+                    settings
+                        .analytics
+                        .record
+                        .then(|| activity.clone() as Arc<_>),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+            )),
             quotas,
         );
         billing.start_jobs();

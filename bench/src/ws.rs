@@ -236,6 +236,11 @@ struct Args {
     #[arg(long)]
     no_baseline: bool,
 
+    /// Also run Bwenge with analytics off (`analytics.record = false`), after
+    /// the run with it on, and print the ack p99 ratio of the two.
+    #[arg(long)]
+    analytics_off: bool,
+
     /// The `bwenge` binary [default: `bwenge` next to this executable].
     #[arg(long, env = "BWENGE_BIN")]
     bwenge: Option<PathBuf>,
@@ -425,6 +430,8 @@ fn mib(kib: Option<u64>) -> String {
 enum Kind {
     Echo,
     Bwenge,
+    /// Bwenge with `analytics.record = false`.
+    BwengeNoAnalytics,
 }
 
 impl Kind {
@@ -432,7 +439,12 @@ impl Kind {
         match self {
             Self::Echo => "echo baseline",
             Self::Bwenge => "bwenge",
+            Self::BwengeNoAnalytics => "bwenge -anlyt",
         }
+    }
+
+    fn is_bwenge(self) -> bool {
+        matches!(self, Self::Bwenge | Self::BwengeNoAnalytics)
     }
 }
 
@@ -973,12 +985,14 @@ impl Client {
     async fn on_msg(&mut self, msg: Option<Result<Message, tungstenite::Error>>) {
         match msg {
             Some(Ok(Message::Text(t))) => match self.kind {
-                Kind::Bwenge => match serde_json::from_str::<ServerFrame<'_>>(t.as_str()) {
-                    Ok(f) => self.on_server_frame(&f).await,
-                    Err(_) => {
-                        self.shared.bad_frames.fetch_add(1, Ordering::Relaxed);
+                Kind::Bwenge | Kind::BwengeNoAnalytics => {
+                    match serde_json::from_str::<ServerFrame<'_>>(t.as_str()) {
+                        Ok(f) => self.on_server_frame(&f).await,
+                        Err(_) => {
+                            self.shared.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                },
+                }
                 Kind::Echo => match serde_json::from_str::<Value>(t.as_str()) {
                     Ok(v) => self.on_echo_frame(&v).await,
                     Err(_) => {
@@ -1185,7 +1199,7 @@ impl Client {
             && let Some(sent) = q.sent
         {
             s.answer_ns.push(nanos(now - sent));
-            if self.kind == Kind::Bwenge && !q.delta {
+            if self.kind.is_bwenge() && !q.delta {
                 self.shared.no_delta.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -1234,7 +1248,7 @@ impl Client {
         if st.done || !st.resumed || !self.attached {
             return;
         }
-        if self.kind == Kind::Bwenge && st.target.is_none_or(|t| self.contiguous < t) {
+        if self.kind.is_bwenge() && st.target.is_none_or(|t| self.contiguous < t) {
             return;
         }
         if self.questions.iter().any(|q| q.pre_drop && !q.answered) {
@@ -2168,29 +2182,37 @@ async fn run(args: &Args) -> Result<(), String> {
         drop(server);
     }
 
-    let mut server = start_bwenge(&bwenge_bin).await?;
-    eprintln!("bwenge: listening on {}", server.addr);
-    let mut setup = setup_bwenge(server.addr).await?;
-    let t = Target {
-        kind: Kind::Bwenge,
-        addr: server.addr,
-        path: setup.ws_path(),
-        persona: Arc::from(setup.persona.as_str()),
-        sources: &sources,
+    let kinds: &[Kind] = if args.analytics_off {
+        &[Kind::Bwenge, Kind::BwengeNoAnalytics]
+    } else {
+        &[Kind::Bwenge]
     };
-    let sample = sanity_check(&t).await?;
-    println!("  sanity check: {sample}");
-    println!();
-    let r = run_phases(args, &mut server, t, Some(&mut setup), args.hold).await?;
-    reports.push(r);
+    for &kind in kinds {
+        let mut server = start_bwenge(&bwenge_bin, kind == Kind::Bwenge).await?;
+        eprintln!("{}: listening on {}", kind.label(), server.addr);
+        let mut setup = setup_bwenge(server.addr).await?;
+        let t = Target {
+            kind,
+            addr: server.addr,
+            path: setup.ws_path(),
+            persona: Arc::from(setup.persona.as_str()),
+            sources: &sources,
+        };
+        let sample = sanity_check(&t).await?;
+        println!("  sanity check ({}): {sample}", kind.label());
+        println!();
+        let r = run_phases(args, &mut server, t, Some(&mut setup), args.hold).await?;
+        reports.push(r);
+        drop(server);
+    }
 
     print_report(args, &reports);
     println!("load average at end: {}", loadavg());
-    drop(server);
     Ok(())
 }
 
-async fn start_bwenge(bin: &Path) -> Result<Server, String> {
+/// Bwenge on a fresh SQLite database, analytics recording on or off.
+async fn start_bwenge(bin: &Path, analytics: bool) -> Result<Server, String> {
     let dir = temp_dir("ws", "sqlite")?;
     let cleanup = vec![Cleanup::Dir(dir.clone())];
     let db = dir.join("bench.db");
@@ -2199,7 +2221,8 @@ async fn start_bwenge(bin: &Path) -> Result<Server, String> {
     let mut cmd = bwenge_command(bin, &dir, &url);
     cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "hashing")
         .env("BWENGE_CHAT__MESSAGES_BURST", RAISED_CHAT_LIMIT)
-        .env("BWENGE_CHAT__MESSAGES_PER_SEC", RAISED_CHAT_LIMIT);
+        .env("BWENGE_CHAT__MESSAGES_PER_SEC", RAISED_CHAT_LIMIT)
+        .env("BWENGE_ANALYTICS__RECORD", analytics.to_string());
     spawn_server("bwenge", cmd, cleanup).await
 }
 
@@ -2338,12 +2361,30 @@ fn print_report(args: &Args, reports: &[Report]) {
             ratio(percentile_ms(&b.delta, 0.99), e99)
         );
     }
+    let on = reports.iter().find(|r| r.kind == Some(Kind::Bwenge));
+    let off = reports
+        .iter()
+        .find(|r| r.kind == Some(Kind::BwengeNoAnalytics));
+    if let (Some(on), Some(off)) = (on, off) {
+        println!(
+            "analytics on / off (same run): ack p50 {} p99 {}; first delta p99 {}",
+            ratio(percentile_ms(&on.ack, 0.5), percentile_ms(&off.ack, 0.5)),
+            ratio(percentile_ms(&on.ack, 0.99), percentile_ms(&off.ack, 0.99)),
+            ratio(
+                percentile_ms(&on.delta, 0.99),
+                percentile_ms(&off.delta, 0.99)
+            )
+        );
+    }
     println!(
         "(answers/s: answers arriving inside the window; lag: scheduled -> sent, the client's \
          own delay; unansw: still unanswered {:.0?} after the load ended)",
         args.drain
     );
-    for r in reports.iter().filter(|r| r.kind == Some(Kind::Bwenge)) {
+    for r in reports
+        .iter()
+        .filter(|r| r.kind.is_some_and(Kind::is_bwenge))
+    {
         println!(
             "after the drain, before any resume: {} seqs never delivered live (gaps in what the \
              clients hold), {} acked questions whose answer never arrived live",

@@ -31,6 +31,9 @@ enum Msg {
 #[derive(Clone)]
 pub struct EventRecorder {
     tx: mpsc::Sender<Msg>,
+    /// `analytics.record`: when false, events are neither queued nor
+    /// counted as dropped.
+    on: bool,
 }
 
 impl EventRecorder {
@@ -44,12 +47,21 @@ impl EventRecorder {
             batch: batch.max(1),
         };
         tokio::spawn(writer.run(rx));
-        Self { tx }
+        Self { tx, on: true }
+    }
+
+    /// This recorder with recording switched off (`analytics.record =
+    /// false`): every event is ignored.
+    pub fn off(self) -> Self {
+        Self { on: false, ..self }
     }
 
     /// Queues `event` for writing, or drops it (counted) when the queue is
     /// full. Never waits.
     pub fn record(&self, event: Event) {
+        if !self.on {
+            return;
+        }
         if self.tx.try_send(Msg::Event(Box::new(event))).is_err() {
             metrics::counter!(EVENTS_DROPPED_TOTAL).increment(1);
         }

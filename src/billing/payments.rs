@@ -693,6 +693,7 @@ impl BillingService {
                     to,
                     subject: subject.to_owned(),
                     body: body.to_owned(),
+                    html: None,
                 },
             );
         }

@@ -310,7 +310,10 @@ impl ClassroomService {
         let tx = service.inner.revoked.clone();
         tokio::spawn(async move {
             while let Some(msg) = revocations.recv().await {
-                if let Some(Revoked { user_id }) = decode(&msg) {
+                // A role change to another staff role keeps the watcher.
+                if let Some(Revoked { user_id, staff }) = decode(&msg)
+                    && staff != Some(true)
+                {
                     let _ = tx.send(user_id);
                 }
             }

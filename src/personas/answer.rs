@@ -250,37 +250,37 @@ impl PersonaService {
             confidence,
             nearest,
         } = self.retrieve(cfg, question).await?;
-        let answer = if let (true, false, Some(near)) = (passages.is_empty(), p.stay_on_subject, nearest)
-        {
-            let mut answer = self
-                .not_covered_nearest(q, lang, question, near, confidence)
-                .await;
-            answer.refusal = Some("not_covered".to_owned());
-            answer
-        } else if passages.is_empty() {
-            let (text, gesture, reason) = if p.stay_on_subject {
-                (
-                    i18n::refusal_off_subject(lang, p.subject.as_deref().unwrap_or(&p.name)),
-                    Gesture::ShakingHead,
-                    "off_subject",
-                )
+        let answer =
+            if let (true, false, Some(near)) = (passages.is_empty(), p.stay_on_subject, nearest) {
+                let mut answer = self
+                    .not_covered_nearest(q, lang, question, near, confidence)
+                    .await;
+                answer.refusal = Some("not_covered".to_owned());
+                answer
+            } else if passages.is_empty() {
+                let (text, gesture, reason) = if p.stay_on_subject {
+                    (
+                        i18n::refusal_off_subject(lang, p.subject.as_deref().unwrap_or(&p.name)),
+                        Gesture::ShakingHead,
+                        "off_subject",
+                    )
+                } else {
+                    (
+                        i18n::not_covered(lang, p.subject.as_deref()),
+                        Gesture::Thinking,
+                        "not_covered",
+                    )
+                };
+                let mut answer = self
+                    .fixed(q, text, gesture, Emotion::Concerned, confidence)
+                    .await;
+                answer.refusal = Some(reason.to_owned());
+                answer
             } else {
-                (
-                    i18n::not_covered(lang, p.subject.as_deref()),
-                    Gesture::Thinking,
-                    "not_covered",
-                )
+                let mut answer = self.generate(cfg, q, question, &passages).await?;
+                answer.confidence = confidence;
+                answer
             };
-            let mut answer = self
-                .fixed(q, text, gesture, Emotion::Concerned, confidence)
-                .await;
-            answer.refusal = Some(reason.to_owned());
-            answer
-        } else {
-            let mut answer = self.generate(cfg, q, question, &passages).await?;
-            answer.confidence = confidence;
-            answer
-        };
         if let Some(key) = &cache_key {
             self.store(key, &answer).await;
         }

@@ -246,6 +246,7 @@ mod tests {
             page: 3,
             text: text.into(),
             score: 1.0,
+            similarity: None,
         }
     }
 
