@@ -141,7 +141,7 @@ impl Application {
         let billing = crate::billing::BillingService::new(crate::billing::BillingDeps {
             db: db.clone(),
             settings: settings.billing.clone(),
-            clock: clock.clone(),
+            clock,
             mailer: mailer.clone(),
         });
         let quotas = Arc::new(crate::adapters::BillingQuotas {
