@@ -447,6 +447,20 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     pub busy_timeout_ms: u64,
     pub acquire_timeout_ms: u64,
+    /// SQLite's `synchronous`: `full` (default: an acknowledged chat
+    /// message survives a power cut) or `normal` (faster; the last commits
+    /// may be lost to a power cut, never to a crash of the process).
+    #[serde(default)]
+    pub sqlite_synchronous: SqliteSync,
+}
+
+/// SQLite's `synchronous` pragma, as far as Bwenge allows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    #[default]
+    Full,
+    Normal,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -277,7 +277,10 @@ impl Db {
                 // returns. Chat acknowledges a question only once it is
                 // stored, and promises that the ack means durable; NORMAL
                 // could lose the last commits to a power cut.
-                .synchronous(SqliteSynchronous::Full)
+                .synchronous(match db.sqlite_synchronous {
+                    crate::config::SqliteSync::Full => SqliteSynchronous::Full,
+                    crate::config::SqliteSync::Normal => SqliteSynchronous::Normal,
+                })
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_millis(db.busy_timeout_ms));
             if let Some(dir) = std::path::Path::new(opts.get_filename()).parent()

@@ -236,6 +236,11 @@ struct Args {
     #[arg(long)]
     no_baseline: bool,
 
+    /// Also run Bwenge with SQLite's `synchronous = NORMAL` instead of the
+    /// default FULL, and print the ack p99 ratio of the two.
+    #[arg(long)]
+    sync_normal: bool,
+
     /// Also run Bwenge with analytics off (`analytics.record = false`), after
     /// the run with it on, and print the ack p99 ratio of the two.
     #[arg(long)]
@@ -432,6 +437,8 @@ enum Kind {
     Bwenge,
     /// Bwenge with `analytics.record = false`.
     BwengeNoAnalytics,
+    /// Bwenge with `database.sqlite_synchronous = "normal"`.
+    BwengeSyncNormal,
 }
 
 impl Kind {
@@ -440,11 +447,15 @@ impl Kind {
             Self::Echo => "echo baseline",
             Self::Bwenge => "bwenge",
             Self::BwengeNoAnalytics => "bwenge -anlyt",
+            Self::BwengeSyncNormal => "bwenge sync=N",
         }
     }
 
     fn is_bwenge(self) -> bool {
-        matches!(self, Self::Bwenge | Self::BwengeNoAnalytics)
+        matches!(
+            self,
+            Self::Bwenge | Self::BwengeNoAnalytics | Self::BwengeSyncNormal
+        )
     }
 }
 
@@ -985,7 +996,7 @@ impl Client {
     async fn on_msg(&mut self, msg: Option<Result<Message, tungstenite::Error>>) {
         match msg {
             Some(Ok(Message::Text(t))) => match self.kind {
-                Kind::Bwenge | Kind::BwengeNoAnalytics => {
+                Kind::Bwenge | Kind::BwengeNoAnalytics | Kind::BwengeSyncNormal => {
                     match serde_json::from_str::<ServerFrame<'_>>(t.as_str()) {
                         Ok(f) => self.on_server_frame(&f).await,
                         Err(_) => {
@@ -2182,13 +2193,15 @@ async fn run(args: &Args) -> Result<(), String> {
         drop(server);
     }
 
-    let kinds: &[Kind] = if args.analytics_off {
-        &[Kind::Bwenge, Kind::BwengeNoAnalytics]
-    } else {
-        &[Kind::Bwenge]
-    };
-    for &kind in kinds {
-        let mut server = start_bwenge(&bwenge_bin, kind == Kind::Bwenge).await?;
+    let mut kinds = vec![Kind::Bwenge];
+    if args.analytics_off {
+        kinds.push(Kind::BwengeNoAnalytics);
+    }
+    if args.sync_normal {
+        kinds.push(Kind::BwengeSyncNormal);
+    }
+    for kind in kinds {
+        let mut server = start_bwenge(&bwenge_bin, kind).await?;
         eprintln!("{}: listening on {}", kind.label(), server.addr);
         let mut setup = setup_bwenge(server.addr).await?;
         let t = Target {
@@ -2211,8 +2224,8 @@ async fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Bwenge on a fresh SQLite database, analytics recording on or off.
-async fn start_bwenge(bin: &Path, analytics: bool) -> Result<Server, String> {
+/// Bwenge on a fresh SQLite database, configured as `kind` says.
+async fn start_bwenge(bin: &Path, kind: Kind) -> Result<Server, String> {
     let dir = temp_dir("ws", "sqlite")?;
     let cleanup = vec![Cleanup::Dir(dir.clone())];
     let db = dir.join("bench.db");
@@ -2222,7 +2235,18 @@ async fn start_bwenge(bin: &Path, analytics: bool) -> Result<Server, String> {
     cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "hashing")
         .env("BWENGE_CHAT__MESSAGES_BURST", RAISED_CHAT_LIMIT)
         .env("BWENGE_CHAT__MESSAGES_PER_SEC", RAISED_CHAT_LIMIT)
-        .env("BWENGE_ANALYTICS__RECORD", analytics.to_string());
+        .env(
+            "BWENGE_ANALYTICS__RECORD",
+            (kind != Kind::BwengeNoAnalytics).to_string(),
+        )
+        .env(
+            "BWENGE_DATABASE__SQLITE_SYNCHRONOUS",
+            if kind == Kind::BwengeSyncNormal {
+                "normal"
+            } else {
+                "full"
+            },
+        );
     spawn_server("bwenge", cmd, cleanup).await
 }
 
@@ -2373,6 +2397,26 @@ fn print_report(args: &Args, reports: &[Report]) {
             ratio(
                 percentile_ms(&on.delta, 0.99),
                 percentile_ms(&off.delta, 0.99)
+            )
+        );
+    }
+    let normal = reports
+        .iter()
+        .find(|r| r.kind == Some(Kind::BwengeSyncNormal));
+    if let (Some(full), Some(normal)) = (on, normal) {
+        println!(
+            "sqlite synchronous FULL / NORMAL (same run): ack p50 {} p99 {}; first delta p99 {}",
+            ratio(
+                percentile_ms(&full.ack, 0.5),
+                percentile_ms(&normal.ack, 0.5)
+            ),
+            ratio(
+                percentile_ms(&full.ack, 0.99),
+                percentile_ms(&normal.ack, 0.99)
+            ),
+            ratio(
+                percentile_ms(&full.delta, 0.99),
+                percentile_ms(&normal.delta, 0.99)
             )
         );
     }

@@ -120,6 +120,10 @@ async fn staff_read_the_subscription_and_only_admins_change_it(backend: Backend)
 pub async fn questions_past_the_allowance_are_refused_exactly_under_concurrency(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |s| {
         s.billing.plans.free.questions_per_month = 10;
+        // One user asks all 200: the per-user rate limit must not be what
+        // refuses them.
+        s.chat.messages_burst = 1000;
+        s.chat.messages_per_sec = 1000.0;
     })
     .await
     else {
@@ -375,6 +379,8 @@ async fn two_nodes_hold_the_question_allowance_together() {
         settings.secrets.jwt_secret =
             bwenge::config::Secret::new("a-shared-secret-for-both-nodes-0123456789");
         settings.billing.plans.free.questions_per_month = 10;
+        settings.chat.messages_burst = 1000;
+        settings.chat.messages_per_sec = 1000.0;
         crate::helpers::start(settings, Backend::Postgres, dir).await
     };
     let a = node(pg.clone()).await;

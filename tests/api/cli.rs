@@ -278,12 +278,33 @@ async fn dev_payments_prints_settings_that_work() {
         },
         bwenge_payments::http_client(Duration::from_secs(10)),
     );
-    let reference = uuid::Uuid::new_v4();
-    momo.request_to_pay(reference, "dev-1", 30000, "RWF", "+250788123456", "Bwenge")
-        .await
-        .unwrap();
+    // On a loaded machine the first exchange with a just-started process
+    // can be cut; a client would try again, with a fresh reference.
+    let mut reference = uuid::Uuid::new_v4();
+    for attempt in 1.. {
+        match momo
+            .request_to_pay(reference, "dev-1", 30000, "RWF", "+250788123456", "Bwenge")
+            .await
+        {
+            Ok(()) => break,
+            Err(e) if e.is_transient() && attempt < 3 => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                reference = uuid::Uuid::new_v4();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
     let p = momo.status(reference).await.unwrap();
-    assert_eq!(p.status, bwenge_payments::ProviderStatus::Pending);
+    // Any payer pays after five seconds; a loaded machine may take that long
+    // to get here.
+    assert!(
+        matches!(
+            p.status,
+            bwenge_payments::ProviderStatus::Pending | bwenge_payments::ProviderStatus::Succeeded
+        ),
+        "{:?}",
+        p.status
+    );
     assert_eq!(p.amount, Some(30000));
     assert!(get("STRIPE__BASE_URL").ends_with("/stripe"));
     assert!(get("STRIPE__WEBHOOK_SECRET").starts_with("whsec_"));

@@ -8,7 +8,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, assert_problem, email, spawn_app};
+use crate::helpers::{Backend, TestApp, assert_problem, email, spawn_app, spawn_app_with};
 use crate::on_both_databases;
 use crate::personas::create_persona;
 
@@ -18,6 +18,7 @@ on_both_databases!(
     asking_in_another_users_session_is_404,
     a_student_searches_only_through_a_persona_and_never_sees_its_instructions,
     an_unknown_address_answers_as_a_locked_account_does,
+    parallel_guesses_check_at_most_the_threshold,
     resume_positions_outside_the_session_are_clamped,
     sockets_without_a_valid_token_or_role_close_with_codes,
     racing_refreshes_leave_no_token_alive,
@@ -310,6 +311,36 @@ async fn an_unknown_address_answers_as_a_locked_account_does(backend: Backend) {
     // Another unknown address is counted on its own: not locked yet.
     let fresh = login_answer(app.login(&email("other"), "wrong password 1").await).await;
     assert_eq!((fresh.0, fresh.1.as_str()), (401, "invalid_credentials"));
+}
+
+/// Thirty wrong passwords sent at once: at most `lockout_threshold` of
+/// them are checked (401), the others find the account locked, and the
+/// right password after them is refused too.
+async fn parallel_guesses_check_at_most_the_threshold(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.register("Guessed School", &email("guessed")).await;
+    let threshold = usize::try_from(app.state.settings.auth.lockout_threshold).unwrap();
+    let guesses = (0..30).map(|i| {
+        let app = &app;
+        let email = admin.email.clone();
+        async move { login_answer(app.login(&email, &format!("wrong guess {i}!!")).await).await }
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let checked = answers.iter().filter(|a| a.0 == 401).count();
+    assert!(
+        checked <= threshold,
+        "{checked} wrong passwords were checked (threshold {threshold})"
+    );
+    for a in &answers {
+        assert!(
+            a.0 == 401 || (a.0, a.1.as_str()) == (423, "account_locked"),
+            "{a:?}"
+        );
+    }
+    let right = login_answer(app.login(&admin.email, crate::helpers::PASSWORD).await).await;
+    assert_eq!((right.0, right.1.as_str()), (423, "account_locked"));
 }
 
 async fn resume_positions_outside_the_session_are_clamped(backend: Backend) {
@@ -621,7 +652,9 @@ async fn accept(app: &TestApp, token: &str) -> reqwest::Response {
 }
 
 async fn invitations_are_listed_revoked_and_die_with_their_sender(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
+    // More invitations than the free plan's five seats: seats are billing's
+    // tests, not this one's.
+    let Some(app) = spawn_app_with(backend, |s| s.billing.plans.free.members = 100).await else {
         return;
     };
     let admin = app.register("Invite School", &email("admin")).await;

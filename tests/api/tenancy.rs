@@ -201,6 +201,20 @@ async fn another_organisation_sees_nothing(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(me["role"], "student");
+    // B's DELETE of A's source neither deleted it nor cancelled its
+    // ingestion.
+    let res = app
+        .authed(
+            Method::GET,
+            &format!("/v1/knowledge/{}", a.a_source),
+            &a.a_admin.access,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let source: serde_json::Value = res.json().await.unwrap();
+    assert_ne!(source["status"], "failed", "{source}");
 
     // Lists show only the caller's organisation.
     for path in [
