@@ -280,6 +280,12 @@ pub fn bwenge_command(bin: &Path, data_dir: &Path, database_url: &str) -> Comman
         .arg(data_dir)
         .env("BWENGE_DATABASE_URL", database_url)
         .env("BWENGE_LOG__LEVEL", "warn")
+        // Benches measure the server, not the free plan's allowances: the
+        // organisations they register get unlimited questions, storage and
+        // members (billing's own tests hold the allowances).
+        .env("BWENGE_BILLING__PLANS__FREE__QUESTIONS_PER_MONTH", "-1")
+        .env("BWENGE_BILLING__PLANS__FREE__STORAGE_BYTES", "-1")
+        .env("BWENGE_BILLING__PLANS__FREE__MEMBERS", "-1")
         // `RUST_LOG` would win over `log.level`: keep logging out of the way.
         .env_remove("RUST_LOG")
         // Run it away from the workspace so that a `./config` directory there
