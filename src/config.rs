@@ -306,6 +306,7 @@ pub struct PersonaSettings {
     pub top_k: usize,
     pub min_coverage: f64,
     pub min_similarity: f64,
+    pub similarity_floor: f64,
     pub max_question_chars: usize,
     pub history_turns: usize,
     pub cache_ttl_secs: u64,

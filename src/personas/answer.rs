@@ -348,8 +348,15 @@ impl PersonaService {
             .into_iter()
             .map(|h| {
                 let coverage = terms.coverage(&format!("{} {}", h.source_title, h.text));
-                let c =
-                    grounding::confidence(coverage, h.similarity, s.min_coverage, s.min_similarity);
+                let c = grounding::confidence(
+                    coverage,
+                    h.similarity,
+                    grounding::Thresholds {
+                        min_coverage: s.min_coverage,
+                        min_similarity: s.min_similarity,
+                        similarity_floor: s.similarity_floor,
+                    },
+                );
                 (c, h)
             })
             .collect();

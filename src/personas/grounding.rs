@@ -20,7 +20,10 @@
 //! logistic centred on its threshold (`personas.min_coverage`, 0.4, chosen
 //! with `bench/grounding` on the Cranfield queries against off-topic
 //! questions; `personas.min_similarity`, chosen with `bench/answer-quality`
-//! on its training split), and the stronger one counts. A passage is
+//! on its training split), and the stronger one counts. With a model, the
+//! words count only when the meaning is not far off
+//! (`personas.similarity_floor`): chit-chat shares words with a manual's
+//! asides, never its meaning. A passage is
 //! *relevant* when its confidence reaches 0.5; an answer is grounded only if
 //! at least one passage is.
 
@@ -191,18 +194,35 @@ impl QuestionTerms {
     }
 }
 
+/// The thresholds [`confidence`] weighs the evidence against
+/// (`personas.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// Coverage at which the words alone make a passage relevant.
+    pub min_coverage: f64,
+    /// Similarity at which the meaning alone makes it relevant.
+    pub min_similarity: f64,
+    /// Below this similarity the shared words are no evidence at all: "i'm
+    /// bored, what should i do?" shares its words with "I'm getting bored,
+    /// why don't we get on with more exciting stuff" and nothing else.
+    pub similarity_floor: f64,
+}
+
 /// How sure (0–1) the evidence makes us that a passage is about the
 /// question: 0.5 exactly at either threshold, the stronger evidence wins.
-/// `similarity` is `None` without a real embedding model.
-pub fn confidence(
-    coverage: f64,
-    similarity: Option<f32>,
-    min_coverage: f64,
-    min_similarity: f64,
-) -> f64 {
-    let lexical = logistic((coverage - min_coverage) / 0.08);
-    let dense = similarity.map_or(0.0, |s| logistic((f64::from(s) - min_similarity) / 0.04));
-    lexical.max(dense)
+/// `similarity` is `None` without a real embedding model; with one, the
+/// words count only when the meaning is at least `similarity_floor` close.
+pub fn confidence(coverage: f64, similarity: Option<f32>, t: Thresholds) -> f64 {
+    let lexical = logistic((coverage - t.min_coverage) / 0.08);
+    let Some(s) = similarity.map(f64::from) else {
+        return lexical;
+    };
+    let dense = logistic((s - t.min_similarity) / 0.04);
+    if s < t.similarity_floor {
+        dense
+    } else {
+        lexical.max(dense)
+    }
 }
 
 fn logistic(x: f64) -> f64 {
@@ -247,14 +267,24 @@ mod tests {
     #[test]
     fn either_piece_of_evidence_suffices() {
         // At a threshold, exactly one half.
-        assert!((confidence(0.4, None, 0.4, 0.45) - 0.5).abs() < 1e-9);
-        assert!((confidence(0.0, Some(0.45), 0.4, 0.45) - 0.5).abs() < 1e-6);
+        let t = Thresholds {
+            min_coverage: 0.4,
+            min_similarity: 0.45,
+            similarity_floor: 0.3,
+        };
+        let confidence = |c, s| confidence(c, s, t);
+        assert!((confidence(0.4, None) - 0.5).abs() < 1e-9);
+        assert!((confidence(0.0, Some(0.45)) - 0.5).abs() < 1e-6);
         // A paraphrase: no shared words, close in meaning.
-        assert!(confidence(0.05, Some(0.62), 0.4, 0.45) > 0.9);
+        assert!(confidence(0.05, Some(0.62)) > 0.9);
         // The right words without a model.
-        assert!(confidence(0.8, None, 0.4, 0.45) > 0.9);
+        assert!(confidence(0.8, None) > 0.9);
         // Neither.
-        assert!(confidence(0.1, Some(0.2), 0.4, 0.45) < 0.1);
+        assert!(confidence(0.1, Some(0.2)) < 0.1);
+        // Shared words with a meaning below the floor are no evidence; above
+        // it, they are.
+        assert!(confidence(0.9, Some(0.2)) < 0.1);
+        assert!(confidence(0.9, Some(0.35)) > 0.9);
     }
 
     #[test]
