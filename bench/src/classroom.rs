@@ -114,7 +114,12 @@ async fn run(args: &Args) -> Result<(), String> {
     let mut cmd = bwenge_command(&bin, &dir, &format!("sqlite://{}", db.display()));
     cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "hashing")
         .env("BWENGE_CHAT__MESSAGES_BURST", RAISED_CHAT_LIMIT)
-        .env("BWENGE_CHAT__MESSAGES_PER_SEC", RAISED_CHAT_LIMIT);
+        .env("BWENGE_CHAT__MESSAGES_PER_SEC", RAISED_CHAT_LIMIT)
+        // One user owns every session: lift the per-user socket and start
+        // limits too.
+        .env("BWENGE_CHAT__STARTS_BURST", RAISED_CHAT_LIMIT)
+        .env("BWENGE_CHAT__STARTS_PER_SEC", RAISED_CHAT_LIMIT)
+        .env("BWENGE_CHAT__MAX_SOCKETS_PER_USER", RAISED_CHAT_LIMIT);
     let server = spawn_server("bwenge", cmd, vec![Cleanup::Dir(dir)]).await?;
     let base = format!("http://{}", server.addr);
     let ws_base = format!("ws://{}", server.addr);

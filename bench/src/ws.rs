@@ -2235,6 +2235,11 @@ async fn start_bwenge(bin: &Path, kind: Kind) -> Result<Server, String> {
     cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "hashing")
         .env("BWENGE_CHAT__MESSAGES_BURST", RAISED_CHAT_LIMIT)
         .env("BWENGE_CHAT__MESSAGES_PER_SEC", RAISED_CHAT_LIMIT)
+        // One user owns every session: lift the per-user socket and start
+        // limits too.
+        .env("BWENGE_CHAT__STARTS_BURST", RAISED_CHAT_LIMIT)
+        .env("BWENGE_CHAT__STARTS_PER_SEC", RAISED_CHAT_LIMIT)
+        .env("BWENGE_CHAT__MAX_SOCKETS_PER_USER", RAISED_CHAT_LIMIT)
         .env(
             "BWENGE_ANALYTICS__RECORD",
             (kind != Kind::BwengeNoAnalytics).to_string(),
