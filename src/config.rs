@@ -158,6 +158,8 @@ pub struct AnalyticsSettings {
     pub queue: usize,
     /// Events written per transaction at most.
     pub batch: usize,
+    /// How long the writer lets events gather into one transaction.
+    pub linger_ms: u64,
     /// Cosine similarity from which two declined questions are one gap.
     pub gap_similarity: f32,
     /// Declined questions considered by the gaps report (newest first).
@@ -176,6 +178,7 @@ impl Default for AnalyticsSettings {
             retention_interval_secs: 3600,
             queue: 10_000,
             batch: 256,
+            linger_ms: 200,
             gap_similarity: 0.7,
             gap_max_questions: 2000,
             weekly_digest: true,

@@ -103,8 +103,13 @@ impl Application {
         let clock = crate::clock::Clock::system();
         let embedder = crate::knowledge::embedders::build(&settings).await;
         let a = &settings.analytics;
-        let recorder =
-            crate::analytics::EventRecorder::start(db.clone(), embedder.clone(), a.queue, a.batch);
+        let recorder = crate::analytics::EventRecorder::start(
+            db.clone(),
+            embedder.clone(),
+            a.queue,
+            a.batch,
+            std::time::Duration::from_millis(a.linger_ms),
+        );
         let recorder = if a.record { recorder } else { recorder.off() };
         let analytics = crate::analytics::AnalyticsService::new(
             db.clone(),

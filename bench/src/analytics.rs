@@ -326,7 +326,13 @@ async fn bench_one(
     let (org, _) = first.ok_or("no organisation")?;
 
     let a = &settings.analytics;
-    let recorder = EventRecorder::start(db.clone(), embedder.clone(), a.queue, a.batch);
+    let recorder = EventRecorder::start(
+        db.clone(),
+        embedder.clone(),
+        a.queue,
+        a.batch,
+        std::time::Duration::from_millis(a.linger_ms),
+    );
     let svc = AnalyticsService::new(
         db.clone(),
         recorder,

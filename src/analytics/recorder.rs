@@ -39,12 +39,24 @@ pub struct EventRecorder {
 impl EventRecorder {
     /// Starts the writer (on the current tokio runtime) and returns its
     /// handle. The writer ends when every handle is dropped.
-    pub fn start(db: Db, embedder: Arc<dyn Embedder>, queue: usize, batch: usize) -> Self {
+    ///
+    /// `linger`: after the first event of a batch, how long the writer lets
+    /// more join it before writing (a group commit: a busy node writes a few
+    /// transactions a second instead of one per event, and leaves the
+    /// database to chat). Zero writes at once.
+    pub fn start(
+        db: Db,
+        embedder: Arc<dyn Embedder>,
+        queue: usize,
+        batch: usize,
+        linger: std::time::Duration,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let writer = Writer {
             db,
             embedder,
             batch: batch.max(1),
+            linger,
         };
         tokio::spawn(writer.run(rx));
         Self { tx, on: true }
@@ -81,12 +93,14 @@ struct Writer {
     db: Db,
     embedder: Arc<dyn Embedder>,
     batch: usize,
+    linger: std::time::Duration,
 }
 
 impl Writer {
     async fn run(self, mut rx: mpsc::Receiver<Msg>) {
         let mut msgs = Vec::with_capacity(self.batch);
         while rx.recv_many(&mut msgs, self.batch).await > 0 {
+            self.gather(&mut rx, &mut msgs).await;
             let mut events = Vec::with_capacity(msgs.len());
             let mut flushes = Vec::new();
             for m in msgs.drain(..) {
@@ -112,6 +126,28 @@ impl Writer {
             }
             for f in flushes {
                 let _ = f.send(());
+            }
+        }
+    }
+
+    /// Lets events join `msgs` for up to `linger`, until the batch is full
+    /// or someone waits for a flush.
+    async fn gather(&self, rx: &mut mpsc::Receiver<Msg>, msgs: &mut Vec<Msg>) {
+        let flushing = |msgs: &[Msg]| msgs.iter().any(|m| matches!(m, Msg::Flush(_)));
+        if self.linger.is_zero() || flushing(msgs) {
+            return;
+        }
+        let deadline = tokio::time::sleep(self.linger);
+        tokio::pin!(deadline);
+        while msgs.len() < self.batch {
+            let room = self.batch - msgs.len();
+            tokio::select! {
+                () = &mut deadline => return,
+                n = rx.recv_many(msgs, room) => {
+                    if n == 0 || flushing(msgs) {
+                        return;
+                    }
+                }
             }
         }
     }

@@ -99,7 +99,7 @@ async fn a_full_queue_drops_events_and_counts_them_without_waiting() {
     let (_, db) = crate::testkit::sqlite(dir.path()).await;
     let student = crate::testkit::member(&db, Role::Student).await;
     let embedder = std::sync::Arc::new(bwenge_search::HashingEmbedder::new(384));
-    let recorder = EventRecorder::start(db.clone(), embedder, 4, 2);
+    let recorder = EventRecorder::start(db.clone(), embedder, 4, 2, std::time::Duration::ZERO);
     let before = counter(&handle.render(), EVENTS_DROPPED_TOTAL);
     let crate::db::Db::Sqlite(_, gate) = &db else {
         unreachable!("a SQLite database")
