@@ -115,9 +115,13 @@ fn ws_url(base: &str, token: &str) -> String {
 
 impl Ws {
     pub async fn connect_url(base: &str, token: &str) -> Ws {
-        let (inner, _) = tokio_tungstenite::connect_async(ws_url(base, token))
-            .await
-            .unwrap();
+        let (inner, _) = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio_tungstenite::connect_async(ws_url(base, token)),
+        )
+        .await
+        .expect("a WebSocket handshake within 20 s")
+        .unwrap();
         Ws { inner }
     }
 

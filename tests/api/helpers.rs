@@ -135,7 +135,12 @@ pub async fn start(settings: Settings, backend: Backend, dir: tempfile::TempDir)
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        // A request the server never answers fails the test within a
+        // minute instead of hanging the suite.
+        client: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap(),
         state,
         handle,
         backend,
