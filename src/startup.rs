@@ -306,21 +306,13 @@ impl Application {
             ),
             limiter.clone(),
             crate::chat::ChatConfig::from_settings(&settings),
-            Arc::new(crate::chat::activity::Listeners(
-                [
-                    Some(Arc::new(ChatToClassroom {
-                        classroom: classroom.clone(),
-                    }) as Arc<dyn crate::chat::ChatActivity>),
-                    // Off, chat does not even hand analytics its activity.
-                    settings
-                        .analytics
-                        .record
-                        .then(|| activity.clone() as Arc<_>),
-                ]
-                .into_iter()
-                .flatten()
-                .collect(),
-            )),
+            // With `analytics.record` off the recorder itself ignores events.
+            Arc::new(crate::chat::activity::Listeners(vec![
+                Arc::new(ChatToClassroom {
+                    classroom: classroom.clone(),
+                }),
+                activity.clone(),
+            ])),
             quotas,
         );
         billing.start_jobs();
