@@ -115,9 +115,31 @@ struct Inner {
     /// Per session, the connections attached to it.
     subscribers: HashMap<SessionId, Vec<u64>>,
     conns: HashMap<u64, Conn>,
+    /// Per user, sockets accepted whose connection has not registered yet
+    /// (see [`ChatHub::reserve_socket`]).
+    pending: HashMap<UserId, usize>,
     /// Per organisation with staff connected: the task relaying its ingest
     /// progress, aborted with the last staff connection.
     ingest: HashMap<OrgId, tokio::task::JoinHandle<()>>,
+}
+
+/// A socket accepted for a user and not yet registered (see
+/// [`ChatHub::reserve_socket`]).
+pub(crate) struct SocketSlot {
+    inner: Arc<Mutex<Inner>>,
+    user: UserId,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut inner = self.inner.lock();
+        if let Some(n) = inner.pending.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                inner.pending.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// The hub; cheap to clone.
@@ -317,14 +339,23 @@ impl ChatHub {
         }
     }
 
-    /// A user's open connections on this node.
-    pub fn user_connections(&self, user: UserId) -> usize {
-        self.inner
-            .lock()
-            .conns
-            .values()
-            .filter(|c| c.user == user)
-            .count()
+    /// Takes one of `user`'s `max` sockets on this node, or `None` when they
+    /// are all taken. Counted under the hub's lock with the sockets accepted
+    /// but not yet registered, so sockets opened at once cannot all pass the
+    /// check before any registers. The slot is given back when dropped: by
+    /// the connection once it has registered, or with a failed upgrade.
+    pub(crate) fn reserve_socket(&self, user: UserId, max: usize) -> Option<SocketSlot> {
+        let mut inner = self.inner.lock();
+        let open = inner.conns.values().filter(|c| c.user == user).count()
+            + inner.pending.get(&user).copied().unwrap_or(0);
+        if open >= max {
+            return None;
+        }
+        *inner.pending.entry(user).or_default() += 1;
+        Some(SocketSlot {
+            inner: Arc::clone(&self.inner),
+            user,
+        })
     }
 
     /// Open connections on this node.

@@ -143,8 +143,11 @@ impl Ws {
     /// The next JSON frame (pings are answered by the client library),
     /// checked to be a [`ServerFrame`].
     pub async fn next(&mut self) -> Value {
+        // One deadline for the frame: the server's pings must not keep a
+        // test waiting for a frame that never comes.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(20), self.inner.next())
+            let msg = tokio::time::timeout_at(deadline, self.inner.next())
                 .await
                 .expect("a frame within 20 s")
                 .expect("the socket is open")
@@ -187,10 +190,29 @@ impl Ws {
         }
     }
 
+    /// Whether the server kept this socket: a ping is answered with a pong,
+    /// not a close.
+    pub async fn answers_ping(&mut self) -> bool {
+        let ping = Message::text(json!({"type": "ping"}).to_string());
+        let _ = self.inner.send(ping).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match tokio::time::timeout_at(deadline, self.inner.next())
+                .await
+                .expect("a pong or a close within 20 s")
+            {
+                Some(Ok(Message::Text(t))) if t.contains("\"pong\"") => return true,
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return false,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
     /// Reads until the server closes; returns the close code.
     pub async fn close_code(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let next = tokio::time::timeout(Duration::from_secs(20), self.inner.next())
+            let next = tokio::time::timeout_at(deadline, self.inner.next())
                 .await
                 .expect("a close within 20 s");
             match next {

@@ -64,8 +64,9 @@ impl Watch {
     /// The next frame (pings are answered by the client library); every
     /// frame must parse as a `ClassroomFrame`.
     async fn next(&mut self) -> ClassroomFrame {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(20), self.inner.next())
+            let msg = tokio::time::timeout_at(deadline, self.inner.next())
                 .await
                 .expect("a frame within 20 s")
                 .expect("the socket is open")
@@ -95,8 +96,9 @@ impl Watch {
     }
 
     async fn close_code(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let next = tokio::time::timeout(Duration::from_secs(20), self.inner.next())
+            let next = tokio::time::timeout_at(deadline, self.inner.next())
                 .await
                 .expect("a close within 20 s");
             match next {

@@ -977,6 +977,46 @@ async fn costly_calls_are_throttled_per_user_and_organisation(backend: Backend) 
     other.until("pong").await;
 }
 
+/// Sockets opened all at once are counted as they are accepted, not as they
+/// register: no more than `chat.max_sockets_per_user` stay open.
+#[actix_web::test]
+async fn sockets_opened_at_once_stay_within_the_limit() {
+    let Some(app) = crate::helpers::spawn_app_with(Backend::Sqlite, |s| {
+        s.chat.max_sockets_per_user = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let admin = app.register("Crowded School", &email("admin")).await;
+    let student = app.invite_and_accept(&admin, &email("s"), "student").await;
+    let mut sockets =
+        futures_util::future::join_all((0..8).map(|_| crate::chat::Ws::connect(&app, &student)))
+            .await;
+    let mut open = 0;
+    for ws in &mut sockets {
+        if ws.answers_ping().await {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 2);
+    // Closing one frees its place.
+    sockets.clear();
+    let mut freed = false;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if crate::chat::Ws::connect(&app, &student)
+            .await
+            .answers_ping()
+            .await
+        {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "a closed socket's place is never given back");
+}
+
 async fn a_socket_lives_on_its_access_token_and_rechecks_it(backend: Backend) {
     let Some(app) = crate::helpers::spawn_app_with(backend, |s| {
         s.auth.access_token_ttl_secs = 3;

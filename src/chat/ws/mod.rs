@@ -53,7 +53,7 @@ use tracing::Instrument;
 use super::activity::{Activity, SessionRef};
 use super::error::{BadFrame, ChatError};
 use super::frames::{self, ClientFrame, ServerFrame, Tagged};
-use super::hub::{CloseWith, Push, Revoke};
+use super::hub::{CloseWith, Push, Revoke, SocketSlot};
 use super::service::{Attached, ChatService, ChatUser, REPLAY_BATCH};
 use super::session::ChatSession;
 use super::store::SessionRow;
@@ -108,18 +108,23 @@ pub async fn chat_ws(
     };
     let user: ChatUser = user.into();
     let chat = state.chat.clone();
-    if chat.hub().user_connections(user.user_id) >= chat.config().chat.max_sockets_per_user {
+    let Some(slot) = chat
+        .hub()
+        .reserve_socket(user.user_id, chat.config().chat.max_sockets_per_user)
+    else {
         return transport::refuse(&req, body, 4429, "too many sockets", linger)
             .ok_or_else(|| ApiError::bad_request("This route only speaks WebSocket."));
-    }
+    };
     transport::upgrade(&req, body, move |socket| {
-        WsConnection::new(user, chat, socket, auth)
+        WsConnection::new(user, chat, socket, auth, slot)
     })
     .ok_or_else(|| ApiError::bad_request("This route only speaks WebSocket."))
 }
 
 pub(crate) struct WsConnection {
     id: u64,
+    /// The user's socket slot, held until the connection has registered.
+    slot: Option<SocketSlot>,
     user: ChatUser,
     chat: ChatService,
     /// The socket's sending half; `None` once a close is on its way.
@@ -164,9 +169,16 @@ struct Joined {
 }
 
 impl WsConnection {
-    fn new(user: ChatUser, chat: ChatService, socket: Socket, auth: SocketAuth) -> Self {
+    fn new(
+        user: ChatUser,
+        chat: ChatService,
+        socket: Socket,
+        auth: SocketAuth,
+        slot: SocketSlot,
+    ) -> Self {
         let now = Instant::now();
         Self {
+            slot: Some(slot),
             id: 0,
             span: tracing::info_span!("chat_ws", user_id = %user.user_id,
                 session_id = tracing::field::Empty),
@@ -551,6 +563,8 @@ impl Actor for WsConnection {
             self.user.staff,
             ctx.address().downgrade(),
         );
+        // Registered: the hub counts the connection itself from now on.
+        self.slot = None;
         metrics::gauge!(crate::metrics::WS_CONNECTIONS).increment(1.0);
         heartbeat::join(
             ctx.address().downgrade(),
