@@ -148,7 +148,8 @@ fn dev_payments(bind: &str, server_url: &str) -> ExitCode {
     };
     let outcome = actix_web::rt::System::new().block_on(async {
         let fake = bwenge_payments::fake::FakeProviders::start_development(addr, server_url)?;
-        println!("{}", fake.dev_instructions());
+        // A reader that has gone (a closed pipe) must not stop the fakes.
+        let _ = writeln!(std::io::stdout(), "{}", fake.dev_instructions());
         tokio::signal::ctrl_c().await
     });
     match outcome {
