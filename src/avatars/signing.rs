@@ -79,6 +79,12 @@ impl AssetSigner {
         }
     }
 
+    /// The signature of `key` until `exp`, for URLs of another shape than
+    /// `/assets/{key}` (a source's file link).
+    pub fn signature(&self, key: &str, exp: i64) -> String {
+        self.signer.sign(key, exp)
+    }
+
     /// Checks a request's `exp` and `sig` for `key` at `now`, in constant
     /// time; returns the expiry.
     pub fn verify(

@@ -13,6 +13,14 @@
 //! `Content-Disposition: inline` with the uploaded name and `nosniff`.
 //! `If-None-Match` → `304`; one `Range` → `206`; a range past the end →
 //! `416`; the same byte-range helpers as `/assets/{key}`.
+//!
+//! A browser cannot put a bearer token on a link it opens in a new tab, so
+//! `GET /v1/knowledge/{id}/file-url` hands whoever may read the file a link
+//! to it signed for five minutes (`?org=…&exp=…&sig=…`, the asset signing
+//! key over `knowledge/{org}/{id}`): the tab opens the real URL, and a PDF
+//! opens at `#page=N` in the browser's own viewer. Anything but a PDF is
+//! served under `Content-Security-Policy: sandbox`, so an uploaded HTML page
+//! opened from the app's origin runs no script there.
 
 use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
@@ -20,9 +28,16 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bwenge_avatars::http_range::{content_range, etag_matches, strong_etag};
 
+use actix_web::FromRequest;
+use bwenge_avatars::signing::SignatureError;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
 use crate::auth::AuthUser;
+use crate::avatars::signing::AssetSigner;
 use crate::db::StoreError;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{OrgId, SourceId};
 use crate::on_db;
 use crate::state::AppState;
@@ -46,29 +61,120 @@ async fn in_some_persona_scope(
     Ok(n > 0)
 }
 
-/// A source's original file (see the module doc).
-#[utoipa::path(get, path = "/v1/knowledge/{id}/file", tag = "knowledge",
-    params(("id" = String, Path, description = "The source's id")),
-    responses(
-        (status = 200, description = "The file, with its type, `ETag` and `Accept-Ranges`"),
-        (status = 206, description = "The range asked for"),
-        (status = 304, description = "`If-None-Match` matched"),
-        (status = 404, description = "No such source, or not readable by this user"),
-        (status = 416, description = "`range_not_satisfiable`")),
-    security(("bearer" = [])))]
-pub async fn source_file(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    user: AuthUser,
-    path: web::Path<SourceId>,
-) -> ApiResult<HttpResponse> {
-    let id = path.into_inner();
+/// How long a file link works, in seconds.
+const FILE_LINK_TTL_SECS: i64 = 300;
+
+/// What a file link signs.
+fn link_key(org: OrgId, id: SourceId) -> String {
+    format!("knowledge/{org}/{id}")
+}
+
+fn link_signer(state: &AppState) -> ApiResult<AssetSigner> {
+    AssetSigner::from_settings(&state.settings)
+        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("the asset signing key")))
+}
+
+/// A source `user` may read, or `404`.
+async fn readable(state: &AppState, user: &AuthUser, id: SourceId) -> ApiResult<store::SourceRow> {
     let row = store::source(&state.db, user.org_id, id)
         .await?
         .ok_or_else(ApiError::not_found)?;
     if user.require_staff().is_err() && !in_some_persona_scope(&state.db, user.org_id, id).await? {
         return Err(ApiError::not_found());
     }
+    Ok(row)
+}
+
+/// A link to a source's file that needs no token, and when it stops working.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileLink {
+    /// Relative to this server: `/v1/knowledge/{id}/file?org=…&exp=…&sig=…`.
+    /// Add `#page=N` to open a PDF at a page.
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A five-minute link to a source's file, for opening it in a new tab where
+/// no bearer token can follow (same readers as the file itself).
+#[utoipa::path(get, path = "/v1/knowledge/{id}/file-url", tag = "knowledge",
+    params(("id" = String, Path, description = "The source's id")),
+    responses(
+        (status = 200, body = FileLink),
+        (status = 404, description = "No such source, or not readable by this user")),
+    security(("bearer" = [])))]
+pub async fn file_link(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<SourceId>,
+) -> ApiResult<web::Json<FileLink>> {
+    let id = path.into_inner();
+    readable(&state, &user, id).await?;
+    let exp = Utc::now().timestamp().saturating_add(FILE_LINK_TTL_SECS);
+    let sig = link_signer(&state)?.signature(&link_key(user.org_id, id), exp);
+    Ok(web::Json(FileLink {
+        url: format!(
+            "/v1/knowledge/{id}/file?org={}&exp={exp}&sig={sig}",
+            user.org_id
+        ),
+        expires_at: DateTime::from_timestamp(exp, 0).unwrap_or(DateTime::<Utc>::MAX_UTC),
+    }))
+}
+
+/// A signed link's query (see [`file_link`]); absent with a bearer token.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct FileQuery {
+    org: Option<OrgId>,
+    exp: Option<String>,
+    sig: Option<String>,
+}
+
+/// A source's original file (see the module doc).
+#[utoipa::path(get, path = "/v1/knowledge/{id}/file", tag = "knowledge",
+    params(("id" = String, Path, description = "The source's id"), FileQuery),
+    responses(
+        (status = 200, description = "The file, with its type, `ETag` and `Accept-Ranges`"),
+        (status = 206, description = "The range asked for"),
+        (status = 304, description = "`If-None-Match` matched"),
+        (status = 403, description = "`forbidden`: a signed link that is not valid or has expired"),
+        (status = 404, description = "No such source, or not readable by this user"),
+        (status = 416, description = "`range_not_satisfiable`")),
+    security(("bearer" = []), ()))]
+pub async fn source_file(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<SourceId>,
+    query: web::Query<FileQuery>,
+) -> ApiResult<HttpResponse> {
+    let id = path.into_inner();
+    let row = match query.into_inner() {
+        FileQuery {
+            org,
+            exp,
+            sig: Some(sig),
+        } => {
+            let org =
+                org.ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "This link is not valid."))?;
+            let now = Utc::now().timestamp();
+            link_signer(&state)?
+                .verify(&link_key(org, id), exp.as_deref(), Some(&sig), now)
+                .map_err(|e| match e {
+                    SignatureError::Expired => ApiError::new(
+                        ErrorCode::Forbidden,
+                        "This link has expired; open the citation again for a fresh one.",
+                    ),
+                    SignatureError::Invalid => {
+                        ApiError::new(ErrorCode::Forbidden, "This link is not valid.")
+                    }
+                })?;
+            store::source(&state.db, org, id)
+                .await?
+                .ok_or_else(ApiError::not_found)?
+        }
+        _ => {
+            let user = AuthUser::extract(&req).await?;
+            readable(&state, &user, id).await?
+        }
+    };
     let etag = strong_etag(&row.sha256);
     let disposition = format!(
         "inline; filename=\"{}\"",
@@ -89,6 +195,17 @@ pub async fn source_file(
         (header::ACCEPT_RANGES, "bytes".to_owned()),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
         (header::CONTENT_DISPOSITION, disposition),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            if row.media_type == "application/pdf" {
+                // The browser's PDF viewer is a plugin a sandbox would block.
+                "frame-ancestors 'self'".to_owned()
+            } else {
+                "sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'; \
+                 style-src 'unsafe-inline'; frame-ancestors 'self'"
+                    .to_owned()
+            },
+        ),
     ];
     let with_headers = |mut res: HttpResponse| {
         for (name, value) in &headers {

@@ -32,6 +32,9 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::new(Method::GET, "/v1/knowledge/{id}/file", || {
             web::get().to(super::file::source_file)
         }),
+        RouteDef::new(Method::GET, "/v1/knowledge/{id}/file-url", || {
+            web::get().to(super::file::file_link)
+        }),
         RouteDef::new(Method::GET, "/v1/search", || web::get().to(search)),
     ]
 }

@@ -41,6 +41,7 @@ use utoipa::OpenApi;
         crate::knowledge::routes::list_sources,
         crate::knowledge::routes::get_source,
         crate::knowledge::file::source_file,
+        crate::knowledge::file::file_link,
         crate::knowledge::routes::delete_source,
         crate::knowledge::routes::search,
         crate::personas::routes::create,

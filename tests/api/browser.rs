@@ -134,6 +134,18 @@ impl Browser {
             .await;
     }
 
+    /// The open tabs (`/json/list`: `id`, `url`, `type`, …).
+    pub async fn tabs(&self) -> Vec<Value> {
+        reqwest::Client::new()
+            .get(format!("{}/json/list", self.http))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// A new tab, with the page, network, runtime and log domains enabled.
     pub async fn new_page(&self) -> Page {
         let target: Value = reqwest::Client::new()
@@ -144,6 +156,11 @@ impl Browser {
             .json()
             .await
             .unwrap();
+        Self::attach(&target).await
+    }
+
+    /// Drives an open tab (one of [`Browser::tabs`]).
+    pub async fn attach(target: &Value) -> Page {
         let url = target["webSocketDebuggerUrl"].as_str().unwrap().to_owned();
         let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
@@ -316,6 +333,28 @@ impl Page {
             .eval("document.activeElement ? document.activeElement.outerHTML.slice(0, 200) : null")
             .await;
         panic!("{selector} not reached with {max} Tabs; focus is on {at}");
+    }
+
+    /// Drags `files` from the desktop and drops them on `selector`, as a
+    /// user does (the drag enters, moves over, and drops at its centre).
+    pub async fn drop_files(&mut self, selector: &str, files: &[&Path]) {
+        let at = self
+            .eval(&format!(
+                "(() => {{ const el = document.querySelector({selector:?}); el.scrollIntoView(); \
+                 const r = el.getBoundingClientRect(); \
+                 return [r.left + r.width / 2, r.top + r.height / 2]; }})()"
+            ))
+            .await;
+        let (x, y) = (at[0].as_f64().unwrap(), at[1].as_f64().unwrap());
+        let files: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        let data = json!({"items": [], "files": files, "dragOperationsMask": 1});
+        for kind in ["dragEnter", "dragOver", "drop"] {
+            self.call(
+                "Input.dispatchDragEvent",
+                json!({"type": kind, "x": x, "y": y, "data": data}),
+            )
+            .await;
+        }
     }
 
     /// Sets the files of a file input.

@@ -3,7 +3,7 @@
 // WebGL is there, and never blocks a question.
 import { h, clear, field } from '../dom.js';
 import { t } from '../i18n.js';
-import { get, api, post } from '../api.js';
+import { get, post } from '../api.js';
 import { ChatClient } from '../chat.js';
 import { setBanner } from '../app.js';
 import { errorText } from './auth.js';
@@ -46,19 +46,23 @@ export function citationChips(citations) {
   }));
 }
 
-/** Opens the cited file at its page: fetched with the token, shown from a blob URL. */
+/**
+ * Opens the cited file at its page in a new tab: the tab opens a short-lived
+ * signed link (no token can follow a tab), so a PDF shows in the browser's
+ * own viewer at `#page=N`. The tab is opened at the click, before the link
+ * arrives, so that no pop-up blocker stops it.
+ */
 async function openCitation(c, btn) {
   const win = window.open('', '_blank');
+  if (win) win.opener = null;
   btn.setAttribute('aria-busy', 'true');
   try {
-    const res = await api('GET', `/v1/knowledge/${c.source_id}/file`, { raw: true });
-    const blob = await res.blob();
-    const url = URL.createObjectURL(blob);
-    const target = c.page && blob.type === 'application/pdf' ? `${url}#page=${c.page}` : url;
-    btn.dataset.opened = String(res.status);
+    const link = await get(`/v1/knowledge/${c.source_id}/file-url`);
+    const target = c.page ? `${link.url}#page=${c.page}` : link.url;
+    btn.dataset.href = target;
+    btn.dataset.opened = 'opened';
     if (win) win.location.href = target;
     else window.location.assign(target);
-    setTimeout(() => URL.revokeObjectURL(url), 60000);
     post('/v1/analytics/events', { type: 'citation_opened' }).catch(() => {});
   } catch (err) {
     if (win) win.close();
