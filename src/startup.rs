@@ -337,6 +337,13 @@ impl Application {
             node_id,
         });
 
+        // Hash and compress the web client's files off the request path, on
+        // a thread of its own that a shutdown need not wait for.
+        drop(
+            std::thread::Builder::new()
+                .name("web-client".into())
+                .spawn(crate::webapp::warm),
+        );
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("could not listen on {}", settings.bind))?;
         let local_addr = listener.local_addr()?;
