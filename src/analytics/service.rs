@@ -204,10 +204,14 @@ impl AnalyticsService {
         persona: Option<PersonaId>,
     ) -> Result<PeriodFigures> {
         let scope = Self::scope(org, p, persona);
-        let sums = store::sums(&self.db, &scope).await?;
-        let days = store::by_day(&self.db, &scope, None).await?;
-        let top = store::top_personas(&self.db, &scope, None, 5).await?;
-        let pct = store::first_token_percentiles(&self.db, &scope, &[0.5, 0.95]).await?;
+        // Four reads, side by side on the pool's connections.
+        let (sums, days, top, pct) = futures_util::future::try_join4(
+            store::sums(&self.db, &scope),
+            store::by_day(&self.db, &scope, None),
+            store::top_personas(&self.db, &scope, None, 5),
+            store::first_token_percentiles(&self.db, &scope, &[0.5, 0.95]),
+        )
+        .await?;
         Ok(PeriodFigures {
             from: scope.from.clone(),
             to: scope.to.clone(),
@@ -241,10 +245,13 @@ impl AnalyticsService {
     ) -> Result<Overview> {
         staff_only(user)?;
         let _t = Timer::new("overview");
-        Ok(Overview {
-            current: self.figures(user.org_id, &p, persona).await?,
-            previous: self.figures(user.org_id, &p.previous(), persona).await?,
-        })
+        let previous = p.previous();
+        let (current, previous) = futures_util::future::try_join(
+            self.figures(user.org_id, &p, persona),
+            self.figures(user.org_id, &previous, persona),
+        )
+        .await?;
+        Ok(Overview { current, previous })
     }
 
     pub async fn students(
