@@ -9,7 +9,9 @@ import * as history from './pages/history.js';
 import * as material from './pages/material.js';
 import * as personas from './pages/personas.js';
 import * as members from './pages/members.js';
-import * as later from './pages/later.js';
+import * as analytics from './pages/analytics.js';
+import * as classroom from './pages/classroom.js';
+import * as billing from './pages/billing.js';
 
 const STAFF = ['admin', 'teacher'];
 
@@ -30,8 +32,10 @@ const ROUTES = [
   [/^\/personas\/new$/, personas.edit, STAFF],
   [/^\/personas\/([0-9a-f-]{36})$/, personas.edit, STAFF],
   [/^\/members$/, members.render, STAFF],
-  [/^\/analytics$/, later.analytics, STAFF],
-  [/^\/billing$/, later.billing, STAFF],
+  [/^\/analytics$/, analytics.render, STAFF],
+  [/^\/analytics\/students\/([0-9a-f-]{36})$/, analytics.student, STAFF],
+  [/^\/classroom$/, classroom.render, STAFF],
+  [/^\/billing$/, billing.render, STAFF],
 ];
 
 let cleanup = null;
@@ -56,7 +60,8 @@ function route() {
   if (cleanup) { try { cleanup(); } catch { /* page gone */ } cleanup = null; }
   const user = currentUser();
   const path = location.pathname.replace(/\/+$/, '') || '/';
-  if (path === '/') return navigate(home(user), true);
+  // Stripe sends the admin back to `/?checkout=…&payment=…`.
+  if (path === '/') return navigate(location.search.includes('checkout=') ? `/billing${location.search}` : home(user), true);
   const main = $('#main');
   let match = null;
   for (const [re, page, who] of ROUTES) {
@@ -120,7 +125,7 @@ function renderHeader() {
     if (STAFF.includes(user.role)) {
       nav.push(link('/material', t('nav.material')), link('/personas', t('nav.personas')), link('/chat', t('nav.chat')),
         link('/history', t('nav.history')), link('/members', t('nav.members')), link('/analytics', t('nav.analytics')),
-        link('/billing', t('nav.billing')));
+        link('/classroom', t('nav.classroom')), link('/billing', t('nav.billing')));
     } else {
       nav.push(link('/chat', t('nav.chat')), link('/history', t('nav.history')));
     }

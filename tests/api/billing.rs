@@ -408,7 +408,7 @@ on_both_databases!(
 
 /// The app wired to the fakes (its public URL known before it starts, so
 /// MoMo's `X-Callback-Url` reaches it).
-async fn app_with_fakes(backend: Backend) -> Option<(TestApp, FakeProviders)> {
+pub(crate) async fn app_with_fakes(backend: Backend) -> Option<(TestApp, FakeProviders)> {
     let fakes = FakeProviders::start(FakeOptions::default()).unwrap();
     let port = free_port();
     let wire = wired_to(&fakes, port);

@@ -32,7 +32,7 @@ oxygen and water vapour out.\n";
 async fn gz_get(app: &TestApp, path: &str) -> reqwest::Response {
     app.client
         .get(app.url(path))
-        .header("accept-encoding", "gzip, br")
+        .header("accept-encoding", "gzip")
         .send()
         .await
         .unwrap()
@@ -153,6 +153,34 @@ async fn static_files_are_hashed_cached_compressed_and_fenced() {
             assert_eq!(res.status(), 200, "{plain_url}");
             assert_eq!(header(&res, "cache-control"), "no-cache");
         }
+    }
+    // Brotli where the client takes it (browsers over HTTPS): the same bytes,
+    // fewer of them than gzip.
+    for url in ["/", map["/static/app.js"].as_str(), map["three"].as_str()] {
+        let identity = app
+            .client
+            .get(app.url(url))
+            .header("accept-encoding", "identity")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let gz = gz_get(&app, url).await.bytes().await.unwrap().len();
+        let res = app
+            .client
+            .get(app.url(url))
+            .header("accept-encoding", "gzip, deflate, br")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&res, "content-encoding"), "br", "{url}");
+        let br = res.bytes().await.unwrap();
+        let mut unpacked = Vec::new();
+        brotli::BrotliDecompress(&mut &br[..], &mut unpacked).unwrap();
+        assert_eq!(unpacked, identity, "{url}");
+        assert!(br.len() < gz, "{url}: br {} vs gzip {gz}", br.len());
     }
     // Revalidation of the page is a 304.
     let etag = header(&gz_get(&app, "/").await, "etag").to_owned();
@@ -383,6 +411,45 @@ async fn conversation(page: &mut Page) -> Value {
     .await
 }
 
+/// Clicks a citation chip and returns the tab it opened, loaded: the chip's
+/// signed link, with no token of its own.
+async fn open_citation(browser: &Browser, page: &mut Page, chip: &str) -> Page {
+    click(page, chip).await;
+    let href = page
+        .wait_for(
+            &format!("document.querySelector(\"{chip}\").dataset.href"),
+            20,
+            "the citation's link",
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        href.starts_with("/v1/knowledge/") && href.contains("&sig="),
+        "{href}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let tabs = browser.tabs().await;
+        if let Some(tab) = tabs
+            .iter()
+            .find(|t| t["url"].as_str().is_some_and(|u| u.ends_with(&href)))
+        {
+            let mut opened = Browser::attach(tab).await;
+            opened
+                .wait_for("document.readyState === 'complete'", 20, "the cited file")
+                .await;
+            return opened;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tab opened {href}: {tabs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 async fn ask_in_page(page: &mut Page, text: &str) {
     fill(page, "#question", text).await;
     page.press("Enter", 0).await;
@@ -459,12 +526,14 @@ async fn a_school_day_in_the_browser() {
     std::fs::write(&txt, MATERIAL).unwrap();
     let bad = dir.path().join("noise.bin");
     std::fs::write(&bad, [0u8, 159, 146, 150, 0, 1, 2, 3, 255, 254, 0, 0, 7, 7]).unwrap();
-    let mut files: Vec<&Path> = vec![&txt, &bad];
+    let mut files: Vec<&Path> = vec![&bad];
     let pdf = Path::new("/usr/share/doc/expeyes-doc-en/expeyes-17-manual.pdf");
     let pdf_ok = pdf.is_file();
     if pdf_ok {
         files.push(pdf);
     }
+    // The text is dragged onto the page; the rest picked with the input.
+    page.drop_files("#drop", &[&txt]).await;
     page.set_files("#files", &files).await;
     page.wait_for(
         "[...document.querySelectorAll('#sources tr[data-status=ready]')].some(tr => tr.textContent.includes('photosynthesis'))",
@@ -480,14 +549,20 @@ async fn a_school_day_in_the_browser() {
         )
         .await;
     assert_eq!(refused, "415");
-    if pdf_ok {
+    let pdf_id = if pdf_ok {
         page.wait_for(
             "document.querySelectorAll('#sources tr[data-status=ready]').length >= 2",
             300,
             "the PDF to be ready",
         )
         .await;
-    }
+        page.eval("[...document.querySelectorAll('#sources tr')].find(tr => tr.textContent.includes('expeyes'))?.dataset.id")
+            .await
+            .as_str()
+            .map(str::to_owned)
+    } else {
+        None
+    };
     axe(&mut page, "material").await;
     shots(&mut page, "material").await;
 
@@ -741,20 +816,41 @@ async fn a_school_day_in_the_browser() {
     }
     axe(&mut page, "chat").await;
     shots(&mut page, "chat").await;
-    // The citation opens the original through the new file route.
-    click(&mut page, "#log li.theirs .chip").await;
-    page.wait_for(
-        "document.querySelector('#log li.theirs .chip').dataset.opened",
-        20,
-        "the cited file",
-    )
-    .await;
-    assert_eq!(
-        page.eval("document.querySelector('#log li.theirs .chip').dataset.opened")
-            .await,
-        "200"
+    // The citation opens the original in a new tab, through a signed link.
+    let mut opened = open_citation(&browser, &mut page, "#log li.theirs .chip").await;
+    assert_eq!(opened.eval("document.contentType").await, "text/plain");
+    assert!(
+        opened
+            .eval("document.body.innerText")
+            .await
+            .as_str()
+            .unwrap()
+            .contains("chlorophyll")
     );
     browser.close_other_tabs(&page).await;
+    // A PDF opens in the browser's viewer at the cited page.
+    if let Some(pdf_id) = &pdf_id {
+        page.eval(&format!(
+            "import('/static/pages/chat.js').then((m) => {{ \
+               const chips = m.citationChips([{{n: 1, source_id: '{pdf_id}', \
+                 source_title: 'ExpEYES manual', page: 3, quote: ''}}]); \
+               chips.id = 'pdf-chip'; document.querySelector('#main').append(chips); }}), true"
+        ))
+        .await;
+        page.wait_for(
+            "document.querySelector('#pdf-chip .chip')",
+            10,
+            "the PDF chip",
+        )
+        .await;
+        let mut opened = open_citation(&browser, &mut page, "#pdf-chip .chip").await;
+        assert_eq!(opened.eval("document.contentType").await, "application/pdf");
+        let href = opened.eval("location.href").await;
+        assert!(href.as_str().unwrap().ends_with("#page=3"), "{href}");
+        page.eval("document.querySelector('#pdf-chip').remove(), true")
+            .await;
+        browser.close_other_tabs(&page).await;
+    }
 
     // The network is cut while an answer is on its way, and a question is
     // typed while offline; when it returns, everything arrives once.
@@ -1053,5 +1149,212 @@ async fn mail_links_open_the_clients_pages() {
         "signed out",
     )
     .await;
+    no_csp_problems(&page);
+}
+
+/// Signs `who` in through the sign-in page.
+async fn sign_in(page: &mut Page, app: &TestApp, who: &Member) {
+    page.goto(&app.url("/login")).await;
+    page.wait_for(
+        "document.querySelector('#login-email')",
+        20,
+        "the sign-in form",
+    )
+    .await;
+    fill(page, "#login-email", &who.email).await;
+    fill(page, "#login-password", PASSWORD).await;
+    click(page, "form button[type=submit]").await;
+    page.wait_for("location.pathname !== '/login'", 20, "signed in")
+        .await;
+}
+
+/// The staff's own pages, on real data: analytics drawn from the reports,
+/// the live classroom following a student's question as it is asked, and
+/// the subscription paid by mobile money through the provider's fake.
+#[actix_web::test]
+async fn staff_see_analytics_the_live_class_and_pay_for_a_plan() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let (app, _fakes) = crate::billing::app_with_fakes(Backend::Sqlite)
+        .await
+        .unwrap();
+    let (admin, student, persona_id) = school(&app).await;
+    // Two questions over HTTP: one the material covers, one it does not.
+    for q in [
+        "What does chlorophyll absorb?",
+        "Who won the 1998 football world cup?",
+    ] {
+        let res = crate::personas::ask(&app, &student, &persona_id, q).await;
+        assert_eq!(res.status(), 200);
+    }
+    // The recorder writes in the background: wait until the report has them.
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let o: Value = app
+            .authed(Method::GET, "/v1/analytics/overview", &admin.access)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if o["questions"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{o}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    let mut page = browser.new_page().await;
+    sign_in(&mut page, &app, &admin).await;
+
+    // Analytics: the figures, a chart of the days, the student, the gap.
+    click(&mut page, "a[href='/analytics']").await;
+    page.wait_for(
+        "document.querySelector('#overview')?.dataset.questions === '2'",
+        20,
+        "the overview",
+    )
+    .await;
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let bar = page
+        .wait_for(
+            &format!(
+                "document.querySelector('#by-day-chart [data-date=\"{today}\"]')?.dataset.questions"
+            ),
+            10,
+            "today's bar",
+        )
+        .await;
+    assert_eq!(bar, "2");
+    page.wait_for(
+        &format!(
+            "document.querySelector('#students tr[data-user-id=\"{}\"]')",
+            student.id
+        ),
+        10,
+        "the student's row",
+    )
+    .await;
+    let gap = page
+        .wait_for(
+            "document.querySelector('#gaps li.gap')?.textContent",
+            10,
+            "a knowledge gap",
+        )
+        .await;
+    assert!(gap.as_str().unwrap().contains("football"), "{gap}");
+    axe(&mut page, "analytics").await;
+    shots(&mut page, "analytics").await;
+    // The student's own page, from their row.
+    click(
+        &mut page,
+        &format!("#students tr[data-user-id=\"{}\"] a", student.id),
+    )
+    .await;
+    page.wait_for(
+        "document.querySelector('#student-figures')?.dataset.questions === '2'",
+        20,
+        "the student's page",
+    )
+    .await;
+    let recent = page
+        .eval("document.querySelectorAll('#recent-questions li').length")
+        .await;
+    assert_eq!(recent, 2);
+
+    // The live classroom: the student comes online and asks; the teacher
+    // sees both as they happen, and the answer's outcome.
+    click(&mut page, "a[href='/classroom']").await;
+    page.wait_for(
+        "document.querySelector('#classroom-status')?.dataset.state === 'live'",
+        20,
+        "the live classroom",
+    )
+    .await;
+    let mut ws = crate::chat::Ws::connect(&app, &student).await;
+    ws.start(&persona_id).await;
+    ws.send(json!({"type": "message", "client_id": "live-1", "text": "How do leaves make sugar?"}))
+        .await;
+    page.wait_for(
+        &format!(
+            "document.querySelector('#online li[data-user-id=\"{}\"]')",
+            student.id
+        ),
+        20,
+        "the student online",
+    )
+    .await;
+    let state = page
+        .wait_for(
+            "(() => { const li = [...document.querySelectorAll('#feed li.feed-item')].find(li => li.textContent.includes('make sugar')); return li && li.dataset.state !== 'waiting' ? li.dataset.state : null; })()",
+            30,
+            "the question and its answer in the feed",
+        )
+        .await;
+    assert!(state == "answered" || state == "not_covered", "{state}");
+    axe(&mut page, "classroom").await;
+    shots(&mut page, "classroom").await;
+    drop(ws);
+    page.wait_for(
+        &format!(
+            "!document.querySelector('#online li[data-user-id=\"{}\"]')",
+            student.id
+        ),
+        30,
+        "the student gone offline",
+    )
+    .await;
+
+    // The subscription: usage counted, a plan paid for by MTN MoMo.
+    click(&mut page, "a[href='/billing']").await;
+    page.wait_for(
+        "document.querySelector('#subscription')?.dataset.plan === 'free'",
+        20,
+        "the subscription",
+    )
+    .await;
+    assert_eq!(
+        page.eval("document.querySelector('#usage-questions').dataset.used")
+            .await,
+        "3"
+    );
+    page.eval("(() => { const s = document.querySelector('#method-basic'); s.value = 'mtn_momo'; s.dispatchEvent(new Event('change')); return true; })()")
+        .await;
+    // A number that is no phone number is caught before anything is sent.
+    fill(&mut page, "#phone-basic", "12").await;
+    click(&mut page, "#checkout-basic button[type=submit]").await;
+    page.wait_for(
+        "document.querySelector('#phone-basic').getAttribute('aria-invalid') === 'true'",
+        10,
+        "the phone refused",
+    )
+    .await;
+    assert_eq!(
+        page.eval("document.querySelector('#payment-status')?.dataset.status ?? null")
+            .await,
+        Value::Null
+    );
+    fill(&mut page, "#phone-basic", "+250 788 123 456").await;
+    click(&mut page, "#checkout-basic button[type=submit]").await;
+    page.wait_for(
+        "document.querySelector('#payment-status')?.dataset.status === 'succeeded'",
+        60,
+        "the payment confirmed by the provider",
+    )
+    .await;
+    page.wait_for(
+        "document.querySelector('#subscription')?.dataset.plan === 'basic'",
+        20,
+        "the plan changed",
+    )
+    .await;
+    let row = page
+        .eval("document.querySelector('#payments tbody tr')?.dataset.status")
+        .await;
+    assert_eq!(row, "succeeded");
+    axe(&mut page, "billing").await;
+    shots(&mut page, "billing").await;
     no_csp_problems(&page);
 }
