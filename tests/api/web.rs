@@ -556,10 +556,10 @@ async fn a_school_day_in_the_browser() {
             "the PDF to be ready",
         )
         .await;
-        page.eval("[...document.querySelectorAll('#sources tr')].find(tr => tr.textContent.includes('expeyes'))?.dataset.id")
-            .await
-            .as_str()
-            .map(str::to_owned)
+        let id = page
+            .eval("[...document.querySelectorAll('#sources tr')].find(tr => !tr.textContent.includes('photosynthesis') && tr.dataset.status === 'ready')?.dataset.id")
+            .await;
+        Some(id.as_str().expect("the PDF's row").to_owned())
     } else {
         None
     };
