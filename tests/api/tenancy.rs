@@ -115,7 +115,7 @@ impl Fixtures {
             ("PATCH", "/v1/members/{user_id}") => json!({"role": "teacher"}),
             ("DELETE", "/v1/members/{user_id}") => json!({}),
             ("GET" | "DELETE", "/v1/knowledge/{id}") => json!({}),
-            ("GET", "/v1/knowledge/{id}/file") => json!({}),
+            ("GET", "/v1/knowledge/{id}/file" | "/v1/knowledge/{id}/file-url") => json!({}),
             ("GET" | "DELETE", "/v1/personas/{id}") => json!({}),
             ("PATCH", "/v1/personas/{id}") => json!({"name": "Taken over"}),
             ("POST", "/v1/personas/{id}/ask") => json!({"question": "What is magma?"}),
