@@ -129,6 +129,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub mail: MailSettings,
     pub knowledge: KnowledgeSettings,
+    #[serde(default)]
+    pub search: SearchSettings,
     pub transcription: TranscriptionSettings,
     pub embeddings: EmbeddingSettings,
     pub personas: PersonaSettings,
@@ -140,6 +142,28 @@ pub struct Settings {
     pub analytics: AnalyticsSettings,
     pub billing: BillingSettings,
     pub ops: OpsSettings,
+}
+
+/// `[search]`: each school's index is opened on first use and closed when
+/// idle or when the open ones hold more than a budget (least recently used
+/// first); a closed index reopens from disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchSettings {
+    /// Memory the open indexes may hold together (estimated: vectors, graph
+    /// links, searchers and writers); 0 means no limit.
+    pub max_open_bytes: u64,
+    /// An index unused this long is closed; 0 means never.
+    pub idle_close_secs: u64,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        Self {
+            max_open_bytes: 1 << 30,
+            idle_close_secs: 900,
+        }
+    }
 }
 
 /// `[analytics]`: how events are recorded, kept and reported.

@@ -162,11 +162,28 @@ impl Application {
             quotas.clone(),
         );
         let node_id = uuid::Uuid::new_v4().simple().to_string();
-        let search = Arc::new(SearchService::new(
-            db.clone(),
-            embedder,
-            settings.data_dir.join("index"),
-        ));
+        let search = Arc::new(
+            SearchService::new(db.clone(), embedder, settings.data_dir.join("index"))
+                .with_max_open_bytes(settings.search.max_open_bytes),
+        );
+        if settings.search.idle_close_secs > 0 {
+            let idle = Duration::from_secs(settings.search.idle_close_secs);
+            let search = Arc::downgrade(&search);
+            actix_web::rt::spawn(async move {
+                let mut tick = tokio::time::interval((idle / 2).min(Duration::from_secs(30)));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(search) = search.upgrade() else {
+                        break;
+                    };
+                    let closed = search.close_idle(idle);
+                    if closed > 0 {
+                        tracing::debug!(closed, "closed idle search indexes");
+                    }
+                }
+            });
+        }
         let concurrency = match settings.knowledge.ingest_concurrency {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,

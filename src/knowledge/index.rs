@@ -4,13 +4,28 @@
 //! embedder. The database holds the chunks and their embeddings; indexes can
 //! always be rebuilt from it.
 //!
+//! **Lifecycle.** The service is a registry of open indexes, one slot per
+//! organisation. A slot is found under a short lock and opened outside it,
+//! so one school's index opening (or rebuilding from the database) never
+//! holds up another's searches; callers for the same school wait on the
+//! same opening. An index is closed when unused for `search.idle_close_secs`
+//! ([`SearchService::close_idle`], run periodically), or, least recently
+//! used first, when the open ones would hold more than
+//! `search.max_open_bytes`; an index in use is never closed. Every write is
+//! persisted, so a closed index reopens from disk without a rebuild (its
+//! vectors are searched exactly until re-linked in the background).
+//!
 //! One writer per index: every mutation of an organisation's index goes
-//! through its `writer` mutex on the blocking pool; searches use a cloned
-//! read-only `OrgSearcher` and never wait for the writer.
+//! through its `writer` mutex on the blocking pool, and the Tantivy writer
+//! itself is closed after each write, so an index that is only searched
+//! holds no writer. Searches use a cloned read-only `OrgSearcher` and never
+//! wait for the writer.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bwenge_search::{Embedder, Hit, IndexItem, OpenState, OrgIndex, OrgSearcher};
@@ -19,16 +34,86 @@ use crate::db::Db;
 use crate::ids::{ChunkId, OrgId, SourceId};
 use crate::knowledge::store::{self, ChunkRow};
 
+/// Open indexes (gauge).
+pub const SEARCH_OPEN_INDEXES: &str = "bwenge_search_open_indexes";
+/// Indexes closed, by `reason`: `idle` or `budget`.
+pub const SEARCH_INDEX_CLOSES_TOTAL: &str = "bwenge_search_index_closes_total";
+/// Indexes opened, by `how`: `disk` or `rebuilt` (from the database).
+pub const SEARCH_INDEX_OPENS_TOTAL: &str = "bwenge_search_index_opens_total";
+
+/// An index used this recently is not closed for the budget: whoever just
+/// opened it is about to use it.
+const EVICTION_GRACE: Duration = Duration::from_millis(200);
+
 struct OrgHandle {
     writer: Arc<parking_lot::Mutex<OrgIndex>>,
     searcher: OrgSearcher,
+}
+
+impl OrgHandle {
+    /// What the index holds in memory (the writer's share only when it is
+    /// open and not busy: a busy index is not closed anyway).
+    fn bytes(&self) -> usize {
+        self.writer
+            .try_lock()
+            .map_or_else(|| self.searcher.approx_bytes(), |i| i.approx_bytes())
+    }
+}
+
+/// An organisation's place in the registry.
+struct Slot {
+    /// The open index, once opened; opening runs outside the registry lock.
+    cell: Arc<tokio::sync::OnceCell<Arc<OrgHandle>>>,
+    last_used: Instant,
+    /// Another node changed the index (or a reindex was asked): the files
+    /// on disk are moved aside before it is opened again.
+    stale: bool,
+}
+
+impl Slot {
+    fn new(stale: bool) -> Self {
+        Self {
+            cell: Arc::default(),
+            last_used: Instant::now(),
+            stale,
+        }
+    }
+
+    /// The open index if nobody but the registry holds it.
+    fn idle_handle(&self) -> Option<&Arc<OrgHandle>> {
+        self.cell.get().filter(|h| Arc::strong_count(h) == 1)
+    }
+}
+
+/// What the registry holds and has done, for tests and operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchStats {
+    pub open: usize,
+    pub open_bytes: usize,
+    /// Open indexes whose Tantivy writer is open (none between writes).
+    pub writers_open: usize,
+    pub opened_from_disk: u64,
+    pub rebuilt: u64,
+    pub closed_idle: u64,
+    pub closed_budget: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    opened_from_disk: AtomicU64,
+    rebuilt: AtomicU64,
+    closed_idle: AtomicU64,
+    closed_budget: AtomicU64,
 }
 
 pub struct SearchService {
     db: Db,
     embedder: Arc<dyn Embedder>,
     root: PathBuf,
-    orgs: tokio::sync::Mutex<HashMap<OrgId, Arc<OrgHandle>>>,
+    orgs: parking_lot::Mutex<HashMap<OrgId, Slot>>,
+    /// `search.max_open_bytes` (`usize::MAX`: no limit).
+    max_open_bytes: usize,
+    counters: Counters,
 }
 
 pub fn vector_to_bytes(v: &[f32]) -> Vec<u8> {
@@ -55,20 +140,57 @@ impl SearchService {
             db,
             embedder,
             root,
-            orgs: tokio::sync::Mutex::new(HashMap::new()),
+            orgs: parking_lot::Mutex::new(HashMap::new()),
+            max_open_bytes: usize::MAX,
+            counters: Counters::default(),
         }
+    }
+
+    /// Closes least recently used indexes beyond `bytes` held open
+    /// (0: no limit).
+    #[must_use]
+    pub fn with_max_open_bytes(mut self, bytes: u64) -> Self {
+        self.max_open_bytes = match usize::try_from(bytes) {
+            Ok(0) | Err(_) => usize::MAX,
+            Ok(n) => n,
+        };
+        self
     }
 
     pub fn embedder(&self) -> &Arc<dyn Embedder> {
         &self.embedder
     }
 
+    /// The organisation's open index, opening it if needed.
     async fn handle(&self, org: OrgId) -> anyhow::Result<Arc<OrgHandle>> {
-        let mut orgs = self.orgs.lock().await;
-        if let Some(h) = orgs.get(&org) {
-            return Ok(h.clone());
+        let (cell, stale) = {
+            let mut orgs = self.orgs.lock();
+            let slot = orgs.entry(org).or_insert_with(|| Slot::new(false));
+            slot.last_used = Instant::now();
+            if let Some(h) = slot.cell.get() {
+                return Ok(Arc::clone(h));
+            }
+            (Arc::clone(&slot.cell), slot.stale)
+        };
+        let handle = Arc::clone(cell.get_or_try_init(|| self.open(org, stale)).await?);
+        {
+            let mut orgs = self.orgs.lock();
+            if let Some(slot) = orgs.get_mut(&org)
+                && Arc::ptr_eq(&slot.cell, &cell)
+            {
+                slot.stale = false;
+            }
         }
+        self.enforce_budget();
+        Ok(handle)
+    }
+
+    /// Opens (after moving a stale copy aside) or rebuilds an index.
+    async fn open(&self, org: OrgId, stale: bool) -> anyhow::Result<Arc<OrgHandle>> {
         let dir = self.root.join(org.to_string());
+        if stale {
+            self.move_aside(org).await?;
+        }
         let id = self.embedder.id();
         let dim = self.embedder.dim();
         let (mut index, state) =
@@ -82,17 +204,25 @@ impl SearchService {
             index = crate::work::blocking(move || -> anyhow::Result<OrgIndex> {
                 index.add(&items)?;
                 index.persist()?;
+                index.close_writer();
                 Ok(index)
             })
             .await
             .context("rebuilding the search index")??;
+            self.counters.rebuilt.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(SEARCH_INDEX_OPENS_TOTAL, "how" => "rebuilt").increment(1);
+        } else {
+            self.counters
+                .opened_from_disk
+                .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(SEARCH_INDEX_OPENS_TOTAL, "how" => "disk").increment(1);
         }
+        metrics::gauge!(SEARCH_OPEN_INDEXES).increment(1.0);
         let pending = index.unlinked();
         let handle = Arc::new(OrgHandle {
             searcher: index.searcher(),
             writer: Arc::new(parking_lot::Mutex::new(index)),
         });
-        orgs.insert(org, handle.clone());
         if pending > 0 {
             // A reopened index answers vector queries by exact scan until
             // its vectors are linked into the graph: link them in the
@@ -102,6 +232,105 @@ impl SearchService {
             crate::work::blocking(move || while writer.lock().link_pending(1000) > 0 {});
         }
         Ok(handle)
+    }
+
+    /// Moves an organisation's index files aside (atomic, even while an old
+    /// writer's merge threads finish) and deletes them at leisure.
+    async fn move_aside(&self, org: OrgId) -> anyhow::Result<()> {
+        let dir = self.root.join(org.to_string());
+        let aside = self
+            .root
+            .join(format!(".stale-{org}-{}", uuid::Uuid::new_v4().simple()));
+        crate::work::blocking(move || {
+            match std::fs::rename(&dir, &aside) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                Err(_) => return Ok(()),
+                Ok(()) => {}
+            }
+            if let Err(e) = std::fs::remove_dir_all(&aside) {
+                tracing::debug!(error = %e, "an old index copy will be removed at the next start");
+            }
+            Ok(())
+        })
+        .await
+        .context("moving the index aside")??;
+        Ok(())
+    }
+
+    /// Closes the least recently used indexes nobody is using until the open
+    /// ones fit in the budget (the ones used in the last moments stay).
+    fn enforce_budget(&self) {
+        if self.max_open_bytes == usize::MAX {
+            return;
+        }
+        let mut orgs = self.orgs.lock();
+        let mut open: Vec<(OrgId, Instant, usize)> = orgs
+            .iter()
+            .filter_map(|(id, s)| s.cell.get().map(|h| (*id, s.last_used, h.bytes())))
+            .collect();
+        let mut total: usize = open.iter().map(|o| o.2).sum();
+        if total <= self.max_open_bytes {
+            return;
+        }
+        open.sort_by_key(|o| o.1);
+        for (id, used, bytes) in open {
+            if total <= self.max_open_bytes {
+                break;
+            }
+            if used.elapsed() < EVICTION_GRACE {
+                continue;
+            }
+            if orgs.get(&id).and_then(Slot::idle_handle).is_some() {
+                orgs.remove(&id);
+                total = total.saturating_sub(bytes);
+                self.closed("budget");
+            }
+        }
+    }
+
+    fn closed(&self, reason: &'static str) {
+        let counter = match reason {
+            "idle" => &self.counters.closed_idle,
+            _ => &self.counters.closed_budget,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(SEARCH_INDEX_CLOSES_TOTAL, "reason" => reason).increment(1);
+        metrics::gauge!(SEARCH_OPEN_INDEXES).decrement(1.0);
+    }
+
+    /// Closes the indexes nobody used for `idle` (and nobody is using);
+    /// returns how many.
+    pub fn close_idle(&self, idle: Duration) -> usize {
+        let mut orgs = self.orgs.lock();
+        let old: Vec<OrgId> = orgs
+            .iter()
+            .filter(|(_, s)| s.last_used.elapsed() >= idle && s.idle_handle().is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &old {
+            orgs.remove(id);
+            self.closed("idle");
+        }
+        old.len()
+    }
+
+    /// What is open now and what was done so far.
+    pub fn stats(&self) -> SearchStats {
+        let orgs = self.orgs.lock();
+        let handles: Vec<&Arc<OrgHandle>> = orgs.values().filter_map(|s| s.cell.get()).collect();
+        let c = &self.counters;
+        SearchStats {
+            open: handles.len(),
+            open_bytes: handles.iter().map(|h| h.bytes()).sum(),
+            writers_open: handles
+                .iter()
+                .filter(|h| h.writer.try_lock().is_none_or(|i| i.writer_open()))
+                .count(),
+            opened_from_disk: c.opened_from_disk.load(Ordering::Relaxed),
+            rebuilt: c.rebuilt.load(Ordering::Relaxed),
+            closed_idle: c.closed_idle.load(Ordering::Relaxed),
+            closed_budget: c.closed_budget.load(Ordering::Relaxed),
+        }
     }
 
     /// Index items for stored chunks, re-embedding (and storing) those whose
@@ -160,6 +389,7 @@ impl SearchService {
             index.delete_source(source.0)?;
             index.add(&items)?;
             index.persist()?;
+            index.close_writer();
             Ok(())
         })
         .await
@@ -177,6 +407,7 @@ impl SearchService {
                 index.rebuild()?;
             }
             index.persist()?;
+            index.close_writer();
             Ok(())
         })
         .await
@@ -244,31 +475,14 @@ impl SearchService {
 
     /// Forgets an organisation's index and its files so the next use
     /// rebuilds it from the database (another node changed it, or
-    /// `bwenge reindex`).
+    /// `bwenge reindex`). Whoever still holds the old index finishes with
+    /// it; nobody opens the old files again: the next opening moves them
+    /// aside first.
     pub async fn invalidate(&self, org: OrgId) -> anyhow::Result<()> {
-        // Hold the map while the files move, so nobody reopens the old copy.
-        let mut orgs = self.orgs.lock().await;
-        drop(orgs.remove(&org));
-        let dir = self.root.join(org.to_string());
-        // Move it aside first (atomic, even while the old writer's merge
-        // threads finish), then delete it at leisure.
-        let aside = self
-            .root
-            .join(format!(".stale-{org}-{}", uuid::Uuid::new_v4().simple()));
-        crate::work::blocking(move || {
-            match std::fs::rename(&dir, &aside) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                Err(_) => return Ok(()),
-                Ok(()) => {}
-            }
-            if let Err(e) = std::fs::remove_dir_all(&aside) {
-                tracing::debug!(error = %e, "an old index copy will be removed at the next start");
-            }
-            Ok(())
-        })
-        .await
-        .context("moving the index aside")??;
-        drop(orgs);
+        let old = self.orgs.lock().insert(org, Slot::new(true));
+        if old.is_some_and(|s| s.cell.get().is_some()) {
+            metrics::gauge!(SEARCH_OPEN_INDEXES).decrement(1.0);
+        }
         Ok(())
     }
 

@@ -133,6 +133,11 @@ impl KnowledgeService {
         }
     }
 
+    /// The search indexes (their lifecycle figures, for operators and tests).
+    pub fn indexes(&self) -> &Arc<SearchService> {
+        &self.inner.search
+    }
+
     /// Keeps a received file as a new source of the caller's organisation
     /// and queues its ingest. The type is decided from the bytes.
     pub async fn add_source(&self, caller: &AuthUser, received: Received) -> Result<SourceRow> {

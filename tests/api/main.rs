@@ -26,6 +26,7 @@ mod orgs;
 mod personas;
 mod redis_bus;
 mod schema;
+mod search_lifecycle;
 mod smtp;
 mod tenancy;
 mod two_nodes;

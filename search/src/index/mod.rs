@@ -8,8 +8,10 @@
 //! * `manifest`: the directory's files and `manifest.json`;
 //! * `searcher`: [`OrgSearcher`], the read side, and hybrid fusion.
 //!
-//! This module owns the mutations: it alone holds the Tantivy `IndexWriter`,
-//! bumps the generation and writes the vectors and manifest.
+//! This module owns the mutations: it alone holds the Tantivy `IndexWriter`
+//! (opened for a mutation, and closed by [`OrgIndex::close_writer`] when the
+//! owner is done writing), bumps the generation and writes the vectors and
+//! manifest.
 
 mod bm25;
 mod manifest;
@@ -111,7 +113,10 @@ pub enum IndexError {
 
 /// One organisation's hybrid index, and its only writer.
 ///
-/// Holds the Tantivy [`IndexWriter`] and the HNSW graph; every mutation takes
+/// Holds the HNSW graph, and the Tantivy [`IndexWriter`] while writing (it
+/// is opened by the first mutation and kept until [`Self::close_writer`]: an
+/// index that is only searched costs no writer, its thread or its arena);
+/// every mutation takes
 /// `&mut self`, so the owner (one per index, e.g. an actor) serialises them.
 /// Searches take `&self`; [`OrgIndex::searcher`] hands out cheap, cloneable,
 /// `Send + Sync` [`OrgSearcher`]s for concurrent readers on other threads.
@@ -142,7 +147,8 @@ pub struct OrgIndex {
     embedder_id: String,
     generation: u64,
     dirty: bool,
-    writer: IndexWriter,
+    index: Index,
+    writer: Option<IndexWriter>,
     shared: Arc<Shared>,
     rebuild_threshold: f64,
 }
@@ -202,6 +208,7 @@ impl OrgIndex {
         this.commit_bm25()?;
         this.dirty = true;
         this.persist()?;
+        this.close_writer();
         Ok((this, OpenState::Reindex(reason)))
     }
 
@@ -253,14 +260,14 @@ impl OrgIndex {
         store: VectorStore,
         generation: u64,
     ) -> Result<OrgIndex, IndexError> {
-        let writer = bm25::writer(&index)?;
         let bm25 = Bm25::new(&index, fields)?;
         Ok(OrgIndex {
             dir: dir.to_path_buf(),
             embedder_id: embedder_id.to_owned(),
             generation,
             dirty: false,
-            writer,
+            index,
+            writer: None,
             shared: Arc::new(Shared {
                 bm25,
                 dim: store.dim(),
@@ -270,15 +277,51 @@ impl OrgIndex {
         })
     }
 
+    /// The Tantivy writer, opened if it is not (taking the index's lock).
+    fn writer(&mut self) -> Result<&mut IndexWriter, IndexError> {
+        let writer = match self.writer.take() {
+            Some(w) => w,
+            None => bm25::writer(&self.index)?,
+        };
+        Ok(self.writer.insert(writer))
+    }
+
+    /// Closes the Tantivy writer (its indexing thread, memory arena and the
+    /// index's lock) until the next mutation opens it again. Everything
+    /// committed stays searchable.
+    pub fn close_writer(&mut self) {
+        self.writer = None;
+    }
+
+    /// Whether the Tantivy writer is open.
+    pub fn writer_open(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Memory this index holds while open, roughly: its vectors and graph
+    /// links, plus the searcher's and (while writing) the writer's fixed
+    /// costs. What an owner weighs against a memory budget.
+    pub fn approx_bytes(&self) -> usize {
+        const WRITER: usize = 3 * 1024 * 1024;
+        self.searcher().approx_bytes() + if self.writer.is_some() { WRITER } else { 0 }
+    }
+
     fn commit_bm25(&mut self) -> Result<(), IndexError> {
         let next = self.generation + 1;
-        let mut prepared = self.writer.prepare_commit()?;
+        let mut prepared = self.writer()?.prepare_commit()?;
         prepared.set_payload(&next.to_string());
         prepared.commit()?;
         self.generation = next;
         self.dirty = true;
         self.shared.bm25.reader.reload()?;
         Ok(())
+    }
+
+    /// Drops what the writer holds uncommitted (after a failed commit).
+    fn rollback(&mut self) {
+        if let Some(w) = self.writer.as_mut() {
+            let _ = w.rollback();
+        }
     }
 
     /// A read-only handle for concurrent searches.
@@ -341,25 +384,27 @@ impl OrgIndex {
             return Ok(());
         }
         let f = self.shared.bm25.fields;
+        let shared = Arc::clone(&self.shared);
         {
-            let store = self.shared.vectors.read();
+            let writer = self.writer()?;
+            let store = shared.vectors.read();
             for (i, _) in &vectors {
                 let item = &items[*i];
                 if store.contains_chunk(&item.chunk_id) {
-                    self.writer.delete_term(Term::from_field_text(
+                    writer.delete_term(Term::from_field_text(
                         f.chunk_id,
                         &item.chunk_id.to_string(),
                     ));
                 }
-                if let Err(e) = self.writer.add_document(f.document(item)) {
+                if let Err(e) = writer.add_document(f.document(item)) {
                     drop(store);
-                    self.writer.rollback()?;
+                    writer.rollback()?;
                     return Err(e.into());
                 }
             }
         }
         if let Err(e) = self.commit_bm25() {
-            let _ = self.writer.rollback();
+            self.rollback();
             return Err(e);
         }
         let mut new_ids = Vec::with_capacity(vectors.len());
@@ -413,12 +458,12 @@ impl OrgIndex {
         // Held across the BM25 commit so that hybrid and vector searches see
         // both halves change together.
         let mut store = shared.vectors.write();
-        self.writer.delete_term(Term::from_field_text(
+        self.writer()?.delete_term(Term::from_field_text(
             shared.bm25.fields.source_id,
             &source_id.to_string(),
         ));
         if let Err(e) = self.commit_bm25() {
-            let _ = self.writer.rollback();
+            self.rollback();
             return Err(e);
         }
         Ok(store.delete_source(&source_id))

@@ -49,6 +49,14 @@ impl OrgSearcher {
         self.len() == 0
     }
 
+    /// Memory the index holds for searching, roughly: its vectors and graph
+    /// links (~16 neighbours each), ids, and a fixed share for the reader.
+    pub fn approx_bytes(&self) -> usize {
+        const READER: usize = 256 * 1024;
+        let per_chunk = self.shared.dim * 4 + 16 * 8 + 64;
+        READER + self.shared.vectors.read().slots().saturating_mul(per_chunk)
+    }
+
     pub fn dim(&self) -> usize {
         self.shared.dim
     }
