@@ -375,10 +375,25 @@ fn another_embedder_asks_for_a_reindex() {
 }
 
 #[test]
-fn a_second_writer_is_refused() {
+fn a_second_writer_is_refused_while_the_first_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let (_index, _) = open(dir.path());
-    assert!(OrgIndex::open_or_create(dir.path(), EMB, DIM).is_err());
+    let (mut index, _) = open(dir.path());
+    // Opening holds no writer: an index that is only searched costs none.
+    assert!(!index.writer_open());
+    index.add(&corpus(1, 5)).unwrap();
+    index.persist().unwrap();
+    assert!(index.writer_open());
+    // Another copy may read, but not write while the first holds the lock.
+    let (mut other, _) = OrgIndex::open_or_create(dir.path(), EMB, DIM).unwrap();
+    assert_eq!(other.len(), 5);
+    assert!(other.delete_source(id(1_000_000)).is_err());
+    index.close_writer();
+    assert!(!index.writer_open());
+    assert_eq!(
+        index.searcher().len(),
+        5,
+        "closing the writer loses nothing"
+    );
 }
 
 #[test]

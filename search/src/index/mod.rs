@@ -171,8 +171,10 @@ impl OrgIndex {
     /// old files (only this index's own: `manifest.json`, `vectors.bin`,
     /// `bm25/`) are removed then, and [`OpenState::Reindex`] says why.
     ///
-    /// Fails only on I/O errors creating the new index, or when another
-    /// writer holds the index (Tantivy's lock file).
+    /// Fails only on I/O errors, or when a new index must be created while
+    /// another writer holds the directory (Tantivy's lock file). Loading an
+    /// existing index takes no lock: the writer is opened by the first
+    /// mutation.
     pub fn open_or_create(
         dir: &Path,
         embedder_id: &str,
