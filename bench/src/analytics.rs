@@ -36,7 +36,7 @@ use bwenge::config::{LoadOptions, Settings};
 use bwenge::db::Db;
 use bwenge::ids::{OrgId, PersonaId, SessionId, UserId};
 use bwenge::pagination::Page;
-use bwenge_bench::{pass, percentile_ms};
+use bwenge_bench::{Rng, pass, percentile_ms};
 use bwenge_search::{Embedder, HashingEmbedder};
 use chrono::{Duration as Days, Utc};
 use clap::Parser;
@@ -121,20 +121,6 @@ fn main() -> ExitCode {
             eprintln!("analytics: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 

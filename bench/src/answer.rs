@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bwenge_bench::Rng;
 use bwenge_bench::cranfield::Cranfield;
 use bwenge_bench::{
     Cleanup, CpuMeter, Server, Window, bwenge_command, cpu_time, errors_note, fmt_opt, median,
@@ -178,28 +179,6 @@ fn main() -> ExitCode {
 
 // ---------------------------------------------------------------------------
 // The corpus.
-
-/// xorshift64*: small, fast, fixed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-    }
-}
 
 /// The `.W` text (which starts with the title) of every Cranfield
 /// document, on one line.

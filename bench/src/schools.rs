@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use bwenge_bench::{pass, percentile_ms, temp_dir};
+use bwenge_bench::{Rng, pass, percentile_ms, temp_dir};
 use bwenge_search::{HashingEmbedder, IndexItem, OpenState, OrgIndex};
 use clap::Parser;
 use uuid::Uuid;
@@ -55,21 +55,6 @@ fn main() -> ExitCode {
             eprintln!("schools: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// xorshift64*: small, fast, fixed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use bwenge_bench::Rng;
 use bwenge_bench::cranfield::Cranfield;
 use bwenge_search::{
     HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, HashingEmbedder, IndexItem, LocalEmbedder,
@@ -54,21 +55,6 @@ fn main() -> ExitCode {
             eprintln!("search: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// xorshift64*: small, fast, fixed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
     }
 }
 
