@@ -140,6 +140,8 @@ pub struct Settings {
     pub secrets: SecretSettings,
     #[serde(default)]
     pub analytics: AnalyticsSettings,
+    #[serde(default)]
+    pub classroom: ClassroomSettings,
     pub billing: BillingSettings,
     pub ops: OpsSettings,
 }
@@ -162,6 +164,34 @@ impl Default for SearchSettings {
         Self {
             max_open_bytes: 1 << 30,
             idle_close_secs: 900,
+        }
+    }
+}
+
+/// `[classroom]`: the teachers' live view.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassroomSettings {
+    /// Questions in a watcher's first snapshot (`recent`).
+    pub snapshot_questions: usize,
+    /// Chat events waiting to be published to watchers; beyond it they are
+    /// dropped (and counted), never delaying chat.
+    pub queue: usize,
+    /// Frames a watcher may fall behind before it is disconnected (its
+    /// client reconnects to a fresh snapshot).
+    pub watcher_buffer: usize,
+    /// How long a student stays "online" without a sign of life (the
+    /// presence record is refreshed at a third of it).
+    pub presence_ttl_secs: u64,
+}
+
+impl Default for ClassroomSettings {
+    fn default() -> Self {
+        Self {
+            snapshot_questions: 50,
+            queue: 8192,
+            watcher_buffer: 1024,
+            presence_ttl_secs: 30,
         }
     }
 }

@@ -159,15 +159,17 @@ impl ClassroomConfig {
     pub fn from_settings(s: &crate::config::Settings) -> Self {
         let heartbeat = Duration::from_secs(s.chat.heartbeat_interval_secs.max(1));
         let client_timeout = Duration::from_secs(s.chat.client_timeout_secs.max(1));
+        let c = &s.classroom;
+        let presence_ttl = Duration::from_secs(c.presence_ttl_secs.max(3));
         Self {
-            recent: 50,
-            presence_ttl: Duration::from_secs(30),
-            presence_refresh: Duration::from_secs(10),
-            queue: 8192,
+            recent: c.snapshot_questions,
+            presence_ttl,
+            presence_refresh: presence_ttl / 3,
+            queue: c.queue.max(1),
             heartbeat,
             client_timeout,
             send_timeout: client_timeout,
-            watcher_buffer: 1024,
+            watcher_buffer: c.watcher_buffer.max(1),
         }
     }
 }

@@ -533,3 +533,33 @@ async fn a_teacher_on_one_node_sees_a_student_on_another() {
     let (_, online, _) = Watch::open(&a, &teacher, None).await;
     assert!(online.is_empty(), "{online:?}");
 }
+
+/// `classroom.snapshot_questions` bounds a watcher's first snapshot to the
+/// latest questions.
+#[actix_web::test]
+async fn the_snapshot_keeps_the_configured_number_of_questions() {
+    let Some(app) = crate::helpers::spawn_app_with(Backend::Sqlite, |s| {
+        s.classroom.snapshot_questions = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let m = material(&app).await;
+    let tutor = create_persona(&app, &m.teacher, json!({"name": "Ms Leaf"})).await;
+    let mut ws = Ws::connect(&app, &m.student).await;
+    ws.start(tutor["id"].as_str().unwrap()).await;
+    let mut asked = Vec::new();
+    for (i, q) in ["What is a leaf?", "What is a root?", "What is a stem?"]
+        .iter()
+        .enumerate()
+    {
+        let seq = ws.ask(&format!("s-{i}"), q).await;
+        ws.until_answer(seq).await;
+        asked.push(seq);
+    }
+    let (_, _, recent) = Watch::open(&app, &m.teacher, None).await;
+    let seqs: Vec<i64> = recent.iter().map(|q| q.seq).collect();
+    assert_eq!(seqs, asked[1..].to_vec(), "{recent:?}");
+    assert_eq!(recent[1].text, "What is a stem?");
+}
