@@ -113,6 +113,9 @@ pub struct SearchService {
     orgs: parking_lot::Mutex<HashMap<OrgId, Slot>>,
     /// `search.max_open_bytes` (`usize::MAX`: no limit).
     max_open_bytes: usize,
+    /// What the open indexes held when they were opened (an estimate kept
+    /// up as they open and close; the budget check recounts exactly).
+    open_bytes: std::sync::atomic::AtomicUsize,
     counters: Counters,
 }
 
@@ -142,6 +145,7 @@ impl SearchService {
             root,
             orgs: parking_lot::Mutex::new(HashMap::new()),
             max_open_bytes: usize::MAX,
+            open_bytes: std::sync::atomic::AtomicUsize::new(0),
             counters: Counters::default(),
         }
     }
@@ -168,7 +172,14 @@ impl SearchService {
             let slot = orgs.entry(org).or_insert_with(|| Slot::new(false));
             slot.last_used = Instant::now();
             if let Some(h) = slot.cell.get() {
-                return Ok(Arc::clone(h));
+                let h = Arc::clone(h);
+                drop(orgs);
+                // Still over the budget (indexes that were in use when it
+                // was last checked): try again now.
+                if self.open_bytes.load(Ordering::Relaxed) > self.max_open_bytes {
+                    self.enforce_budget();
+                }
+                return Ok(h);
             }
             (Arc::clone(&slot.cell), slot.stale)
         };
@@ -218,6 +229,8 @@ impl SearchService {
             metrics::counter!(SEARCH_INDEX_OPENS_TOTAL, "how" => "disk").increment(1);
         }
         metrics::gauge!(SEARCH_OPEN_INDEXES).increment(1.0);
+        self.open_bytes
+            .fetch_add(index.approx_bytes(), Ordering::Relaxed);
         let pending = index.unlinked();
         let handle = Arc::new(OrgHandle {
             searcher: index.searcher(),
@@ -270,6 +283,7 @@ impl SearchService {
             .collect();
         let mut total: usize = open.iter().map(|o| o.2).sum();
         if total <= self.max_open_bytes {
+            self.open_bytes.store(total, Ordering::Relaxed);
             return;
         }
         open.sort_by_key(|o| o.1);
@@ -286,6 +300,7 @@ impl SearchService {
                 self.closed("budget");
             }
         }
+        self.open_bytes.store(total, Ordering::Relaxed);
     }
 
     fn closed(&self, reason: &'static str) {
@@ -308,7 +323,14 @@ impl SearchService {
             .map(|(id, _)| *id)
             .collect();
         for id in &old {
-            orgs.remove(id);
+            if let Some(h) = orgs.remove(id).and_then(|s| s.cell.get().cloned()) {
+                let bytes = h.bytes();
+                let _ = self
+                    .open_bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                        Some(b.saturating_sub(bytes))
+                    });
+            }
             self.closed("idle");
         }
         old.len()
