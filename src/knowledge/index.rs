@@ -111,6 +111,10 @@ pub struct SearchService {
     embedder: Arc<dyn Embedder>,
     root: PathBuf,
     orgs: parking_lot::Mutex<HashMap<OrgId, Slot>>,
+    /// Per organisation, held while its index is being opened: a slot made
+    /// stale during an opening waits for it before moving the files aside,
+    /// so two openings never work on one directory.
+    gates: parking_lot::Mutex<HashMap<OrgId, Arc<tokio::sync::Mutex<()>>>>,
     /// `search.max_open_bytes` (`usize::MAX`: no limit).
     max_open_bytes: usize,
     /// What the open indexes held when they were opened (an estimate kept
@@ -144,6 +148,7 @@ impl SearchService {
             embedder,
             root,
             orgs: parking_lot::Mutex::new(HashMap::new()),
+            gates: parking_lot::Mutex::new(HashMap::new()),
             max_open_bytes: usize::MAX,
             open_bytes: std::sync::atomic::AtomicUsize::new(0),
             counters: Counters::default(),
@@ -198,6 +203,8 @@ impl SearchService {
 
     /// Opens (after moving a stale copy aside) or rebuilds an index.
     async fn open(&self, org: OrgId, stale: bool) -> anyhow::Result<Arc<OrgHandle>> {
+        let gate = Arc::clone(self.gates.lock().entry(org).or_default());
+        let _opening = gate.lock().await;
         let dir = self.root.join(org.to_string());
         if stale {
             self.move_aside(org).await?;
