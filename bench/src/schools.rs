@@ -90,15 +90,7 @@ fn passages(school: usize, chunks: usize, rng: &mut Rng) -> Vec<String> {
 }
 
 fn rss_kib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(f64::NAN)
+    bwenge_bench::rss_kib(None).map_or(f64::NAN, |k| k as f64)
 }
 
 fn build(dir: &Path, school: usize, chunks: usize, rng: &mut Rng) -> Result<OrgIndex, String> {

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use bwenge::chat::frames::{EventFrame, EventRole, ServerFrame, Tagged};
 use bwenge_bench::{
-    Cleanup, CpuMeter, Server, bwenge_command, fmt_opt, parse_secs, pass, percentile_ms,
+    Cleanup, CpuMeter, Server, bwenge_command, fmt_opt, parse_secs, pass, percentile_ms, rss_kib,
     spawn_server, temp_dir,
 };
 use clap::Parser;
@@ -404,17 +404,6 @@ fn raise_nofile() -> Result<(libc::rlim_t, libc::rlim_t), String> {
         return Err(format!("setrlimit: {}", io::Error::last_os_error()));
     }
     Ok((before, lim.rlim_cur))
-}
-
-/// `VmRSS` of a process (this one for `None`), in KiB.
-fn rss_kib(pid: Option<u32>) -> Option<u64> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/status"),
-        None => "/proc/self/status".to_owned(),
-    };
-    let status = std::fs::read_to_string(path).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn loadavg() -> String {

@@ -255,7 +255,8 @@ impl Urls {
     }
 }
 
-fn signer(state: &AppState) -> ApiResult<AssetSigner> {
+/// The server's asset signer (also signs knowledge file links).
+pub(crate) fn signer(state: &AppState) -> ApiResult<AssetSigner> {
     AssetSigner::from_settings(&state.settings)
         .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("the asset signing key")))
 }

@@ -35,7 +35,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
-use crate::avatars::signing::AssetSigner;
 use crate::db::StoreError;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{OrgId, SourceId};
@@ -67,11 +66,6 @@ const FILE_LINK_TTL_SECS: i64 = 300;
 /// What a file link signs.
 fn link_key(org: OrgId, id: SourceId) -> String {
     format!("knowledge/{org}/{id}")
-}
-
-fn link_signer(state: &AppState) -> ApiResult<AssetSigner> {
-    AssetSigner::from_settings(&state.settings)
-        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("the asset signing key")))
 }
 
 /// A source `user` may read, or `404`.
@@ -110,7 +104,7 @@ pub async fn file_link(
     let id = path.into_inner();
     readable(&state, &user, id).await?;
     let exp = Utc::now().timestamp().saturating_add(FILE_LINK_TTL_SECS);
-    let sig = link_signer(&state)?.signature(&link_key(user.org_id, id), exp);
+    let sig = crate::avatars::signer(&state)?.signature(&link_key(user.org_id, id), exp);
     Ok(web::Json(FileLink {
         url: format!(
             "/v1/knowledge/{id}/file?org={}&exp={exp}&sig={sig}",
@@ -155,7 +149,7 @@ pub async fn source_file(
             let org =
                 org.ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "This link is not valid."))?;
             let now = Utc::now().timestamp();
-            link_signer(&state)?
+            crate::avatars::signer(&state)?
                 .verify(&link_key(org, id), exp.as_deref(), Some(&sig), now)
                 .map_err(|e| match e {
                     SignatureError::Expired => ApiError::new(

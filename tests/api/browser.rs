@@ -111,15 +111,7 @@ impl Browser {
     /// cited document), so that `keep` is the visible one again.
     pub async fn close_other_tabs(&self, keep: &Page) {
         let client = reqwest::Client::new();
-        let targets: Vec<Value> = client
-            .get(format!("{}/json/list", self.http))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for t in targets {
+        for t in self.tabs().await {
             let id = t["id"].as_str().unwrap_or_default();
             if t["type"] == "page" && id != keep.target_id {
                 let _ = client
