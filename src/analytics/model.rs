@@ -78,9 +78,16 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event of `kind` at `at`. Its id is a version 7 UUID of `at`, so
+    /// events are stored (and keyed) in the order they happened.
     pub fn new(org: OrgId, kind: Kind, at: DateTime<Utc>) -> Self {
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            at.timestamp().max(0) as u64,
+            at.timestamp_subsec_nanos(),
+        );
         Self {
-            id: EventId::new(),
+            id: EventId(uuid::Uuid::new_v7(ts)),
             org,
             kind,
             user: None,
@@ -280,10 +287,15 @@ impl Trend {
     }
 }
 
+/// First-token latency percentiles of a period (nearest rank), read from a
+/// latency histogram kept with the daily totals: exact below 128 ms, the
+/// lower edge of a bucket 1/64 wide above (so within 1.6% of the true
+/// value). Like the other totals it outlives the raw events' retention.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Percentiles {
-    /// Median milliseconds from question to the answer's first piece
-    /// (`null` without questions).
+    /// Median milliseconds from question to the answer's first piece,
+    /// including any wait for a turn to be answered (`null` without
+    /// questions).
     pub p50: Option<i64>,
     pub p95: Option<i64>,
 }

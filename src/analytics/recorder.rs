@@ -12,10 +12,10 @@ use std::sync::Arc;
 use bwenge_search::Embedder;
 use tokio::sync::{mpsc, oneshot};
 
-use super::model::{Event, FLAG_REASONS, Kind, NOT_COVERED};
-use super::store::{self, DailyDelta, StoredEvent};
+use super::model::{Event, Kind, NOT_COVERED};
+use super::store::{self, Batch, StoredEvent};
 use crate::db::Db;
-use crate::ids::{OrgId, PersonaId, UserId};
+use crate::ids::UserId;
 
 pub const EVENTS_RECORDED_TOTAL: &str = "bwenge_analytics_events_recorded_total";
 pub const EVENTS_DROPPED_TOTAL: &str = "bwenge_analytics_events_dropped_total";
@@ -167,50 +167,20 @@ impl Writer {
             .into_iter()
             .filter(|e| e.user.is_none_or(|u| roles.contains_key(&u)))
             .collect();
-        let embeddings = self.embed_declined(&events).await;
-        let mut totals: HashMap<(OrgId, String, PersonaId, UserId), DailyDelta> = HashMap::new();
-        let mut stored = Vec::with_capacity(events.len());
-        for (i, e) in events.into_iter().enumerate() {
-            let day = e.day();
-            if let Some(user) = e.user {
-                let persona = e.persona.unwrap_or(PersonaId(uuid::Uuid::nil()));
-                let d = totals
-                    .entry((e.org, day.clone(), persona, user))
-                    .or_insert_with(|| DailyDelta {
-                        org: e.org,
-                        day: day.clone(),
-                        persona,
-                        user,
-                        student: roles.get(&user).copied().unwrap_or(false),
-                        last_at: e.at,
-                        ..DailyDelta::default()
-                    });
-                d.last_at = d.last_at.max(e.at);
-                match e.kind {
-                    Kind::Question => {
-                        d.questions += 1;
-                        d.grounded += i64::from(e.grounded == Some(true));
-                        if let Some(r) = &e.refusal {
-                            d.refusals += 1;
-                            d.flagged += i64::from(FLAG_REASONS.contains(&r.as_str()));
-                            d.not_covered += i64::from(r == NOT_COVERED);
-                        }
-                    }
-                    Kind::SessionStarted => d.sessions += 1,
-                    Kind::SessionResumed => d.resumes += 1,
-                    Kind::Login => d.logins += 1,
-                    _ => {}
-                }
-            }
-            stored.push(StoredEvent {
-                embedding: embeddings.get(&i).cloned(),
-                day,
+        let mut embeddings = self.embed_declined(&events).await;
+        let stored = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| StoredEvent {
+                embedding: embeddings.remove(&i),
+                day: e.day(),
                 event: e,
-            });
-        }
-        let totals: Vec<DailyDelta> = totals.into_values().collect();
-        store::write_batch(&self.db, &stored, &totals).await?;
-        Ok(stored.len() as u64)
+            })
+            .collect();
+        let batch = Batch::new(stored, |u| roles.get(&u).copied().unwrap_or(false));
+        let n = batch.events.len() as u64;
+        store::write_batch(&self.db, Arc::new(batch)).await?;
+        Ok(n)
     }
 
     /// Vectors of the declined-as-not-covered questions, by index (none

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::model::Event;
-use crate::db::{Db, StoreError, placeholders};
+use crate::db::{Committed, Db, StoreError, group_write, placeholders};
 use crate::ids::{EventId, OrgId, PersonaId, SessionId, UserId};
 use crate::{on_db, on_db_write};
 
@@ -67,6 +67,124 @@ impl Default for DailyDelta {
     }
 }
 
+/// What one batch adds to one bucket of the first-token histogram of an
+/// organisation, day and persona (see [`latency_bucket`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencyDelta {
+    pub org: OrgId,
+    pub day: String,
+    pub persona: PersonaId,
+    pub bucket: i32,
+    pub count: i64,
+}
+
+/// Latencies below this many milliseconds have a bucket each.
+const EXACT_BELOW: i64 = 128;
+/// Sub-buckets per power of two above [`EXACT_BELOW`]: a bucket's floor is
+/// within 1/64 of every value in it.
+const PER_OCTAVE: i64 = 64;
+/// The largest latency told apart (about 25 days); longer ones share its
+/// bucket.
+const LATENCY_MAX_MS: i64 = (1 << 31) - 1;
+
+/// The histogram bucket of a first-token latency: `ms` itself below 128,
+/// then 64 buckets per power of two. Migration 0009 builds the same
+/// buckets in SQL for events recorded before it.
+pub fn latency_bucket(ms: i64) -> i32 {
+    let ms = ms.clamp(0, LATENCY_MAX_MS);
+    if ms < EXACT_BELOW {
+        return ms as i32;
+    }
+    let octave = 63 - i64::from(ms.leading_zeros()); // 7..=30
+    let shift = octave - 6;
+    (EXACT_BELOW + (octave - 7) * PER_OCTAVE + ((ms >> shift) - PER_OCTAVE)) as i32
+}
+
+/// The smallest latency of a bucket (what a percentile reports).
+pub fn bucket_floor(bucket: i32) -> i64 {
+    let b = i64::from(bucket.max(0));
+    if b < EXACT_BELOW {
+        return b;
+    }
+    let octave = 7 + (b - EXACT_BELOW) / PER_OCTAVE;
+    let k = (b - EXACT_BELOW) % PER_OCTAVE;
+    (PER_OCTAVE + k) << (octave - 6)
+}
+
+/// One batch as written: the events, and what they add to the daily totals
+/// and the latency histogram. Built by [`Batch::new`], the one place events
+/// are counted (the recorder and the analytics bench both use it).
+#[derive(Default)]
+pub struct Batch {
+    pub events: Vec<StoredEvent>,
+    pub totals: Vec<DailyDelta>,
+    pub latency: Vec<LatencyDelta>,
+}
+
+impl Batch {
+    /// Counts `events`; `student(user)` says whether a member is a student.
+    /// Events without a member count in no member's totals (but a question's
+    /// latency counts all the same).
+    pub fn new(events: Vec<StoredEvent>, student: impl Fn(UserId) -> bool) -> Self {
+        use super::model::{FLAG_REASONS, Kind, NOT_COVERED};
+        let mut totals: HashMap<(OrgId, &str, PersonaId, UserId), DailyDelta> = HashMap::new();
+        let mut latency: HashMap<(OrgId, &str, PersonaId, i32), i64> = HashMap::new();
+        for s in &events {
+            let e = &s.event;
+            let persona = e.persona.unwrap_or_else(nil_persona);
+            if let (Kind::Question, Some(ms)) = (e.kind, e.first_token_ms) {
+                *latency
+                    .entry((e.org, s.day.as_str(), persona, latency_bucket(ms)))
+                    .or_default() += 1;
+            }
+            let Some(user) = e.user else { continue };
+            let d = totals
+                .entry((e.org, s.day.as_str(), persona, user))
+                .or_insert_with(|| DailyDelta {
+                    org: e.org,
+                    day: s.day.clone(),
+                    persona,
+                    user,
+                    student: student(user),
+                    last_at: e.at,
+                    ..DailyDelta::default()
+                });
+            d.last_at = d.last_at.max(e.at);
+            match e.kind {
+                Kind::Question => {
+                    d.questions += 1;
+                    d.grounded += i64::from(e.grounded == Some(true));
+                    if let Some(r) = &e.refusal {
+                        d.refusals += 1;
+                        d.flagged += i64::from(FLAG_REASONS.contains(&r.as_str()));
+                        d.not_covered += i64::from(r == NOT_COVERED);
+                    }
+                }
+                Kind::SessionStarted => d.sessions += 1,
+                Kind::SessionResumed => d.resumes += 1,
+                Kind::Login => d.logins += 1,
+                _ => {}
+            }
+        }
+        let totals = totals.into_values().collect();
+        let latency = latency
+            .into_iter()
+            .map(|((org, day, persona, bucket), count)| LatencyDelta {
+                org,
+                day: day.to_owned(),
+                persona,
+                bucket,
+                count,
+            })
+            .collect();
+        Self {
+            events,
+            totals,
+            latency,
+        }
+    }
+}
+
 /// Of `users`, those that exist, and whether each is a student.
 pub async fn student_flags(db: &Db, users: &[UserId]) -> Result<HashMap<UserId, bool>, StoreError> {
     let mut out = HashMap::new();
@@ -108,16 +226,16 @@ const UPSERT_DAILY: &str = "INSERT INTO analytics_daily (organization_id, day, p
      last_at = CASE WHEN excluded.last_at > analytics_daily.last_at \
                THEN excluded.last_at ELSE analytics_daily.last_at END";
 
-/// Writes a batch of events and the totals they change in one
-/// transaction: totals never count an event that is not stored.
-pub async fn write_batch(
-    db: &Db,
-    events: &[StoredEvent],
-    totals: &[DailyDelta],
-) -> Result<(), StoreError> {
-    on_db_write!(db, |pool| {
-        let mut tx = pool.begin().await?;
-        for s in events {
+const UPSERT_LATENCY: &str = "INSERT INTO analytics_latency (organization_id, day, persona_id, \
+     bucket, count) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (organization_id, day, persona_id, bucket) DO UPDATE SET \
+     count = analytics_latency.count + excluded.count";
+
+/// The statements of one batch, on `$conn` (a transaction or savepoint):
+/// events, daily totals, latency histogram. Expanded once per driver.
+macro_rules! write_rows {
+    ($conn:expr, $batch:expr) => {{
+        for s in &$batch.events {
             let e = &s.event;
             sqlx::query(INSERT_EVENT)
                 .bind(e.id)
@@ -137,10 +255,10 @@ pub async fn write_batch(
                 .bind(s.embedding.as_deref())
                 .bind(&s.day)
                 .bind(e.at)
-                .execute(&mut *tx)
+                .execute(&mut *$conn)
                 .await?;
         }
-        for d in totals {
+        for d in &$batch.totals {
             sqlx::query(UPSERT_DAILY)
                 .bind(d.org)
                 .bind(&d.day)
@@ -156,12 +274,68 @@ pub async fn write_batch(
                 .bind(d.resumes)
                 .bind(d.logins)
                 .bind(d.last_at)
-                .execute(&mut *tx)
+                .execute(&mut *$conn)
                 .await?;
         }
-        tx.commit().await?;
-    });
-    Ok(())
+        for l in &$batch.latency {
+            sqlx::query(UPSERT_LATENCY)
+                .bind(l.org)
+                .bind(&l.day)
+                .bind(l.persona)
+                .bind(l.bucket)
+                .bind(l.count)
+                .execute(&mut *$conn)
+                .await?;
+        }
+        Ok::<(), sqlx::Error>(())
+    }};
+}
+
+/// Writes a batch of events with the totals they change, all or nothing:
+/// totals never count an event that is not stored.
+///
+/// On SQLite the batch joins the writer's next group commit (in a
+/// savepoint of its own) instead of taking a turn and a commit of its own:
+/// a chat write queued meanwhile waits for a few hundred inserts, never for
+/// a second transaction's sync to disk. On PostgreSQL it is a transaction.
+pub async fn write_batch(db: &Db, batch: std::sync::Arc<Batch>) -> Result<(), StoreError> {
+    match db {
+        Db::Sqlite(_, gate) => {
+            let (reply, outcome) = tokio::sync::oneshot::channel::<Result<(), String>>();
+            gate.join(group_write(move |conn| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    let written: Result<(), sqlx::Error> = async {
+                        // A savepoint: a failure undoes this batch only.
+                        let mut sp = conn.begin().await?;
+                        write_rows!(sp, batch)?;
+                        sp.commit().await
+                    }
+                    .await;
+                    let written = written.map_err(|e| e.to_string());
+                    let committed: Committed = Box::new(move |group: Result<(), String>| {
+                        let _ = reply.send(group.and(written));
+                    });
+                    committed
+                })
+            }))
+            .await?;
+            match outcome.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(message)) => Err(StoreError::Other(anyhow::anyhow!(
+                    "writing analytics events failed: {message}"
+                ))),
+                // Dropped unrun: the group could not start.
+                Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolClosed)),
+            }
+        }
+        Db::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            write_rows!(tx, batch)?;
+            tx.commit().await?;
+            Ok(())
+        }
+    }
 }
 
 /// A report's scope: organisation, days (inclusive), optional persona.
@@ -259,46 +433,46 @@ pub async fn top_personas(
 const QUESTIONS_WHERE: &str = "organization_id = $1 AND kind = 'question' AND day >= $2 \
      AND day <= $3 AND ($4 IS NULL OR persona_id = $4)";
 
-/// The first-token latencies at the given fractions (nearest rank), from
-/// the raw question events of the scope.
+/// The first-token latencies at the given fractions (nearest rank), read
+/// from the latency histogram of the scope: exact below 128 ms, the floor of
+/// a bucket 1/64 wide above.
 pub async fn first_token_percentiles(
     db: &Db,
     s: &Scope,
     fractions: &[f64],
 ) -> Result<Vec<Option<i64>>, StoreError> {
-    let count_sql = format!(
-        "SELECT COUNT(*) FROM analytics_events WHERE {QUESTIONS_WHERE} \
-         AND first_token_ms IS NOT NULL"
+    let sql = format!(
+        "SELECT bucket, CAST(SUM(count) AS BIGINT) FROM analytics_latency \
+         WHERE {TOTALS_WHERE} GROUP BY bucket ORDER BY bucket"
     );
-    let n: i64 = on_db!(db, |pool| sqlx::query_scalar(&count_sql)
+    let buckets: Vec<(i32, i64)> = on_db!(db, |pool| sqlx::query_as(&sql)
         .bind(s.org)
         .bind(&s.from)
         .bind(&s.to)
         .bind(s.persona)
-        .fetch_one(pool)
+        .fetch_all(pool)
         .await?);
-    let mut out = Vec::with_capacity(fractions.len());
-    let at_sql = format!(
-        "SELECT first_token_ms FROM analytics_events WHERE {QUESTIONS_WHERE} \
-         AND first_token_ms IS NOT NULL ORDER BY first_token_ms LIMIT 1 OFFSET $5"
-    );
-    for f in fractions {
-        if n == 0 {
-            out.push(None);
-            continue;
-        }
-        let rank = ((f * n as f64).ceil() as i64).clamp(1, n) - 1;
-        let v: Option<i64> = on_db!(db, |pool| sqlx::query_scalar(&at_sql)
-            .bind(s.org)
-            .bind(&s.from)
-            .bind(&s.to)
-            .bind(s.persona)
-            .bind(rank)
-            .fetch_optional(pool)
-            .await?);
-        out.push(v);
-    }
-    Ok(out)
+    Ok(percentiles_of(&buckets, fractions))
+}
+
+/// Nearest-rank percentiles of a histogram given as `(bucket, count)` in
+/// bucket order.
+fn percentiles_of(buckets: &[(i32, i64)], fractions: &[f64]) -> Vec<Option<i64>> {
+    let n: i64 = buckets.iter().map(|(_, c)| *c).sum();
+    fractions
+        .iter()
+        .map(|f| {
+            if n <= 0 {
+                return None;
+            }
+            let rank = ((f * n as f64).ceil() as i64).clamp(1, n);
+            let mut seen = 0;
+            buckets.iter().find_map(|(b, c)| {
+                seen += c;
+                (seen >= rank).then(|| bucket_floor(*b))
+            })
+        })
+        .collect()
 }
 
 /// A member's activity in a scope, split at `middle` for the trend.
@@ -461,35 +635,46 @@ pub async fn flags(
         .await?))
 }
 
-/// Every question of the scope, oldest first, a page after `after`.
+/// Every question of the scope, oldest first, a page after `after`. Both
+/// pages walk the `(organization_id, kind, at, id)` index in order.
 pub async fn questions(
     db: &Db,
     s: &Scope,
     after: Option<(DateTime<Utc>, EventId)>,
     limit: i64,
 ) -> Result<Vec<QuestionRow>, StoreError> {
-    let sql = format!(
+    let from = format!(
         "SELECT {QUESTION_COLUMNS} FROM analytics_events e \
          LEFT JOIN users u ON u.id = e.user_id AND u.organization_id = e.organization_id \
          WHERE e.organization_id = $1 AND e.kind = 'question' AND e.day >= $2 AND e.day <= $3 \
-         AND ($4 IS NULL OR e.persona_id = $4) \
-         AND ($5 IS NULL OR e.at > $5 OR (e.at = $5 AND e.id > $6)) \
-         ORDER BY e.at, e.id LIMIT $7"
+         AND ($4 IS NULL OR e.persona_id = $4)"
     );
-    let (t, id) = match after {
-        Some((t, id)) => (Some(t), Some(id)),
-        None => (None, None),
-    };
-    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
-        .bind(s.org)
-        .bind(&s.from)
-        .bind(&s.to)
-        .bind(s.persona)
-        .bind(t)
-        .bind(id)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?))
+    Ok(match after {
+        None => {
+            let sql = format!("{from} ORDER BY e.at, e.id LIMIT $5");
+            on_db!(db, |pool| sqlx::query_as(&sql)
+                .bind(s.org)
+                .bind(&s.from)
+                .bind(&s.to)
+                .bind(s.persona)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?)
+        }
+        Some((t, id)) => {
+            let sql = format!("{from} AND (e.at, e.id) > ($5, $6) ORDER BY e.at, e.id LIMIT $7");
+            on_db!(db, |pool| sqlx::query_as(&sql)
+                .bind(s.org)
+                .bind(&s.from)
+                .bind(&s.to)
+                .bind(s.persona)
+                .bind(t)
+                .bind(id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?)
+        }
+    })
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -666,4 +851,45 @@ pub async fn digest_recipients(db: &Db) -> Result<Vec<(OrgId, String, String)>, 
     )
     .fetch_all(pool)
     .await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_exact_below_128_ms_and_within_a_64th_above() {
+        for ms in 0..128 {
+            assert_eq!(bucket_floor(latency_bucket(ms)), ms);
+        }
+        let mut last = latency_bucket(127);
+        for ms in 128..200_000 {
+            let b = latency_bucket(ms);
+            assert!(b == last || b == last + 1, "buckets are contiguous at {ms}");
+            last = b;
+            let floor = bucket_floor(b);
+            assert!(
+                floor <= ms && (ms - floor) * 64 <= floor,
+                "{ms} in bucket from {floor}"
+            );
+        }
+        assert_eq!(latency_bucket(-5), 0);
+        assert_eq!(latency_bucket(i64::MAX), latency_bucket(LATENCY_MAX_MS));
+        assert_eq!(bucket_floor(latency_bucket(1 << 30)), 1 << 30);
+    }
+
+    #[test]
+    fn percentiles_take_the_nearest_rank_of_the_histogram() {
+        // 10 ms × 50, 100 ms × 45, 1000 ms × 5.
+        let h = [
+            (latency_bucket(10), 50),
+            (latency_bucket(100), 45),
+            (latency_bucket(1000), 5),
+        ];
+        assert_eq!(
+            percentiles_of(&h, &[0.5, 0.51, 0.95, 0.96, 1.0]),
+            vec![Some(10), Some(100), Some(100), Some(1000), Some(1000)]
+        );
+        assert_eq!(percentiles_of(&[], &[0.5]), vec![None]);
+    }
 }
