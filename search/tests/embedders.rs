@@ -573,3 +573,45 @@ async fn local_embedder_downloads_missing_files() {
     LocalEmbedder::load(config).await.unwrap();
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
+
+/// Questions asked at the same moment are embedded together (one pass of
+/// the short-input encoder for all of them), and each gets exactly the
+/// vector it gets alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn questions_asked_together_get_the_vectors_they_get_alone() {
+    let Some(dir) = model_dir() else { return };
+    let mut config = LocalEmbedderConfig::new(dir);
+    config.allow_download = false;
+    let e = Arc::new(LocalEmbedder::load(config).await.unwrap());
+    let questions: Vec<String> = (0..24)
+        .map(|i| format!("why does the sensor read {i} volts when the lamp is off"))
+        .chain(["what is a wing".to_owned(), "".to_owned()])
+        .collect();
+    let alone: Vec<Vec<f32>> = questions
+        .iter()
+        .map(|q| e.embed_blocking(std::slice::from_ref(q)).unwrap().remove(0))
+        .collect();
+    let asked: Vec<_> = questions
+        .iter()
+        .map(|q| {
+            let e = Arc::clone(&e);
+            let q = q.clone();
+            tokio::spawn(async move { e.embed(&[q]).await.unwrap().remove(0) })
+        })
+        .collect();
+    let mut together = Vec::new();
+    for a in asked {
+        together.push(a.await.unwrap());
+    }
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(a.len(), 384);
+        let diff = a
+            .iter()
+            .zip(t)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "question {i} differs by {diff}");
+    }
+    // Different questions still get different vectors.
+    assert!(cosine(&together[0], &together[24]) < 0.9);
+}

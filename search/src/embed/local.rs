@@ -83,6 +83,7 @@ const SMALL_MAX_INPUTS: usize = 4;
 pub struct LocalEmbedder {
     inner: Arc<Model>,
     permits: Arc<Semaphore>,
+    line: Arc<QuestionLine>,
 }
 
 struct Model {
@@ -174,6 +175,7 @@ impl LocalEmbedder {
                 id: format!("local:{}", config.model_name),
             }),
             permits: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+            line: Arc::default(),
         })
     }
 
@@ -183,11 +185,88 @@ impl LocalEmbedder {
     }
 }
 
-/// After tokenising: a question's vectors, or a document's token ids for
-/// the batched forward passes.
-enum Step {
-    Done(Vec<Vec<f32>>),
-    Batches(Vec<Vec<u32>>),
+/// Questions waiting for the short-input encoder, embedded together.
+///
+/// A question's embedding is mostly the time to read the encoder's weights
+/// once; questions that arrive while others are being embedded join the
+/// next pass and share that read (`SmallEncoder::embed_many`). Nobody waits
+/// for a batch to fill: a pass starts as soon as the previous one ends,
+/// with whatever is queued (at most [`LINE_BATCH`] inputs).
+#[derive(Default)]
+struct QuestionLine {
+    queue: parking_lot::Mutex<Vec<Waiting>>,
+    /// A drainer is running on the blocking pool.
+    running: std::sync::atomic::AtomicBool,
+}
+
+struct Waiting {
+    ids: Vec<u32>,
+    done: tokio::sync::oneshot::Sender<Vec<f32>>,
+}
+
+/// Inputs per pass of the question line.
+const LINE_BATCH: usize = 32;
+
+impl QuestionLine {
+    /// Embeds `encoded` (short inputs) in the line's next pass.
+    async fn embed(
+        self: &Arc<Self>,
+        model: &Arc<Model>,
+        encoded: Vec<Vec<u32>>,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        use std::sync::atomic::Ordering;
+        let mut results = Vec::with_capacity(encoded.len());
+        {
+            let mut queue = self.queue.lock();
+            for ids in encoded {
+                let (done, result) = tokio::sync::oneshot::channel();
+                queue.push(Waiting { ids, done });
+                results.push(result);
+            }
+        }
+        if !self.running.swap(true, Ordering::AcqRel) {
+            let line = Arc::clone(self);
+            let model = Arc::clone(model);
+            tokio::task::spawn_blocking(move || line.drain(&model));
+        }
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            out.push(r.await.map_err(|_| EmbedError::Model {
+                context: "question line".into(),
+                source: "the embedding pass ended without a result".into(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Runs passes until the queue is empty.
+    fn drain(&self, model: &Model) {
+        use std::sync::atomic::Ordering;
+        let Some(small) = model.small.as_ref() else {
+            return;
+        };
+        loop {
+            let batch: Vec<Waiting> = {
+                let mut queue = self.queue.lock();
+                let n = queue.len().min(LINE_BATCH);
+                queue.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                self.running.store(false, Ordering::Release);
+                // Something queued between the look and the store: go on
+                // unless another drainer took it.
+                if self.queue.lock().is_empty() || self.running.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                continue;
+            }
+            let inputs: Vec<&[u32]> = batch.iter().map(|w| w.ids.as_slice()).collect();
+            let vectors = small.embed_many(&inputs);
+            for (w, v) in batch.into_iter().zip(vectors) {
+                let _ = w.done.send(v);
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -206,22 +285,14 @@ impl Embedder for LocalEmbedder {
         }
         let model = Arc::clone(&self.inner);
         let texts = texts.to_vec();
-        // A question does not wait behind a document's batches: the
-        // short-input encoder takes milliseconds and shares the cores
-        // through rayon's pool, so it needs no permit, and runs in the
-        // same blocking task as the tokenizer.
-        let encoded = tokio::task::spawn_blocking(move || {
-            let encoded = model.tokenize(&texts)?;
-            if model.takes_small(&encoded) {
-                return model.run(&encoded).map(Step::Done);
-            }
-            Ok(Step::Batches(encoded))
-        })
-        .await??;
-        let encoded = match encoded {
-            Step::Done(vectors) => return Ok(vectors),
-            Step::Batches(encoded) => encoded,
-        };
+        let encoded = tokio::task::spawn_blocking(move || model.tokenize(&texts)).await??;
+        // A question does not wait behind a document's batches: it takes
+        // the short-input encoder (milliseconds, the cores shared through
+        // rayon's pool, no permit), together with the questions that
+        // arrive meanwhile.
+        if self.inner.takes_small(&encoded) {
+            return self.line.embed(&self.inner, encoded).await;
+        }
         let model = Arc::clone(&self.inner);
         let _permit = self.permits.acquire().await?;
         tokio::task::spawn_blocking(move || model.run(&encoded)).await?
@@ -260,10 +331,8 @@ impl Model {
     fn run(&self, encoded: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); encoded.len()];
         if let Some(small) = self.small.as_ref().filter(|_| self.takes_small(encoded)) {
-            for (o, ids) in out.iter_mut().zip(encoded) {
-                *o = small.embed(ids);
-            }
-            return Ok(out);
+            let inputs: Vec<&[u32]> = encoded.iter().map(Vec::as_slice).collect();
+            return Ok(small.embed_many(&inputs));
         }
         // Longest first, so each batch pads to similar lengths.
         let mut order: Vec<usize> = (0..encoded.len()).collect();

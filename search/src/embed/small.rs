@@ -333,87 +333,113 @@ impl SmallEncoder {
         })
     }
 
-    /// The mean-pooled, normalised embedding of one tokenised input
-    /// (`ids` at most the model's positions long; empty gives zeros).
-    pub(super) fn embed(&self, ids: &[u32]) -> Vec<f32> {
+    /// The mean-pooled, normalised embeddings of tokenised inputs (each at
+    /// most the model's positions long; an empty one gives zeros), computed
+    /// together: their
+    /// rows are stacked, so every linear layer reads its weights once for
+    /// all of them (what a lone question pays for is that read); attention
+    /// stays within each input. Each result is what the input gives alone.
+    pub(super) fn embed_many(&self, inputs: &[&[u32]]) -> Vec<Vec<f32>> {
         let h = self.hidden;
-        let n = ids.len().min(self.max_positions);
-        if n == 0 {
-            return vec![0.0; h];
+        // (first row, rows) of each input; an empty input has no rows.
+        let mut segs = Vec::with_capacity(inputs.len());
+        let mut rows = 0;
+        for ids in inputs {
+            let n = ids.len().min(self.max_positions);
+            segs.push((rows, n));
+            rows += n;
         }
-        let mut x = vec![0f32; n * h];
+        if rows == 0 {
+            return vec![vec![0.0; h]; inputs.len()];
+        }
+        let mut x = vec![0f32; rows * h];
         {
             let word = self.word.view();
             let pos = self.position.view();
             let tt = self.token_type.view();
             let (word, pos, tt) = (word.slice(), pos.slice(), tt.slice());
-            for (t, &id) in ids[..n].iter().enumerate() {
-                let id = (id as usize).min(word.len() / h - 1);
-                let row = &mut x[t * h..(t + 1) * h];
-                for (k, v) in row.iter_mut().enumerate() {
-                    *v = word[id * h + k] + pos[t * h + k] + tt[k];
+            for (ids, &(first, n)) in inputs.iter().zip(&segs) {
+                for (t, &id) in ids[..n].iter().enumerate() {
+                    let id = (id as usize).min(word.len() / h - 1);
+                    let row = &mut x[(first + t) * h..(first + t + 1) * h];
+                    for (k, v) in row.iter_mut().enumerate() {
+                        *v = word[id * h + k] + pos[t * h + k] + tt[k];
+                    }
                 }
             }
         }
         self.emb_norm.forward(&mut x, h, self.eps);
         for layer in &self.layers {
-            x = self.layer(layer, x, n);
+            x = self.layer(layer, x, rows, &segs);
         }
-        let mut mean = vec![0f32; h];
-        for row in x.chunks_exact(h) {
-            for (m, v) in mean.iter_mut().zip(row) {
-                *m += v;
-            }
-        }
-        for m in &mut mean {
-            *m /= n as f32;
-        }
-        l2_normalize(&mut mean);
-        mean
+        segs.iter()
+            .map(|&(first, n)| {
+                let mut mean = vec![0f32; h];
+                if n == 0 {
+                    return mean;
+                }
+                for row in x[first * h..(first + n) * h].chunks_exact(h) {
+                    for (m, v) in mean.iter_mut().zip(row) {
+                        *m += v;
+                    }
+                }
+                for m in &mut mean {
+                    *m /= n as f32;
+                }
+                l2_normalize(&mut mean);
+                mean
+            })
+            .collect()
     }
 
-    fn layer(&self, l: &Layer, x: Vec<f32>, n: usize) -> Vec<f32> {
+    /// One encoder layer over `rows` stacked rows; attention within each
+    /// `(first row, rows)` segment.
+    fn layer(&self, l: &Layer, x: Vec<f32>, rows: usize, segs: &[(usize, usize)]) -> Vec<f32> {
         let h = self.hidden;
         let d = h / self.heads;
-        let q = l.query.forward(&x, n);
-        let k = l.key.forward(&x, n);
-        let v = l.value.forward(&x, n);
+        let q = l.query.forward(&x, rows);
+        let k = l.key.forward(&x, rows);
+        let v = l.value.forward(&x, rows);
         let scale = 1.0 / (d as f32).sqrt();
-        let mut ctx = vec![0f32; n * h];
-        let mut scores = vec![0f32; n];
-        for head in 0..self.heads {
-            let cols = head * d..(head + 1) * d;
-            for i in 0..n {
-                let qi = &q[i * h..][cols.clone()];
-                let mut max = f32::NEG_INFINITY;
-                for (j, s) in scores.iter_mut().enumerate() {
-                    *s = dot(qi, &k[j * h..][cols.clone()]) * scale;
-                    max = max.max(*s);
-                }
-                let mut total = 0.0;
-                for s in &mut scores {
-                    *s = (*s - max).exp();
-                    total += *s;
-                }
-                let out = &mut ctx[i * h..][cols.clone()];
-                for (j, s) in scores.iter().enumerate() {
-                    let p = s / total;
-                    for (o, vv) in out.iter_mut().zip(&v[j * h..][cols.clone()]) {
-                        *o += p * vv;
+        let mut ctx = vec![0f32; rows * h];
+        let longest = segs.iter().map(|s| s.1).max().unwrap_or(0);
+        let mut scores = vec![0f32; longest];
+        for &(first, n) in segs {
+            let scores = &mut scores[..n];
+            for head in 0..self.heads {
+                let cols = head * d..(head + 1) * d;
+                for i in first..first + n {
+                    let qi = &q[i * h..][cols.clone()];
+                    let mut max = f32::NEG_INFINITY;
+                    for (j, s) in scores.iter_mut().enumerate() {
+                        *s = dot(qi, &k[(first + j) * h..][cols.clone()]) * scale;
+                        max = max.max(*s);
+                    }
+                    let mut total = 0.0;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        total += *s;
+                    }
+                    let out = &mut ctx[i * h..][cols.clone()];
+                    for (j, s) in scores.iter().enumerate() {
+                        let p = s / total;
+                        for (o, vv) in out.iter_mut().zip(&v[(first + j) * h..][cols.clone()]) {
+                            *o += p * vv;
+                        }
                     }
                 }
             }
         }
-        let mut a = l.attn_out.forward(&ctx, n);
+        let mut a = l.attn_out.forward(&ctx, rows);
         for (a, x) in a.iter_mut().zip(&x) {
             *a += x;
         }
         l.attn_norm.forward(&mut a, h, self.eps);
-        let mut inter = l.intermediate.forward(&a, n);
+        let mut inter = l.intermediate.forward(&a, rows);
         for v in &mut inter {
             *v = gelu(*v);
         }
-        let mut out = l.output.forward(&inter, n);
+        let mut out = l.output.forward(&inter, rows);
         for (o, a) in out.iter_mut().zip(&a) {
             *o += a;
         }
