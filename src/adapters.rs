@@ -124,6 +124,49 @@ impl ChatActivity for ChatToClassroom {
                 session: session.session,
                 persona: session.persona,
             },
+            // A question asked over HTTP is shown when it was asked in a
+            // session (the live view's frames are keyed by session and
+            // `seq`): its question, then its answer, which came at once.
+            Activity::AskedOverHttp {
+                org,
+                user,
+                persona,
+                session: Some(session),
+                seq: Some(seq),
+                answer_seq: Some(answer_seq),
+                text,
+                grounded,
+                citations,
+                refusal,
+                ms,
+                at,
+                ..
+            } => {
+                self.classroom.observe(Observed::Asked {
+                    org,
+                    user,
+                    session,
+                    persona,
+                    seq,
+                    text: text.clone(),
+                    at,
+                });
+                Observed::Answered {
+                    org,
+                    user,
+                    session,
+                    persona,
+                    reply_to: seq,
+                    seq: answer_seq,
+                    grounded,
+                    citations: u32::try_from(citations).unwrap_or(u32::MAX),
+                    first_token_ms: ms,
+                    total_ms: ms,
+                    refusal,
+                    question: text,
+                    at,
+                }
+            }
             Activity::Attached { .. }
             | Activity::Detached { .. }
             | Activity::AskedOverHttp { .. } => return,
@@ -295,6 +338,7 @@ impl ChatActivity for ActivityToAnalytics {
                 provider,
                 ms,
                 at,
+                ..
             } => {
                 let mut e = Event::new(org, Kind::Question, at);
                 e.user = Some(user);

@@ -388,6 +388,12 @@ pub struct ChatSettings {
     /// How often a socket checks that its user's tokens still hold (token
     /// version, role), in case a revocation's broadcast was lost.
     pub auth_check_secs: u64,
+    /// Questions this node answers at once (0: automatic, see
+    /// `chat::admission`).
+    pub answer_concurrency: usize,
+    /// Questions that may wait for a turn beyond those; more are refused
+    /// (`overloaded`, with Retry-After) before they are stored.
+    pub answer_queue: usize,
 }
 
 /// A language-model provider of the answer chain.

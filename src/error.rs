@@ -67,6 +67,9 @@ pub enum ErrorCode {
     Internal,
     ServiceUnavailable,
     LlmUnavailable,
+    /// More questions wait to be answered on this node than it lets wait
+    /// (`chat.answer_queue`): not stored; ask again after Retry-After.
+    Overloaded,
     /// Chat frames (WebSocket only): malformed, of an unknown type, too
     /// large, or a question before a session.
     BadFrame,
@@ -108,6 +111,10 @@ impl ErrorCode {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Language model unavailable",
             ),
+            Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many questions waiting",
+            ),
             BadFrame => (StatusCode::BAD_REQUEST, "Malformed frame"),
             UnknownType => (StatusCode::BAD_REQUEST, "Unknown frame type"),
             FrameTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Frame too large"),
@@ -140,6 +147,7 @@ impl ErrorCode {
             Internal => "internal",
             ServiceUnavailable => "service_unavailable",
             LlmUnavailable => "llm_unavailable",
+            Overloaded => "overloaded",
             BadFrame => "bad_frame",
             UnknownType => "unknown_type",
             FrameTooLarge => "frame_too_large",
@@ -575,6 +583,7 @@ pub fn chat_code(e: &crate::chat::ChatError) -> ErrorCode {
         ChatError::ModelUnavailable { .. } => ErrorCode::LlmUnavailable,
         ChatError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
         ChatError::Unavailable { .. } => ErrorCode::ServiceUnavailable,
+        ChatError::Overloaded { .. } => ErrorCode::Overloaded,
         ChatError::Store(s) => match s {
             StoreError::NotFound => ErrorCode::NotFound,
             StoreError::Conflict(_) => ErrorCode::Conflict,
@@ -610,7 +619,8 @@ impl From<crate::chat::ChatError> for ApiError {
             | ChatError::InvalidFrame(_)
             | ChatError::ModelUnavailable { .. }
             | ChatError::QuotaExceeded(_)
-            | ChatError::Unavailable { .. } => {}
+            | ChatError::Unavailable { .. }
+            | ChatError::Overloaded { .. } => {}
         }
         api
     }

@@ -39,7 +39,8 @@ export function loadChatState(personaId) {
 export class ChatClient {
   /**
    * handlers: onEvent(event), onDelta(replyTo, text, reset), onAck(clientId, seq),
-   * onStatus('connecting'|'online'|'offline'), onError(frame), onSession(id)
+   * onStatus('connecting'|'online'|'offline'), onError(frame), onSession(id),
+   * onQueued(replyTo, position), onRetry(clientId, seconds)
    */
   constructor(personaId, handlers = {}) {
     this.personaId = personaId;
@@ -200,9 +201,24 @@ export class ChatClient {
         if (this.h.onDelta) this.h.onDelta(f.reply_to, text, !!f.reset);
         break;
       }
-      case 'error':
+      case 'queued':
+        if (this.h.onQueued) this.h.onQueued(f.reply_to, f.position);
+        break;
+      case 'error': {
+        // Refused before it was stored because the server's line is full:
+        // send it again (same client_id) once the server says.
+        const q = f.code === 'overloaded' && this.state.outbox.find((x) => x.client_id === f.client_id);
+        if (q) {
+          const wait = (f.retry_after_ms || 1000) + Math.random() * 500;
+          setTimeout(() => {
+            if (this.joined) this.sendFrame({ type: 'message', client_id: q.client_id, text: q.text });
+          }, wait);
+          if (this.h.onRetry) this.h.onRetry(q.client_id, Math.ceil(wait / 1000));
+          break;
+        }
         if (this.h.onError) this.h.onError(f);
         break;
+      }
       default:
         if (this.h.onOther) this.h.onOther(f);
     }

@@ -1069,7 +1069,11 @@ impl Client {
             ServerFrame::Error { code, reply_to, .. } => {
                 self.on_error_frame(code, reply_to.is_some());
             }
-            ServerFrame::Pong | ServerFrame::Ingest(_) | ServerFrame::Authenticated { .. } => {}
+            // Waiting for a turn: the answer's latency will show it.
+            ServerFrame::Queued { .. }
+            | ServerFrame::Pong
+            | ServerFrame::Ingest(_)
+            | ServerFrame::Authenticated { .. } => {}
         }
         self.check_caught_up(now);
     }

@@ -92,7 +92,10 @@ pub enum Activity {
         user: UserId,
         persona: PersonaId,
         session: Option<SessionId>,
+        /// The question's `seq` in `session`.
         seq: Option<i64>,
+        /// The answer's `seq` in `session`.
+        answer_seq: Option<i64>,
         text: String,
         grounded: bool,
         citations: usize,

@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::ChatError;
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::ids::{PersonaId, SessionId};
@@ -29,7 +30,7 @@ pub struct AskBody {
     responses((status = 200, body = Answer), (status = 402, description = "`quota_exceeded`: the month's questions are used up; `detail` says when they reset"),
         (status = 404, description = "`not_found`: no such persona, or `session_id` names no session of the caller's with it"), (status = 422, description = "empty or over-long question"),
         (status = 429, description = "`rate_limited`, with `Retry-After`: the caller's question budget (`chat.messages_burst`, `chat.messages_per_sec`), shared with the WebSocket"),
-        (status = 503, description = "`llm_unavailable`: no provider of the chain could answer; see `Retry-After`")),
+        (status = 503, description = "`llm_unavailable`: no provider of the chain could answer; `overloaded`: more questions wait to be answered on this node than `chat.answer_queue` allows, nothing was stored or counted; see `Retry-After` for both")),
     security(("bearer" = [])))]
 pub async fn ask(
     state: web::Data<AppState>,
@@ -47,7 +48,18 @@ pub async fn ask(
         Some(session) => super::history_for_ask(&state, &user, persona, session).await?,
         None => Vec::new(),
     };
+    // The same line as questions over the WebSocket: refused when full,
+    // before anything is counted or stored.
+    let ticket = state
+        .chat
+        .core()
+        .admission
+        .admit()
+        .map_err(|full| ChatError::Overloaded {
+            retry_after: full.retry_after,
+        })?;
     state.chat.count_question(user.org_id).await?;
+    let turn = ticket.turn().await;
     let answer = state
         .personas
         .ask(
@@ -61,6 +73,7 @@ pub async fn ask(
             },
         )
         .await;
+    drop(turn);
     let answer = match answer {
         Ok(a) => a,
         Err(e) => {
@@ -69,7 +82,7 @@ pub async fn ask(
             return Err(e.into());
         }
     };
-    let seq = match body.session_id {
+    let seqs = match body.session_id {
         Some(session) => {
             Some(super::record_exchange(&state, &user, session, &text, &answer).await?)
         }
@@ -81,7 +94,8 @@ pub async fn ask(
         user: user.user_id,
         persona,
         session: body.session_id,
-        seq,
+        seq: seqs.map(|(q, _)| q),
+        answer_seq: seqs.map(|(_, a)| a),
         text,
         grounded: answer.grounded,
         citations: answer.citations.len(),

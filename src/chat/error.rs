@@ -36,6 +36,10 @@ pub enum ChatError {
     /// A service chat depends on is not answering.
     #[error("a dependency is unavailable")]
     Unavailable { retry_after: Duration },
+    /// Too many questions already wait to be answered on this node
+    /// ([`super::admission`]); this one was not stored.
+    #[error("too many questions waiting")]
+    Overloaded { retry_after: Duration },
     /// The organisation's question allowance is used up; the sentence
     /// names it and when it resets.
     #[error("quota exceeded: {0}")]
@@ -80,7 +84,8 @@ impl ChatError {
         match self {
             ChatError::RateLimited { retry_after }
             | ChatError::ModelUnavailable { retry_after }
-            | ChatError::Unavailable { retry_after } => Some(*retry_after),
+            | ChatError::Unavailable { retry_after }
+            | ChatError::Overloaded { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -101,6 +106,9 @@ impl ChatError {
             }
             ChatError::ModelUnavailable { .. } => {
                 "No language model can answer right now; try again shortly."
+            }
+            ChatError::Overloaded { .. } => {
+                "Too many questions are waiting to be answered; ask again in a moment."
             }
             ChatError::Unavailable { .. } | ChatError::Store(StoreError::Unavailable(_)) => {
                 "The database is not answering; try again shortly."

@@ -150,6 +150,14 @@ pub enum ServerFrame<'a> {
         client_id: Cow<'a, str>,
         seq: i64,
     },
+    /// The question `reply_to` is stored and waits for its turn to be
+    /// answered; `position` is its place in line (1: next). Sent after its
+    /// `ack` on the asking connection, only when it must wait; not stored,
+    /// not replayed.
+    Queued {
+        reply_to: i64,
+        position: usize,
+    },
     /// A piece of the answer to `reply_to` (not stored, not replayed);
     /// `reset`: discard the pieces so far.
     Delta {
@@ -219,10 +227,7 @@ impl ServerFrame<'_> {
             code: Cow::Borrowed(code),
             message: e.client_message(),
             reply_to,
-            retry_after_ms: match e {
-                ChatError::RateLimited { retry_after } => Some(retry_after.as_millis() as u64),
-                _ => None,
-            },
+            retry_after_ms: e.retry_after().map(|d| d.as_millis() as u64),
         }
     }
 
@@ -265,6 +270,9 @@ impl ServerFrame<'_> {
                 client_id: own(client_id),
                 seq,
             },
+            ServerFrame::Queued { reply_to, position } => {
+                ServerFrame::Queued { reply_to, position }
+            }
             ServerFrame::Delta {
                 reply_to,
                 reset,

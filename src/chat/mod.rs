@@ -9,6 +9,7 @@
 //! result (errors through [`crate::error::chat`]).
 
 pub mod activity;
+pub mod admission;
 pub mod ask;
 pub mod error;
 pub mod frames;
@@ -102,7 +103,7 @@ pub async fn record_exchange(
     session: SessionId,
     question: &str,
     answer: &Answer,
-) -> ApiResult<i64> {
+) -> ApiResult<(i64, i64)> {
     let extras = tutor::extras_of(answer);
     Ok(state
         .chat

@@ -56,6 +56,8 @@ impl From<crate::auth::AuthUser> for ChatUser {
 #[derive(Debug, Clone)]
 pub struct ChatConfig {
     pub chat: ChatSettings,
+    /// Questions answered at once (`chat.answer_concurrency`, resolved).
+    pub answer_concurrency: usize,
     /// Earlier turns given to the persona with a question.
     pub history_turns: usize,
     /// How long an idle session actor lives.
@@ -64,8 +66,14 @@ pub struct ChatConfig {
 
 impl ChatConfig {
     pub fn from_settings(s: &crate::config::Settings) -> Self {
+        use crate::config::LlmProvider;
+        let remote = s.llm.chain.iter().any(|p| *p != LlmProvider::Extractive);
         Self {
             chat: s.chat.clone(),
+            answer_concurrency: super::admission::Admission::concurrency_for(
+                s.chat.answer_concurrency,
+                remote,
+            ),
             history_turns: s.personas.history_turns,
             idle_timeout: Duration::from_secs(s.registry.idle_timeout_secs),
         }
@@ -95,6 +103,8 @@ pub struct ChatCore {
     pub activity: Arc<dyn ChatActivity>,
     /// The question allowance (billing's).
     pub quota: Arc<dyn QuestionQuota>,
+    /// The line of questions waiting to be answered on this node.
+    pub admission: super::admission::Admission,
 }
 
 /// The chat service; cheap to clone.
@@ -138,7 +148,10 @@ impl ChatService {
         quota: Arc<dyn QuestionQuota>,
     ) -> Self {
         let idle = config.idle_timeout;
+        let admission =
+            super::admission::Admission::new(config.answer_concurrency, config.chat.answer_queue);
         let core = Arc::new(ChatCore {
+            admission,
             db,
             hub,
             tutor,
@@ -315,6 +328,12 @@ impl ChatService {
         text: String,
     ) -> Result<(Addr<ChatSession>, i64), ChatError> {
         self.check_question_rate(user).await?;
+        self.core
+            .admission
+            .check()
+            .map_err(|full| ChatError::Overloaded {
+                retry_after: full.retry_after,
+            })?;
         let session = row.id;
         let key = format!("chat:{session}:{client_id}");
         self.core.quota.take(user.org_id, Some(&key)).await?;
@@ -450,7 +469,7 @@ impl ChatService {
         question: &str,
         answer: &str,
         extras: &AnswerExtras,
-    ) -> Result<i64, ChatError> {
+    ) -> Result<(i64, i64), ChatError> {
         let db = &self.core.db;
         let q = store::append(
             db,
@@ -468,7 +487,7 @@ impl ChatService {
         .await?
         .ok_or(ChatError::SessionNotFound)?;
         let payload = payload_of(extras);
-        store::append(
+        let a = store::append(
             db,
             user.org_id,
             session,
@@ -481,8 +500,9 @@ impl ChatService {
                 at: Utc::now(),
             },
         )
-        .await?;
-        Ok(q.seq())
+        .await?
+        .ok_or(ChatError::SessionNotFound)?;
+        Ok((q.seq(), a.seq()))
     }
 
     /// Reports what happened outside the session actors (a question asked

@@ -40,6 +40,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::activity::{Activity, SessionRef};
+use super::admission::Ticket;
 use super::error::ChatError;
 use super::frames::{EventFrame, EventRole, ServerFrame};
 use super::hub::{Push, RemoteEvent};
@@ -149,8 +150,15 @@ impl ChatSession {
         }
     }
 
-    /// Starts answering `q` (stored question) on this node, within `span`.
-    fn answer(&mut self, q: store::EventRow, span: tracing::Span, ctx: &mut Context<Self>) {
+    /// Starts answering `q` (stored question) on this node, within `span`,
+    /// when `ticket`'s turn comes.
+    fn answer(
+        &mut self,
+        q: store::EventRow,
+        span: tracing::Span,
+        ticket: Ticket,
+        ctx: &mut Context<Self>,
+    ) {
         if !self.answering.insert(q.seq) {
             return;
         }
@@ -164,7 +172,7 @@ impl ChatSession {
         // what happens here. The work runs in the asking span.
         let _asking = span.enter();
         crate::work::spawn(async move {
-            if let Err(e) = answer_question(&core, &row, &q, me.clone()).await {
+            if let Err(e) = answer_question(&core, &row, &q, me.clone(), ticket).await {
                 tracing::warn!(reply_to, error = %e, "answer failed");
                 me.do_send(Broadcast {
                     frame: ServerFrame::error_about(&e, None, Some(reply_to)),
@@ -183,6 +191,7 @@ async fn answer_question(
     row: &SessionRow,
     q: &store::EventRow,
     me: Addr<ChatSession>,
+    ticket: Ticket,
 ) -> Result<(), ChatError> {
     let n = (core.config.history_turns as i64).max(0);
     let history = store::recent_events(&core.db, row.organization_id, row.id, n + 1)
@@ -191,7 +200,11 @@ async fn answer_question(
         .filter(|e| e.seq < q.seq)
         .map(turn)
         .collect();
+    // The turn covers the tutor's work (retrieval, the model), not the
+    // reads and writes around it, which wait on the database, not a core.
+    // Latencies count the wait for the turn: the student waited too.
     let started = std::time::Instant::now();
+    let turn = ticket.turn().await;
     let (tx, mut rx) = mpsc::channel::<Piece>(64);
     let reply_to = q.seq;
     let forward = {
@@ -253,6 +266,7 @@ async fn answer_question(
             pieces: Some(tx),
         })
         .await;
+    drop(turn);
     let first_piece = forward.await.ok().flatten();
     let answer = answer?;
     let payload = payload_of(&answer.extras);
@@ -352,6 +366,16 @@ impl Handler<Post> for ChatSession {
     type Result = ResponseActFuture<Self, Result<i64, ChatError>>;
 
     fn handle(&mut self, msg: Post, _ctx: &mut Self::Context) -> Self::Result {
+        // A place in the answering line before anything is stored: a full
+        // line refuses the question, which the client may send again.
+        let ticket = match self.core.admission.admit() {
+            Ok(t) => t,
+            Err(full) => {
+                return Box::pin(actix::fut::ready(Err(ChatError::Overloaded {
+                    retry_after: full.retry_after,
+                })));
+            }
+        };
         let db = self.core.db.clone();
         let id = self.id;
         let row = self.row.get_or_insert(msg.row);
@@ -452,7 +476,21 @@ impl Handler<Post> for ChatSession {
                 // New, or a repeat of a question nobody answered: answer it
                 // (once: `answering` and the unique reply index see to it).
                 if !answered && !act.answering.contains(&seq) {
-                    act.answer(q, span, ctx);
+                    if ticket.position() > 0 {
+                        let queued = ServerFrame::Queued {
+                            reply_to: seq,
+                            position: ticket.position(),
+                        };
+                        act.core.hub.push_conn(
+                            conn,
+                            Push {
+                                frame: queued.to_text(),
+                                session: Some(act.id),
+                                seq: None,
+                            },
+                        );
+                    }
+                    act.answer(q, span, ticket, ctx);
                 }
                 Ok(seq)
             }),
@@ -524,7 +562,8 @@ impl Handler<Recover> for ChatSession {
                     }
                     if orphaned(act.remote_activity.get(&q.seq).copied(), now, grace) {
                         let span = act.span.clone();
-                        act.answer(q, span, ctx);
+                        let ticket = act.core.admission.admit_stored();
+                        act.answer(q, span, ticket, ctx);
                     } else {
                         waiting = true;
                     }

@@ -28,7 +28,10 @@ pub struct WatchQuery {
 /// (`online`: students connected to a chat session now, on any node;
 /// `recent`: the latest questions, oldest first), then live `presence`
 /// (a student's chat socket attached to a session or left it), `question`
-/// (a question stored), `answer` (its answer stored: `grounded`,
+/// (a question stored: over the chat socket, or over
+/// `POST /v1/personas/{id}/ask` with a `session_id`; a question asked over
+/// HTTP without a session belongs to no session and is not shown, though
+/// analytics counts it), `answer` (its answer stored: `grounded`,
 /// `citations` count, `first_token_ms`, `refusal`) and `flag` (a question
 /// refused for safety or a blocked topic), from every node, filtered by
 /// `persona_id` when given. The client may send `{"type":"ping"}` (→

@@ -867,3 +867,136 @@ async fn a_client_moving_nodes_mid_answer_gets_the_answer_once() {
         .collect();
     assert_eq!(roles, vec!["user", "assistant"], "{h}");
 }
+
+/// Past the node's answering capacity questions wait in line, in order,
+/// and are told their place; past the line's end they are refused before
+/// anything is stored, over the socket and HTTP alike, and may be sent
+/// again. The `ack` never waits for answering.
+#[actix_web::test]
+async fn questions_wait_in_line_and_a_full_line_refuses_them() {
+    // Each answer streams for about two seconds.
+    let stub = StubServer::openai(StubBehaviour::Stream {
+        text: "Chlorophyll absorbs red and blue light [1].".into(),
+        chunks: 5,
+        chunk_delay: Duration::from_millis(400),
+    })
+    .await
+    .unwrap();
+    let base = stub.base_url();
+    let Some(app) = spawn_app_with(Backend::Sqlite, |s| {
+        s.llm.chain = vec![bwenge::config::LlmProvider::Openai];
+        s.llm.openai.base_url = base.clone();
+        s.llm.openai.model = "gpt-4o-mini".into();
+        s.personas.cache_ttl_secs = 0;
+        s.chat.messages_burst = 1000;
+        s.chat.answer_concurrency = 1;
+        s.chat.answer_queue = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let m = material(&app).await;
+    let persona = create_persona(
+        &app,
+        &m.teacher,
+        json!({"name": "Ms Leaf", "knowledge_source_ids": [m.photosynthesis]}),
+    )
+    .await;
+    let pid = persona["id"].as_str().unwrap().to_owned();
+    let mut ws = Ws::connect(&app, &m.student).await;
+    let sid = ws.start(&pid).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The first is answered at once; the second waits, first in line.
+    let asked = std::time::Instant::now();
+    assert_eq!(ws.ask("a", "What does chlorophyll absorb?").await, 1);
+    assert_eq!(ws.ask("b", "What does chlorophyll absorb?").await, 2);
+    assert!(
+        asked.elapsed() < Duration::from_millis(1500),
+        "acks do not wait for answers: {:?}",
+        asked.elapsed()
+    );
+    let seen = ws.until("queued").await;
+    assert_eq!(
+        seen.last().unwrap(),
+        &json!({"type": "queued", "reply_to": 2, "position": 1})
+    );
+
+    // The line is full: the third is refused, not stored.
+    ws.send(json!({"type": "message", "client_id": "c", "text": "What is chlorophyll?"}))
+        .await;
+    let refused = loop {
+        let f = ws.next().await;
+        if f["type"] == "error" {
+            break f;
+        }
+    };
+    assert_eq!(refused["code"], "overloaded", "{refused}");
+    assert_eq!(refused["client_id"], "c");
+    assert!(
+        refused["retry_after_ms"].as_u64().unwrap() >= 1000,
+        "{refused}"
+    );
+    // Over HTTP too: 503 with Retry-After, nothing counted or stored.
+    let res = app
+        .authed(
+            Method::POST,
+            &format!("/v1/personas/{pid}/ask"),
+            &m.student.access,
+        )
+        .json(&json!({"question": "What is chlorophyll?", "session_id": sid}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().get("retry-after").is_some());
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "overloaded");
+
+    // Answered in the order asked; then the refused one, sent again, is
+    // stored after them and answered.
+    let (_, first) = ws.until_answer(1).await;
+    let (_, second) = ws.until_answer(2).await;
+    assert!(first["seq"].as_i64() < second["seq"].as_i64());
+    let again = ws.ask("c", "What is chlorophyll?").await;
+    assert_eq!(again, 5);
+    ws.until_answer(again).await;
+    let h: Value = app
+        .authed(
+            Method::GET,
+            &format!("/v1/chat/sessions/{sid}"),
+            &m.student.access,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let roles: Vec<(i64, String)> = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_i64().unwrap(),
+                e["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(i64, String)> = [
+        (1, "user"),
+        (2, "user"),
+        (3, "assistant"),
+        (4, "assistant"),
+        (5, "user"),
+        (6, "assistant"),
+    ]
+    .into_iter()
+    .map(|(s, r)| (s, r.to_owned()))
+    .collect();
+    assert_eq!(roles, expected);
+}

@@ -323,8 +323,51 @@ async fn a_teacher_watches_the_class_live(backend: Backend) {
     ws2.close().await;
     assert_eq!(
         presence(&fire_only.next().await),
-        ("Invited Person", second.id.clone(), sid2, fire, false)
+        (
+            "Invited Person",
+            second.id.clone(),
+            sid2.clone(),
+            fire.clone(),
+            false
+        )
     );
+
+    // Asked over HTTP in the session: the question and its answer are
+    // shown as well, with their places in the session.
+    let res = app
+        .authed(
+            Method::POST,
+            &format!("/v1/personas/{fire}/ask"),
+            &second.access,
+        )
+        .json(&json!({"question": "What is lava?", "session_id": sid2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let answer: Value = res.json().await.unwrap();
+    let f = fire_only.take(2).await;
+    match &f[0] {
+        ClassroomFrame::Question(q) => {
+            assert_eq!(q.session_id.to_string(), sid2);
+            assert_eq!(q.user_id.to_string(), second.id);
+            assert_eq!((q.seq, q.text.as_str()), (3, "What is lava?"));
+        }
+        other => panic!("expected the question, got {other:?}"),
+    }
+    match &f[1] {
+        ClassroomFrame::Answer(a) => {
+            assert_eq!(a.session_id.to_string(), sid2);
+            assert_eq!((a.reply_to, a.seq), (3, 4));
+            assert_eq!(a.grounded, answer["grounded"].as_bool().unwrap());
+            assert_eq!(
+                a.citations as usize,
+                answer["citations"].as_array().unwrap().len()
+            );
+            assert_eq!(a.first_token_ms, a.total_ms);
+        }
+        other => panic!("expected the answer, got {other:?}"),
+    }
 }
 
 async fn only_the_organisations_staff_watch_it(backend: Backend) {

@@ -61,6 +61,8 @@ export default {
   "chat.send": "Ask",
   "chat.sending": "Waiting to send…",
   "chat.sent": "Received",
+  "chat.queued": "Many questions are being answered: yours is number {n} in line.",
+  "chat.retrying": "The tutor is very busy: your question will be sent again in {s} s.",
   "chat.you": "You",
   "chat.tutor": "Tutor",
   "chat.sources": "Sources",

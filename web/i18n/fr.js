@@ -61,6 +61,8 @@ export default {
   "chat.send": "Demander",
   "chat.sending": "En attente d’envoi…",
   "chat.sent": "Reçu",
+  "chat.queued": "Beaucoup de questions sont en cours : la vôtre est la numéro {n} dans la file.",
+  "chat.retrying": "Le tuteur est très occupé : votre question sera renvoyée dans {s} s.",
   "chat.you": "Vous",
   "chat.tutor": "Tuteur",
   "chat.sources": "Sources",

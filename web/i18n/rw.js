@@ -61,6 +61,8 @@ export default {
   "chat.send": "Baza",
   "chat.sending": "Gitegereje koherezwa…",
   "chat.sent": "Cyakiriwe",
+  "chat.queued": "Hari ibibazo byinshi birimo gusubizwa: icyawe ni icya {n} ku murongo.",
+  "chat.retrying": "Umwarimu arahuze cyane: ikibazo cyawe kizongera koherezwa mu masegonda {s}.",
   "chat.you": "Wowe",
   "chat.tutor": "Umwarimu",
   "chat.sources": "Inkomoko",

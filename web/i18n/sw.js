@@ -61,6 +61,8 @@ export default {
   "chat.send": "Uliza",
   "chat.sending": "Inasubiri kutumwa…",
   "chat.sent": "Imepokelewa",
+  "chat.queued": "Maswali mengi yanajibiwa: swali lako ni la {n} kwenye foleni.",
+  "chat.retrying": "Mwalimu ana shughuli nyingi: swali lako litatumwa tena baada ya sekunde {s}.",
   "chat.you": "Wewe",
   "chat.tutor": "Mkufunzi",
   "chat.sources": "Vyanzo",

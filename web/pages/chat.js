@@ -149,8 +149,23 @@ export async function render(main, ctx) {
         if (q && q.nextSibling) log.insertBefore(li, q.nextSibling); else log.insertBefore(li, pendingFirst());
         if (avatar) avatar.play('talking', true);
       }
-      li.querySelector('.text').textContent = text;
+      const p = li.querySelector('.text');
+      p.classList.remove('muted');
+      p.textContent = text;
       scroll();
+    },
+    onQueued: (replyTo, position) => {
+      // A placeholder where the answer will stream, saying where it stands.
+      if (streamNodes.has(replyTo)) return;
+      const li = h('li', { class: 'msg theirs streaming', 'data-streaming': replyTo }, h('span', { class: 'visually-hidden' }, `${t('chat.tutor')}: `), h('p', { class: 'text muted' }, t('chat.queued', { n: position })));
+      streamNodes.set(replyTo, li);
+      const q = log.querySelector(`li[data-seq="${replyTo}"]`);
+      if (q && q.nextSibling) log.insertBefore(li, q.nextSibling); else log.insertBefore(li, pendingFirst());
+      scroll();
+    },
+    onRetry: (clientId, seconds) => {
+      const li = pendingNodes.get(clientId);
+      if (li) { const s = li.querySelector('.muted'); if (s) s.textContent = t('chat.retrying', { s: seconds }); }
     },
     onAck: (clientId, seq) => {
       const li = pendingNodes.get(clientId);

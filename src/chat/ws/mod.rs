@@ -71,10 +71,11 @@ const MAX_STRIKES: u32 = 3;
 /// Upgrades an authenticated request to a chat connection.
 #[utoipa::path(get, path = "/v1/chat/ws", tag = "chat",
     params(("access_token" = Option<String>, Query, description = "For browsers: the access token, instead of the Authorization header")),
-    responses((status = 101, description = "WebSocket: JSON frames as API.md describes (`start`, `resume`, `message`, `ping`, `auth` → `session`, `ack`, `delta`, `message`, `replay`, `pong`, `error`, `ingest`, `authenticated`); an answer's `message` also carries `refusal` (`safety`, `blocked_topic`, `off_subject`, `not_covered`) when the question was declined. \
+    responses((status = 101, description = "WebSocket: JSON frames as API.md describes (`start`, `resume`, `message`, `ping`, `auth` → `session`, `ack`, `queued`, `delta`, `message`, `replay`, `pong`, `error`, `ingest`, `authenticated`); an answer's `message` also carries `refusal` (`safety`, `blocked_topic`, `off_subject`, `not_covered`) when the question was declined. \
 `resume`'s `last_seq` is clamped to the session (below 0: from the start; beyond its end: its end). \
 `{\"type\":\"auth\",\"access_token\":\"…\"}` gives the socket a fresh access token in place (answered `{\"type\":\"authenticated\",\"expires_at\":\"…\"}`); \
 a socket closes with 4401 within one heartbeat of its token's expiry unless one came, and every `chat.auth_check_secs` it checks that its user's tokens still hold. \
+A question that must wait for its turn to be answered (more are being answered on the node than `chat.answer_concurrency`) is told its place after its `ack`: `{\"type\":\"queued\",\"reply_to\":SEQ,\"position\":N}` (1: next); when `chat.answer_queue` questions already wait, a new one is refused before it is stored with an `error` frame `overloaded` carrying its `client_id` and `retry_after_ms`: send it again later with the same `client_id`. \
 `start` frames (`chat.starts_burst`, `chat.starts_per_sec`) and questions (`chat.messages_*`, shared with `POST /v1/personas/{id}/ask`) are rate limited per user (`error` frame `rate_limited`, then 4429). \
 Close codes: 4401 not authenticated (no valid token at the upgrade, tokens revoked, token expired, a bad `auth` frame), \
 4403 forbidden (a role change took away the session the socket follows, or an `auth` frame of another user), 4404 unknown session or persona, 4408 heartbeat timeout, \
