@@ -402,14 +402,20 @@ impl SmallEncoder {
         let v = l.value.forward(&x, rows);
         let scale = 1.0 / (d as f32).sqrt();
         let mut ctx = vec![0f32; rows * h];
-        let longest = segs.iter().map(|s| s.1).max().unwrap_or(0);
-        let mut scores = vec![0f32; longest];
+        // Each input's rows of the context, computed side by side.
+        let mut parts = Vec::with_capacity(segs.len());
+        let mut rest = ctx.as_mut_slice();
         for &(first, n) in segs {
-            let scores = &mut scores[..n];
+            let (mine, after) = rest.split_at_mut(n * h);
+            parts.push((first, n, mine));
+            rest = after;
+        }
+        parts.into_par_iter().for_each(|(first, n, out)| {
+            let mut scores = vec![0f32; n];
             for head in 0..self.heads {
                 let cols = head * d..(head + 1) * d;
-                for i in first..first + n {
-                    let qi = &q[i * h..][cols.clone()];
+                for i in 0..n {
+                    let qi = &q[(first + i) * h..][cols.clone()];
                     let mut max = f32::NEG_INFINITY;
                     for (j, s) in scores.iter_mut().enumerate() {
                         *s = dot(qi, &k[(first + j) * h..][cols.clone()]) * scale;
@@ -420,25 +426,27 @@ impl SmallEncoder {
                         *s = (*s - max).exp();
                         total += *s;
                     }
-                    let out = &mut ctx[i * h..][cols.clone()];
+                    let row = &mut out[i * h..][cols.clone()];
                     for (j, s) in scores.iter().enumerate() {
                         let p = s / total;
-                        for (o, vv) in out.iter_mut().zip(&v[(first + j) * h..][cols.clone()]) {
+                        for (o, vv) in row.iter_mut().zip(&v[(first + j) * h..][cols.clone()]) {
                             *o += p * vv;
                         }
                     }
                 }
             }
-        }
+        });
         let mut a = l.attn_out.forward(&ctx, rows);
         for (a, x) in a.iter_mut().zip(&x) {
             *a += x;
         }
         l.attn_norm.forward(&mut a, h, self.eps);
         let mut inter = l.intermediate.forward(&a, rows);
-        for v in &mut inter {
-            *v = gelu(*v);
-        }
+        inter.par_chunks_mut(4096).for_each(|c| {
+            for v in c {
+                *v = gelu(*v);
+            }
+        });
         let mut out = l.output.forward(&inter, rows);
         for (o, a) in out.iter_mut().zip(&a) {
             *o += a;
