@@ -635,46 +635,33 @@ pub async fn flags(
         .await?))
 }
 
-/// Every question of the scope, oldest first, a page after `after`. Both
-/// pages walk the `(organization_id, kind, at, id)` index in order.
+/// Every question of the scope, oldest first, a page after `after` (at,
+/// id): a range search of the `(organization_id, kind, at, id)` index.
 pub async fn questions(
     db: &Db,
     s: &Scope,
     after: Option<(DateTime<Utc>, EventId)>,
     limit: i64,
 ) -> Result<Vec<QuestionRow>, StoreError> {
-    let from = format!(
+    let sql = format!(
         "SELECT {QUESTION_COLUMNS} FROM analytics_events e \
          LEFT JOIN users u ON u.id = e.user_id AND u.organization_id = e.organization_id \
          WHERE e.organization_id = $1 AND e.kind = 'question' AND e.day >= $2 AND e.day <= $3 \
-         AND ($4 IS NULL OR e.persona_id = $4)"
+         AND ($4 IS NULL OR e.persona_id = $4) AND (e.at, e.id) > ($5, $6) \
+         ORDER BY e.at, e.id LIMIT $7"
     );
-    Ok(match after {
-        None => {
-            let sql = format!("{from} ORDER BY e.at, e.id LIMIT $5");
-            on_db!(db, |pool| sqlx::query_as(&sql)
-                .bind(s.org)
-                .bind(&s.from)
-                .bind(&s.to)
-                .bind(s.persona)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?)
-        }
-        Some((t, id)) => {
-            let sql = format!("{from} AND (e.at, e.id) > ($5, $6) ORDER BY e.at, e.id LIMIT $7");
-            on_db!(db, |pool| sqlx::query_as(&sql)
-                .bind(s.org)
-                .bind(&s.from)
-                .bind(&s.to)
-                .bind(s.persona)
-                .bind(t)
-                .bind(id)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?)
-        }
-    })
+    // The first page starts before any event could have happened.
+    let (t, id) = after.unwrap_or((DateTime::UNIX_EPOCH, EventId(uuid::Uuid::nil())));
+    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
+        .bind(s.org)
+        .bind(&s.from)
+        .bind(&s.to)
+        .bind(s.persona)
+        .bind(t)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
 }
 
 #[derive(Debug, sqlx::FromRow)]
