@@ -99,14 +99,11 @@ impl Admission {
     /// A place in line for a new question, or [`Full`] when `bound`
     /// questions already wait.
     pub fn admit(&self) -> Result<Ticket, Full> {
-        let limit = self.inner.concurrency + self.inner.bound;
         let mut out = self.inner.out.load(Ordering::Relaxed);
         loop {
-            if out >= limit {
+            if let Some(full) = self.inner.full(out) {
                 metrics::counter!(ANSWER_REFUSED_TOTAL).increment(1);
-                return Err(Full {
-                    retry_after: self.retry_after(out),
-                });
+                return Err(full);
             }
             match self.inner.out.compare_exchange_weak(
                 out,
@@ -123,13 +120,10 @@ impl Admission {
     /// Refuses as [`Admission::admit`] would now, without taking a place
     /// (to refuse before counting the question against the allowance).
     pub fn check(&self) -> Result<(), Full> {
-        let out = self.inner.out.load(Ordering::Relaxed);
-        if out >= self.inner.concurrency + self.inner.bound {
-            return Err(Full {
-                retry_after: self.retry_after(out),
-            });
+        match self.inner.full(self.inner.out.load(Ordering::Relaxed)) {
+            Some(full) => Err(full),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// A place in line that is never refused: a question already stored
@@ -147,7 +141,7 @@ impl Admission {
         } else {
             0
         };
-        metrics::gauge!(ANSWER_QUEUE).set(self.waiting() as f64);
+        metrics::gauge!(ANSWER_QUEUE).set(self.inner.waiting() as f64);
         Ticket {
             inner: Arc::clone(&self.inner),
             position,
@@ -157,18 +151,29 @@ impl Admission {
 
     /// Questions waiting for a turn now.
     pub fn waiting(&self) -> usize {
-        self.inner
-            .out
+        self.inner.waiting()
+    }
+}
+
+impl Inner {
+    fn waiting(&self) -> usize {
+        self.out
             .load(Ordering::Relaxed)
-            .saturating_sub(self.inner.concurrency)
+            .saturating_sub(self.concurrency)
     }
 
-    /// How long until the line has room again: the questions out, answered
-    /// `concurrency` at a time at the measured pace; whole seconds, 1 to 60.
-    fn retry_after(&self, out: usize) -> Duration {
-        let per_answer = self.inner.service_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let secs = (out as f64 * per_answer / self.inner.concurrency as f64).ceil();
-        Duration::from_secs(secs.clamp(1.0, 60.0) as u64)
+    /// Refused, when `out` tickets are out: the line is full. Try again
+    /// once the questions out are answered, `concurrency` at a time at the
+    /// measured pace (whole seconds, 1 to 60).
+    fn full(&self, out: usize) -> Option<Full> {
+        if out < self.concurrency + self.bound {
+            return None;
+        }
+        let per_answer = self.service_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let secs = (out as f64 * per_answer / self.concurrency as f64).ceil();
+        Some(Full {
+            retry_after: Duration::from_secs(secs.clamp(1.0, 60.0) as u64),
+        })
     }
 }
 
@@ -197,12 +202,7 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.inner.out.fetch_sub(1, Ordering::AcqRel);
-        let waiting = self
-            .inner
-            .out
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.inner.concurrency);
-        metrics::gauge!(ANSWER_QUEUE).set(waiting as f64);
+        metrics::gauge!(ANSWER_QUEUE).set(self.inner.waiting() as f64);
     }
 }
 

@@ -55,9 +55,7 @@ pub async fn ask(
         .core()
         .admission
         .admit()
-        .map_err(|full| ChatError::Overloaded {
-            retry_after: full.retry_after,
-        })?;
+        .map_err(ChatError::from)?;
     state.chat.count_question(user.org_id).await?;
     let turn = ticket.turn().await;
     let answer = state

@@ -50,6 +50,14 @@ pub enum ChatError {
     Internal(#[source] anyhow::Error),
 }
 
+impl From<super::admission::Full> for ChatError {
+    fn from(full: super::admission::Full) -> Self {
+        ChatError::Overloaded {
+            retry_after: full.retry_after,
+        }
+    }
+}
+
 /// A frame that does not decode, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadFrame {

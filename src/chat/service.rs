@@ -328,12 +328,7 @@ impl ChatService {
         text: String,
     ) -> Result<(Addr<ChatSession>, i64), ChatError> {
         self.check_question_rate(user).await?;
-        self.core
-            .admission
-            .check()
-            .map_err(|full| ChatError::Overloaded {
-                retry_after: full.retry_after,
-            })?;
+        self.core.admission.check()?;
         let session = row.id;
         let key = format!("chat:{session}:{client_id}");
         self.core.quota.take(user.org_id, Some(&key)).await?;

@@ -133,6 +133,18 @@ impl ChatSession {
     }
 
     /// Sends a frame to the connections attached here.
+    /// Sends a frame to one connection, in order with the session's events.
+    fn send_to(&self, conn: u64, frame: &ServerFrame<'_>) {
+        self.core.hub.push_conn(
+            conn,
+            Push {
+                frame: frame.to_text(),
+                session: Some(self.id),
+                seq: None,
+            },
+        );
+    }
+
     fn send_all(&self, frame: &ServerFrame<'_>) {
         self.core
             .hub
@@ -370,11 +382,7 @@ impl Handler<Post> for ChatSession {
         // line refuses the question, which the client may send again.
         let ticket = match self.core.admission.admit() {
             Ok(t) => t,
-            Err(full) => {
-                return Box::pin(actix::fut::ready(Err(ChatError::Overloaded {
-                    retry_after: full.retry_after,
-                })));
-            }
+            Err(full) => return Box::pin(actix::fut::ready(Err(full.into()))),
         };
         let db = self.core.db.clone();
         let id = self.id;
@@ -450,14 +458,7 @@ impl Handler<Post> for ChatSession {
                     client_id: Cow::Borrowed(q.client_id.as_deref().unwrap_or_default()),
                     seq,
                 };
-                act.core.hub.push_conn(
-                    conn,
-                    Push {
-                        frame: ack.to_text(),
-                        session: Some(act.id),
-                        seq: None,
-                    },
-                );
+                act.send_to(conn, &ack);
                 if let Appended::New(_) = stored {
                     if let Some(row) = &act.row {
                         act.core.activity.record(Activity::Asked {
@@ -481,14 +482,7 @@ impl Handler<Post> for ChatSession {
                             reply_to: seq,
                             position: ticket.position(),
                         };
-                        act.core.hub.push_conn(
-                            conn,
-                            Push {
-                                frame: queued.to_text(),
-                                session: Some(act.id),
-                                seq: None,
-                            },
-                        );
+                        act.send_to(conn, &queued);
                     }
                     act.answer(q, span, ticket, ctx);
                 }

@@ -12,7 +12,7 @@ use tokenizers::{
     PaddingParams, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
 };
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::http::error_chain;
 use super::small::{SMALL_MAX_TOKENS, SmallEncoder};
@@ -201,42 +201,40 @@ struct QuestionLine {
 
 struct Waiting {
     ids: Vec<u32>,
-    done: tokio::sync::oneshot::Sender<Vec<f32>>,
+    done: oneshot::Sender<Vec<f32>>,
+}
+
+/// After tokenising: a question's place in the line, or a document's
+/// token ids for the batched forward passes.
+enum Step {
+    Queued(Vec<oneshot::Receiver<Vec<f32>>>),
+    Batches(Vec<Vec<u32>>),
 }
 
 /// Inputs per pass of the question line.
 const LINE_BATCH: usize = 32;
 
 impl QuestionLine {
-    /// Embeds `encoded` (short inputs) in the line's next pass.
-    async fn embed(
-        self: &Arc<Self>,
-        model: &Arc<Model>,
-        encoded: Vec<Vec<u32>>,
-    ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        use std::sync::atomic::Ordering;
-        let mut results = Vec::with_capacity(encoded.len());
-        {
-            let mut queue = self.queue.lock();
-            for ids in encoded {
-                let (done, result) = tokio::sync::oneshot::channel();
+    /// Queues `encoded` (short inputs) for the next pass; each receiver
+    /// gets its input's vector.
+    fn enqueue(&self, encoded: Vec<Vec<u32>>) -> Vec<oneshot::Receiver<Vec<f32>>> {
+        let mut queue = self.queue.lock();
+        encoded
+            .into_iter()
+            .map(|ids| {
+                let (done, result) = oneshot::channel();
                 queue.push(Waiting { ids, done });
-                results.push(result);
-            }
+                result
+            })
+            .collect()
+    }
+
+    /// Runs the passes on the calling (blocking) thread, unless another
+    /// thread already does.
+    fn run_if_idle(&self, model: &Model) {
+        if !self.running.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.drain(model);
         }
-        if !self.running.swap(true, Ordering::AcqRel) {
-            let line = Arc::clone(self);
-            let model = Arc::clone(model);
-            tokio::task::spawn_blocking(move || line.drain(&model));
-        }
-        let mut out = Vec::with_capacity(results.len());
-        for r in results {
-            out.push(r.await.map_err(|_| EmbedError::Model {
-                context: "question line".into(),
-                source: "the embedding pass ended without a result".into(),
-            })?);
-        }
-        Ok(out)
     }
 
     /// Runs passes until the queue is empty.
@@ -283,16 +281,36 @@ impl Embedder for LocalEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let model = Arc::clone(&self.inner);
+        let (model, line) = (Arc::clone(&self.inner), Arc::clone(&self.line));
         let texts = texts.to_vec();
-        let encoded = tokio::task::spawn_blocking(move || model.tokenize(&texts)).await??;
         // A question does not wait behind a document's batches: it takes
         // the short-input encoder (milliseconds, the cores shared through
         // rayon's pool, no permit), together with the questions that
-        // arrive meanwhile.
-        if self.inner.takes_small(&encoded) {
-            return self.line.embed(&self.inner, encoded).await;
-        }
+        // arrive meanwhile; the task that tokenised it runs the passes
+        // unless another already does.
+        let step = tokio::task::spawn_blocking(move || -> Result<Step, EmbedError> {
+            let encoded = model.tokenize(&texts)?;
+            if !model.takes_small(&encoded) {
+                return Ok(Step::Batches(encoded));
+            }
+            let results = line.enqueue(encoded);
+            line.run_if_idle(&model);
+            Ok(Step::Queued(results))
+        })
+        .await??;
+        let encoded = match step {
+            Step::Batches(encoded) => encoded,
+            Step::Queued(results) => {
+                let mut out = Vec::with_capacity(results.len());
+                for r in results {
+                    out.push(r.await.map_err(|_| EmbedError::Model {
+                        context: "question line".into(),
+                        source: "the embedding pass ended without a result".into(),
+                    })?);
+                }
+                return Ok(out);
+            }
+        };
         let model = Arc::clone(&self.inner);
         let _permit = self.permits.acquire().await?;
         tokio::task::spawn_blocking(move || model.run(&encoded)).await?
