@@ -346,6 +346,21 @@ pub struct KnowledgeSettings {
     pub pdf_timeout_secs: u64,
     pub pdf_max_memory_mb: u64,
     pub pdf_extractor: String,
+    /// Chunk sizes, in estimated tokens (see `bwenge_parsers::chunk`).
+    pub chunk_target_tokens: usize,
+    pub chunk_max_tokens: usize,
+    pub chunk_overlap_tokens: usize,
+}
+
+impl KnowledgeSettings {
+    /// The chunker's sizes.
+    pub fn chunking(&self) -> bwenge_parsers::ChunkConfig {
+        bwenge_parsers::ChunkConfig {
+            target_tokens: self.chunk_target_tokens,
+            max_tokens: self.chunk_max_tokens,
+            overlap_tokens: self.chunk_overlap_tokens,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -795,6 +810,17 @@ impl Settings {
         if self.http.json_limit_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "http.json_limit_bytes must be greater than 0".into(),
+            ));
+        }
+        let k = &self.knowledge;
+        if k.chunk_target_tokens < 32
+            || k.chunk_max_tokens < k.chunk_target_tokens
+            || k.chunk_overlap_tokens >= k.chunk_target_tokens
+        {
+            return Err(ConfigError::Invalid(
+                "knowledge.chunk_target_tokens must be at least 32, at most \
+                 knowledge.chunk_max_tokens, and more than knowledge.chunk_overlap_tokens"
+                    .into(),
             ));
         }
         self.check_billing()?;

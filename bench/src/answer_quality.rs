@@ -58,6 +58,12 @@ struct Args {
     /// With `--verbose`: the test split's questions too.
     #[arg(long)]
     all: bool,
+    /// Write each training question with its first six hybrid hits (text,
+    /// page, document, similarity) to this JSON-lines file, for replaying
+    /// the extractive responder offline (`llm/examples/extractive-replay`).
+    /// The test split is never written.
+    #[arg(long)]
+    dump: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -344,6 +350,7 @@ async fn run(args: &Args) -> Result<(), String> {
 
     // Ask every question once: search in each mode, then ask.
     let mut outcomes = Vec::new();
+    let mut dump = Vec::new();
     for q in &questions {
         let mut retrieval = HashMap::new();
         let mut passages: HashMap<String, String> = HashMap::new();
@@ -361,6 +368,21 @@ async fn run(args: &Args) -> Result<(), String> {
                 search_ms = t.elapsed().as_secs_f64() * 1e3;
             }
             let hits = v["hits"].as_array().cloned().unwrap_or_default();
+            if mode == "hybrid" && q.split == "train" && args.dump.is_some() {
+                let top: Vec<Value> = hits
+                    .iter()
+                    .take(6)
+                    .map(|h| {
+                        let doc = h["source_id"].as_str().and_then(|s| source_doc.get(s));
+                        json!({"doc": doc, "page": h["page"], "text": h["text"],
+                            "source_title": h["source_title"], "similarity": h["similarity"]})
+                    })
+                    .collect();
+                dump.push(
+                    json!({"id": q.id, "question": q.text, "doc": q.doc, "pages": q.pages,
+                    "must_contain": q.must_contain, "style": q.style, "hits": top}),
+                );
+            }
             if mode == "hybrid" {
                 best_similarity = hits
                     .iter()
@@ -442,6 +464,11 @@ async fn run(args: &Args) -> Result<(), String> {
         });
     }
     drop(server);
+    if let Some(path) = &args.dump {
+        let lines: Vec<String> = dump.iter().map(Value::to_string).collect();
+        std::fs::write(path, lines.join("\n") + "\n")
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
 
     if args.verbose {
         for o in &outcomes {

@@ -415,6 +415,7 @@ mod tests {
             instructions: None,
             rules: vec![],
             passages: vec![Passage {
+                relevance: None,
                 n: 1,
                 source_title: "T".into(),
                 page: 1,

@@ -396,6 +396,7 @@ mod tests {
             instructions: None,
             rules: vec![],
             passages: vec![Passage {
+                relevance: None,
                 n: 1,
                 source_title: "Biology".into(),
                 page: 2,

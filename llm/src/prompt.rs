@@ -586,6 +586,7 @@ mod tests {
 
     fn passage(n: usize, words: usize) -> Passage {
         Passage {
+            relevance: None,
             n,
             source_title: format!("Book {n}"),
             page: n as i64,
@@ -781,6 +782,7 @@ mod tests {
     #[test]
     fn delimiters_inside_passages_are_neutralised() {
         let evil = Passage {
+            relevance: None,
             n: 1,
             source_title: "Evil \"book\" <x>".into(),
             page: 0,

@@ -17,7 +17,7 @@ use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 /// One retrieved passage the answer must be grounded in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Passage {
     /// 1-based marker number: the answer cites this passage as `[n]`.
     pub n: usize,
@@ -27,6 +27,12 @@ pub struct Passage {
     pub page: i64,
     /// The passage text. Untrusted: it is course material, not instructions.
     pub text: String,
+    /// How close the passage is in meaning to the question (the cosine
+    /// similarity of their embeddings), when the caller knows it. The
+    /// extractive responder prefers the sentences of the closest passages:
+    /// a student's paraphrase shares few words with the right one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relevance: Option<f32>,
 }
 
 /// Who spoke a conversation turn.
@@ -59,7 +65,7 @@ pub struct Turn {
 }
 
 /// Everything a model needs to answer one student question.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnswerRequest {
     /// The persona's display name ("Mwalimu Amani").
     pub persona_name: String,

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bwenge_actors::ingest::IngestWork;
 use bwenge_actors::messages::ingest::{JobId, Outcome};
 use bwenge_actors::ports::Bus;
-use bwenge_parsers::{ChunkConfig, Document, ExtractLimits, MediaKind, ParseError, PdfLimits};
+use bwenge_parsers::{Document, ExtractLimits, MediaKind, ParseError, PdfLimits};
 use bwenge_search::IndexItem;
 
 use crate::config::Settings;
@@ -175,10 +175,10 @@ impl KnowledgeIngest {
         self.stage(src, SourceStatus::Processing, "chunking", 0.3)
             .await?;
         let pages = i64::from(doc.page_count);
-        let chunks =
-            crate::work::blocking(move || bwenge_parsers::chunk(&doc, &ChunkConfig::default()))
-                .await
-                .context("the chunking task failed")?;
+        let sizes = self.settings.knowledge.chunking();
+        let chunks = crate::work::blocking(move || bwenge_parsers::chunk(&doc, &sizes))
+            .await
+            .context("the chunking task failed")?;
         if chunks.is_empty() {
             return Err(Failure::Permanent(
                 "No text could be found in this file, so there is nothing to search.".into(),

@@ -449,6 +449,7 @@ impl PersonaService {
                 .iter()
                 .enumerate()
                 .map(|(i, h)| Passage {
+                    relevance: h.similarity,
                     n: i + 1,
                     source_title: h.source_title.clone(),
                     page: h.page,

@@ -21,15 +21,25 @@
 //!    for question-term pairs in order, for focus (question terms among few
 //!    words), for cue matches — a definitional sentence ("X is a…", "X refers
 //!    to…", "X est…", "X ni…") for "what is"/"define" questions, a causal one
-//!    for "why", a number for "how many"/"when" — for early position in its
-//!    passage and for passage rank; times a length-sanity factor (very short,
-//!    very long, heading-like sentences lose).
+//!    for "why", a number for "how many"/"when"/"largest"/"range"… — for
+//!    early position in its passage and for passage rank, minus a small
+//!    penalty per unit of similarity its passage lies below the passage
+//!    closest in meaning to the question ([`Passage::relevance`], when the
+//!    caller gives it); times a length-sanity factor (very short, very long,
+//!    heading-like sentences lose). Sentences of the passages closest in
+//!    meaning need only half the floor: a student's paraphrase shares few
+//!    words with the sentence that answers it.
+//!
+//!    [`Passage::relevance`]: crate::Passage::relevance
 //! 4. **Choice** (`select`). Sentences covering at least [`RELEVANCE_FLOOR`] of
 //!    the question's weight are candidates (when none does, any sentence of
 //!    the [`FALLBACK_PASSAGES`] best passages that shares a term: the server
-//!    only gives passages it judged relevant, possibly by meaning); the best is taken, then up to three
-//!    more — the second whenever one exists, the others only if they score at
-//!    least half the best — skipping near-duplicates (stem Jaccard ≥ 0.6) and
+//!    only gives passages it judged relevant, possibly by meaning); the best
+//!    is taken with the sentence that follows it in its passage (answers run
+//!    on: "… the comparator output. Its other input is tied to 1.25 V."),
+//!    then more up to [`MAX_SENTENCES`] — the second whenever one exists, the
+//!    others only if they score at least half the best — skipping
+//!    near-duplicates (stem Jaccard ≥ 0.6) and
 //!    staying within the answer token limit. A chosen sentence that starts with
 //!    a pronoun ("It", "This", "Il", "Hii", …) brings its predecessor along
 //!    when there is room.

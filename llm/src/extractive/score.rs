@@ -89,7 +89,32 @@ const QUANTITY_CUES: &[&[&str]] = &[
     &["how", "much"],
     &["how", "long"],
     &["how", "old"],
+    &["how", "big"],
+    &["how", "wide"],
+    &["how", "fast"],
+    &["how", "far"],
+    &["how", "high"],
+    &["how", "low"],
+    &["how", "accurate"],
+    &["how", "precise"],
     &["when"],
+    &["what", "value"],
+    &["what", "number"],
+    &["which", "value"],
+    &["maximum"],
+    &["minimum"],
+    &["max"],
+    &["min"],
+    &["largest"],
+    &["biggest"],
+    &["smallest"],
+    &["highest"],
+    &["lowest"],
+    &["at", "most"],
+    &["at", "least"],
+    &["range"],
+    &["limit"],
+    &["accuracy"],
     &["combien"],
     &["quand"],
     &["ngapi"],
@@ -105,6 +130,8 @@ pub(super) struct Sentence {
     pub(super) n: usize,
     /// Position within the passage.
     pub(super) pos: usize,
+    /// The passage's closeness in meaning to the question, when known.
+    pub(super) relevance: Option<f32>,
     pub(super) text: String,
     pub(super) words: Vec<String>,
     pub(super) stems: Vec<String>,
@@ -132,6 +159,7 @@ impl Sentence {
                     rank,
                     n: p.n,
                     pos,
+                    relevance: p.relevance,
                     text,
                     words: w,
                     stems,
@@ -174,6 +202,17 @@ fn is_definitional(s: &Sentence, terms: &HashSet<String>) -> bool {
     })
 }
 
+/// A sentence loses this much per unit of cosine similarity its passage
+/// lies below the passage closest in meaning to the question (a nudge: the
+/// passages' rank already weighs meaning and words; larger weights lost
+/// answers on the training split).
+const RELEVANCE_WEIGHT: f64 = 0.25;
+/// Sentences of passages within this similarity of the closest need only
+/// [`NEAR_FLOOR`] of the floor: a paraphrase shares few words with the
+/// sentence that answers it, and the passage's meaning vouches for it.
+const RELEVANCE_MARGIN: f32 = 0.05;
+const NEAR_FLOOR: f64 = 0.5;
+
 /// Ranks the sentences that hold at least `floor` of the question's weight
 /// (and at least one of its terms), best first; with `max_rank`, only those
 /// of the first `max_rank` passages.
@@ -205,11 +244,23 @@ pub(super) fn rank_sentences(
     let wants_cause = any_phrase(q_words, WHY_CUES);
     let wants_quantity = any_phrase(q_words, QUANTITY_CUES);
 
+    let closest = sentences
+        .iter()
+        .filter_map(|s| s.relevance)
+        .reduce(f32::max);
+
     let mut scored = Vec::new();
     for (idx, s) in sentences.iter().enumerate() {
         if max_rank.is_some_and(|m| s.rank >= m) {
             continue;
         }
+        let (gap, floor) = match (s.relevance, closest) {
+            (Some(r), Some(c)) if r + RELEVANCE_MARGIN >= c => {
+                (f64::from(c - r), floor * NEAR_FLOOR)
+            }
+            (Some(r), Some(c)) => (f64::from(c - r), floor),
+            _ => (0.0, floor),
+        };
         let matched: f64 = q_stems
             .iter()
             .zip(&weights)
@@ -246,6 +297,7 @@ pub(super) fn rank_sentences(
         }
         score += 0.05 / (1.0 + s.pos as f64);
         score += 0.05 / (1.0 + s.rank as f64);
+        score -= RELEVANCE_WEIGHT * gap;
         let word_count = s.words.len();
         let heading_like = !ends_sentence(&s.text) && word_count < 8;
         if word_count < 4 || heading_like {

@@ -1,4 +1,5 @@
-//! Choice: which ranked sentences make the answer. The best, then up to
+//! Choice: which ranked sentences make the answer. The best with the
+//! sentence after it in its passage, then up to
 //! [`MAX_SENTENCES`] in all — the second whenever one exists, the others
 //! only if they score at least half the best — skipping near-duplicates and
 //! staying within the token budget; a pronoun-led sentence brings its
@@ -32,6 +33,19 @@ pub(super) fn choose(sentences: &[Sentence], ranked: &[Scored], max_tokens: u32)
     let best = &ranked[0];
     let mut chosen: Vec<usize> = vec![best.idx];
     let mut used = counter.count(&sentences[best.idx].text);
+    // The best sentence brings the one after it: an answer often runs on
+    // ("… the comparator output. Its negative input is tied to 1.25 V.").
+    let next = best.idx + 1;
+    if let Some(n) = sentences.get(next)
+        && n.rank == sentences[best.idx].rank
+        && n.pos == sentences[best.idx].pos + 1
+    {
+        let cost = counter.count(&n.text);
+        if used + cost <= budget {
+            chosen.push(next);
+            used += cost;
+        }
+    }
     let is_dup = |chosen: &[usize], idx: usize| {
         chosen
             .iter()
@@ -44,7 +58,7 @@ pub(super) fn choose(sentences: &[Sentence], ranked: &[Scored], max_tokens: u32)
         if chosen.len() >= 2 && cand.score < 0.5 * best.score {
             break;
         }
-        if is_dup(&chosen, cand.idx) {
+        if chosen.contains(&cand.idx) || is_dup(&chosen, cand.idx) {
             continue;
         }
         let cost = counter.count(&sentences[cand.idx].text);

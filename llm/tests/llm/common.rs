@@ -6,6 +6,7 @@ use futures_util::StreamExt;
 pub fn passages() -> Vec<Passage> {
     vec![
         Passage {
+            relevance: None,
             n: 1,
             source_title: "Biology Book".into(),
             page: 12,
@@ -15,6 +16,7 @@ pub fn passages() -> Vec<Passage> {
                 .into(),
         },
         Passage {
+            relevance: None,
             n: 2,
             source_title: "Biology Book".into(),
             page: 13,
@@ -24,6 +26,7 @@ pub fn passages() -> Vec<Passage> {
                 .into(),
         },
         Passage {
+            relevance: None,
             n: 3,
             source_title: "Biology Book".into(),
             page: 20,

@@ -25,6 +25,7 @@ fn markers(text: &str) -> Vec<usize> {
 
 fn passage(n: usize, text: &str) -> Passage {
     Passage {
+        relevance: None,
         n,
         source_title: "Course".into(),
         page: 1,
@@ -72,10 +73,12 @@ fn markers_only_name_given_passages() {
     let mut req = request("Where does photosynthesis take place and what does chlorophyll absorb?");
     req.passages = vec![
         Passage {
+            relevance: None,
             n: 4,
             ..passages()[0].clone()
         },
         Passage {
+            relevance: None,
             n: 7,
             ..passages()[1].clone()
         },
@@ -348,4 +351,70 @@ async fn streams_word_groups_then_done() {
     assert_eq!(*animation, Some(want.animation));
     let again = collect(ex.stream(&req).await.expect("stream")).await;
     assert_eq!(events, again);
+}
+
+/// A manual page and an aside that shares more of a student's words.
+fn comparator_passages(relevance: [Option<f32>; 2]) -> Vec<Passage> {
+    vec![
+        Passage {
+            relevance: relevance[0],
+            ..passage(
+                1,
+                "Channel 0 represents the analog comparator output. The positive input of \
+                 the comparator should be connected to SEN. Its negative input is internally \
+                 connected to 1.25 volts.",
+            )
+        },
+        Passage {
+            relevance: relevance[1],
+            ..passage(
+                2,
+                "Any voltage on a pin can be shown on the screen. The screen refreshes ten \
+                 times a second.",
+            )
+        },
+    ]
+}
+
+#[test]
+fn a_paraphrase_is_answered_from_the_passage_closest_in_meaning() {
+    let question = "what voltage is the SEN pin being compared against inside the chip?";
+    let mut req = request(question);
+    req.history.clear();
+
+    // Words alone: the aside wins and the comparator's sentences share too
+    // few of the student's words to be used.
+    req.passages = comparator_passages([None, None]);
+    let a = Extractive::new().answer(&req);
+    assert!(!a.text.contains("1.25"), "{}", a.text);
+
+    // The server knows passage 1 is far closer in meaning: its sentences
+    // count with half the words, and the answer cites it.
+    req.passages = comparator_passages([Some(0.62), Some(0.31)]);
+    let a = Extractive::new().answer(&req);
+    assert!(
+        a.text
+            .contains("The positive input of the comparator should be connected to SEN [1]."),
+        "{}",
+        a.text
+    );
+    assert!(a.cited.contains(&1), "{:?}", a.cited);
+}
+
+#[test]
+fn the_best_sentence_brings_the_one_after_it() {
+    let mut req = request("where should the positive input of the comparator be connected?");
+    req.history.clear();
+    req.passages = comparator_passages([None, None]);
+    let a = Extractive::new().answer(&req);
+    // The sentence that answers, and the one it runs on into, which shares
+    // no word with the question.
+    assert!(
+        a.text.contains(
+            "The positive input of the comparator should be connected to SEN [1]. Its \
+             negative input is internally connected to 1.25 volts [1]."
+        ),
+        "{}",
+        a.text
+    );
 }
