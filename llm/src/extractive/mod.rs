@@ -83,8 +83,9 @@ pub const RELEVANCE_FLOOR: f64 = 0.3;
 /// When no sentence reaches the floor, sentences of this many best passages
 /// that share any question term are used.
 pub const FALLBACK_PASSAGES: usize = 2;
-/// At most this many sentences in an answer.
-pub const MAX_SENTENCES: usize = 4;
+/// At most this many sentences in an answer: the best, the sentence it runs
+/// on into, and up to three more chosen on their own merit.
+pub const MAX_SENTENCES: usize = 5;
 /// Words per streamed delta.
 pub const WORDS_PER_DELTA: usize = 4;
 
