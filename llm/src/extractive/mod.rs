@@ -35,8 +35,9 @@
 //!    the question's weight are candidates (when none does, any sentence of
 //!    the [`FALLBACK_PASSAGES`] best passages that shares a term: the server
 //!    only gives passages it judged relevant, possibly by meaning); the best
-//!    is taken with the sentence that follows it in its passage (answers run
-//!    on: "… the comparator output. Its other input is tied to 1.25 V."),
+//!    is taken with the sentence that follows it in its passage when the two
+//!    share a content word (answers run on: "The positive input goes to
+//!    SEN. The negative input is tied to 1.25 V."),
 //!    then more up to [`MAX_SENTENCES`] — the second whenever one exists, the
 //!    others only if they score at least half the best — skipping
 //!    near-duplicates (stem Jaccard ≥ 0.6) and

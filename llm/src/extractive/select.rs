@@ -1,5 +1,6 @@
 //! Choice: which ranked sentences make the answer. The best with the
-//! sentence after it in its passage, then up to
+//! sentence after it in its passage when that one goes on about the same
+//! thing, then up to
 //! [`MAX_SENTENCES`] in all — the second whenever one exists, the others
 //! only if they score at least half the best — skipping near-duplicates and
 //! staying within the token budget; a pronoun-led sentence brings its
@@ -33,12 +34,15 @@ pub(super) fn choose(sentences: &[Sentence], ranked: &[Scored], max_tokens: u32)
     let best = &ranked[0];
     let mut chosen: Vec<usize> = vec![best.idx];
     let mut used = counter.count(&sentences[best.idx].text);
-    // The best sentence brings the one after it: an answer often runs on
-    // ("… the comparator output. Its negative input is tied to 1.25 V.").
+    // The best sentence brings the one after it when that one goes on about
+    // the same thing (shares a content word): an answer often runs on ("The
+    // positive input goes to SEN. The negative input is tied to 1.25 V.").
     let next = best.idx + 1;
+    let first = &sentences[best.idx];
     if let Some(n) = sentences.get(next)
-        && n.rank == sentences[best.idx].rank
-        && n.pos == sentences[best.idx].pos + 1
+        && n.rank == first.rank
+        && n.pos == first.pos + 1
+        && !n.stem_set.is_disjoint(&first.stem_set)
     {
         let cost = counter.count(&n.text);
         if used + cost <= budget {

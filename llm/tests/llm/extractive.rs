@@ -91,7 +91,11 @@ fn markers_only_name_given_passages() {
     // Each chosen sentence carries exactly one marker.
     let sentences = a.text.matches(" [").count();
     assert_eq!(sentences, ms.len());
-    assert!((2..=bwenge_llm::extractive::MAX_SENTENCES).contains(&ms.len()), "{}", a.text);
+    assert!(
+        (2..=bwenge_llm::extractive::MAX_SENTENCES).contains(&ms.len()),
+        "{}",
+        a.text
+    );
 }
 
 #[test]
@@ -408,7 +412,7 @@ fn the_best_sentence_brings_the_one_after_it() {
     req.passages = comparator_passages([None, None]);
     let a = Extractive::new().answer(&req);
     // The sentence that answers, and the one it runs on into, which shares
-    // no word with the question.
+    // only words of the first sentence, not of the question.
     assert!(
         a.text.contains(
             "The positive input of the comparator should be connected to SEN [1]. Its \
