@@ -18,7 +18,8 @@
 //!   and every `must_contain` term in the text (overall and on
 //!   student-worded questions), in-scope questions declined, off-topic
 //!   questions answered, citation quotes found verbatim in their passage,
-//!   p50/p99 latency.
+//!   p50/p99 latency of the answers not served from the answer cache (it is
+//!   off; any hit is counted and printed apart).
 //!
 //! The baseline for latency in the same run is `GET /v1/search` on the same
 //! questions (what every answer must at least do).
@@ -96,6 +97,9 @@ struct Outcome {
     confidence: Option<f64>,
     best_similarity: Option<f64>,
     ask_ms: f64,
+    /// Served from the answer cache (it is off, so this should never be
+    /// true; a hit is reported apart and kept out of the latency).
+    cached: bool,
     search_ms: f64,
     text: String,
 }
@@ -459,6 +463,7 @@ async fn run(args: &Args) -> Result<(), String> {
             confidence: a["confidence"].as_f64(),
             best_similarity,
             ask_ms,
+            cached: a["cached"].as_bool().unwrap_or(false),
             search_ms,
             text,
         });
@@ -624,7 +629,13 @@ fn report(split: &str, outcomes: &[&Outcome]) {
         "  quotes verbatim in their passage  {}",
         share(quotes_ok, quotes)
     );
-    let mut ask: Vec<f64> = outcomes.iter().map(|o| o.ask_ms).collect();
+    let hits = outcomes.iter().filter(|o| o.cached).count();
+    println!("  answer cache hits (kept out of latency) {hits}");
+    let mut ask: Vec<f64> = outcomes
+        .iter()
+        .filter(|o| !o.cached)
+        .map(|o| o.ask_ms)
+        .collect();
     let mut search: Vec<f64> = outcomes.iter().map(|o| o.search_ms).collect();
     let (a50, a99) = (pct(&mut ask, 0.5), pct(&mut ask, 0.99));
     let (s50, s99) = (pct(&mut search, 0.5), pct(&mut search, 0.99));

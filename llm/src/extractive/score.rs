@@ -210,7 +210,7 @@ const RELEVANCE_WEIGHT: f64 = 0.25;
 /// Sentences of passages within this similarity of the closest need only
 /// [`NEAR_FLOOR`] of the floor: a paraphrase shares few words with the
 /// sentence that answers it, and the passage's meaning vouches for it.
-const RELEVANCE_MARGIN: f32 = 0.05;
+const RELEVANCE_MARGIN: f64 = 0.05;
 const NEAR_FLOOR: f64 = 0.5;
 
 /// Ranks the sentences that hold at least `floor` of the question's weight
@@ -254,12 +254,12 @@ pub(super) fn rank_sentences(
         if max_rank.is_some_and(|m| s.rank >= m) {
             continue;
         }
-        let (gap, floor) = match (s.relevance, closest) {
-            (Some(r), Some(c)) if r + RELEVANCE_MARGIN >= c => {
-                (f64::from(c - r), floor * NEAR_FLOOR)
-            }
-            (Some(r), Some(c)) => (f64::from(c - r), floor),
-            _ => (0.0, floor),
+        // How far below the closest passage in meaning this one lies.
+        let gap = s.relevance.zip(closest).map(|(r, c)| f64::from(c - r));
+        let floor = if gap.is_some_and(|g| g <= RELEVANCE_MARGIN) {
+            floor * NEAR_FLOOR
+        } else {
+            floor
         };
         let matched: f64 = q_stems
             .iter()
@@ -297,7 +297,7 @@ pub(super) fn rank_sentences(
         }
         score += 0.05 / (1.0 + s.pos as f64);
         score += 0.05 / (1.0 + s.rank as f64);
-        score -= RELEVANCE_WEIGHT * gap;
+        score -= RELEVANCE_WEIGHT * gap.unwrap_or(0.0);
         let word_count = s.words.len();
         let heading_like = !ends_sentence(&s.text) && word_count < 8;
         if word_count < 4 || heading_like {

@@ -62,7 +62,7 @@ pub(super) fn choose(sentences: &[Sentence], ranked: &[Scored], max_tokens: u32)
         if chosen.len() >= 2 && cand.score < 0.5 * best.score {
             break;
         }
-        if chosen.contains(&cand.idx) || is_dup(&chosen, cand.idx) {
+        if is_dup(&chosen, cand.idx) {
             continue;
         }
         let cost = counter.count(&sentences[cand.idx].text);
