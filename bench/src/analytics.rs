@@ -20,8 +20,12 @@
 //! 2.5% safety, 2.5% blocked topic; first-token latency uniform 50–2,050 ms.
 //! They are counted and written by the server's own code
 //! (`analytics::store::Batch` and `write_batch`: events, daily totals and
-//! the latency histogram in one transaction per batch). The baseline, measured in the same run, is a
-//! `SELECT 1` round trip on the same pool. Targets (issue 18): p99 ≤ 50 ms
+//! the latency histogram in one transaction per batch). The reports'
+//! baseline, measured in the same run, is a `SELECT 1` round trip on the
+//! same pool; the export's is the same pages read one driver row at a
+//! time (as every other query reads), alternating with the export's own
+//! reads, three rounds each. This process uses the server's allocator
+//! (jemalloc): the reports and the export run the server's code here. Targets (issue 18): p99 ≤ 50 ms
 //! per report; export ≥ 100k rows/s with RSS growth ≤ 50 MB.
 
 use std::collections::HashMap;
@@ -32,13 +36,13 @@ use std::time::Instant;
 use bwenge::analytics::model::{Event, Kind, Period};
 use bwenge::analytics::routes::csv_row;
 use bwenge::analytics::service::{ExportCursor, ExportKind};
-use bwenge::analytics::store::{Batch, StoredEvent, write_batch};
+use bwenge::analytics::store::{Batch, Scope, StoredEvent, write_batch};
 use bwenge::analytics::{AnalyticsService, EventRecorder};
 use bwenge::auth::AuthUser;
 use bwenge::auth::model::Role;
 use bwenge::config::{LoadOptions, Settings};
 use bwenge::db::Db;
-use bwenge::ids::{OrgId, PersonaId, SessionId, UserId};
+use bwenge::ids::{EventId, OrgId, PersonaId, SessionId, UserId};
 use bwenge::pagination::Page;
 use bwenge_bench::{Rng, pass, percentile_ms};
 use bwenge_search::{Embedder, HashingEmbedder};
@@ -64,7 +68,15 @@ struct Args {
     /// A PostgreSQL database to fill (its analytics tables should be empty).
     #[arg(long, env = "BWENGE_BENCH_POSTGRES_URL")]
     postgres_url: Option<String>,
+    /// Measure PostgreSQL only (with `--postgres-url`), not SQLite first.
+    #[arg(long, requires = "postgres_url")]
+    skip_sqlite: bool,
 }
+
+// The server's allocator: the export and the reports run the server's
+// code in this process.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const SEED: u64 = 0x00a1_a1f7_1c55_2026;
 const BATCH: usize = 5_000;
@@ -139,10 +151,13 @@ fn rss_bytes() -> u64 {
 async fn run(args: Args) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("bwenge-bench-analytics-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut targets = vec![(
-        "sqlite",
-        format!("sqlite://{}", dir.join("bench.db").display()),
-    )];
+    let mut targets = Vec::new();
+    if !args.skip_sqlite {
+        targets.push((
+            "sqlite",
+            format!("sqlite://{}", dir.join("bench.db").display()),
+        ));
+    }
     if let Some(pg) = &args.postgres_url {
         targets.push(("postgres", pg.clone()));
     }
@@ -442,6 +457,77 @@ async fn bench_one(
     println!(
         "    of which reading pages (query, rows, fields as text) {reading:.2} s, CSV {writing:.2} s"
     );
+    // The pages alone, as one JSON array each (the export's way) against
+    // one driver row at a time (every other query's way): three rounds
+    // each, alternating, medians.
+    let scope = Scope {
+        org: heavy_org,
+        from: year.from_str(),
+        to: year.to_str(),
+        persona: None,
+    };
+    let (mut json, mut one_by_one) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        one_by_one.push(read_pages(&db, &scope, PageRead::OneByOne).await?);
+        json.push(read_pages(&db, &scope, PageRead::Json).await?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (json, one_by_one) = (median(&mut json), median(&mut one_by_one));
+    println!(
+        "  reading the {rows} rows' pages, median of 3: as JSON {:.0} rows/s; baseline, one driver row \
+         at a time, {:.0} rows/s; ratio {:.2}",
+        rows as f64 / json,
+        rows as f64 / one_by_one,
+        one_by_one / json
+    );
     db.close().await;
     Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum PageRead {
+    /// `analytics::store::questions_page`, as the export reads.
+    Json,
+    /// `analytics::store::QUESTIONS_PAGE` (the same query without the
+    /// aggregation), one driver row at a time, as every other query reads.
+    OneByOne,
+}
+
+/// Reads every page of the scope's questions; seconds.
+async fn read_pages(db: &Db, scope: &Scope, how: PageRead) -> Result<f64, String> {
+    use bwenge::analytics::store::{QUESTIONS_PAGE, QuestionRow, questions_page};
+    let mut after = None;
+    let t = Instant::now();
+    loop {
+        let page: Vec<QuestionRow> = match how {
+            PageRead::Json => questions_page(db, scope, after, 1000)
+                .await
+                .map_err(|e| e.to_string())?,
+            PageRead::OneByOne => {
+                let (at, id) = after.unwrap_or((
+                    chrono::DateTime::<Utc>::UNIX_EPOCH,
+                    EventId(uuid::Uuid::nil()),
+                ));
+                bwenge::on_db!(db, |pool| sqlx::query_as(QUESTIONS_PAGE)
+                    .bind(scope.org)
+                    .bind(&scope.from)
+                    .bind(&scope.to)
+                    .bind(scope.persona)
+                    .bind(at)
+                    .bind(id)
+                    .bind(1000i64)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(|e| e.to_string())?)
+            }
+        };
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = Some((last.at, last.id)),
+            _ => break,
+        }
+    }
+    Ok(t.elapsed().as_secs_f64())
 }

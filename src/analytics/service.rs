@@ -438,7 +438,7 @@ impl AnalyticsService {
                     ExportCursor::Questions(t, id) => Some((t, id)),
                     _ => None,
                 };
-                let rows = store::questions(&self.db, &scope, after, page).await?;
+                let rows = store::questions_page(&self.db, &scope, after, page).await?;
                 let next = match rows.last() {
                     Some(l) if rows.len() as i64 == page => ExportCursor::Questions(l.at, l.id),
                     _ => ExportCursor::Done,

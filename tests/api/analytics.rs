@@ -19,6 +19,7 @@ use crate::personas::{ask_ok, create_persona};
 on_both_databases!(
     a_class_asks_and_the_reports_show_exactly_that,
     retention_keeps_totals_and_erasure_leaves_no_trace,
+    a_long_questions_export_holds_every_question_once_in_order,
 );
 
 struct Class {
@@ -607,4 +608,104 @@ async fn retention_keeps_totals_and_erasure_leaves_no_trace(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(again, 0);
+}
+
+/// A school's year is longer than a page of the export (1,000 rows): the
+/// CSV holds each of its questions once, oldest first (questions of the
+/// same millisecond in the order of their ids), every field as stored,
+/// and none of another school's. The events are written as the server's
+/// recorder writes them, straight to the database, as asking 2,500
+/// questions over chat would take minutes.
+async fn a_long_questions_export_holds_every_question_once_in_order(backend: Backend) {
+    use std::sync::Arc;
+
+    use bwenge::analytics::model::{Event, Kind};
+    use bwenge::analytics::store::{Batch, StoredEvent, write_batch};
+    use bwenge::ids::{OrgId, SessionId, UserId};
+
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let teacher = app.register("Long Year School", &email("teacher")).await;
+    let other = app.register("Other School", &email("other")).await;
+    let org = OrgId(teacher.org_id.parse().unwrap());
+    let user = UserId(teacher.id.parse().unwrap());
+    // Whole milliseconds: PostgreSQL keeps microseconds, SQLite what it is given.
+    let start = chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis())
+        .unwrap()
+        - chrono::Duration::days(2);
+    let awkward = "Ñyábó, \"quoted\"\nand a second line";
+    let mut events = Vec::new();
+    for i in 0..2_345i64 {
+        // Every fifth question shares the previous one's millisecond.
+        let at = start + chrono::Duration::milliseconds(i - i / 5);
+        let mut e = Event::new(org, Kind::Question, at);
+        e.user = (i % 7 != 0).then_some(user);
+        e.session = Some(SessionId::new());
+        e.seq = Some(i);
+        e.text = Some(if i % 10 == 3 {
+            awkward.to_owned()
+        } else {
+            format!("question {i}")
+        });
+        e.grounded = match i % 3 {
+            0 => Some(true),
+            1 => Some(false),
+            _ => None,
+        };
+        e.refusal = (i % 3 == 1).then(|| "not_covered".to_owned());
+        e.first_token_ms = Some(100 + i);
+        e.total_ms = Some(900 + i);
+        e.provider = Some("extractive".into());
+        events.push(e);
+    }
+    let mut foreign = Event::new(OrgId(other.org_id.parse().unwrap()), Kind::Question, start);
+    foreign.text = Some("another school's question".into());
+    let stored: Vec<StoredEvent> = events
+        .iter()
+        .cloned()
+        .chain([foreign])
+        .map(|e| StoredEvent {
+            day: e.day(),
+            embedding: None,
+            event: e,
+        })
+        .collect();
+    write_batch(&app.state.db, Arc::new(Batch::new(stored, |_| false)))
+        .await
+        .unwrap();
+
+    let rows = export(&app, &teacher, "questions").await;
+    assert_eq!(rows.len(), 1 + events.len(), "a header and every question");
+    events.sort_by_key(|e| (e.at, e.id.0));
+    let millis =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for (row, e) in rows[1..].iter().zip(&events) {
+        let seq = e.seq.unwrap().to_string();
+        assert_eq!(row[5], seq, "oldest first, ties in the order of their ids");
+        let expected = [
+            millis(e.at),
+            e.user.map(|u| u.to_string()).unwrap_or_default(),
+            if e.user.is_some() {
+                "Ada Admin".into()
+            } else {
+                String::new()
+            },
+            String::new(),
+            e.session.unwrap().to_string(),
+            seq,
+            e.text.clone().unwrap(),
+            e.grounded.map(|g| g.to_string()).unwrap_or_default(),
+            e.refusal.clone().unwrap_or_default(),
+            e.first_token_ms.unwrap().to_string(),
+            e.total_ms.unwrap().to_string(),
+            "extractive".into(),
+        ];
+        assert_eq!(row[..], expected[..]);
+    }
+    assert_eq!(
+        export(&app, &other, "questions").await.len(),
+        2,
+        "the other school's one question, apart"
+    );
 }
