@@ -246,6 +246,13 @@ struct Args {
     #[arg(long)]
     analytics_off: bool,
 
+    /// Run the Bwenge kinds this many times, alternating (on, off, on, off
+    /// … with `--analytics-off`); the same-run ratios are then of the
+    /// medians over the repeats, as one run's p99 moves by a quarter on
+    /// its own on a shared machine.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    repeat: u32,
+
     /// The `bwenge` binary [default: `bwenge` next to this executable].
     #[arg(long, env = "BWENGE_BIN")]
     bwenge: Option<PathBuf>,
@@ -2193,7 +2200,10 @@ async fn run(args: &Args) -> Result<(), String> {
     if args.sync_normal {
         kinds.push(Kind::BwengeSyncNormal);
     }
-    for kind in kinds {
+    let runs: Vec<Kind> = (0..args.repeat)
+        .flat_map(|_| kinds.iter().copied())
+        .collect();
+    for kind in runs {
         let mut server = start_bwenge(&bwenge_bin, kind).await?;
         eprintln!("{}: listening on {}", kind.label(), server.addr);
         let mut setup = setup_bwenge(server.addr).await?;
@@ -2383,41 +2393,47 @@ fn print_report(args: &Args, reports: &[Report]) {
             ratio(percentile_ms(&b.delta, 0.99), e99)
         );
     }
-    let on = reports.iter().find(|r| r.kind == Some(Kind::Bwenge));
-    let off = reports
-        .iter()
-        .find(|r| r.kind == Some(Kind::BwengeNoAnalytics));
-    if let (Some(on), Some(off)) = (on, off) {
+    // Same-run ratios, of the medians over `--repeat` runs of each kind.
+    let median = |kind: Kind, f: &dyn Fn(&Report) -> f64| -> Option<f64> {
+        let mut v: Vec<f64> = reports
+            .iter()
+            .filter(|r| r.kind == Some(kind))
+            .map(f)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let ack50 = |r: &Report| percentile_ms(&r.ack, 0.5);
+    let ack99 = |r: &Report| percentile_ms(&r.ack, 0.99);
+    let delta99 = |r: &Report| percentile_ms(&r.delta, 0.99);
+    let compare = |what: &str, a: Kind, b: Kind| {
+        let m = |k: Kind, f: &dyn Fn(&Report) -> f64| median(k, f).unwrap_or(f64::NAN);
+        if median(a, &ack50).is_none() || median(b, &ack50).is_none() {
+            return;
+        }
+        let runs = reports.iter().filter(|r| r.kind == Some(a)).count();
+        let of = if runs > 1 {
+            format!(", medians of {runs} alternating runs each")
+        } else {
+            String::new()
+        };
         println!(
-            "analytics on / off (same run): ack p50 {} p99 {}; first delta p99 {}",
-            ratio(percentile_ms(&on.ack, 0.5), percentile_ms(&off.ack, 0.5)),
-            ratio(percentile_ms(&on.ack, 0.99), percentile_ms(&off.ack, 0.99)),
-            ratio(
-                percentile_ms(&on.delta, 0.99),
-                percentile_ms(&off.delta, 0.99)
-            )
+            "{what} (same run{of}): ack p50 {} ({:.2} / {:.2} ms) p99 {} ({:.2} / {:.2} ms); first delta p99 {}",
+            ratio(m(a, &ack50), m(b, &ack50)),
+            m(a, &ack50),
+            m(b, &ack50),
+            ratio(m(a, &ack99), m(b, &ack99)),
+            m(a, &ack99),
+            m(b, &ack99),
+            ratio(m(a, &delta99), m(b, &delta99)),
         );
-    }
-    let normal = reports
-        .iter()
-        .find(|r| r.kind == Some(Kind::BwengeSyncNormal));
-    if let (Some(full), Some(normal)) = (on, normal) {
-        println!(
-            "sqlite synchronous FULL / NORMAL (same run): ack p50 {} p99 {}; first delta p99 {}",
-            ratio(
-                percentile_ms(&full.ack, 0.5),
-                percentile_ms(&normal.ack, 0.5)
-            ),
-            ratio(
-                percentile_ms(&full.ack, 0.99),
-                percentile_ms(&normal.ack, 0.99)
-            ),
-            ratio(
-                percentile_ms(&full.delta, 0.99),
-                percentile_ms(&normal.delta, 0.99)
-            )
-        );
-    }
+    };
+    compare("analytics on / off", Kind::Bwenge, Kind::BwengeNoAnalytics);
+    compare(
+        "sqlite synchronous FULL / NORMAL",
+        Kind::Bwenge,
+        Kind::BwengeSyncNormal,
+    );
     println!(
         "(answers/s: answers arriving inside the window; lag: scheduled -> sent, the client's \
          own delay; unansw: still unanswered {:.0?} after the load ended)",
