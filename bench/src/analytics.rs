@@ -521,7 +521,10 @@ async fn read_pages(db: &Db, scope: &Scope, how: PageRead) -> Result<f64, String
                     chrono::DateTime::<Utc>::UNIX_EPOCH,
                     EventId(uuid::Uuid::nil()),
                 ));
+                // Unprepared, as the export's own query runs (a cached
+                // statement gets PostgreSQL's slow generic plan).
                 bwenge::on_db!(db, |pool| sqlx::query_as(QUESTIONS_PAGE)
+                    .persistent(false)
                     .bind(scope.org)
                     .bind(&scope.from)
                     .bind(&scope.to)

@@ -669,24 +669,14 @@ pub async fn questions_page(
     // The first page starts before any event could have happened.
     let (t, id) = after.unwrap_or((DateTime::UNIX_EPOCH, EventId(uuid::Uuid::nil())));
     let sql = match db {
-        Db::Sqlite(..) => format!(
-            "SELECT json_group_array(json_array(q.at, hex(q.id), nullif(hex(q.user_id), ''), \
-             q.full_name, nullif(hex(q.persona_id), ''), nullif(hex(q.session_id), ''), \
-             q.seq, q.text, q.grounded, q.refusal, q.first_token_ms, q.total_ms, q.provider) \
-             ORDER BY q.at, q.id) FROM ({QUESTIONS_PAGE}) q"
-        ),
-        Db::Postgres(_) => format!(
-            "SELECT json_agg(json_build_array(q.at, q.id, q.user_id, q.full_name, \
-             q.persona_id, q.session_id, q.seq, q.text, q.grounded, q.refusal, \
-             q.first_token_ms, q.total_ms, q.provider) ORDER BY q.at, q.id)::text \
-             FROM ({QUESTIONS_PAGE}) q"
-        ),
+        Db::Sqlite(..) => &*SQLITE_QUESTIONS_PAGE,
+        Db::Postgres(_) => &*POSTGRES_QUESTIONS_PAGE,
     };
     // Unprepared: planned with its values every time. Cached, PostgreSQL
     // soon settles on a generic plan that reads the organisation's whole
     // year by day and sorts it for every page (0.4 s a page at 500k
     // questions) instead of walking the `at` order and stopping at `limit`.
-    let json: Option<String> = on_db!(db, |pool| sqlx::query_scalar(&sql)
+    let json: Option<String> = on_db!(db, |pool| sqlx::query_scalar(sql)
         .persistent(false)
         .bind(s.org)
         .bind(&s.from)
@@ -700,13 +690,29 @@ pub async fn questions_page(
     let Some(json) = json else {
         return Ok(Vec::new());
     };
-    let rows: Vec<JsonQuestion<'_>> = serde_json::from_str(&json)
-        .map_err(|e| anyhow::Error::new(e).context("decoding a page of the questions export"))?;
-    rows.into_iter()
-        .map(JsonQuestion::into_row)
-        .collect::<anyhow::Result<_>>()
+    serde_json::from_str::<Vec<JsonQuestion<'_>>>(&json)
+        .map_err(anyhow::Error::new)
+        .and_then(|rows| rows.into_iter().map(JsonQuestion::into_row).collect())
         .map_err(|e| StoreError::Other(e.context("decoding a page of the questions export")))
 }
+
+/// [`QUESTIONS_PAGE`] aggregated, per dialect (built once).
+static SQLITE_QUESTIONS_PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT json_group_array(json_array(q.at, hex(q.id), nullif(hex(q.user_id), ''), \
+         q.full_name, nullif(hex(q.persona_id), ''), nullif(hex(q.session_id), ''), \
+         q.seq, q.text, q.grounded, q.refusal, q.first_token_ms, q.total_ms, q.provider) \
+         ORDER BY q.at, q.id) FROM ({QUESTIONS_PAGE}) q"
+    )
+});
+static POSTGRES_QUESTIONS_PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT json_agg(json_build_array(q.at, q.id, q.user_id, q.full_name, \
+         q.persona_id, q.session_id, q.seq, q.text, q.grounded, q.refusal, \
+         q.first_token_ms, q.total_ms, q.provider) ORDER BY q.at, q.id)::text \
+         FROM ({QUESTIONS_PAGE}) q"
+    )
+});
 
 /// A row of [`questions_page`] as the database wrote it.
 #[derive(serde::Deserialize)]
