@@ -36,6 +36,23 @@ pub const PAYMENTS_TOTAL: &str = "bwenge_payments_total";
 /// Questions, uploads and invitations refused past an `allowance`.
 pub const QUOTA_REFUSALS: &str = "bwenge_quota_refusals_total";
 
+/// Seconds each stage of a search took (summary, label `stage`: `embed`
+/// the query's vector, `bm25`, `vectors`, `fusion`, `passages` reading the
+/// hits' text from the database). Every search: `ask`, chat and `/v1/search`.
+pub const SEARCH_STAGE_SECONDS: &str = "bwenge_search_stage_seconds";
+/// Seconds each stage of answering a question took, cache misses only past
+/// `cache` (summary, label `stage`: `safety`, `cache` the answer cache's
+/// key and look-up, `retrieve` the whole search, `grounding` the decision
+/// on it, `first_delta` from asking the responder to its first piece,
+/// `generate` the whole answer, `cache_store`). With
+/// [`SEARCH_STAGE_SECONDS`], what a question costs before its first delta.
+pub const ANSWER_STAGE_SECONDS: &str = "bwenge_answer_stage_seconds";
+
+/// Records one stage's time into a stage summary.
+pub fn stage(metric: &'static str, stage: &'static str, took: Duration) {
+    metrics::histogram!(metric, "stage" => stage).record(took.as_secs_f64());
+}
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];

@@ -24,6 +24,6 @@ pub use embed::{
 };
 pub use fusion::{RRF_K, reciprocal_rank_fusion};
 pub use index::{
-    DEFAULT_REBUILD_THRESHOLD, Hit, IndexError, IndexItem, MAX_QUERY_TERMS, OpenState, OrgIndex,
-    OrgSearcher, QUERY_STOP_WORDS, ReindexReason, TermStats, analyze_query,
+    DEFAULT_REBUILD_THRESHOLD, Hit, HybridTimings, IndexError, IndexItem, MAX_QUERY_TERMS,
+    OpenState, OrgIndex, OrgSearcher, QUERY_STOP_WORDS, ReindexReason, TermStats, analyze_query,
 };

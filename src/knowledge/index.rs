@@ -33,6 +33,7 @@ use bwenge_search::{Embedder, Hit, IndexItem, OpenState, OrgIndex, OrgSearcher};
 use crate::db::Db;
 use crate::ids::{ChunkId, OrgId, SourceId};
 use crate::knowledge::store::{self, ChunkRow};
+use crate::metrics::{SEARCH_STAGE_SECONDS, stage};
 
 /// Open indexes (gauge).
 pub const SEARCH_OPEN_INDEXES: &str = "bwenge_search_open_indexes";
@@ -462,24 +463,38 @@ impl SearchService {
         let vector = if lexical_only {
             Vec::new()
         } else {
-            self.embedder
+            let started = Instant::now();
+            let v = self
+                .embedder
                 .embed(&[query.to_owned()])
                 .await?
                 .into_iter()
                 .next()
-                .unwrap_or_default()
+                .unwrap_or_default();
+            stage(SEARCH_STAGE_SECONDS, "embed", started.elapsed());
+            v
         };
         let searcher = handle.searcher.clone();
         let query = query.to_owned();
         let filter: Option<HashSet<uuid::Uuid>> =
             scope.map(|s| s.into_iter().map(|id| id.0).collect());
         crate::work::blocking(move || {
+            let started = Instant::now();
             if lexical_only {
-                searcher.search_bm25(&query, k, filter.as_ref())
+                let hits = searcher.search_bm25(&query, k, filter.as_ref());
+                stage(SEARCH_STAGE_SECONDS, "bm25", started.elapsed());
+                hits
             } else if mode == super::SearchMode::Dense {
-                searcher.search_vector(&vector, k, filter.as_ref())
+                let hits = searcher.search_vector(&vector, k, filter.as_ref());
+                stage(SEARCH_STAGE_SECONDS, "vectors", started.elapsed());
+                hits
             } else {
-                searcher.search_hybrid(&query, &vector, k, filter.as_ref())
+                let (hits, t) =
+                    searcher.search_hybrid_timed(&query, &vector, k, filter.as_ref())?;
+                stage(SEARCH_STAGE_SECONDS, "bm25", t.bm25);
+                stage(SEARCH_STAGE_SECONDS, "vectors", t.vectors);
+                stage(SEARCH_STAGE_SECONDS, "fusion", t.fusion);
+                Ok(hits)
             }
         })
         .await

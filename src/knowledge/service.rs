@@ -22,6 +22,7 @@ use crate::ids::{ChunkId, OrgId, PersonaId, SourceId};
 use crate::knowledge::index::{self, SearchService};
 use crate::knowledge::store::{self, SourceRow, SourceStatus};
 use crate::knowledge::{INDEX_TOPIC, SearchHit, SearchMode, transcribe};
+use crate::metrics::{SEARCH_STAGE_SECONDS, stage};
 use crate::pagination::Page;
 use crate::storage::storage_path;
 use crate::validation::Invalid;
@@ -342,9 +343,11 @@ pub async fn search_passages(
 ) -> anyhow::Result<Vec<SearchHit>> {
     let hits = search.search(org, query, k, scope, mode).await?;
     let ids: Vec<ChunkId> = hits.iter().map(index::chunk_id).collect();
+    let started = std::time::Instant::now();
     let rows = store::chunks_by_ids(db, org, &ids)
         .await
         .context("reading the hits' passages")?;
+    stage(SEARCH_STAGE_SECONDS, "passages", started.elapsed());
     Ok(hits
         .iter()
         .filter_map(|h| {

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -34,6 +34,7 @@ use crate::db::Db;
 use crate::ids::{OrgId, PersonaId, SourceId, UserId};
 use crate::knowledge::index::SearchService;
 use crate::knowledge::{SearchHit, SearchMode};
+use crate::metrics::{ANSWER_STAGE_SECONDS, stage};
 use crate::personas::error::PersonaError;
 
 pub const CACHE_HITS_TOTAL: &str = "bwenge_answer_cache_hits_total";
@@ -207,7 +208,10 @@ impl PersonaService {
         let lang = p.language.as_str();
         let question = q.text.trim();
 
-        if let Some(refusal) = safety::check(question, &cfg.blocked_topics) {
+        let started = Instant::now();
+        let refusal = safety::check(question, &cfg.blocked_topics);
+        stage(ANSWER_STAGE_SECONDS, "safety", started.elapsed());
+        if let Some(refusal) = refusal {
             let (text, reason) = match &refusal {
                 Refusal::Unsafe(category) => {
                     tracing::info!(persona_id = %p.id, category = category.as_str(), "question refused");
@@ -228,13 +232,16 @@ impl PersonaService {
                 .await);
         }
 
+        let started = Instant::now();
         let cache_key = if q.history.is_empty() {
             Some(self.cache_key(cfg, question).await?)
         } else {
             None
         };
         if let Some(key) = &cache_key {
-            if let Some(mut hit) = self.cached(key).await {
+            let hit = self.cached(key).await;
+            stage(ANSWER_STAGE_SECONDS, "cache", started.elapsed());
+            if let Some(mut hit) = hit {
                 metrics::counter!(CACHE_HITS_TOTAL).increment(1);
                 hit.cached = true;
                 if let Some(tx) = &q.deltas {
@@ -277,12 +284,16 @@ impl PersonaService {
                 answer.refusal = Some(reason.to_owned());
                 answer
             } else {
+                let started = Instant::now();
                 let mut answer = self.generate(cfg, q, question, &passages).await?;
+                stage(ANSWER_STAGE_SECONDS, "generate", started.elapsed());
                 answer.confidence = confidence;
                 answer
             };
         if let Some(key) = &cache_key {
+            let started = Instant::now();
             self.store(key, &answer).await;
+            stage(ANSWER_STAGE_SECONDS, "cache_store", started.elapsed());
         }
         Ok(answer)
     }
@@ -329,6 +340,7 @@ impl PersonaService {
             return Ok(none);
         }
         let org = cfg.row.organization_id;
+        let started = Instant::now();
         let hits = crate::knowledge::search_passages(
             &self.db,
             &self.search,
@@ -339,9 +351,11 @@ impl PersonaService {
             SearchMode::Hybrid,
         )
         .await?;
+        stage(ANSWER_STAGE_SECONDS, "retrieve", started.elapsed());
         if hits.is_empty() {
             return Ok(none);
         }
+        let started = Instant::now();
         let stats = self.search.term_stats(org, question).await?;
         let terms = QuestionTerms::new(&stats);
         let scored: Vec<(f64, SearchHit)> = hits
@@ -361,6 +375,7 @@ impl PersonaService {
             })
             .collect();
         let best = scored.iter().map(|(c, _)| *c).fold(0.0, f64::max);
+        stage(ANSWER_STAGE_SECONDS, "grounding", started.elapsed());
         tracing::debug!(confidence = best, "grounding");
         if best < 0.5 {
             let nearest = scored
@@ -502,11 +517,16 @@ impl PersonaService {
         request: &AnswerRequest,
         deltas: Option<&mpsc::Sender<Delta>>,
     ) -> Result<Generated, PersonaError> {
+        let started = Instant::now();
+        let mut first = true;
         let mut stream = self.model.stream(request).await.map_err(llm_error)?;
         let mut text = String::new();
         while let Some(event) = stream.next().await {
             match event.map_err(llm_error)? {
                 StreamEvent::Delta(piece) => {
+                    if std::mem::take(&mut first) {
+                        stage(ANSWER_STAGE_SECONDS, "first_delta", started.elapsed());
+                    }
                     if let Some(tx) = deltas {
                         let _ = tx.send(Delta::Text(piece.clone())).await;
                     }

@@ -17,6 +17,7 @@ on_both_databases!(
     a_scoped_persona_answers_with_citations_into_its_sources,
     personas_are_validated_and_managed_by_staff,
     the_next_provider_answers_when_the_first_fails,
+    each_stage_of_an_answer_is_timed_in_the_metrics,
 );
 
 const PHOTOSYNTHESIS: [&str; 3] = [
@@ -630,4 +631,71 @@ async fn the_next_provider_answers_when_the_first_fails(backend: Backend) {
     assert!(res.headers().contains_key("retry-after"));
     assert_problem(res, 503, "llm_unavailable").await;
     tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// `<metric>_count{stage="<stage>"}` in a Prometheus text page (0 when absent).
+fn stage_count(metrics: &str, metric: &str, stage: &str) -> f64 {
+    let prefix = format!("{metric}_count{{stage=\"{stage}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0.0, |n| n.trim().parse().unwrap())
+}
+
+/// What a question costs before its first delta is visible per stage on
+/// `/metrics`: one more sample of every stage an answered question passes
+/// through, and a quantile to read (the recorder is shared by every test in
+/// this process, so counts only grow by at least one).
+async fn each_stage_of_an_answer_is_timed_in_the_metrics(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let teacher = app.register("Stage School", &email("stages")).await;
+    let src = upload_and_wait(
+        &app,
+        &teacher,
+        "volcanoes.txt",
+        b"Volcanoes. Magma rises from the mantle through cracks in the crust and erupts as lava."
+            .to_vec(),
+    )
+    .await;
+    assert_eq!(src["status"], "ready", "{src}");
+    let persona = create_persona(&app, &teacher, json!({"name": "Geo"})).await;
+    let before = app.get("/metrics").await.text().await.unwrap();
+    let a = ask_ok(
+        &app,
+        &teacher,
+        persona["id"].as_str().unwrap(),
+        "How does magma rise through the crust?",
+    )
+    .await;
+    assert_eq!(a["grounded"], true, "{a}");
+    let after = app.get("/metrics").await.text().await.unwrap();
+    for (metric, stages) in [
+        ("bwenge_search_stage_seconds", &["bm25", "passages"][..]),
+        (
+            "bwenge_answer_stage_seconds",
+            &[
+                "safety",
+                "cache",
+                "retrieve",
+                "grounding",
+                "first_delta",
+                "generate",
+                "cache_store",
+            ][..],
+        ),
+    ] {
+        for stage in stages {
+            let (b, a) = (
+                stage_count(&before, metric, stage),
+                stage_count(&after, metric, stage),
+            );
+            assert!(a >= b + 1.0, "{metric} {stage}: {b} before, {a} after");
+        }
+    }
+    assert!(
+        after.contains("bwenge_answer_stage_seconds{stage=\"first_delta\",quantile=\"0.99\"}"),
+        "a quantile to read"
+    );
 }

@@ -32,7 +32,7 @@ use manifest::{BM25_DIR, FORMAT, Manifest, VECTORS};
 use searcher::Shared;
 
 pub use query::{MAX_QUERY_TERMS, QUERY_STOP_WORDS, TermStats, analyze_query};
-pub use searcher::OrgSearcher;
+pub use searcher::{HybridTimings, OrgSearcher};
 
 /// Default dead-vector share above which [`OrgIndex::needs_rebuild`] is true.
 pub const DEFAULT_REBUILD_THRESHOLD: f64 = 0.2;

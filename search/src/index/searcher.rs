@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use uuid::Uuid;
@@ -21,6 +22,17 @@ pub(super) struct Shared {
     pub(super) bm25: Bm25,
     pub(super) dim: usize,
     pub(super) vectors: RwLock<VectorStore>,
+}
+
+/// Where the time of one [`OrgSearcher::search_hybrid_timed`] went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HybridTimings {
+    /// BM25 over the text index.
+    pub bm25: Duration,
+    /// Nearest neighbours in the vector graph (or the exact scan of a small scope).
+    pub vectors: Duration,
+    /// Reciprocal-rank fusion of the two lists, with the cosines of lexical-only hits.
+    pub fusion: Duration,
 }
 
 /// A read-only handle on an [`OrgIndex`](super::OrgIndex): cheap to clone,
@@ -121,14 +133,29 @@ impl OrgSearcher {
         k: usize,
         filter: Option<&HashSet<Uuid>>,
     ) -> Result<Vec<Hit>, IndexError> {
+        self.search_hybrid_timed(query, vector, k, filter)
+            .map(|(hits, _)| hits)
+    }
+
+    /// [`Self::search_hybrid`], saying how long each of its stages took.
+    pub fn search_hybrid_timed(
+        &self,
+        query: &str,
+        vector: &[f32],
+        k: usize,
+        filter: Option<&HashSet<Uuid>>,
+    ) -> Result<(Vec<Hit>, HybridTimings), IndexError> {
         let q = self.shared.query_vector(vector)?;
         if k == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), HybridTimings::default()));
         }
         let depth = (4 * k).max(50);
         let store = self.shared.vectors.read();
+        let started = Instant::now();
         let bm25 = self.shared.search_bm25(query, depth, filter)?;
+        let bm25_done = Instant::now();
         let vec = vector_hits(&store, &q, depth, filter);
+        let vectors_done = Instant::now();
         let mut meta: HashMap<Uuid, Hit> = HashMap::with_capacity(bm25.len() + vec.len());
         for h in &vec {
             meta.insert(h.chunk_id, *h);
@@ -156,7 +183,12 @@ impl OrgSearcher {
             })
             .collect();
         drop(store);
-        Ok(hits)
+        let timings = HybridTimings {
+            bm25: bm25_done - started,
+            vectors: vectors_done - bm25_done,
+            fusion: vectors_done.elapsed(),
+        };
+        Ok((hits, timings))
     }
 }
 
