@@ -59,7 +59,7 @@ struct Args {
     /// With `--verbose`: the test split's questions too.
     #[arg(long)]
     all: bool,
-    /// Write each training question with its first six hybrid hits (text,
+    /// Write each training question with its first ten hybrid hits (text,
     /// page, document, similarity) to this JSON-lines file, for replaying
     /// the extractive responder offline (`llm/examples/extractive-replay`).
     /// The test split is never written.
@@ -194,6 +194,17 @@ impl Client {
             return Err(format!("GET {path}: {status} {v}"));
         }
         Ok(v)
+    }
+
+    /// A page as text (`/metrics`).
+    async fn text(&self, path: &str) -> Result<String, String> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        r.text().await.map_err(|e| format!("GET {path}: {e}"))
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
@@ -353,6 +364,7 @@ async fn run(args: &Args) -> Result<(), String> {
         .to_owned();
 
     // Ask every question once: search in each mode, then ask.
+    let metrics_before = client.text("/metrics").await?;
     let mut outcomes = Vec::new();
     let mut dump = Vec::new();
     for q in &questions {
@@ -375,7 +387,7 @@ async fn run(args: &Args) -> Result<(), String> {
             if mode == "hybrid" && q.split == "train" && args.dump.is_some() {
                 let top: Vec<Value> = hits
                     .iter()
-                    .take(6)
+                    .take(10)
                     .map(|h| {
                         let doc = h["source_id"].as_str().and_then(|s| source_doc.get(s));
                         json!({"doc": doc, "page": h["page"], "text": h["text"],
@@ -468,6 +480,7 @@ async fn run(args: &Args) -> Result<(), String> {
             text,
         });
     }
+    let metrics_after = client.text("/metrics").await?;
     drop(server);
     if let Some(path) = &args.dump {
         let lines: Vec<String> = dump.iter().map(Value::to_string).collect();
@@ -506,6 +519,7 @@ async fn run(args: &Args) -> Result<(), String> {
             );
         }
     }
+    print_stages(&metrics_before, &metrics_after);
     for split in ["train", "test"] {
         report(
             split,
@@ -643,4 +657,62 @@ fn report(split: &str, outcomes: &[&Outcome]) {
         "  ask latency p50 {a50:.1} ms, p99 {a99:.1} ms; baseline hybrid search p50 {s50:.1} ms, p99 {s99:.1} ms (ratio p50 {:.2})",
         a50 / s50
     );
+}
+
+/// The server's own timing of each stage (`bwenge_search_stage_seconds`,
+/// `bwenge_answer_stage_seconds`) over this run's questions: the mean from
+/// the summaries' sum and count before and after, and the exporter's p50
+/// and p99 (over its last minute, 3 × 20 s). Searches include the bench's own
+/// `/v1/search` calls, three per question.
+fn print_stages(before: &str, after: &str) {
+    fn value(page: &str, series: &str) -> f64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+    println!("stages, as the server timed them (mean over the run; p50, p99 over the last minute)");
+    for (metric, stages) in [
+        (
+            "bwenge_search_stage_seconds",
+            &["embed", "bm25", "vectors", "fusion", "passages"][..],
+        ),
+        (
+            "bwenge_answer_stage_seconds",
+            &[
+                "safety",
+                "cache",
+                "retrieve",
+                "grounding",
+                "first_delta",
+                "generate",
+                "cache_store",
+            ][..],
+        ),
+    ] {
+        for stage in stages {
+            let label = format!("{{stage=\"{stage}\"}} ");
+            let count = value(after, &format!("{metric}_count{label}"))
+                - value(before, &format!("{metric}_count{label}"));
+            let sum = value(after, &format!("{metric}_sum{label}"))
+                - value(before, &format!("{metric}_sum{label}"));
+            let q = |p: &str| {
+                value(
+                    after,
+                    &format!("{metric}{{stage=\"{stage}\",quantile=\"{p}\"}} "),
+                ) * 1e3
+            };
+            let kind = metric
+                .trim_start_matches("bwenge_")
+                .trim_end_matches("_stage_seconds");
+            if count > 0.0 {
+                println!(
+                    "  {kind:<7} {stage:<12} n={count:<5} mean {:>7.3} ms  p50 {:>7.3} ms  p99 {:>7.3} ms",
+                    sum / count * 1e3,
+                    q("0.5"),
+                    q("0.99")
+                );
+            }
+        }
+    }
 }

@@ -35,7 +35,10 @@ fn main() {
         if q["style"] == "offtopic" {
             continue;
         }
-        let hits = q["hits"].as_array().cloned().unwrap_or_default();
+        // The dump holds ten hits; the server gives the responder its first
+        // `personas.top_k` (6).
+        let mut hits = q["hits"].as_array().cloned().unwrap_or_default();
+        hits.truncate(6);
         let passages: Vec<Passage> = hits
             .iter()
             .enumerate()

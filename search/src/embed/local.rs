@@ -64,6 +64,9 @@ impl LocalEmbedderConfig {
     }
 }
 
+/// A text's vector and its spans' (`None`: the span was truncated away).
+pub type SpanVectors = (Vec<f32>, Vec<Option<Vec<f32>>>);
+
 /// At most this many inputs at once go through the short-input encoder.
 const SMALL_MAX_INPUTS: usize = 4;
 
@@ -182,6 +185,17 @@ impl LocalEmbedder {
     /// Embeds on the calling thread (CPU-bound: call from a blocking context).
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.inner.embed(texts)
+    }
+
+    /// One forward pass over `text`: its vector (as [`Self::embed_blocking`])
+    /// and, for each byte span, the mean of the token states inside it,
+    /// normalised (`None` where truncation left no token of the span).
+    pub fn embed_spans_blocking(
+        &self,
+        text: &str,
+        spans: &[(usize, usize)],
+    ) -> Result<SpanVectors, EmbedError> {
+        self.inner.embed_spans(text, spans)
     }
 }
 
@@ -320,6 +334,56 @@ impl Embedder for LocalEmbedder {
 impl Model {
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.run(&self.tokenize(texts)?)
+    }
+
+    fn embed_spans(&self, text: &str, spans: &[(usize, usize)]) -> Result<SpanVectors, EmbedError> {
+        let model_err =
+            |context: &str, e: Box<dyn std::error::Error + Send + Sync>| EmbedError::Model {
+                context: context.into(),
+                source: e,
+            };
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| model_err("tokenizer", e))?;
+        let ids = enc.get_ids();
+        let n = ids.len().max(1);
+        let forward = || -> candle_core::Result<Vec<Vec<f32>>> {
+            let t = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &self.device)?;
+            let mask = t.ones_like()?;
+            let hidden = self.bert.forward(&t, &t.zeros_like()?, Some(&mask))?;
+            hidden.squeeze(0)?.to_vec2::<f32>()
+        };
+        let states = forward().map_err(|e| model_err("forward pass", e.into()))?;
+        let mean = |rows: &mut dyn Iterator<Item = &Vec<f32>>| -> Option<Vec<f32>> {
+            let mut acc = vec![0f32; self.dim];
+            let mut k = 0usize;
+            for r in rows {
+                acc.iter_mut().zip(r).for_each(|(a, x)| *a += x);
+                k += 1;
+            }
+            (k > 0).then(|| {
+                acc.iter_mut().for_each(|a| *a /= k as f32);
+                l2_normalize(&mut acc);
+                acc
+            })
+        };
+        let whole = mean(&mut states.iter().take(n)).unwrap_or_else(|| vec![0.0; self.dim]);
+        let special = enc.get_special_tokens_mask();
+        let offsets = enc.get_offsets();
+        let windows = spans
+            .iter()
+            .map(|&(s, e)| {
+                mean(
+                    &mut states
+                        .iter()
+                        .enumerate()
+                        .filter(|&(i, _)| special[i] == 0 && offsets[i].0 >= s && offsets[i].1 <= e)
+                        .map(|(_, r)| r),
+                )
+            })
+            .collect();
+        Ok((whole, windows))
     }
 
     /// Token ids of each text (truncated to the model's limit).
