@@ -48,6 +48,19 @@ pub const SEARCH_STAGE_SECONDS: &str = "bwenge_search_stage_seconds";
 /// [`SEARCH_STAGE_SECONDS`], what a question costs before its first delta.
 pub const ANSWER_STAGE_SECONDS: &str = "bwenge_answer_stage_seconds";
 
+/// The `stage` labels of [`SEARCH_STAGE_SECONDS`], in the order they run.
+pub const SEARCH_STAGES: &[&str] = &["embed", "bm25", "vectors", "fusion", "passages"];
+/// The `stage` labels of [`ANSWER_STAGE_SECONDS`], in the order they run.
+pub const ANSWER_STAGES: &[&str] = &[
+    "safety",
+    "cache",
+    "retrieve",
+    "grounding",
+    "first_delta",
+    "generate",
+    "cache_store",
+];
+
 /// Records one stage's time into a stage summary.
 pub fn stage(metric: &'static str, stage: &'static str, took: Duration) {
     metrics::histogram!(metric, "stage" => stage).record(took.as_secs_f64());

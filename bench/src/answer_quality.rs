@@ -672,23 +672,12 @@ fn print_stages(before: &str, after: &str) {
             .unwrap_or(0.0)
     }
     println!("stages, as the server timed them (mean over the run; p50, p99 over the last minute)");
+    use bwenge::metrics::{
+        ANSWER_STAGE_SECONDS, ANSWER_STAGES, SEARCH_STAGE_SECONDS, SEARCH_STAGES,
+    };
     for (metric, stages) in [
-        (
-            "bwenge_search_stage_seconds",
-            &["embed", "bm25", "vectors", "fusion", "passages"][..],
-        ),
-        (
-            "bwenge_answer_stage_seconds",
-            &[
-                "safety",
-                "cache",
-                "retrieve",
-                "grounding",
-                "first_delta",
-                "generate",
-                "cache_store",
-            ][..],
-        ),
+        (SEARCH_STAGE_SECONDS, SEARCH_STAGES),
+        (ANSWER_STAGE_SECONDS, ANSWER_STAGES),
     ] {
         for stage in stages {
             let label = format!("{{stage=\"{stage}\"}} ");

@@ -675,9 +675,10 @@ pub async fn questions_page(
     // soon settles on a generic plan that reads the organisation's whole
     // year by day and sorts it for every page (0.4 s a page at 500k
     // questions) instead of walking the `at` order and stopping at `limit`.
-    let json: Option<String> = match db {
-        Db::Sqlite(pool, _) => {
-            sqlx::query_scalar(SQLITE_QUESTIONS_PAGE.as_str())
+    // One way to bind the page's values, for either statement.
+    macro_rules! page {
+        ($query:expr) => {
+            $query
                 .persistent(false)
                 .bind(s.org)
                 .bind(&s.from)
@@ -686,19 +687,16 @@ pub async fn questions_page(
                 .bind(t)
                 .bind(id)
                 .bind(limit)
+        };
+    }
+    let json: Option<String> = match db {
+        Db::Sqlite(pool, _) => {
+            page!(sqlx::query_scalar(SQLITE_QUESTIONS_PAGE.as_str()))
                 .fetch_one(pool)
                 .await?
         }
         Db::Postgres(pool) => {
-            return Ok(sqlx::query_as(QUESTIONS_PAGE)
-                .persistent(false)
-                .bind(s.org)
-                .bind(&s.from)
-                .bind(&s.to)
-                .bind(s.persona)
-                .bind(t)
-                .bind(id)
-                .bind(limit)
+            return Ok(page!(sqlx::query_as(QUESTIONS_PAGE))
                 .fetch_all(pool)
                 .await?);
         }
