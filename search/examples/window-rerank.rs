@@ -80,7 +80,7 @@ fn window_spans(text: &str, size: usize, stride: usize) -> Vec<(usize, usize)> {
         .step_by(stride)
         .map(|i| (s[i].0, s[i + size - 1].1))
         .collect();
-    if (s.len() - size) % stride != 0 {
+    if !(s.len() - size).is_multiple_of(stride) {
         out.push((s[s.len() - size].0, s[s.len() - 1].1));
     }
     out
@@ -95,7 +95,7 @@ fn windows(text: &str, size: usize, stride: usize) -> Vec<String> {
         .step_by(stride)
         .map(|i| s[i..i + size].join(" "))
         .collect();
-    if (s.len() - size) % stride != 0 {
+    if !(s.len() - size).is_multiple_of(stride) {
         out.push(s[s.len() - size..].join(" "));
     }
     out
