@@ -579,6 +579,22 @@ pub struct QuestionRow {
 const QUESTION_COLUMNS: &str = "e.id, e.at, e.user_id, u.full_name, e.persona_id, e.session_id, \
      e.seq, e.text, e.grounded, e.refusal, e.first_token_ms, e.total_ms, e.provider";
 
+/// Binds a scope (`$1`–`$4`: organisation, first and last day, persona),
+/// a keyset cursor (`$5`, `$6`: at, id) and a page size (`$7`), the
+/// parameters of every paged question query here.
+macro_rules! bind_page {
+    ($query:expr, $s:expr, $at:expr, $id:expr, $limit:expr) => {
+        $query
+            .bind($s.org)
+            .bind(&$s.from)
+            .bind(&$s.to)
+            .bind($s.persona)
+            .bind($at)
+            .bind($id)
+            .bind($limit)
+    };
+}
+
 /// A member's newest questions of the scope.
 pub async fn recent_questions(
     db: &Db,
@@ -624,16 +640,15 @@ pub async fn flags(
         Some((t, id)) => (Some(t), Some(id)),
         None => (None, None),
     };
-    Ok(on_db!(db, |pool| sqlx::query_as(&sql)
-        .bind(s.org)
-        .bind(&s.from)
-        .bind(&s.to)
-        .bind(s.persona)
-        .bind(t)
-        .bind(id)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?))
+    Ok(on_db!(db, |pool| bind_page!(
+        sqlx::query_as(&sql),
+        s,
+        t,
+        id,
+        limit
+    )
+    .fetch_all(pool)
+    .await?))
 }
 
 /// The rows of a page of [`questions_page`], before they are aggregated
@@ -675,18 +690,9 @@ pub async fn questions_page(
     // soon settles on a generic plan that reads the organisation's whole
     // year by day and sorts it for every page (0.4 s a page at 500k
     // questions) instead of walking the `at` order and stopping at `limit`.
-    // One way to bind the page's values, for either statement.
     macro_rules! page {
         ($query:expr) => {
-            $query
-                .persistent(false)
-                .bind(s.org)
-                .bind(&s.from)
-                .bind(&s.to)
-                .bind(s.persona)
-                .bind(t)
-                .bind(id)
-                .bind(limit)
+            bind_page!($query.persistent(false), s, t, id, limit)
         };
     }
     let json: Option<String> = match db {
