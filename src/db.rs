@@ -426,3 +426,133 @@ macro_rules! sql_text_enum {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::str::FromStr;
+
+    use sqlx::Row;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+    use super::SQLITE_MIGRATIONS;
+
+    /// A school's existing analytics survive the migration that stores the
+    /// totals in key order (0010): same rows, no rowid left, the cascade
+    /// from the organisation kept.
+    #[tokio::test]
+    async fn storing_the_totals_in_key_order_keeps_every_row() {
+        // The migrations before 0010, from the repository's own files.
+        let before = tempfile::tempdir().unwrap();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.as_str() < "0010" {
+                std::fs::copy(&path, before.path().join(&name)).unwrap();
+            }
+        }
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")
+            .unwrap()
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(before.path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+
+        let org = uuid::Uuid::now_v7();
+        let other = uuid::Uuid::now_v7();
+        for id in [org, other] {
+            sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES ($1, 'S', $2)")
+                .bind(id)
+                .bind(chrono::Utc::now())
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let persona = uuid::Uuid::now_v7();
+        for (o, day, q) in [
+            (org, "2026-11-02", 3_i64),
+            (other, "2026-11-01", 5),
+            (org, "2026-11-01", 7),
+        ] {
+            sqlx::query(
+                "INSERT INTO analytics_daily (organization_id, day, persona_id, user_id, student, \
+                 questions, grounded, refusals, flagged, not_covered, sessions, resumes, logins, \
+                 last_at) VALUES ($1, $2, $3, $4, TRUE, $5, 1, 0, 0, 0, 1, 0, 0, $6)",
+            )
+            .bind(o)
+            .bind(day)
+            .bind(persona)
+            .bind(uuid::Uuid::now_v7())
+            .bind(q)
+            .bind(chrono::Utc::now())
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO analytics_latency (organization_id, day, persona_id, bucket, count) \
+                 VALUES ($1, $2, $3, 70, $4)",
+            )
+            .bind(o)
+            .bind(day)
+            .bind(persona)
+            .bind(q)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+
+        SQLITE_MIGRATIONS.run(&pool).await.unwrap();
+
+        // Every row, now in key order.
+        let rows = sqlx::query(
+            "SELECT d.day, d.questions, l.count FROM analytics_daily d JOIN analytics_latency l \
+             USING (organization_id, day, persona_id) WHERE organization_id = $1",
+        )
+        .bind(org)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let got: Vec<(String, i64, i64)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("2026-11-01".to_owned(), 7, 7),
+                ("2026-11-02".to_owned(), 3, 3)
+            ]
+        );
+        for table in ["analytics_daily", "analytics_latency"] {
+            let rowid = sqlx::query(&format!("SELECT rowid FROM {table}"))
+                .fetch_all(&pool)
+                .await;
+            assert!(rowid.is_err(), "{table} still has a rowid");
+        }
+        // Removing a school still removes its totals.
+        sqlx::query("DELETE FROM organizations WHERE id = $1")
+            .bind(other)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM analytics_daily")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let left_latency: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM analytics_latency")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!((left, left_latency), (2, 2));
+    }
+}
