@@ -123,6 +123,42 @@ impl WriteGate {
             .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))
     }
 
+    /// Runs `work` on the writing connection inside the next group commit
+    /// and returns its result once the group has committed: what it wrote
+    /// is on disk, and shares that commit with the other writes of the
+    /// group. A `work` that must be undone alone on failure opens a
+    /// savepoint of its own (`conn.begin()`).
+    pub async fn in_group<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(
+                &'c mut sqlx::SqliteConnection,
+            )
+                -> futures_util::future::BoxFuture<'c, Result<T, sqlx::Error>>
+            + Send
+            + 'static,
+    {
+        let (reply, outcome) = tokio::sync::oneshot::channel::<Result<T, String>>();
+        self.join(group_write(move |conn| {
+            Box::pin(async move {
+                let result = work(conn).await.map_err(|e| e.to_string());
+                let committed: Committed = Box::new(move |group: Result<(), String>| {
+                    let _ = reply.send(group.and(result));
+                });
+                committed
+            })
+        }))
+        .await?;
+        match outcome.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(message)) => Err(StoreError::Other(anyhow::anyhow!(
+                "a grouped write failed: {message}"
+            ))),
+            // Dropped unrun: the group could not start.
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolClosed)),
+        }
+    }
+
     /// Waits for this process's turn to write. The wait and the time the
     /// turn is held are in `bwenge_db_write_wait_seconds` and
     /// `bwenge_db_write_held_seconds`.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::model::Event;
-use crate::db::{Committed, Db, StoreError, group_write, placeholders};
+use crate::db::{Db, StoreError, placeholders};
 use crate::ids::{EventId, OrgId, PersonaId, SessionId, UserId};
 use crate::{on_db, on_db_write};
 
@@ -302,33 +302,16 @@ macro_rules! write_rows {
 pub async fn write_batch(db: &Db, batch: std::sync::Arc<Batch>) -> Result<(), StoreError> {
     match db {
         Db::Sqlite(_, gate) => {
-            let (reply, outcome) = tokio::sync::oneshot::channel::<Result<(), String>>();
-            gate.join(group_write(move |conn| {
+            gate.in_group(move |conn| {
                 Box::pin(async move {
                     use sqlx::Connection;
-                    let written: Result<(), sqlx::Error> = async {
-                        // A savepoint: a failure undoes this batch only.
-                        let mut sp = conn.begin().await?;
-                        write_rows!(sp, batch)?;
-                        sp.commit().await
-                    }
-                    .await;
-                    let written = written.map_err(|e| e.to_string());
-                    let committed: Committed = Box::new(move |group: Result<(), String>| {
-                        let _ = reply.send(group.and(written));
-                    });
-                    committed
+                    // A savepoint: a failure undoes this batch only.
+                    let mut sp = conn.begin().await?;
+                    write_rows!(sp, batch)?;
+                    sp.commit().await
                 })
-            }))
-            .await?;
-            match outcome.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(message)) => Err(StoreError::Other(anyhow::anyhow!(
-                    "writing analytics events failed: {message}"
-                ))),
-                // Dropped unrun: the group could not start.
-                Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolClosed)),
-            }
+            })
+            .await
         }
         Db::Postgres(pool) => {
             let mut tx = pool.begin().await?;
