@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bwenge_bench::{
-    Cleanup, bwenge_command, parse_secs, pass, percentile_ms, spawn_server, temp_dir,
+    Cleanup, CpuMeter, bwenge_command, parse_secs, pass, percentile_ms, spawn_server, temp_dir,
 };
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
@@ -33,6 +33,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const P99_TARGET_MS: f64 = 100.0;
 const RAISED_CHAT_LIMIT: &str = "1000000";
+/// How a `question` frame's type reads in the server's compact JSON.
+const QUESTION_TYPE: &str = r#""type":"question""#;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -180,6 +182,12 @@ async fn run(args: &Args) -> Result<(), String> {
             while let Some(Ok(msg)) = ws.next().await {
                 let now = t0.elapsed().as_nanos() as u64;
                 let Message::Text(t) = msg else { continue };
+                // Only `question` frames are timed; the rest (half of what
+                // arrives: every answer) are skipped without parsing, as
+                // this client shares the server's cores.
+                if !t.contains(QUESTION_TYPE) {
+                    continue;
+                }
                 let Ok(v) = serde_json::from_str::<Value>(&t) else {
                     continue;
                 };
@@ -261,6 +269,7 @@ async fn run(args: &Args) -> Result<(), String> {
         args.watchers, args.sessions, args.rate, args.duration, args.warmup
     );
     // The pacer: question n at start + n / rate.
+    let meter = CpuMeter::start(server.pid());
     let start = Instant::now();
     let every = Duration::from_secs_f64(1.0 / args.rate);
     let mut late = 0u64;
@@ -289,6 +298,7 @@ async fn run(args: &Args) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let (server_cpu, client_cpu) = meter.stop();
 
     let mut frames = frame_lat.lock().await.clone();
     let mut acks = ack_lat.lock().await.clone();
@@ -307,6 +317,13 @@ async fn run(args: &Args) -> Result<(), String> {
     println!(
         "  measured: {counted} questions x {} watchers",
         args.watchers
+    );
+    let pct = |c: Option<f64>| c.map_or("?".to_owned(), |c| format!("{c:.0} %"));
+    println!(
+        "  CPU while asking and draining (of one core; {} cores here): server {}, this client {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        pct(server_cpu),
+        pct(client_cpu)
     );
     let row = |name: &str, v: &[u64]| {
         println!(

@@ -221,6 +221,22 @@ pub enum Heard {
 }
 
 impl Watch {
+    /// What is already waiting, without waiting: a revocation first, then
+    /// the next frame; `None` when nothing is.
+    pub fn try_next(&mut self) -> Option<Heard> {
+        use broadcast::error::TryRecvError;
+        match self.revoked.try_recv() {
+            Ok(u) => return Some(Heard::Revoked(u)),
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Lagged(_) | TryRecvError::Closed) => return Some(Heard::Lost),
+        }
+        match self.rx.try_recv() {
+            Ok(f) => Some(Heard::Frame(f)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Lagged(_) | TryRecvError::Closed) => Some(Heard::Lost),
+        }
+    }
+
     pub async fn next(&mut self) -> Heard {
         tokio::select! {
             f = self.rx.recv() => match f {

@@ -13,17 +13,22 @@
 //! read, 1008 repeated malformed frames, 1009 a frame over 4 KiB.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use tokio::time::{Instant, interval_at, timeout};
 use tracing::Instrument;
 
-use super::frames::{ClassroomClientFrame, ClassroomFrame};
+use super::frames::{ClassroomClientFrame, ClassroomFrame, Live};
 use super::service::{ClassroomService, Heard, Watch};
 use super::transport::{Closed, Inbox, Incoming, Socket};
 use crate::ids::{OrgId, PersonaId, SessionId, UserId};
 
 /// Malformed frames tolerated before the connection is closed (1008).
 const MAX_BAD_FRAMES: u32 = 10;
+
+/// Live frames sent per wake of the connection at most (the rest wait for
+/// the next turn, after the client's own frames and the heartbeat).
+const MAX_RUN: usize = 64;
 
 /// Who watches, and what.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +73,35 @@ impl Conn {
 
     async fn send_frame(&mut self, frame: &ClassroomFrame) -> Result<(), Closed> {
         self.send(frame.kind(), &frame.to_text()).await
+    }
+
+    /// Sends live frames in order; the whole run must go within the client
+    /// timeout (the client stopped reading otherwise). One wake of the
+    /// connection sends everything that was waiting, and the socket's
+    /// writer puts it out in as few writes as it can.
+    async fn send_live(&mut self, run: &[Arc<Live>]) -> Result<(), Closed> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let wait = self.service.config().send_timeout;
+        let socket = &mut self.socket;
+        timeout(wait, async move {
+            for live in run {
+                socket.text(&live.text).await?;
+            }
+            Ok::<(), Closed>(())
+        })
+        .await
+        .map_err(|_| Closed)??;
+        // Counted once per kind and run, not once per frame.
+        let mut rest = run;
+        while let Some(first) = rest.first() {
+            let n = rest.iter().take_while(|l| l.kind == first.kind).count();
+            metrics::counter!(crate::metrics::CLASSROOM_FRAMES_SENT_TOTAL, "type" => first.kind)
+                .increment(n as u64);
+            rest = &rest[n..];
+        }
+        Ok(())
     }
 }
 
@@ -114,26 +148,35 @@ async fn serve(who: Watcher, mut watch: Watch, conn: &mut Conn, mut inbox: Inbox
     let mut beat = interval_at(Instant::now() + config.heartbeat, config.heartbeat);
     let mut last_heard = Instant::now();
     let mut bad_frames = 0;
+    let mut run: Vec<Arc<Live>> = Vec::with_capacity(MAX_RUN);
     loop {
         tokio::select! {
-            heard = watch.next() => match heard {
-                Heard::Frame(live) => {
-                    if who.persona.is_some() && live.persona != who.persona {
-                        continue;
+            heard = watch.next() => {
+                // This frame and whatever else is already waiting, sent in
+                // one go.
+                let mut heard = Some(heard);
+                while let Some(h) = heard.take() {
+                    match h {
+                        Heard::Frame(live) => {
+                            let skip = (who.persona.is_some() && live.persona != who.persona)
+                                || live.question.is_some_and(|q| shown.remove(&q));
+                            if !skip {
+                                run.push(live);
+                            }
+                        }
+                        Heard::Lost => return Some(1013),
+                        Heard::Revoked(user) if user == who.user => return Some(4401),
+                        Heard::Revoked(_) => {}
                     }
-                    if let Some(q) = live.question
-                        && shown.remove(&q)
-                    {
-                        continue;
-                    }
-                    if conn.send(live.kind, &live.text).await.is_err() {
-                        tracing::info!("classroom watcher too slow; disconnecting");
-                        return Some(1013);
+                    if run.len() < MAX_RUN {
+                        heard = watch.try_next();
                     }
                 }
-                Heard::Lost => return Some(1013),
-                Heard::Revoked(user) if user == who.user => return Some(4401),
-                Heard::Revoked(_) => {}
+                if conn.send_live(&run).await.is_err() {
+                    tracing::info!("classroom watcher too slow; disconnecting");
+                    return Some(1013);
+                }
+                run.clear();
             },
             incoming = inbox.next() => {
                 last_heard = Instant::now();
