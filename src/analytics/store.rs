@@ -473,20 +473,33 @@ pub struct StudentAgg {
     pub second_half: i64,
 }
 
-fn student_agg_sql(filter: &str) -> String {
+/// Members with their totals over the scope. The organisation's totals
+/// of the period are read once, in key order, and summed per member
+/// (`totals`: a filter on them, e.g. one member), then joined to the
+/// members `filter` picks; joining each member to the totals instead
+/// (`users LEFT JOIN analytics_daily`) let SQLite walk the organisation's
+/// whole period once per member.
+fn student_agg_sql(filter: &str, totals: &str) -> String {
     format!(
         "SELECT u.id AS user_id, u.full_name, u.created_at, \
-         CAST(COALESCE(SUM(d.questions), 0) AS BIGINT) AS questions, \
-         CAST(COALESCE(SUM(d.sessions), 0) AS BIGINT) AS sessions, \
-         COUNT(DISTINCT CASE WHEN d.questions > 0 OR d.sessions > 0 THEN d.day END) AS active_days, \
-         MAX(d.last_at) AS last_active_at, \
-         CAST(COALESCE(SUM(CASE WHEN d.day < $5 THEN d.questions ELSE 0 END), 0) AS BIGINT) AS first_half, \
-         CAST(COALESCE(SUM(CASE WHEN d.day >= $5 THEN d.questions ELSE 0 END), 0) AS BIGINT) AS second_half \
-         FROM users u LEFT JOIN analytics_daily d ON d.organization_id = u.organization_id \
-         AND d.user_id = u.id AND d.day >= $2 AND d.day <= $3 \
-         AND ($4 IS NULL OR d.persona_id = $4) \
-         WHERE u.organization_id = $1 AND {filter} \
-         GROUP BY u.id, u.full_name, u.created_at"
+         CAST(COALESCE(t.questions, 0) AS BIGINT) AS questions, \
+         CAST(COALESCE(t.sessions, 0) AS BIGINT) AS sessions, \
+         CAST(COALESCE(t.active_days, 0) AS BIGINT) AS active_days, \
+         t.last_active_at, \
+         CAST(COALESCE(t.first_half, 0) AS BIGINT) AS first_half, \
+         CAST(COALESCE(t.second_half, 0) AS BIGINT) AS second_half \
+         FROM users u LEFT JOIN ( \
+           SELECT user_id, SUM(questions) AS questions, SUM(sessions) AS sessions, \
+           COUNT(DISTINCT CASE WHEN questions > 0 OR sessions > 0 THEN day END) AS active_days, \
+           MAX(last_at) AS last_active_at, \
+           SUM(CASE WHEN day < $5 THEN questions ELSE 0 END) AS first_half, \
+           SUM(CASE WHEN day >= $5 THEN questions ELSE 0 END) AS second_half \
+           FROM analytics_daily \
+           WHERE organization_id = $1 AND day >= $2 AND day <= $3 \
+           AND ($4 IS NULL OR persona_id = $4) AND {totals} \
+           GROUP BY user_id \
+         ) t ON t.user_id = u.id \
+         WHERE u.organization_id = $1 AND {filter}"
     )
 }
 
@@ -503,7 +516,8 @@ pub async fn students(
         "{} ORDER BY u.created_at, u.id LIMIT $8",
         student_agg_sql(
             "u.role = 'student' AND ($6 IS NULL OR u.created_at > $6 \
-             OR (u.created_at = $6 AND u.id > $7))"
+             OR (u.created_at = $6 AND u.id > $7))",
+            "1 = 1"
         )
     );
     let (t, id) = match after {
@@ -530,7 +544,7 @@ pub async fn student(
     middle: &str,
     user: UserId,
 ) -> Result<Option<StudentAgg>, StoreError> {
-    let sql = student_agg_sql("u.id = $6");
+    let sql = student_agg_sql("u.id = $6", "user_id = $6");
     Ok(on_db!(db, |pool| sqlx::query_as(&sql)
         .bind(s.org)
         .bind(&s.from)
