@@ -606,3 +606,49 @@ async fn the_snapshot_keeps_the_configured_number_of_questions() {
     assert_eq!(seqs, asked[1..].to_vec(), "{recent:?}");
     assert_eq!(recent[1].text, "What is a stem?");
 }
+
+/// A class asking in a burst (a hundred questions sent without waiting
+/// for their acks): the teacher sees every one of them, once, in the order
+/// stored, whatever the frames that arrive between them (answers).
+#[tokio::test]
+async fn a_burst_of_questions_reaches_the_teacher_whole_and_in_order() {
+    const N: usize = 100;
+    let Some(app) = crate::helpers::spawn_app_with(Backend::Sqlite, |s| {
+        s.chat.messages_burst = 1000;
+        s.chat.messages_per_sec = 1000.0;
+        s.billing.plans.free.questions_per_month = 10_000;
+    })
+    .await
+    else {
+        return;
+    };
+    let m = material(&app).await;
+    let tutor = create_persona(&app, &m.teacher, json!({"name": "Ms Leaf"})).await;
+    let (mut teacher, _, _) = Watch::open(&app, &m.teacher, None).await;
+    let mut ws = Ws::connect(&app, &m.student).await;
+    ws.start(tutor["id"].as_str().unwrap()).await;
+    for i in 0..N {
+        ws.send(json!({"type": "message", "client_id": format!("b-{i}"),
+            "text": format!("Question {i}: what does a leaf do?")}))
+            .await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < N {
+        if let ClassroomFrame::Question(q) = teacher.next().await {
+            seen.push((q.seq, q.text));
+        }
+    }
+    let seqs: Vec<i64> = seen.iter().map(|(s, _)| *s).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let mut texts: Vec<&str> = seen.iter().map(|(_, t)| t.as_str()).collect();
+    texts.sort_by_key(|t| {
+        t.trim_start_matches("Question ")
+            .split(':')
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+    });
+    let expected: Vec<String> = (0..N)
+        .map(|i| format!("Question {i}: what does a leaf do?"))
+        .collect();
+    assert_eq!(texts, expected, "every question once");
+}
