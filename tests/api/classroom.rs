@@ -610,7 +610,7 @@ async fn the_snapshot_keeps_the_configured_number_of_questions() {
 /// A class asking in a burst (a hundred questions sent without waiting
 /// for their acks): the teacher sees every one of them, once, in the order
 /// stored, whatever the frames that arrive between them (answers).
-#[tokio::test]
+#[actix_web::test]
 async fn a_burst_of_questions_reaches_the_teacher_whole_and_in_order() {
     const N: usize = 100;
     let Some(app) = crate::helpers::spawn_app_with(Backend::Sqlite, |s| {
