@@ -474,18 +474,15 @@ mod tests {
 
     use super::SQLITE_MIGRATIONS;
 
-    /// A school's existing analytics survive the migration that stores the
-    /// totals in key order (0010): same rows, no rowid left, the cascade
-    /// from the organisation kept.
-    #[tokio::test]
-    async fn storing_the_totals_in_key_order_keeps_every_row() {
-        // The migrations before 0010, from the repository's own files.
+    /// An in-memory database with the repository's migrations before
+    /// `version` applied.
+    async fn migrated_before(version: &str) -> sqlx::SqlitePool {
         let before = tempfile::tempdir().unwrap();
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-            if name.as_str() < "0010" {
+            if name.as_str() < version {
                 std::fs::copy(&path, before.path().join(&name)).unwrap();
             }
         }
@@ -503,6 +500,15 @@ mod tests {
             .run(&pool)
             .await
             .unwrap();
+        pool
+    }
+
+    /// A school's existing analytics survive the migration that stores the
+    /// totals in key order (0010): same rows, no rowid left, the cascade
+    /// from the organisation kept.
+    #[tokio::test]
+    async fn storing_the_totals_in_key_order_keeps_every_row() {
+        let pool = migrated_before("0010").await;
 
         let org = uuid::Uuid::now_v7();
         let other = uuid::Uuid::now_v7();
@@ -590,5 +596,156 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((left, left_latency), (2, 2));
+    }
+
+    /// A school's raw events survive the migration that stores them in key
+    /// order (0012): every column of every event, no rowid left, the
+    /// cascade from the organisation kept, and retention still deletes by
+    /// age.
+    #[tokio::test]
+    async fn storing_the_events_in_key_order_keeps_every_event() {
+        let pool = migrated_before("0012").await;
+        let (org, other) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        for id in [org, other] {
+            sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES ($1, 'S', $2)")
+                .bind(id)
+                .bind(chrono::Utc::now())
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let old = chrono::Utc::now() - chrono::Duration::days(400);
+        let mut ids = Vec::new();
+        for (o, kind, refusal, days, vector) in [
+            (
+                org,
+                "question",
+                Some("not_covered"),
+                1,
+                Some(vec![7u8; 1536]),
+            ),
+            (org, "question", None, 2, None),
+            (org, "login", None, 400, None),
+            (other, "question", Some("safety"), 3, None),
+        ] {
+            let id = uuid::Uuid::new_v4();
+            ids.push(id);
+            let at = if days == 400 {
+                old
+            } else {
+                chrono::Utc::now() - chrono::Duration::days(days)
+            };
+            sqlx::query(
+                "INSERT INTO analytics_events (id, organization_id, kind, user_id, text, \
+                 refusal, detail, embedding, day, at) VALUES ($1, $2, $3, $4, 'Why?', $5, '{}', \
+                 $6, $7, $8)",
+            )
+            .bind(id)
+            .bind(o)
+            .bind(kind)
+            .bind(uuid::Uuid::now_v7())
+            .bind(refusal)
+            .bind(vector)
+            .bind(at.date_naive().to_string())
+            .bind(at)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+
+        SQLITE_MIGRATIONS.run(&pool).await.unwrap();
+
+        let rows = sqlx::query(
+            "SELECT id, kind, refusal, length(embedding), text FROM analytics_events \
+             WHERE organization_id = $1 ORDER BY kind, at",
+        )
+        .bind(org)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        // id, kind, refusal, the vector's length, text.
+        type Stored = (uuid::Uuid, String, Option<String>, Option<i64>, String);
+        let got: Vec<Stored> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (ids[2], "login".to_owned(), None, None, "Why?".to_owned()),
+                (ids[1], "question".to_owned(), None, None, "Why?".to_owned()),
+                (
+                    ids[0],
+                    "question".to_owned(),
+                    Some("not_covered".to_owned()),
+                    Some(1536),
+                    "Why?".to_owned()
+                ),
+            ]
+        );
+        assert!(
+            sqlx::query("SELECT rowid FROM analytics_events")
+                .fetch_all(&pool)
+                .await
+                .is_err(),
+            "analytics_events still has a rowid"
+        );
+        let count = |pool: sqlx::SqlitePool| async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM analytics_events")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        // Removing a school removes its events, and only its.
+        sqlx::query("DELETE FROM organizations WHERE id = $1")
+            .bind(other)
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(count(pool.clone()).await, 3);
+        // Retention's statement, by key, removes the year-old event only.
+        let db = super::Db::Sqlite(pool.clone(), super::WriteGate::new(pool.clone()).unwrap());
+        let gone = crate::analytics::store::delete_events_before(
+            &db,
+            chrono::Utc::now() - chrono::Duration::days(180),
+            100,
+        )
+        .await
+        .unwrap();
+        assert_eq!((gone, count(pool).await), (1, 2));
+    }
+
+    /// The gaps report reads a period's declined questions through their
+    /// own index (0011), newest first, without sorting: it stops at its
+    /// limit instead of looking up every question of the period.
+    #[tokio::test]
+    async fn the_gaps_report_reads_only_declined_questions() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(SqliteConnectOptions::from_str("sqlite::memory:").unwrap())
+            .await
+            .unwrap();
+        SQLITE_MIGRATIONS.run(&pool).await.unwrap();
+        let plan: Vec<String> = sqlx::query(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            crate::analytics::store::declined_sql()
+        ))
+        .bind(uuid::Uuid::now_v7())
+        .bind("2026-11-01")
+        .bind("2026-11-30")
+        .bind(None::<uuid::Uuid>)
+        .bind(2000_i64)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("detail"))
+        .collect();
+        assert!(
+            plan.iter()
+                .any(|d| d.contains("USING INDEX analytics_events_declined_idx")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|d| d.contains("TEMP B-TREE")), "{plan:?}");
     }
 }

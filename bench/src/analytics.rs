@@ -5,8 +5,12 @@
 //!
 //! ```sh
 //! cargo run --release -p bwenge-bench --bin analytics -- \
-//!     [--orgs 200 --students 20000 --events 10000000] [--postgres-url postgres://…/db]
+//!     [--orgs 200 --students 20000 --events 10000000] [--postgres-url postgres://…/db] \
+//!     [--sqlite-path year.db]
 //! ```
+//! A year made in a database named by `--sqlite-path` or `--postgres-url`
+//! stays there (with its dimensions, in `bench_year`), and a later run
+//! with the same dimensions measures it without making it again.
 //! The year is made here, with a fixed seed: `--orgs` organisations, each
 //! with `students / orgs` students and five personas; `--events` question
 //! events, the same number each day of the last 365, written in time order
@@ -71,6 +75,23 @@ struct Args {
     /// Measure PostgreSQL only (with `--postgres-url`), not SQLite first.
     #[arg(long, requires = "postgres_url")]
     skip_sqlite: bool,
+    /// Keep the SQLite database in this file (it is otherwise made in a
+    /// temporary directory and removed). A database that already holds a
+    /// year made with the same `--orgs`, `--students`, `--events` and
+    /// `--export-rows` is measured as it is, without making it again; the
+    /// same holds for `--postgres-url`.
+    #[arg(long)]
+    sqlite_path: Option<std::path::PathBuf>,
+}
+
+/// The year a database holds, recorded in it once made (`bench_year`).
+struct Year {
+    /// The organisation whose year is exported.
+    heavy_org: OrgId,
+    /// The organisation whose month the reports read.
+    org: OrgId,
+    /// The last day of the year.
+    today: chrono::NaiveDate,
 }
 
 // The server's allocator: the export and the reports run the server's
@@ -153,10 +174,11 @@ async fn run(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut targets = Vec::new();
     if !args.skip_sqlite {
-        targets.push((
-            "sqlite",
-            format!("sqlite://{}", dir.join("bench.db").display()),
-        ));
+        let path = args
+            .sqlite_path
+            .clone()
+            .unwrap_or_else(|| dir.join("bench.db"));
+        targets.push(("sqlite", format!("sqlite://{}", path.display())));
     }
     if let Some(pg) = &args.postgres_url {
         targets.push(("postgres", pg.clone()));
@@ -194,6 +216,23 @@ async fn bench_one(
     let db = Db::connect(&settings).await.map_err(|e| e.to_string())?;
     db.migrate().await.map_err(|e| e.to_string())?;
     let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::new(384));
+    let year = match made_year(args, &db).await? {
+        Some(year) => {
+            println!("{name}: measuring the year already made in this database");
+            year
+        }
+        None => make_year(args, name, &db, embedder.as_ref()).await?,
+    };
+    measure(args, name, &settings, db, embedder, year).await
+}
+
+/// Makes the year in `db`, and records it there (`bench_year`).
+async fn make_year(
+    args: &Args,
+    name: &str,
+    db: &Db,
+    embedder: &dyn Embedder,
+) -> Result<Year, String> {
     let vectors = embedder
         .embed(
             &TEMPLATES
@@ -218,7 +257,7 @@ async fn bench_one(
         let org = OrgId::new();
         let admin = UserId::new();
         bwenge::auth::store::create_org_with_user(
-            &db,
+            db,
             &bwenge::auth::store::OrgRow {
                 id: org,
                 name: format!("School {o}"),
@@ -242,7 +281,7 @@ async fn bench_one(
         for s in 0..per_org_students {
             let id = UserId::new();
             bwenge::auth::store::insert_user(
-                &db,
+                db,
                 &bwenge::auth::store::NewUser {
                     id,
                     org,
@@ -322,7 +361,7 @@ async fn bench_one(
                     event: e,
                 });
             }
-            write_batch(&db, Arc::new(Batch::new(events, |_| true)))
+            write_batch(db, Arc::new(Batch::new(events, |_| true)))
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -343,10 +382,90 @@ async fn bench_one(
             .map_err(|e| e.to_string())?;
     }
     let (heavy_org, _, _) = orgs.first().ok_or("no organisation")?;
-    let heavy_org = *heavy_org;
     let (org, _, _) = orgs.get(1).or(orgs.first()).ok_or("no organisation")?;
-    let org = *org;
+    let year = Year {
+        heavy_org: *heavy_org,
+        org: *org,
+        today: now.date_naive(),
+    };
+    record_year(args, db, &year).await?;
+    Ok(year)
+}
 
+/// The dimensions of the year, as recorded.
+fn dimensions(args: &Args) -> [i64; 4] {
+    [args.orgs, args.students, args.events, args.export_rows].map(|n| n as i64)
+}
+
+/// The year this database already holds, if it was made with these
+/// dimensions.
+async fn made_year(args: &Args, db: &Db) -> Result<Option<Year>, String> {
+    let row: Option<(OrgId, OrgId, String, i64, i64, i64, i64)> =
+        bwenge::on_db!(db, |pool| sqlx::query_as(
+            "SELECT heavy_org, org, today, orgs, students, events, export_rows FROM bench_year"
+        )
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten());
+    let Some((heavy_org, org, today, orgs, students, events, export_rows)) = row else {
+        return Ok(None);
+    };
+    if [orgs, students, events, export_rows] != dimensions(args) {
+        return Err(format!(
+            "this database holds a year of {orgs} organisations, {students} students, \
+             {events} events ({export_rows} exported): give the same, or another database"
+        ));
+    }
+    let today = today
+        .parse()
+        .map_err(|e| format!("bench_year.today: {e}"))?;
+    Ok(Some(Year {
+        heavy_org,
+        org,
+        today,
+    }))
+}
+
+async fn record_year(args: &Args, db: &Db, year: &Year) -> Result<(), String> {
+    let [orgs, students, events, export_rows] = dimensions(args);
+    bwenge::on_db_write!(db, |pool| {
+        sqlx::query(
+            "CREATE TABLE bench_year (heavy_org UUID NOT NULL, org UUID NOT NULL, \
+             today TEXT NOT NULL, orgs BIGINT NOT NULL, students BIGINT NOT NULL, \
+             events BIGINT NOT NULL, export_rows BIGINT NOT NULL)",
+        )
+        .execute(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        sqlx::query("INSERT INTO bench_year VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(year.heavy_org)
+            .bind(year.org)
+            .bind(year.today.to_string())
+            .bind(orgs)
+            .bind(students)
+            .bind(events)
+            .bind(export_rows)
+            .execute(pool)
+            .await
+            .map_err(|e| e.to_string())?;
+    });
+    Ok(())
+}
+
+/// Measures the reports and the export on the year in `db`.
+async fn measure(
+    args: &Args,
+    name: &str,
+    settings: &Settings,
+    db: Db,
+    embedder: Arc<dyn Embedder>,
+    Year {
+        heavy_org,
+        org,
+        today,
+    }: Year,
+) -> Result<(), String> {
     let a = &settings.analytics;
     let recorder = EventRecorder::start(
         db.clone(),
@@ -367,7 +486,6 @@ async fn bench_one(
         org_id: org,
         role: Role::Admin,
     };
-    let today = now.date_naive();
     let month = Period {
         from: today - Days::days(29),
         to: today,

@@ -331,6 +331,30 @@ pub struct Scope {
     pub persona: Option<PersonaId>,
 }
 
+impl Scope {
+    /// The scope's days as times: the first day's midnight (UTC) and the
+    /// midnight after the last day. Reads of raw events bound `at` by
+    /// these as well as `day` by the days, so that a walk in time order
+    /// starts and stops at the period's edges.
+    pub fn times(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        let midnight = |day: &str, after: i64| {
+            chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.checked_add_days(chrono::Days::new(after as u64)))
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+        };
+        // Days always parse (they are written from dates); the fallbacks
+        // only keep the bounds wide, and sortable as SQLite's text.
+        (
+            midnight(&self.from, 0).unwrap_or(DateTime::UNIX_EPOCH),
+            midnight(&self.to, 1)
+                .or_else(|| midnight("9999-12-31", 0))
+                .unwrap_or(DateTime::UNIX_EPOCH),
+        )
+    }
+}
+
 /// The filter every totals read shares: `$1` org, `$2`/`$3` days, `$4`
 /// persona or NULL.
 const TOTALS_WHERE: &str = "organization_id = $1 AND day >= $2 AND day <= $3 \
@@ -604,8 +628,9 @@ pub async fn recent_questions(
          LEFT JOIN users u ON u.id = e.user_id AND u.organization_id = e.organization_id \
          WHERE e.organization_id = $1 AND e.kind = 'question' AND e.day >= $2 AND e.day <= $3 \
          AND ($4 IS NULL OR e.persona_id = $4) AND e.user_id = $5 \
-         ORDER BY e.at DESC, e.id DESC LIMIT $6"
+         AND e.at >= $7 AND e.at < $8 ORDER BY e.at DESC, e.id DESC LIMIT $6"
     );
+    let (since, until) = s.times();
     Ok(on_db!(db, |pool| sqlx::query_as(&sql)
         .bind(s.org)
         .bind(&s.from)
@@ -613,6 +638,8 @@ pub async fn recent_questions(
         .bind(s.persona)
         .bind(user)
         .bind(limit)
+        .bind(since)
+        .bind(until)
         .fetch_all(pool)
         .await?))
 }
@@ -631,12 +658,13 @@ pub async fn flags(
          WHERE e.organization_id = $1 AND e.kind = 'question' AND e.day >= $2 AND e.day <= $3 \
          AND ($4 IS NULL OR e.persona_id = $4) AND e.refusal IN ('safety', 'blocked_topic') \
          AND ($5 IS NULL OR e.at < $5 OR (e.at = $5 AND e.id < $6)) \
-         ORDER BY e.at DESC, e.id DESC LIMIT $7"
+         AND e.at >= $8 AND e.at < $9 ORDER BY e.at DESC, e.id DESC LIMIT $7"
     );
     let (t, id) = match after {
         Some((t, id)) => (Some(t), Some(id)),
         None => (None, None),
     };
+    let (since, until) = s.times();
     Ok(on_db!(db, |pool| bind_page!(
         sqlx::query_as(&sql),
         s,
@@ -644,6 +672,8 @@ pub async fn flags(
         id,
         limit
     )
+    .bind(since)
+    .bind(until)
     .fetch_all(pool)
     .await?))
 }
@@ -681,8 +711,9 @@ pub async fn questions_page(
     after: Option<(DateTime<Utc>, EventId)>,
     limit: i64,
 ) -> Result<Vec<QuestionRow>, StoreError> {
-    // The first page starts before any event could have happened.
-    let (t, id) = after.unwrap_or((DateTime::UNIX_EPOCH, EventId(uuid::Uuid::nil())));
+    // The first page starts where the period does (no event has the nil
+    // id), not at the organisation's oldest question.
+    let (t, id) = after.unwrap_or((s.times().0, EventId(uuid::Uuid::nil())));
     // Unprepared: planned with its values every time. Cached, PostgreSQL
     // soon settles on a generic plan that reads the organisation's whole
     // year by day and sorts it for every page (0.4 s a page at 500k
@@ -798,12 +829,11 @@ pub struct DeclinedRow {
     pub embedding: Option<Vec<u8>>,
 }
 
-/// Questions declined as not covered, newest first.
+/// Questions declined as not covered, newest first. `day` is the UTC date
+/// of `at`, so ordering by day first is the same order, and lets the
+/// declined-questions index (0011) be read backwards and stop at `limit`.
 pub async fn declined(db: &Db, s: &Scope, limit: i64) -> Result<Vec<DeclinedRow>, StoreError> {
-    let sql = format!(
-        "SELECT text, persona_id, at, embedding FROM analytics_events WHERE {QUESTIONS_WHERE} \
-         AND refusal = 'not_covered' ORDER BY at DESC, id DESC LIMIT $5"
-    );
+    let sql = declined_sql();
     Ok(on_db!(db, |pool| sqlx::query_as(&sql)
         .bind(s.org)
         .bind(&s.from)
@@ -812,6 +842,13 @@ pub async fn declined(db: &Db, s: &Scope, limit: i64) -> Result<Vec<DeclinedRow>
         .bind(limit)
         .fetch_all(pool)
         .await?))
+}
+
+pub(crate) fn declined_sql() -> String {
+    format!(
+        "SELECT text, persona_id, at, embedding FROM analytics_events WHERE {QUESTIONS_WHERE} \
+         AND refusal = 'not_covered' ORDER BY day DESC, at DESC, id DESC LIMIT $5"
+    )
 }
 
 /// A row of the daily export: one day and persona.
@@ -862,15 +899,24 @@ pub async fn delete_events_before(
     cutoff: DateTime<Utc>,
     chunk: i64,
 ) -> Result<u64, StoreError> {
-    Ok(on_db_write!(db, |pool| sqlx::query(
-        "DELETE FROM analytics_events WHERE id IN \
-         (SELECT id FROM analytics_events WHERE at < $1 LIMIT $2)"
-    )
-    .bind(cutoff)
-    .bind(chunk)
-    .execute(pool)
-    .await?
-    .rows_affected()))
+    // Each row by its key: on SQLite the events are stored by (organisation,
+    // kind, at, id) and `id` alone has no index (0012).
+    let sql = match db {
+        Db::Sqlite(..) => {
+            "DELETE FROM analytics_events WHERE (organization_id, kind, at, id) IN \
+             (SELECT organization_id, kind, at, id FROM analytics_events WHERE at < $1 LIMIT $2)"
+        }
+        Db::Postgres(_) => {
+            "DELETE FROM analytics_events WHERE id IN \
+             (SELECT id FROM analytics_events WHERE at < $1 LIMIT $2)"
+        }
+    };
+    Ok(on_db_write!(db, |pool| sqlx::query(sql)
+        .bind(cutoff)
+        .bind(chunk)
+        .execute(pool)
+        .await?
+        .rows_affected()))
 }
 
 /// Erases a member's analytics: their raw events go, and their daily
@@ -968,6 +1014,8 @@ pub async fn digest_recipients(db: &Db) -> Result<Vec<(OrgId, String, String)>, 
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -989,6 +1037,21 @@ mod tests {
         assert_eq!(latency_bucket(-5), 0);
         assert_eq!(latency_bucket(i64::MAX), latency_bucket(LATENCY_MAX_MS));
         assert_eq!(bucket_floor(latency_bucket(1 << 30)), 1 << 30);
+    }
+
+    #[test]
+    fn a_scope_spans_from_its_first_midnight_to_the_midnight_after_its_last_day() {
+        let s = Scope {
+            org: OrgId::new(),
+            from: "2026-11-01".into(),
+            to: "2026-11-30".into(),
+            persona: None,
+        };
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+        assert_eq!(
+            s.times(),
+            (at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z"))
+        );
     }
 
     #[test]

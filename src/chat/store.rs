@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 
 use super::frames::EventRole;
 use crate::db::StoreError;
-use crate::db::{Committed, Db, WriteGate, group_write};
+use crate::db::{Db, WriteGate};
 use crate::ids::{OrgId, PersonaId, SessionId, UserId};
 use crate::pagination::Page;
 use crate::{on_db, on_db_write};
@@ -381,53 +381,45 @@ async fn append_grouped(
         payload: e.payload.to_owned(),
         at: e.at,
     };
-    // `Ok(None)`: not the organisation's session; `Err(None)`: a repeat,
-    // looked up once the group has committed.
-    let (reply, outcome) = tokio::sync::oneshot::channel::<Result<Option<i64>, Option<String>>>();
-    gate.join(group_write(move |conn| {
-        Box::pin(async move {
-            let inserted: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
-                "INSERT INTO chat_events (session_id, seq, organization_id, role, client_id, \
-                 reply_to, text, payload, created_at) \
-                 SELECT id, last_seq + 1, organization_id, $3, $4, $5, $6, $7, $8 \
-                 FROM chat_sessions WHERE id = $1 AND organization_id = $2 RETURNING seq",
-            )
-            .bind(session)
-            .bind(org)
-            .bind(ev.role)
-            .bind(&ev.client_id)
-            .bind(ev.reply_to)
-            .bind(&ev.text)
-            .bind(&ev.payload)
-            .bind(ev.at)
-            .fetch_optional(&mut *conn)
-            .await;
-            // A repeat is undone alone (this statement only).
-            let result = match inserted {
-                Ok(seq) => Ok(seq),
-                Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(None),
-                Err(e) => Err(Some(e.to_string())),
-            };
-            let committed: Committed = Box::new(move |group: Result<(), String>| {
-                let _ = reply.send(group.map_err(Some).and(result));
-            });
-            committed
+    // `None`: not the organisation's session; `Err(Repeat)`: a repeat, looked
+    // up once the group has committed. A repeat is undone alone (this
+    // statement only).
+    struct Repeat;
+    let stored = gate
+        .in_group(move |conn| {
+            Box::pin(async move {
+                let inserted: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
+                    "INSERT INTO chat_events (session_id, seq, organization_id, role, client_id, \
+                     reply_to, text, payload, created_at) \
+                     SELECT id, last_seq + 1, organization_id, $3, $4, $5, $6, $7, $8 \
+                     FROM chat_sessions WHERE id = $1 AND organization_id = $2 RETURNING seq",
+                )
+                .bind(session)
+                .bind(org)
+                .bind(ev.role)
+                .bind(&ev.client_id)
+                .bind(ev.reply_to)
+                .bind(&ev.text)
+                .bind(&ev.payload)
+                .bind(ev.at)
+                .fetch_optional(&mut *conn)
+                .await;
+                match inserted {
+                    Ok(seq) => Ok(Ok(seq)),
+                    Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(Err(Repeat)),
+                    Err(e) => Err(e),
+                }
+            })
         })
-    }))
-    .await?;
-    match outcome.await {
-        Ok(Ok(seq)) => Ok(seq.map(Appended::New)),
-        Ok(Err(None)) => match existing(db, session, e).await? {
+        .await?;
+    match stored {
+        Ok(seq) => Ok(seq.map(Appended::New)),
+        Err(Repeat) => match existing(db, session, e).await? {
             Some(seq) => Ok(Some(Appended::Existing(seq))),
             None => Err(StoreError::Other(anyhow::anyhow!(
                 "a chat event was refused as a repeat, but no original is stored"
             ))),
         },
-        Ok(Err(Some(message))) => Err(StoreError::Other(anyhow::anyhow!(
-            "storing a chat event failed: {message}"
-        ))),
-        // Dropped unrun: the group could not start.
-        Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolClosed)),
     }
 }
 

@@ -18,14 +18,29 @@ use crate::helpers::{fresh_postgres_database, test_settings};
 type Fact = String;
 
 /// Facts one dialect has on purpose, with why.
-const DIALECT_ONLY: &[(&str, &str)] = &[(
-    "trigger chat_events_advance_session on chat_events",
-    // SQLite appends a chat event in one `INSERT … SELECT last_seq + 1`
-    // statement; the trigger advances the session's `last_seq` within it.
-    // PostgreSQL appends in a transaction that updates the row first
-    // (`chat::store`), so it needs none.
-    "sqlite",
-)];
+const DIALECT_ONLY: &[(&str, &str)] = &[
+    (
+        "trigger chat_events_advance_session on chat_events",
+        // SQLite appends a chat event in one `INSERT … SELECT last_seq + 1`
+        // statement; the trigger advances the session's `last_seq` within it.
+        // PostgreSQL appends in a transaction that updates the row first
+        // (`chat::store`), so it needs none.
+        "sqlite",
+    ),
+    // SQLite stores raw analytics events in the order of (organisation,
+    // kind, at, id), the table being its key (WITHOUT ROWID, migration
+    // 0012), so that a school's events lie together on disk. PostgreSQL's
+    // heap keeps rows in the order they were written whatever the key, so
+    // there the key stays `id` and an index on (organisation, kind, at, id)
+    // serves the same reads.
+    ("pk analytics_events.organization_id", "sqlite"),
+    ("pk analytics_events.kind", "sqlite"),
+    ("pk analytics_events.at", "sqlite"),
+    (
+        "index analytics_events_org_kind_at_idx on analytics_events (organization_id, kind, at, id)",
+        "postgres",
+    ),
+];
 
 /// Types are written the same in both folders; PostgreSQL reports its own
 /// spellings, mapped back here.
