@@ -503,23 +503,27 @@ mod tests {
         pool
     }
 
+    /// Two organisations, by id.
+    async fn two_schools(pool: &sqlx::SqlitePool) -> (uuid::Uuid, uuid::Uuid) {
+        let (org, other) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        for id in [org, other] {
+            sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES ($1, 'S', $2)")
+                .bind(id)
+                .bind(chrono::Utc::now())
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        (org, other)
+    }
+
     /// A school's existing analytics survive the migration that stores the
     /// totals in key order (0010): same rows, no rowid left, the cascade
     /// from the organisation kept.
     #[tokio::test]
     async fn storing_the_totals_in_key_order_keeps_every_row() {
         let pool = migrated_before("0010").await;
-
-        let org = uuid::Uuid::now_v7();
-        let other = uuid::Uuid::now_v7();
-        for id in [org, other] {
-            sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES ($1, 'S', $2)")
-                .bind(id)
-                .bind(chrono::Utc::now())
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
+        let (org, other) = two_schools(&pool).await;
         let persona = uuid::Uuid::now_v7();
         for (o, day, q) in [
             (org, "2026-11-02", 3_i64),
@@ -605,15 +609,7 @@ mod tests {
     #[tokio::test]
     async fn storing_the_events_in_key_order_keeps_every_event() {
         let pool = migrated_before("0012").await;
-        let (org, other) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
-        for id in [org, other] {
-            sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES ($1, 'S', $2)")
-                .bind(id)
-                .bind(chrono::Utc::now())
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
+        let (org, other) = two_schools(&pool).await;
         let old = chrono::Utc::now() - chrono::Duration::days(400);
         let mut ids = Vec::new();
         for (o, kind, refusal, days, vector) in [
