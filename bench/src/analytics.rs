@@ -589,12 +589,7 @@ async fn measure(
     // SQLite; rows on PostgreSQL, where the two ways are the same query)
     // against one driver row at a time (every other query's way): three
     // rounds each, alternating, medians.
-    let scope = Scope {
-        org: heavy_org,
-        from: year.from_str(),
-        to: year.to_str(),
-        persona: None,
-    };
+    let scope = Scope::new(heavy_org, &year, None);
     let (mut export, mut one_by_one) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         one_by_one.push(read_pages(&db, &scope, PageRead::OneByOne).await?);

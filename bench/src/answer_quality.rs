@@ -665,12 +665,7 @@ fn report(split: &str, outcomes: &[&Outcome]) {
 /// and p99 (over its last minute, 3 × 20 s). Searches include the bench's own
 /// `/v1/search` calls, three per question.
 fn print_stages(before: &str, after: &str) {
-    fn value(page: &str, series: &str) -> f64 {
-        page.lines()
-            .find_map(|l| l.strip_prefix(series))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
+    let value = bwenge_bench::metric_value;
     println!("stages, as the server timed them (mean over the run; p50, p99 over the last minute)");
     use bwenge::metrics::{
         ANSWER_STAGE_SECONDS, ANSWER_STAGES, SEARCH_STAGE_SECONDS, SEARCH_STAGES,

@@ -344,6 +344,25 @@ async fn run(args: &Args) -> Result<(), String> {
         pass(p99 <= P99_TARGET_MS && got == expected),
         p99 / ack99
     );
+    // Every question's text carries its number, so none should be served
+    // from the answer cache; reported apart should one be. (The cache is
+    // asked only for a session's first question: later ones have history.)
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("metrics: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("metrics: {e}"))?;
+    let series = |name: &str| bwenge_bench::metric_value(&metrics, &format!("{name} "));
+    println!(
+        "  answer cache (server's counters, whole run; asked for each session's first question): \
+         {:.0} hits, {:.0} misses",
+        series(bwenge::personas::answer::CACHE_HITS_TOTAL),
+        series(bwenge::personas::answer::CACHE_MISSES_TOTAL)
+    );
     drop(server);
     Ok(())
 }

@@ -79,6 +79,15 @@ pub fn median_opt(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
 
 /// The `p` quantile (0..=1, nearest rank) of sorted nanoseconds, in
 /// milliseconds; NaN when there is none.
+/// One series' value in a Prometheus text page (`series` ends where the
+/// value starts: name and labels, then a space); 0 when absent.
+pub fn metric_value(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn percentile_ms(sorted_ns: &[u64], p: f64) -> f64 {
     let n = sorted_ns.len();
     if n == 0 {

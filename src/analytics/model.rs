@@ -228,6 +228,14 @@ impl Period {
         self.from + chrono::Duration::days(self.days() / 2)
     }
 
+    /// The period as times: its first midnight (UTC) and the midnight
+    /// after its last day.
+    pub fn times(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        let midnight = |d: NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc();
+        let after = self.to.succ_opt().unwrap_or(NaiveDate::MAX);
+        (midnight(self.from), midnight(after))
+    }
+
     pub fn from_str(&self) -> String {
         self.from.format("%Y-%m-%d").to_string()
     }

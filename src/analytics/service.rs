@@ -126,15 +126,6 @@ impl AnalyticsService {
         Ok(Period::parse(from, to, self.clock.now().date_naive())?)
     }
 
-    fn scope(org: OrgId, p: &Period, persona: Option<PersonaId>) -> Scope {
-        Scope {
-            org,
-            from: p.from_str(),
-            to: p.to_str(),
-            persona,
-        }
-    }
-
     /// Records a client event for the caller: only `avatar_viewed`,
     /// `citation_opened` and `answer_rated`; a persona and session must be
     /// the organisation's (the session the caller's own).
@@ -203,7 +194,7 @@ impl AnalyticsService {
         p: &Period,
         persona: Option<PersonaId>,
     ) -> Result<PeriodFigures> {
-        let scope = Self::scope(org, p, persona);
+        let scope = Scope::new(org, p, persona);
         // Four reads, side by side on the pool's connections.
         let (sums, days, top, pct) = futures_util::future::try_join4(
             store::sums(&self.db, &scope),
@@ -263,7 +254,7 @@ impl AnalyticsService {
     ) -> Result<List<StudentRow>> {
         staff_only(user)?;
         let _t = Timer::new("students");
-        let scope = Self::scope(user.org_id, &p, persona);
+        let scope = Scope::new(user.org_id, &p, persona);
         let after = page.after.map(|c| (c.t, UserId(c.id)));
         let rows = store::students(
             &self.db,
@@ -297,7 +288,7 @@ impl AnalyticsService {
             return Err(Forbidden("Students see only their own analytics.").into());
         }
         let _t = Timer::new("student");
-        let scope = Self::scope(user.org_id, &p, persona);
+        let scope = Scope::new(user.org_id, &p, persona);
         let agg = store::student(&self.db, &scope, &day_str(p.middle()), id)
             .await?
             .ok_or(AnalyticsError::NotFound)?;
@@ -343,7 +334,7 @@ impl AnalyticsService {
     ) -> Result<List<Flag>> {
         staff_only(user)?;
         let _t = Timer::new("flags");
-        let scope = Self::scope(user.org_id, &p, persona);
+        let scope = Scope::new(user.org_id, &p, persona);
         let after = page.after.map(|c| (c.t, EventId(c.id)));
         let rows = store::flags(&self.db, &scope, after, i64::from(page.limit) + 1).await?;
         Ok(page_of(
@@ -378,7 +369,7 @@ impl AnalyticsService {
     ) -> Result<Gaps> {
         staff_only(user)?;
         let _t = Timer::new("gaps");
-        let scope = Self::scope(user.org_id, &p, persona);
+        let scope = Scope::new(user.org_id, &p, persona);
         let rows =
             store::declined(&self.db, &scope, self.settings.gap_max_questions as i64).await?;
         let mut items: Vec<Declined> = rows
@@ -430,7 +421,7 @@ impl AnalyticsService {
         page: i64,
     ) -> Result<(Vec<Vec<String>>, ExportCursor)> {
         staff_only(user)?;
-        let scope = Self::scope(user.org_id, p, persona);
+        let scope = Scope::new(user.org_id, p, persona);
         match (kind, at) {
             (_, ExportCursor::Done) => Ok((Vec::new(), ExportCursor::Done)),
             (ExportKind::Questions, at) => {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::model::Event;
+use super::model::{Event, Period};
 use crate::db::{Db, StoreError, placeholders};
 use crate::ids::{EventId, OrgId, PersonaId, SessionId, UserId};
 use crate::{on_db, on_db_write};
@@ -329,29 +329,24 @@ pub struct Scope {
     pub from: String,
     pub to: String,
     pub persona: Option<PersonaId>,
+    /// The days as times ([`Period::times`]): reads of raw events bound
+    /// `at` by these as well as `day` by the days, so that a walk in time
+    /// order starts and stops at the period's edges.
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
 }
 
 impl Scope {
-    /// The scope's days as times: the first day's midnight (UTC) and the
-    /// midnight after the last day. Reads of raw events bound `at` by
-    /// these as well as `day` by the days, so that a walk in time order
-    /// starts and stops at the period's edges.
-    pub fn times(&self) -> (DateTime<Utc>, DateTime<Utc>) {
-        let midnight = |day: &str, after: i64| {
-            chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.checked_add_days(chrono::Days::new(after as u64)))
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|t| t.and_utc())
-        };
-        // Days always parse (they are written from dates); the fallbacks
-        // only keep the bounds wide, and sortable as SQLite's text.
-        (
-            midnight(&self.from, 0).unwrap_or(DateTime::UNIX_EPOCH),
-            midnight(&self.to, 1)
-                .or_else(|| midnight("9999-12-31", 0))
-                .unwrap_or(DateTime::UNIX_EPOCH),
-        )
+    pub fn new(org: OrgId, p: &Period, persona: Option<PersonaId>) -> Self {
+        let (since, until) = p.times();
+        Scope {
+            org,
+            from: p.from_str(),
+            to: p.to_str(),
+            persona,
+            since,
+            until,
+        }
     }
 }
 
@@ -630,7 +625,6 @@ pub async fn recent_questions(
          AND ($4 IS NULL OR e.persona_id = $4) AND e.user_id = $5 \
          AND e.at >= $7 AND e.at < $8 ORDER BY e.at DESC, e.id DESC LIMIT $6"
     );
-    let (since, until) = s.times();
     Ok(on_db!(db, |pool| sqlx::query_as(&sql)
         .bind(s.org)
         .bind(&s.from)
@@ -638,8 +632,8 @@ pub async fn recent_questions(
         .bind(s.persona)
         .bind(user)
         .bind(limit)
-        .bind(since)
-        .bind(until)
+        .bind(s.since)
+        .bind(s.until)
         .fetch_all(pool)
         .await?))
 }
@@ -664,7 +658,6 @@ pub async fn flags(
         Some((t, id)) => (Some(t), Some(id)),
         None => (None, None),
     };
-    let (since, until) = s.times();
     Ok(on_db!(db, |pool| bind_page!(
         sqlx::query_as(&sql),
         s,
@@ -672,8 +665,8 @@ pub async fn flags(
         id,
         limit
     )
-    .bind(since)
-    .bind(until)
+    .bind(s.since)
+    .bind(s.until)
     .fetch_all(pool)
     .await?))
 }
@@ -713,7 +706,7 @@ pub async fn questions_page(
 ) -> Result<Vec<QuestionRow>, StoreError> {
     // The first page starts where the period does (no event has the nil
     // id), not at the organisation's oldest question.
-    let (t, id) = after.unwrap_or((s.times().0, EventId(uuid::Uuid::nil())));
+    let (t, id) = after.unwrap_or((s.since, EventId(uuid::Uuid::nil())));
     // Unprepared: planned with its values every time. Cached, PostgreSQL
     // soon settles on a generic plan that reads the organisation's whole
     // year by day and sorts it for every page (0.4 s a page at 500k
@@ -1041,15 +1034,15 @@ mod tests {
 
     #[test]
     fn a_scope_spans_from_its_first_midnight_to_the_midnight_after_its_last_day() {
-        let s = Scope {
-            org: OrgId::new(),
-            from: "2026-11-01".into(),
-            to: "2026-11-30".into(),
-            persona: None,
+        let day = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        let p = Period {
+            from: day("2026-11-01"),
+            to: day("2026-11-30"),
         };
+        let s = Scope::new(OrgId::new(), &p, None);
         let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().to_utc();
         assert_eq!(
-            s.times(),
+            (s.since, s.until),
             (at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z"))
         );
     }
