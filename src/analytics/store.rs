@@ -167,7 +167,13 @@ impl Batch {
                 _ => {}
             }
         }
-        let totals = totals.into_values().collect();
+        // In key order: batches from several nodes then lock the rows they
+        // share in the same order and cannot deadlock.
+        let mut totals: Vec<_> = totals.into_iter().collect();
+        totals.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let totals = totals.into_iter().map(|(_, d)| d).collect();
+        let mut latency: Vec<_> = latency.into_iter().collect();
+        latency.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let latency = latency
             .into_iter()
             .map(|((org, day, persona, bucket), count)| LatencyDelta {
@@ -211,85 +217,225 @@ const INSERT_EVENT: &str = "INSERT INTO analytics_events (id, organization_id, k
      detail, embedding, day, at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
-const UPSERT_DAILY: &str = "INSERT INTO analytics_daily (organization_id, day, persona_id, \
-     user_id, student, questions, grounded, refusals, flagged, not_covered, sessions, resumes, \
-     logins, last_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-     ON CONFLICT (organization_id, day, persona_id, user_id) DO UPDATE SET \
-     student = excluded.student, \
-     questions = analytics_daily.questions + excluded.questions, \
-     grounded = analytics_daily.grounded + excluded.grounded, \
-     refusals = analytics_daily.refusals + excluded.refusals, \
-     flagged = analytics_daily.flagged + excluded.flagged, \
-     not_covered = analytics_daily.not_covered + excluded.not_covered, \
-     sessions = analytics_daily.sessions + excluded.sessions, \
-     resumes = analytics_daily.resumes + excluded.resumes, \
-     logins = analytics_daily.logins + excluded.logins, \
-     last_at = CASE WHEN excluded.last_at > analytics_daily.last_at \
-               THEN excluded.last_at ELSE analytics_daily.last_at END";
+/// What adding a batch's totals to the stored ones means, shared by the
+/// row-at-a-time (SQLite) and the unnested (PostgreSQL) inserts.
+macro_rules! daily_conflict {
+    () => {
+        " ON CONFLICT (organization_id, day, persona_id, user_id) DO UPDATE SET \
+         student = excluded.student, \
+         questions = analytics_daily.questions + excluded.questions, \
+         grounded = analytics_daily.grounded + excluded.grounded, \
+         refusals = analytics_daily.refusals + excluded.refusals, \
+         flagged = analytics_daily.flagged + excluded.flagged, \
+         not_covered = analytics_daily.not_covered + excluded.not_covered, \
+         sessions = analytics_daily.sessions + excluded.sessions, \
+         resumes = analytics_daily.resumes + excluded.resumes, \
+         logins = analytics_daily.logins + excluded.logins, \
+         last_at = CASE WHEN excluded.last_at > analytics_daily.last_at \
+                   THEN excluded.last_at ELSE analytics_daily.last_at END"
+    };
+}
 
-const UPSERT_LATENCY: &str = "INSERT INTO analytics_latency (organization_id, day, persona_id, \
-     bucket, count) VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (organization_id, day, persona_id, bucket) DO UPDATE SET \
-     count = analytics_latency.count + excluded.count";
+macro_rules! latency_conflict {
+    () => {
+        " ON CONFLICT (organization_id, day, persona_id, bucket) DO UPDATE SET \
+         count = analytics_latency.count + excluded.count"
+    };
+}
 
-/// The statements of one batch, on `$conn` (a transaction or savepoint):
-/// events, daily totals, latency histogram. Expanded once per driver.
-macro_rules! write_rows {
-    ($conn:expr, $batch:expr) => {{
-        for s in &$batch.events {
-            let e = &s.event;
-            sqlx::query(INSERT_EVENT)
-                .bind(e.id)
-                .bind(e.org)
-                .bind(e.kind.as_str())
-                .bind(e.user)
-                .bind(e.persona)
-                .bind(e.session)
-                .bind(e.seq)
-                .bind(e.text.as_deref())
-                .bind(e.grounded)
-                .bind(e.refusal.as_deref())
-                .bind(e.first_token_ms)
-                .bind(e.total_ms)
-                .bind(e.provider.as_deref())
-                .bind(e.detail.to_string())
-                .bind(s.embedding.as_deref())
-                .bind(&s.day)
-                .bind(e.at)
-                .execute(&mut *$conn)
-                .await?;
-        }
-        for d in &$batch.totals {
-            sqlx::query(UPSERT_DAILY)
-                .bind(d.org)
-                .bind(&d.day)
-                .bind(d.persona)
-                .bind(d.user)
-                .bind(d.student)
-                .bind(d.questions)
-                .bind(d.grounded)
-                .bind(d.refusals)
-                .bind(d.flagged)
-                .bind(d.not_covered)
-                .bind(d.sessions)
-                .bind(d.resumes)
-                .bind(d.logins)
-                .bind(d.last_at)
-                .execute(&mut *$conn)
-                .await?;
-        }
-        for l in &$batch.latency {
-            sqlx::query(UPSERT_LATENCY)
-                .bind(l.org)
-                .bind(&l.day)
-                .bind(l.persona)
-                .bind(l.bucket)
-                .bind(l.count)
-                .execute(&mut *$conn)
-                .await?;
-        }
-        Ok::<(), sqlx::Error>(())
-    }};
+const UPSERT_DAILY: &str = concat!(
+    "INSERT INTO analytics_daily (organization_id, day, persona_id, user_id, student, \
+     questions, grounded, refusals, flagged, not_covered, sessions, resumes, logins, last_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    daily_conflict!()
+);
+
+const UPSERT_LATENCY: &str = concat!(
+    "INSERT INTO analytics_latency (organization_id, day, persona_id, bucket, count) \
+     VALUES ($1, $2, $3, $4, $5)",
+    latency_conflict!()
+);
+
+/// The statements of one batch on SQLite, on `conn` (a savepoint): events,
+/// daily totals, latency histogram, a row at a time (statements are
+/// prepared once per connection and a row costs no round trip in process).
+async fn write_rows_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    batch: &Batch,
+) -> Result<(), sqlx::Error> {
+    for s in &batch.events {
+        let e = &s.event;
+        sqlx::query(INSERT_EVENT)
+            .bind(e.id)
+            .bind(e.org)
+            .bind(e.kind.as_str())
+            .bind(e.user)
+            .bind(e.persona)
+            .bind(e.session)
+            .bind(e.seq)
+            .bind(e.text.as_deref())
+            .bind(e.grounded)
+            .bind(e.refusal.as_deref())
+            .bind(e.first_token_ms)
+            .bind(e.total_ms)
+            .bind(e.provider.as_deref())
+            .bind(e.detail.to_string())
+            .bind(s.embedding.as_deref())
+            .bind(&s.day)
+            .bind(e.at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for d in &batch.totals {
+        sqlx::query(UPSERT_DAILY)
+            .bind(d.org)
+            .bind(&d.day)
+            .bind(d.persona)
+            .bind(d.user)
+            .bind(d.student)
+            .bind(d.questions)
+            .bind(d.grounded)
+            .bind(d.refusals)
+            .bind(d.flagged)
+            .bind(d.not_covered)
+            .bind(d.sessions)
+            .bind(d.resumes)
+            .bind(d.logins)
+            .bind(d.last_at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for l in &batch.latency {
+        sqlx::query(UPSERT_LATENCY)
+            .bind(l.org)
+            .bind(&l.day)
+            .bind(l.persona)
+            .bind(l.bucket)
+            .bind(l.count)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The statements of one batch on PostgreSQL, on `conn` (a transaction):
+/// one statement per table, its rows sent as arrays and unnested by the
+/// server, so a batch of a few hundred events costs three round trips, not
+/// one per row. The totals of a batch have one row per key ([`Batch::new`]
+/// sums them), as `ON CONFLICT DO UPDATE` needs within one statement.
+async fn write_rows_pg(conn: &mut sqlx::PgConnection, batch: &Batch) -> Result<(), sqlx::Error> {
+    let events = &batch.events;
+    if !events.is_empty() {
+        let ev = |f: fn(&Event) -> Option<uuid::Uuid>| {
+            events.iter().map(|s| f(&s.event)).collect::<Vec<_>>()
+        };
+        sqlx::query(
+            "INSERT INTO analytics_events (id, organization_id, kind, user_id, persona_id, \
+             session_id, seq, text, grounded, refusal, first_token_ms, total_ms, provider, detail, \
+             embedding, day, at) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], \
+             $4::uuid[], $5::uuid[], $6::uuid[], $7::int8[], $8::text[], $9::bool[], $10::text[], \
+             $11::int8[], $12::int8[], $13::text[], $14::text[], $15::bytea[], $16::text[], \
+             $17::timestamptz[])",
+        )
+        .bind(ev(|e| Some(e.id.0)))
+        .bind(ev(|e| Some(e.org.0)))
+        .bind(
+            events
+                .iter()
+                .map(|s| s.event.kind.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(ev(|e| e.user.map(|u| u.0)))
+        .bind(ev(|e| e.persona.map(|p| p.0)))
+        .bind(ev(|e| e.session.map(|s| s.0)))
+        .bind(events.iter().map(|s| s.event.seq).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|s| s.event.text.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|s| s.event.grounded).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|s| s.event.refusal.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|s| s.event.first_token_ms)
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|s| s.event.total_ms).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|s| s.event.provider.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|s| s.event.detail.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|s| s.embedding.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|s| s.day.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|s| s.event.at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    let totals = &batch.totals;
+    if !totals.is_empty() {
+        let col = |f: fn(&DailyDelta) -> i64| totals.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(concat!(
+            "INSERT INTO analytics_daily (organization_id, day, persona_id, user_id, student, \
+             questions, grounded, refusals, flagged, not_covered, sessions, resumes, logins, \
+             last_at) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], \
+             $5::bool[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], \
+             $11::int8[], $12::int8[], $13::int8[], $14::timestamptz[])",
+            daily_conflict!()
+        ))
+        .bind(totals.iter().map(|d| d.org.0).collect::<Vec<_>>())
+        .bind(totals.iter().map(|d| d.day.as_str()).collect::<Vec<_>>())
+        .bind(totals.iter().map(|d| d.persona.0).collect::<Vec<_>>())
+        .bind(totals.iter().map(|d| d.user.0).collect::<Vec<_>>())
+        .bind(totals.iter().map(|d| d.student).collect::<Vec<_>>())
+        .bind(col(|d| d.questions))
+        .bind(col(|d| d.grounded))
+        .bind(col(|d| d.refusals))
+        .bind(col(|d| d.flagged))
+        .bind(col(|d| d.not_covered))
+        .bind(col(|d| d.sessions))
+        .bind(col(|d| d.resumes))
+        .bind(col(|d| d.logins))
+        .bind(totals.iter().map(|d| d.last_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    let latency = &batch.latency;
+    if !latency.is_empty() {
+        sqlx::query(concat!(
+            "INSERT INTO analytics_latency (organization_id, day, persona_id, bucket, count) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::int4[], $5::int8[])",
+            latency_conflict!()
+        ))
+        .bind(latency.iter().map(|l| l.org.0).collect::<Vec<_>>())
+        .bind(latency.iter().map(|l| l.day.as_str()).collect::<Vec<_>>())
+        .bind(latency.iter().map(|l| l.persona.0).collect::<Vec<_>>())
+        .bind(latency.iter().map(|l| l.bucket).collect::<Vec<_>>())
+        .bind(latency.iter().map(|l| l.count).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Writes a batch of events with the totals they change, all or nothing:
@@ -307,7 +453,7 @@ pub async fn write_batch(db: &Db, batch: std::sync::Arc<Batch>) -> Result<(), St
                     use sqlx::Connection;
                     // A savepoint: a failure undoes this batch only.
                     let mut sp = conn.begin().await?;
-                    write_rows!(sp, batch)?;
+                    write_rows_sqlite(&mut sp, &batch).await?;
                     sp.commit().await
                 })
             })
@@ -315,7 +461,7 @@ pub async fn write_batch(db: &Db, batch: std::sync::Arc<Batch>) -> Result<(), St
         }
         Db::Postgres(pool) => {
             let mut tx = pool.begin().await?;
-            write_rows!(tx, batch)?;
+            write_rows_pg(&mut tx, &batch).await?;
             tx.commit().await?;
             Ok(())
         }
