@@ -67,15 +67,50 @@ where
     tokio::task::spawn_blocking(move || span.in_scope(work))
 }
 
-/// Lowers the calling thread's scheduling priority by [`ANSWER_NICE`]
-/// (Linux gives each thread its own nice value). Best effort: a failure
-/// leaves the thread at the process's priority.
+/// Sets the calling thread's scheduling priority to the process's (its
+/// main thread's) plus [`ANSWER_NICE`] (Linux gives each thread its own
+/// nice value). Relative to the process, not to the calling thread: a
+/// thread inherits its creator's nice value, and the pool's blocking
+/// threads are created by its workers, which would otherwise lower them
+/// twice. Best effort: a failure leaves the thread as it was.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls on the calling thread, no memory shared.
     unsafe {
         let tid = libc::gettid() as libc::id_t;
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        libc::setpriority(libc::PRIO_PROCESS, tid, (now + ANSWER_NICE).min(19));
+        let process = libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (process + ANSWER_NICE).min(19));
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// The calling thread's nice value.
+    fn nice() -> i32 {
+        // SAFETY: a plain system call on the calling thread.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    fn process_nice() -> i32 {
+        // SAFETY: a plain system call.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t) }
+    }
+
+    #[tokio::test]
+    async fn answering_threads_and_their_blocking_threads_are_lowered_once() {
+        let want = (process_nice() + super::ANSWER_NICE).min(19);
+        let (worker, blocking) = super::spawn(async {
+            let worker = nice();
+            // Blocking work started from the pool runs on threads its
+            // workers create (and that inherit their nice value).
+            let blocking = tokio::task::spawn_blocking(nice)
+                .await
+                .expect("blocking task");
+            (worker, blocking)
+        })
+        .await
+        .expect("answering task");
+        assert_eq!(worker, want, "an answering worker");
+        assert_eq!(blocking, want, "a blocking thread of the answering pool");
     }
 }
