@@ -243,17 +243,14 @@ async fn postgres_facts(pool: &sqlx::PgPool) -> BTreeSet<Fact> {
     .await
     .unwrap();
     for i in indexes {
-        let included: String = i.get("included");
+        // NULL when the index includes no column.
+        let included: Option<String> = i.get("included");
         facts.insert(format!(
             "index {} on {} ({}){}{}",
             i.get::<String, _>("i"),
             i.get::<String, _>("t"),
             i.get::<String, _>("cols"),
-            if included.is_empty() {
-                String::new()
-            } else {
-                format!(" include ({included})")
-            },
+            included.map_or(String::new(), |c| format!(" include ({c})")),
             if i.get::<bool, _>("u") { " unique" } else { "" }
         ));
     }
