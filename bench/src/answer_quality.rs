@@ -519,7 +519,8 @@ async fn run(args: &Args) -> Result<(), String> {
             );
         }
     }
-    print_stages(&metrics_before, &metrics_after);
+    // Searches include the bench's own `/v1/search` calls, three per question.
+    bwenge_bench::print_stages(&metrics_before, &metrics_after);
     for split in ["train", "test"] {
         report(
             split,
@@ -657,46 +658,4 @@ fn report(split: &str, outcomes: &[&Outcome]) {
         "  ask latency p50 {a50:.1} ms, p99 {a99:.1} ms; baseline hybrid search p50 {s50:.1} ms, p99 {s99:.1} ms (ratio p50 {:.2})",
         a50 / s50
     );
-}
-
-/// The server's own timing of each stage (`bwenge_search_stage_seconds`,
-/// `bwenge_answer_stage_seconds`) over this run's questions: the mean from
-/// the summaries' sum and count before and after, and the exporter's p50
-/// and p99 (over its last minute, 3 × 20 s). Searches include the bench's own
-/// `/v1/search` calls, three per question.
-fn print_stages(before: &str, after: &str) {
-    let value = bwenge_bench::metric_value;
-    println!("stages, as the server timed them (mean over the run; p50, p99 over the last minute)");
-    use bwenge::metrics::{
-        ANSWER_STAGE_SECONDS, ANSWER_STAGES, SEARCH_STAGE_SECONDS, SEARCH_STAGES,
-    };
-    for (metric, stages) in [
-        (SEARCH_STAGE_SECONDS, SEARCH_STAGES),
-        (ANSWER_STAGE_SECONDS, ANSWER_STAGES),
-    ] {
-        for stage in stages {
-            let label = format!("{{stage=\"{stage}\"}} ");
-            let count = value(after, &format!("{metric}_count{label}"))
-                - value(before, &format!("{metric}_count{label}"));
-            let sum = value(after, &format!("{metric}_sum{label}"))
-                - value(before, &format!("{metric}_sum{label}"));
-            let q = |p: &str| {
-                value(
-                    after,
-                    &format!("{metric}{{stage=\"{stage}\",quantile=\"{p}\"}} "),
-                ) * 1e3
-            };
-            let kind = metric
-                .trim_start_matches("bwenge_")
-                .trim_end_matches("_stage_seconds");
-            if count > 0.0 {
-                println!(
-                    "  {kind:<7} {stage:<12} n={count:<5} mean {:>7.3} ms  p50 {:>7.3} ms  p99 {:>7.3} ms",
-                    sum / count * 1e3,
-                    q("0.5"),
-                    q("0.99")
-                );
-            }
-        }
-    }
 }

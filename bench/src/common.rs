@@ -88,6 +88,47 @@ pub fn metric_value(page: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The server's own timing of each stage (`bwenge_search_stage_seconds`,
+/// `bwenge_answer_stage_seconds`) between two readings of `/metrics`: the mean from
+/// the summaries' sum and count before and after, and the exporter's p50
+/// and p99 (over its last minute, 3 × 20 s).
+pub fn print_stages(before: &str, after: &str) {
+    let value = metric_value;
+    println!("stages, as the server timed them (mean over the run; p50, p99 over the last minute)");
+    use bwenge::metrics::{
+        ANSWER_STAGE_SECONDS, ANSWER_STAGES, SEARCH_STAGE_SECONDS, SEARCH_STAGES,
+    };
+    for (metric, stages) in [
+        (SEARCH_STAGE_SECONDS, SEARCH_STAGES),
+        (ANSWER_STAGE_SECONDS, ANSWER_STAGES),
+    ] {
+        for stage in stages {
+            let label = format!("{{stage=\"{stage}\"}} ");
+            let count = value(after, &format!("{metric}_count{label}"))
+                - value(before, &format!("{metric}_count{label}"));
+            let sum = value(after, &format!("{metric}_sum{label}"))
+                - value(before, &format!("{metric}_sum{label}"));
+            let q = |p: &str| {
+                value(
+                    after,
+                    &format!("{metric}{{stage=\"{stage}\",quantile=\"{p}\"}} "),
+                ) * 1e3
+            };
+            let kind = metric
+                .trim_start_matches("bwenge_")
+                .trim_end_matches("_stage_seconds");
+            if count > 0.0 {
+                println!(
+                    "  {kind:<7} {stage:<12} n={count:<5} mean {:>7.3} ms  p50 {:>7.3} ms  p99 {:>7.3} ms",
+                    sum / count * 1e3,
+                    q("0.5"),
+                    q("0.99")
+                );
+            }
+        }
+    }
+}
+
 pub fn percentile_ms(sorted_ns: &[u64], p: f64) -> f64 {
     let n = sorted_ns.len();
     if n == 0 {

@@ -12,6 +12,10 @@
 //!   `seq`, no gap, no conflicting duplicate `seq`); time to caught-up p99
 //!   reported.
 //!
+//! With `--schools N` it measures something else: many schools on one
+//! node, each with its own teacher, manual and persona, questions never
+//! asked before, the local model (see `ws_schools.rs` and issue #16).
+//!
 //! This is a program, not a test: it prints figures with their targets and
 //! PASS/MISS, and exits non-zero only when it cannot run.
 //!
@@ -33,6 +37,9 @@
 //! several source addresses (127.0.0.2, 127.0.0.3, ...) so that 10k
 //! connections, their `TIME_WAIT`s and the storm's reconnections never run
 //! short of ephemeral ports; the servers listen on 127.0.0.1 only.
+
+#[path = "ws_schools.rs"]
+mod ws_schools;
 
 /// The allocator `bwenge` uses, so the echo baseline is the same stack
 /// (and the client measures both servers alike).
@@ -252,6 +259,47 @@ struct Args {
     /// its own on a shared machine.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     repeat: u32,
+
+    /// Many schools on one node instead of one (issue #16): this many
+    /// schools, each with its own teacher, manual and persona; the phases
+    /// are those of `ws_schools.rs` (first question per school, capacity,
+    /// warm load, overload at --rate), not the idle hold and storm.
+    #[arg(long, default_value_t = 0)]
+    schools: usize,
+
+    /// With --schools: sessions per school.
+    #[arg(long, default_value_t = 5)]
+    per_school: usize,
+
+    /// With --schools: every question phrased anew with a variable part, so
+    /// none repeats and no answer can come from the cache.
+    #[arg(long)]
+    unique: bool,
+
+    /// With --schools: restart the server after set-up so that every
+    /// school's first question finds its index closed and the model cold.
+    #[arg(long)]
+    cold: bool,
+
+    /// With --schools: the local embedding model (all-MiniLM-L6-v2 files);
+    /// without it the hashing embedder is used, and said so.
+    #[arg(long, env = "BWENGE_BENCH_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+
+    /// With --schools: the PDF manuals, given to the schools in turn
+    /// [default: Debian's en-eyesj-progman.pdf and PARI's tutorial.pdf, the
+    /// dev set's documents].
+    #[arg(long, num_args = 1..)]
+    docs: Vec<PathBuf>,
+
+    /// With --schools: questions kept outstanding in the capacity phase.
+    #[arg(long, default_value_t = 32)]
+    capacity_inflight: usize,
+
+    /// With --schools: the warm load's rate, as a fraction of the measured
+    /// capacity.
+    #[arg(long, default_value_t = 0.8)]
+    load_fraction: f64,
 
     /// The `bwenge` binary [default: `bwenge` next to this executable].
     #[arg(long, env = "BWENGE_BIN")]
@@ -2101,7 +2149,7 @@ async fn run(args: &Args) -> Result<(), String> {
         return Err("--duration: expected a positive number of seconds".to_owned());
     }
     let (nofile_before, nofile) = raise_nofile()?;
-    let needed = args.sessions + WARM_SESSIONS + 256;
+    let needed = args.sessions.max(args.schools * args.per_school) + WARM_SESSIONS + 256;
     if (nofile as u128) < needed as u128 {
         return Err(format!(
             "RLIMIT_NOFILE is {nofile} (hard limit) but {} sessions need about {needed} \
@@ -2134,6 +2182,9 @@ async fn run(args: &Args) -> Result<(), String> {
         ));
     }
     let bwenge_bin = std::path::absolute(&bwenge_bin).unwrap_or(bwenge_bin);
+    if args.schools > 0 {
+        return ws_schools::run(args, &bwenge_bin, &sources).await;
+    }
     let baseline_hold = args
         .baseline_hold
         .unwrap_or_else(|| args.hold.min(Duration::from_secs(60)));
