@@ -179,6 +179,11 @@ async fn run(args: &Args) -> Result<(), String> {
         let (sent, lat, received) = (sent.clone(), frame_lat.clone(), received.clone());
         tokio::spawn(async move {
             let mut mine = Vec::new();
+            // Questions of different sessions may reach the teacher in
+            // another order than they were sent (each is shown once
+            // stored): a watcher is done when it has seen them all, not
+            // at the last one sent.
+            let mut seen = 0usize;
             while let Some(Ok(msg)) = ws.next().await {
                 let now = t0.elapsed().as_nanos() as u64;
                 let Message::Text(t) = msg else { continue };
@@ -207,7 +212,8 @@ async fn run(args: &Args) -> Result<(), String> {
                         lat.lock().await.append(&mut mine);
                     }
                 }
-                if n + 1 == total {
+                seen += 1;
+                if seen == total {
                     break;
                 }
             }

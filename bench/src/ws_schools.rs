@@ -477,6 +477,32 @@ async fn open_loop(
     }
 }
 
+/// An open-loop phase ([`open_loop`]), waited out for at most `drain`,
+/// and its figures.
+#[allow(clippy::too_many_arguments)]
+async fn open_phase(
+    fleet: &Fleet,
+    phrasing: &Phrasing,
+    phase: Phase,
+    rate: f64,
+    args: &Args,
+    drain: Duration,
+    rng: &mut Rng,
+) -> Figures {
+    open_loop(
+        fleet,
+        phrasing,
+        phase,
+        rate,
+        args.warmup,
+        args.duration,
+        rng,
+    )
+    .await;
+    fleet.settle(drain).await;
+    figures(fleet.take(phase))
+}
+
 fn sorted(mut v: Vec<u64>) -> Vec<u64> {
     v.sort_unstable();
     v
@@ -838,32 +864,28 @@ pub async fn run(args: &Args, bwenge_bin: &Path, sources: &[IpAddr]) -> Result<(
 
     // 5. Warm load at a fraction of capacity.
     let load_rate = (capacity * args.load_fraction).max(1.0);
-    open_loop(
+    let load = open_phase(
         &fleet,
         &phrasing,
         Phase::Load,
         load_rate,
-        args.warmup,
-        args.duration,
+        args,
+        args.drain,
         &mut rng,
     )
     .await;
-    fleet.settle(args.drain).await;
-    let load = figures(fleet.take(Phase::Load));
 
     // 6. Overload at --rate.
-    open_loop(
+    let over = open_phase(
         &fleet,
         &phrasing,
         Phase::Overload,
         args.rate,
-        args.warmup,
-        args.duration,
+        args,
+        args.drain,
         &mut rng,
     )
     .await;
-    fleet.settle(args.drain).await;
-    let over = figures(fleet.take(Phase::Overload));
     server.check_alive()?;
     let rss_end = rss_kib(Some(pid));
     let m2 = metrics(&http, &base).await;
@@ -892,18 +914,16 @@ pub async fn run(args: &Args, bwenge_bin: &Path, sources: &[IpAddr]) -> Result<(
         cmd.arg("--echo-server").stdin(Stdio::piped());
         let echo_server = spawn_server("echo baseline", cmd, Vec::new()).await?;
         let efleet = open_fleet(echo_server.addr, sources, &schools, per, true).await?;
-        open_loop(
+        let f = open_phase(
             &efleet,
             &phrasing,
             Phase::Overload,
             args.rate,
-            args.warmup,
-            args.duration,
+            args,
+            Duration::from_secs(30),
             &mut rng,
         )
         .await;
-        efleet.settle(Duration::from_secs(30)).await;
-        let f = figures(efleet.take(Phase::Overload));
         drop(efleet);
         drop(echo_server);
         Some(f)
