@@ -57,6 +57,7 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
+        crate::work::start_compute_pool();
         let metrics = crate::metrics::install();
         let db = Db::connect(&settings).await?;
         db.migrate().await?;

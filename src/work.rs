@@ -67,6 +67,27 @@ where
     tokio::task::spawn_blocking(move || span.in_scope(work))
 }
 
+/// How rayon's global pool is built ([`start_compute_pool`]): named
+/// threads at the answering pool's priority.
+fn compute_pool_builder() -> rayon::ThreadPoolBuilder {
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("bwenge-compute-{i}"))
+        .start_handler(|_| lower_priority())
+}
+
+/// Builds rayon's global pool, where the embedding model's passes run in
+/// parallel (a question's, in the question line, and a document's), with
+/// its threads at the answering pool's priority: otherwise they are
+/// created on first use by whatever thread used rayon first and keep its
+/// priority, so a question's embedding ran at the priority of the threads
+/// that store and acknowledge questions. Call before anything uses rayon;
+/// a pool already built is left as it is (and said so at debug level).
+pub fn start_compute_pool() {
+    if let Err(e) = compute_pool_builder().build_global() {
+        tracing::debug!(error = %e, "rayon's global pool was already built");
+    }
+}
+
 /// Sets the calling thread's scheduling priority to the process's (its
 /// main thread's) plus [`ANSWER_NICE`] (Linux gives each thread its own
 /// nice value). Relative to the process, not to the calling thread: a
@@ -112,5 +133,21 @@ mod tests {
         .expect("answering task");
         assert_eq!(worker, want, "an answering worker");
         assert_eq!(blocking, want, "a blocking thread of the answering pool");
+    }
+
+    #[test]
+    fn the_compute_pool_runs_at_the_answering_priority() {
+        let want = (process_nice() + super::ANSWER_NICE).min(19);
+        // The global pool's configuration, built as a pool of its own (the
+        // global one can be built once per process).
+        let pool = super::compute_pool_builder()
+            .num_threads(2)
+            .build()
+            .expect("building the pool");
+        let seen = pool.broadcast(|_| (nice(), std::thread::current().name().map(str::to_owned)));
+        for (n, name) in seen {
+            assert_eq!(n, want, "thread {name:?}");
+            assert!(name.is_some_and(|n| n.starts_with("bwenge-compute-")));
+        }
     }
 }
