@@ -2278,6 +2278,20 @@ async fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// One user owns every session of a school: its per-user message,
+/// session-start and socket limits are lifted for the run.
+fn raise_chat_limits(cmd: &mut Command) {
+    for var in [
+        "BWENGE_CHAT__MESSAGES_BURST",
+        "BWENGE_CHAT__MESSAGES_PER_SEC",
+        "BWENGE_CHAT__STARTS_BURST",
+        "BWENGE_CHAT__STARTS_PER_SEC",
+        "BWENGE_CHAT__MAX_SOCKETS_PER_USER",
+    ] {
+        cmd.env(var, RAISED_CHAT_LIMIT);
+    }
+}
+
 /// Bwenge on a fresh SQLite database, configured as `kind` says.
 async fn start_bwenge(bin: &Path, kind: Kind) -> Result<Server, String> {
     let dir = temp_dir("ws", "sqlite")?;
@@ -2286,14 +2300,8 @@ async fn start_bwenge(bin: &Path, kind: Kind) -> Result<Server, String> {
     std::fs::File::create(&db).map_err(|e| format!("create {}: {e}", db.display()))?;
     let url = format!("sqlite://{}", db.display());
     let mut cmd = bwenge_command(bin, &dir, &url);
+    raise_chat_limits(&mut cmd);
     cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "hashing")
-        .env("BWENGE_CHAT__MESSAGES_BURST", RAISED_CHAT_LIMIT)
-        .env("BWENGE_CHAT__MESSAGES_PER_SEC", RAISED_CHAT_LIMIT)
-        // One user owns every session: lift the per-user socket and start
-        // limits too.
-        .env("BWENGE_CHAT__STARTS_BURST", RAISED_CHAT_LIMIT)
-        .env("BWENGE_CHAT__STARTS_PER_SEC", RAISED_CHAT_LIMIT)
-        .env("BWENGE_CHAT__MAX_SOCKETS_PER_USER", RAISED_CHAT_LIMIT)
         .env(
             "BWENGE_ANALYTICS__RECORD",
             (kind != Kind::BwengeNoAnalytics).to_string(),
