@@ -1643,6 +1643,63 @@ async fn http_json(req: reqwest::RequestBuilder, what: &str, expect: u16) -> Res
     serde_json::from_str(&body).map_err(|e| format!("{what}: {e}: {body}"))
 }
 
+/// Uploads `file` (name, content type, bytes) as course material; answers
+/// the source's id.
+async fn upload(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    (name, mime, bytes): (&str, &str, Vec<u8>),
+    title: &str,
+) -> Result<String, String> {
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(name.to_owned())
+        .mime_str(mime)
+        .map_err(|e| format!("multipart: {e}"))?;
+    let form = reqwest::multipart::Form::new()
+        .part("file", part)
+        .text("title", title.to_owned());
+    let source = http_json(
+        http.post(format!("{base}/v1/knowledge"))
+            .bearer_auth(token)
+            .multipart(form),
+        "upload",
+        202,
+    )
+    .await?;
+    Ok(source["id"].as_str().ok_or("upload: no id")?.to_owned())
+}
+
+/// Waits until the source `id` is ingested (`ready`), at most `limit`.
+async fn wait_ready(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    limit: Duration,
+) -> Result<(), String> {
+    let until = Instant::now() + limit;
+    loop {
+        let s = http_json(
+            http.get(format!("{base}/v1/knowledge/{id}"))
+                .bearer_auth(token),
+            "knowledge status",
+            200,
+        )
+        .await?;
+        match s["status"].as_str() {
+            Some("ready") => return Ok(()),
+            Some("failed") => return Err(format!("the material failed to ingest: {s}")),
+            _ if Instant::now() > until => {
+                return Err(format!(
+                    "the material was not ready within {limit:.0?}: {s}"
+                ));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 async fn setup_bwenge(addr: SocketAddr) -> Result<Setup, String> {
     let base = format!("http://{addr}");
     let http = reqwest::Client::builder()
@@ -1661,40 +1718,15 @@ async fn setup_bwenge(addr: SocketAddr) -> Result<Setup, String> {
         .as_str()
         .ok_or("register: no tokens.access_token")?
         .to_owned();
-    let part = reqwest::multipart::Part::bytes(LESSON.as_bytes().to_vec())
-        .file_name("lesson.txt")
-        .mime_str("text/plain")
-        .map_err(|e| format!("multipart: {e}"))?;
-    let form = reqwest::multipart::Form::new()
-        .part("file", part)
-        .text("title", "Science and maths lesson");
-    let source = http_json(
-        http.post(format!("{base}/v1/knowledge"))
-            .bearer_auth(&token)
-            .multipart(form),
-        "upload",
-        202,
+    let id = upload(
+        &http,
+        &base,
+        &token,
+        ("lesson.txt", "text/plain", LESSON.as_bytes().to_vec()),
+        "Science and maths lesson",
     )
     .await?;
-    let id = source["id"].as_str().ok_or("upload: no id")?.to_owned();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = http_json(
-            http.get(format!("{base}/v1/knowledge/{id}"))
-                .bearer_auth(&token),
-            "knowledge status",
-            200,
-        )
-        .await?;
-        match s["status"].as_str() {
-            Some("ready") => break,
-            Some("failed") => return Err(format!("the lesson failed to ingest: {s}")),
-            _ if Instant::now() > deadline => {
-                return Err(format!("the lesson was not ready within 120 s: {s}"));
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    wait_ready(&http, &base, &token, &id, Duration::from_secs(120)).await?;
     let persona = http_json(
         http.post(format!("{base}/v1/personas"))
             .bearer_auth(&token)

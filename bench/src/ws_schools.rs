@@ -52,6 +52,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{
     Args, RAISED_CHAT_LIMIT, Ws, connect, http_json, loadavg, mib, nanos, raise_chat_limits,
+    upload, wait_ready,
 };
 
 /// Targets of issue #16 (2 cores, local model, unique questions).
@@ -586,22 +587,14 @@ async fn set_up_school(
         .and_then(|n| n.to_str())
         .unwrap_or("manual.pdf")
         .to_owned();
-    let part = reqwest::multipart::Part::bytes(bytes.to_vec())
-        .file_name(name.clone())
-        .mime_str("application/pdf")
-        .map_err(|e| format!("multipart: {e}"))?;
-    let form = reqwest::multipart::Form::new()
-        .part("file", part)
-        .text("title", name.clone());
-    let source = http_json(
-        http.post(format!("{base}/v1/knowledge"))
-            .bearer_auth(&token)
-            .multipart(form),
-        "upload",
-        202,
+    let source = upload(
+        http,
+        base,
+        &token,
+        (&name, "application/pdf", bytes.to_vec()),
+        &name,
     )
     .await?;
-    let source = source["id"].as_str().ok_or("upload: no id")?.to_owned();
     let persona = http_json(
         http.post(format!("{base}/v1/personas"))
             .bearer_auth(&token)
@@ -623,30 +616,6 @@ async fn set_up_school(
         },
         source,
     ))
-}
-
-async fn wait_ready(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    id: &str,
-) -> Result<(), String> {
-    let until = Instant::now() + INGEST_TIMEOUT;
-    loop {
-        let s = http_json(
-            http.get(format!("{base}/v1/knowledge/{id}"))
-                .bearer_auth(token),
-            "knowledge status",
-            200,
-        )
-        .await?;
-        match s["status"].as_str() {
-            Some("ready") => return Ok(()),
-            Some("failed") => return Err(format!("ingest failed: {s}")),
-            _ if Instant::now() > until => return Err(format!("not ready in time: {s}")),
-            _ => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
 }
 
 fn start_command(bin: &Path, dir: &Path, url: &str, model_dir: Option<&Path>) -> Command {
@@ -740,7 +709,7 @@ pub async fn run(args: &Args, bwenge_bin: &Path, sources: &[IpAddr]) -> Result<(
         tasks.push(tokio::spawn(async move {
             let _turn = gate.acquire_owned().await.map_err(|e| e.to_string())?;
             let (school, source) = set_up_school(&http, &base, i, &doc, bytes).await?;
-            wait_ready(&http, &base, &school.token, &source).await?;
+            wait_ready(&http, &base, &school.token, &source, INGEST_TIMEOUT).await?;
             Ok::<School, String>(school)
         }));
     }
