@@ -10,6 +10,13 @@
 //! per question. Long inputs and batches (ingest) stay with candle, whose
 //! products are faster there.
 //!
+//! Each task writes its columns of a layer's output in place, with the
+//! bias, the residual or GELU applied as it stores them, into buffers kept
+//! from one pass to the next: nothing is left for one thread to do while
+//! the other cores wait, and nothing is allocated per layer. The products
+//! use AVX-512 where the CPU has it, AVX2 and FMA otherwise, plain loops
+//! elsewhere; a test holds the three to the same numbers.
+//!
 //! The weights are candle's tensors, shared (no copy): this module borrows
 //! their storage for the duration of a call.
 
@@ -74,6 +81,54 @@ struct Linear {
     inp: usize,
 }
 
+/// What is done to each output of a linear layer before it is stored:
+/// the bias is always added.
+#[derive(Clone, Copy)]
+enum Then<'a> {
+    Nothing,
+    /// Add the same place of this `rows × out` matrix (a residual).
+    Add(&'a [f32]),
+    /// Apply GELU.
+    Gelu,
+}
+
+/// Where a linear layer's outputs go: `rows × ld`, row-major, written by
+/// several tasks at once, each to its own columns.
+#[derive(Clone, Copy)]
+struct Sink<'a> {
+    ptr: *mut f32,
+    ld: usize,
+    bias: &'a [f32],
+    then: Then<'a>,
+}
+
+// SAFETY: a `Sink` is shared by the tasks of one `Linear::forward_into`
+// call, each of which writes only its own columns (see `store`), and the
+// output buffer outlives the call (it is borrowed mutably for its length).
+unsafe impl Send for Sink<'_> {}
+unsafe impl Sync for Sink<'_> {}
+
+impl Sink<'_> {
+    /// Stores `sum` (the dot product of input row `r` and weight row `j`)
+    /// with the bias and `then` applied.
+    ///
+    /// # Safety
+    /// `r < rows` and `j < ld` of the buffer the sink was made from, and no
+    /// other task writes column `j` meanwhile.
+    #[inline(always)]
+    unsafe fn store(&self, r: usize, j: usize, sum: f32) {
+        let at = r * self.ld + j;
+        let mut v = sum + self.bias[j];
+        match self.then {
+            Then::Nothing => {}
+            Then::Add(res) => v += res[at],
+            Then::Gelu => v = gelu(v),
+        }
+        // SAFETY: in bounds and unshared (the caller's contract).
+        unsafe { *self.ptr.add(at) = v };
+    }
+}
+
 impl Linear {
     fn new(t: &HashMap<String, Tensor>, name: &str, out: usize, inp: usize) -> Option<Self> {
         Some(Self {
@@ -84,61 +139,89 @@ impl Linear {
         })
     }
 
-    /// `x` is `rows × inp`, row-major; returns `rows × out`.
-    fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let w = self.weight.view();
-        let b = self.bias.view();
-        let (w, b) = (w.slice(), b.slice());
+    /// `y = x Wᵀ + b`, then `then`: `x` is `rows × inp`, `y` is
+    /// `rows × out`, both row-major.
+    fn forward_into(&self, x: &[f32], rows: usize, y: &mut [f32], then: Then<'_>) {
+        Self::forward_many(&[(self, y)], x, rows, then);
+    }
+
+    /// Several linear layers over the same input (attention's query, key
+    /// and value), their column blocks split over the cores as one job, so
+    /// the cores meet once instead of once per layer.
+    fn forward_many(layers: &[(&Linear, &mut [f32])], x: &[f32], rows: usize, then: Then<'_>) {
         // Column blocks of the output, one task each: every task reads its
-        // block of weight rows once for all input rows.
+        // block of weight rows once for all input rows and writes its
+        // columns of every output row in place.
         const BLOCK: usize = 64;
-        let blocks: Vec<Vec<f32>> = (0..self.out.div_ceil(BLOCK))
-            .into_par_iter()
-            .map(|blk| {
-                let lo = blk * BLOCK;
-                let hi = (lo + BLOCK).min(self.out);
-                let mut out = vec![0f32; (hi - lo) * rows];
-                products(
-                    x,
-                    rows,
-                    self.inp,
-                    &w[lo * self.inp..hi * self.inp],
-                    &mut out,
-                );
-                out
-            })
+        let views: Vec<(View<'_>, View<'_>)> = layers
+            .iter()
+            .map(|(l, _)| (l.weight.view(), l.bias.view()))
             .collect();
-        let mut y = vec![0f32; rows * self.out];
-        for (blk, vals) in blocks.iter().enumerate() {
-            let lo = blk * BLOCK;
-            let width = vals.len() / rows.max(1);
-            for j in 0..width {
-                for r in 0..rows {
-                    y[r * self.out + lo + j] = vals[j * rows + r] + b[lo + j];
-                }
+        let mut tasks = Vec::new();
+        for ((l, y), (w, b)) in layers.iter().zip(&views) {
+            assert!(x.len() >= rows * l.inp && y.len() >= rows * l.out);
+            if let Then::Add(res) = then {
+                assert!(res.len() >= rows * l.out);
+            }
+            let sink = Sink {
+                // Writes go through this pointer only; `y` stays borrowed
+                // (mutably, by the caller) until every task has ended.
+                ptr: y.as_ptr().cast_mut(),
+                ld: l.out,
+                bias: b.slice(),
+                then,
+            };
+            let w = w.slice();
+            for lo in (0..l.out).step_by(BLOCK) {
+                let hi = (lo + BLOCK).min(l.out);
+                tasks.push((sink, &w[lo * l.inp..hi * l.inp], lo, l.inp));
             }
         }
-        y
+        tasks.into_par_iter().for_each(|(sink, w, lo, inp)| {
+            // SAFETY: this task alone writes columns lo..lo + w.len() / inp
+            // of its sink, each within the sink's rows and width (asserted
+            // above).
+            unsafe { products(x, rows, inp, w, lo, &sink) }
+        });
     }
 }
 
-/// `out[j * rows + r] = x[r] · w[j]` for every weight row `j` of `w`.
-fn products(x: &[f32], rows: usize, inp: usize, w: &[f32], out: &mut [f32]) {
-    assert!(
-        x.len() >= rows * inp && w.len().is_multiple_of(inp) && out.len() >= w.len() / inp * rows
-    );
+/// For every weight row `j` of `w` (output column `first + j`) and input
+/// row `r`: stores `x[r] · w[j]` through `sink`.
+///
+/// # Safety
+/// The sink's buffer holds `rows` rows of at least `first + w.len() / inp`
+/// columns, and no other task writes those columns meanwhile.
+unsafe fn products(x: &[f32], rows: usize, inp: usize, w: &[f32], first: usize, sink: &Sink<'_>) {
+    assert!(x.len() >= rows * inp && w.len().is_multiple_of(inp));
     #[cfg(target_arch = "x86_64")]
-    if inp.is_multiple_of(8)
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
     {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above); the
-        // lengths were checked by the assertion.
-        return unsafe { avx2::products(x, rows, inp, w, out) };
+        if inp.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above); lengths
+            // were checked by the assertion, the sink by the caller.
+            return unsafe { avx512::products(x, rows, inp, w, first, sink) };
+        }
+        if inp.is_multiple_of(8)
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above); as above.
+            return unsafe { avx2::products(x, rows, inp, w, first, sink) };
+        }
     }
+    // SAFETY: the caller's contract.
+    unsafe { loops(x, rows, inp, w, first, sink) }
+}
+
+/// [`products`] without vector instructions.
+///
+/// # Safety
+/// As [`products`].
+unsafe fn loops(x: &[f32], rows: usize, inp: usize, w: &[f32], first: usize, sink: &Sink<'_>) {
     for (j, wj) in w.chunks_exact(inp).enumerate() {
         for r in 0..rows {
-            out[j * rows + r] = dot(&x[r * inp..(r + 1) * inp], wj);
+            // SAFETY: the caller's contract.
+            unsafe { sink.store(r, first + j, dot(&x[r * inp..(r + 1) * inp], wj)) };
         }
     }
 }
@@ -147,16 +230,25 @@ fn products(x: &[f32], rows: usize, inp: usize, w: &[f32], out: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::Sink;
+
     /// [`super::products`] with AVX2: four weight rows against two input
     /// rows at a time, eight running sums in registers, every weight and
     /// input chunk loaded once per tile.
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA; `inp` a multiple of 8;
-    /// `x.len() >= rows * inp`, `w.len()` a multiple of `inp` and
-    /// `out.len() >= w.len() / inp * rows`.
+    /// `x.len() >= rows * inp`, `w.len()` a multiple of `inp`; the sink as
+    /// [`super::products`] requires.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn products(x: &[f32], rows: usize, inp: usize, w: &[f32], out: &mut [f32]) {
+    pub(super) unsafe fn products(
+        x: &[f32],
+        rows: usize,
+        inp: usize,
+        w: &[f32],
+        first: usize,
+        sink: &Sink<'_>,
+    ) {
         let wrows = w.len() / inp;
         let mut j = 0;
         while j < wrows {
@@ -185,9 +277,13 @@ mod avx2 {
                     c += 8;
                 }
                 for t in 0..tile {
-                    out[(j + t) * rows + r] = sum(acc[t]);
-                    if pair == 2 {
-                        out[(j + t) * rows + r + 1] = sum(acc[t + 4]);
+                    // SAFETY: rows r, r + 1 < rows, column first + j + t
+                    // is this task's (see # Safety).
+                    unsafe {
+                        sink.store(r, first + j + t, sum(acc[t]));
+                        if pair == 2 {
+                            sink.store(r + 1, first + j + t, sum(acc[t + 4]));
+                        }
                     }
                 }
                 r += pair;
@@ -201,6 +297,76 @@ mod avx2 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_hadd_ps(s, s);
         _mm_cvtss_f32(_mm_hadd_ps(s, s))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Sink;
+
+    /// [`super::products`] with AVX-512: four weight rows against three
+    /// input rows at a time, twelve running sums of sixteen lanes in
+    /// registers, every weight and input chunk loaded once per tile.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `inp` a multiple of 16;
+    /// `x.len() >= rows * inp`, `w.len()` a multiple of `inp`; the sink as
+    /// [`super::products`] requires.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn products(
+        x: &[f32],
+        rows: usize,
+        inp: usize,
+        w: &[f32],
+        first: usize,
+        sink: &Sink<'_>,
+    ) {
+        let wrows = w.len() / inp;
+        let mut j = 0;
+        while j < wrows {
+            let tile = (wrows - j).min(4);
+            // A short tile repeats its last row (computed, not stored).
+            let wp: [*const f32; 4] =
+                std::array::from_fn(|t| w[(j + t.min(tile - 1)) * inp..].as_ptr());
+            let mut r = 0;
+            while r < rows {
+                let n = (rows - r).min(3);
+                let xp: [*const f32; 3] =
+                    std::array::from_fn(|i| x[(r + i.min(n - 1)) * inp..].as_ptr());
+                let mut acc = [_mm512_setzero_ps(); 12];
+                let mut c = 0;
+                while c < inp {
+                    // SAFETY: c + 16 <= inp, within each row (see # Safety).
+                    unsafe {
+                        let xs = [
+                            _mm512_loadu_ps(xp[0].add(c)),
+                            _mm512_loadu_ps(xp[1].add(c)),
+                            _mm512_loadu_ps(xp[2].add(c)),
+                        ];
+                        for t in 0..4 {
+                            let wv = _mm512_loadu_ps(wp[t].add(c));
+                            for i in 0..3 {
+                                acc[i * 4 + t] = _mm512_fmadd_ps(xs[i], wv, acc[i * 4 + t]);
+                            }
+                        }
+                    }
+                    c += 16;
+                }
+                for i in 0..n {
+                    for t in 0..tile {
+                        // SAFETY: row r + i < rows, column first + j + t is
+                        // this task's (see # Safety).
+                        unsafe {
+                            sink.store(r + i, first + j + t, _mm512_reduce_add_ps(acc[i * 4 + t]))
+                        };
+                    }
+                }
+                r += n;
+            }
+            j += tile;
+        }
     }
 }
 
@@ -239,13 +405,22 @@ impl LayerNorm {
         let w = self.weight.view();
         let b = self.bias.view();
         let (w, b) = (w.slice(), b.slice());
-        for row in x.chunks_exact_mut(dim) {
-            let mean = row.iter().sum::<f32>() / dim as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            for ((v, w), b) in row.iter_mut().zip(w).zip(b) {
-                *v = (*v - mean) * inv * w + b;
+        // Rows in groups, side by side (a pass of many questions has
+        // hundreds).
+        x.par_chunks_mut(dim * 16).for_each(|rows| {
+            for row in rows.chunks_exact_mut(dim) {
+                Self::row(row, w, b, eps);
             }
+        });
+    }
+
+    fn row(row: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+        let dim = row.len() as f32;
+        let mean = row.iter().sum::<f32>() / dim;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, w), b) in row.iter_mut().zip(w).zip(b) {
+            *v = (*v - mean) * inv * w + b;
         }
     }
 }
@@ -269,9 +444,12 @@ pub(super) struct SmallEncoder {
     emb_norm: LayerNorm,
     layers: Vec<Layer>,
     hidden: usize,
+    intermediate: usize,
     heads: usize,
     max_positions: usize,
     eps: f32,
+    /// Buffers of earlier passes, for the next.
+    scratch: parking_lot::Mutex<Vec<Scratch>>,
 }
 
 impl SmallEncoder {
@@ -327,9 +505,11 @@ impl SmallEncoder {
             emb_norm: LayerNorm::new(t, &p("embeddings.LayerNorm"), h)?,
             layers,
             hidden: h,
+            intermediate: i,
             heads: c.num_attention_heads,
             max_positions: c.max_position_embeddings,
             eps: c.layer_norm_eps as f32,
+            scratch: parking_lot::Mutex::default(),
         })
     }
 
@@ -352,7 +532,8 @@ impl SmallEncoder {
         if rows == 0 {
             return vec![vec![0.0; h]; inputs.len()];
         }
-        let mut x = vec![0f32; rows * h];
+        let mut s = self.scratch.lock().pop().unwrap_or_default();
+        s.size(rows, h, self.intermediate);
         {
             let word = self.word.view();
             let pos = self.position.view();
@@ -361,24 +542,25 @@ impl SmallEncoder {
             for (ids, &(first, n)) in inputs.iter().zip(&segs) {
                 for (t, &id) in ids[..n].iter().enumerate() {
                     let id = (id as usize).min(word.len() / h - 1);
-                    let row = &mut x[(first + t) * h..(first + t + 1) * h];
+                    let row = &mut s.x[(first + t) * h..(first + t + 1) * h];
                     for (k, v) in row.iter_mut().enumerate() {
                         *v = word[id * h + k] + pos[t * h + k] + tt[k];
                     }
                 }
             }
         }
-        self.emb_norm.forward(&mut x, h, self.eps);
+        self.emb_norm.forward(&mut s.x, h, self.eps);
         for layer in &self.layers {
-            x = self.layer(layer, x, rows, &segs);
+            self.layer(layer, &mut s, rows, &segs);
         }
-        segs.iter()
+        let out = segs
+            .iter()
             .map(|&(first, n)| {
                 let mut mean = vec![0f32; h];
                 if n == 0 {
                     return mean;
                 }
-                for row in x[first * h..(first + n) * h].chunks_exact(h) {
+                for row in s.x[first * h..(first + n) * h].chunks_exact(h) {
                     for (m, v) in mean.iter_mut().zip(row) {
                         *m += v;
                     }
@@ -389,22 +571,37 @@ impl SmallEncoder {
                 l2_normalize(&mut mean);
                 mean
             })
-            .collect()
+            .collect();
+        if rows <= Scratch::KEEP_ROWS {
+            let mut pool = self.scratch.lock();
+            if pool.len() < Scratch::KEEP {
+                pool.push(s);
+            }
+        }
+        out
     }
 
-    /// One encoder layer over `rows` stacked rows; attention within each
-    /// `(first row, rows)` segment.
-    fn layer(&self, l: &Layer, x: Vec<f32>, rows: usize, segs: &[(usize, usize)]) -> Vec<f32> {
+    /// One encoder layer over `rows` stacked rows (`s.x`, replaced by the
+    /// layer's output); attention within each `(first row, rows)` segment.
+    fn layer(&self, l: &Layer, s: &mut Scratch, rows: usize, segs: &[(usize, usize)]) {
         let h = self.hidden;
         let d = h / self.heads;
-        let q = l.query.forward(&x, rows);
-        let k = l.key.forward(&x, rows);
-        let v = l.value.forward(&x, rows);
+        Linear::forward_many(
+            &[
+                (&l.query, s.q.as_mut_slice()),
+                (&l.key, s.k.as_mut_slice()),
+                (&l.value, s.v.as_mut_slice()),
+            ],
+            &s.x,
+            rows,
+            Then::Nothing,
+        );
+        let (q, k, v) = (&s.q, &s.k, &s.v);
         let scale = 1.0 / (d as f32).sqrt();
-        let mut ctx = vec![0f32; rows * h];
+        s.ctx.fill(0.0);
         // Each input's rows of the context, computed side by side.
         let mut parts = Vec::with_capacity(segs.len());
-        let mut rest = ctx.as_mut_slice();
+        let mut rest = s.ctx.as_mut_slice();
         for &(first, n) in segs {
             let (mine, after) = rest.split_at_mut(n * h);
             parts.push((first, n, mine));
@@ -436,23 +633,50 @@ impl SmallEncoder {
                 }
             }
         });
-        let mut a = l.attn_out.forward(&ctx, rows);
-        for (a, x) in a.iter_mut().zip(&x) {
-            *a += x;
+        l.attn_out
+            .forward_into(&s.ctx, rows, &mut s.a, Then::Add(&s.x));
+        l.attn_norm.forward(&mut s.a, h, self.eps);
+        l.intermediate
+            .forward_into(&s.a, rows, &mut s.inter, Then::Gelu);
+        l.output
+            .forward_into(&s.inter, rows, &mut s.x, Then::Add(&s.a));
+        l.out_norm.forward(&mut s.x, h, self.eps);
+    }
+}
+
+/// The buffers of one pass, kept for the next: a pass of many questions
+/// needs megabytes, and allocating them afresh for every layer cost page
+/// faults, and TLB flushes on the other core when they were given back.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    ctx: Vec<f32>,
+    a: Vec<f32>,
+    inter: Vec<f32>,
+}
+
+impl Scratch {
+    /// Passes of at most this many rows give their buffers back (about
+    /// 15 MB at 384 + 1,536 wide); a larger one frees them.
+    const KEEP_ROWS: usize = 1024;
+    /// Buffers kept: one for the question line, one for a caller of its own.
+    const KEEP: usize = 2;
+
+    fn size(&mut self, rows: usize, hidden: usize, intermediate: usize) {
+        for b in [
+            &mut self.x,
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.ctx,
+            &mut self.a,
+        ] {
+            b.resize(rows * hidden, 0.0);
         }
-        l.attn_norm.forward(&mut a, h, self.eps);
-        let mut inter = l.intermediate.forward(&a, rows);
-        inter.par_chunks_mut(4096).for_each(|c| {
-            for v in c {
-                *v = gelu(*v);
-            }
-        });
-        let mut out = l.output.forward(&inter, rows);
-        for (o, a) in out.iter_mut().zip(&a) {
-            *o += a;
-        }
-        l.out_norm.forward(&mut out, h, self.eps);
-        out
+        self.inter.resize(rows * intermediate, 0.0);
     }
 }
 
@@ -460,4 +684,87 @@ impl SmallEncoder {
 /// approximation).
 fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Numbers in -1..1 from a fixed seed.
+    fn numbers(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every kernel this CPU has gives what the plain loops give, for
+    /// shapes that leave short tiles of weight and input rows, with each
+    /// way of finishing an output; columns outside the task's are left
+    /// alone.
+    #[test]
+    fn every_kernel_computes_the_same_products() {
+        let (inp, wrows, first, ld) = (48, 9, 3, 16);
+        type Kernel = unsafe fn(&[f32], usize, usize, &[f32], usize, &Sink<'_>);
+        let mut kernels: Vec<(&str, Kernel)> = vec![("loops", loops)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                kernels.push(("avx2", avx2::products));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(("avx512", avx512::products));
+            }
+        }
+        for rows in [1, 2, 3, 4, 5, 7] {
+            let x = numbers(rows * inp, rows as u64);
+            let w = numbers(wrows * inp, 99);
+            let bias = numbers(ld, 7);
+            let residual = numbers(rows * ld, 11);
+            for then in [Then::Nothing, Then::Add(&residual), Then::Gelu] {
+                let expect = |r: usize, j: usize| {
+                    let s =
+                        dot(&x[r * inp..(r + 1) * inp], &w[(j - first) * inp..][..inp]) + bias[j];
+                    match then {
+                        Then::Nothing => s,
+                        Then::Add(res) => s + res[r * ld + j],
+                        Then::Gelu => gelu(s),
+                    }
+                };
+                for (name, kernel) in &kernels {
+                    let mut y = vec![f32::NAN; rows * ld];
+                    let sink = Sink {
+                        ptr: y.as_mut_ptr(),
+                        ld,
+                        bias: &bias,
+                        then,
+                    };
+                    // SAFETY: y holds rows × ld, columns first..first + wrows
+                    // are within ld, and nothing else writes y meanwhile.
+                    unsafe { kernel(&x, rows, inp, &w, first, &sink) };
+                    for r in 0..rows {
+                        for j in 0..ld {
+                            let got = y[r * ld + j];
+                            if (first..first + wrows).contains(&j) {
+                                let want = expect(r, j);
+                                assert!(
+                                    (got - want).abs() < 1e-5,
+                                    "{name}: rows {rows}, ({r}, {j}): {got} vs {want}"
+                                );
+                            } else {
+                                assert!(got.is_nan(), "{name} wrote column {j}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
