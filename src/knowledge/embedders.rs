@@ -6,14 +6,31 @@
 use std::sync::Arc;
 
 use bwenge_search::{
-    Embedder, HashingEmbedder, HttpEmbedder, HttpEmbedderConfig, LocalEmbedder, LocalEmbedderConfig,
+    Embedder, HashingEmbedder, HttpEmbedder, HttpEmbedderConfig, LocalEmbedder,
+    LocalEmbedderConfig, Remembering,
 };
 
 use crate::config::{EmbeddingProvider, Settings};
 
 const DIM: usize = 384;
 
+/// Questions whose vectors are remembered (about 1.6 KB each): a question
+/// declined as not covered is embedded again for the gaps report moments
+/// after its search, which then costs a look-up instead of the model.
+const REMEMBERED_QUESTIONS: usize = 1024;
+
+/// The node's embedder; a model's (local or over HTTP) remembers the
+/// vectors of the last questions it embedded (see [`Remembering`]).
 pub async fn build(settings: &Settings) -> Arc<dyn Embedder> {
+    let embedder = choose(settings).await;
+    if embedder.id().starts_with("hashing:") {
+        // Cheaper to compute than to look up.
+        return embedder;
+    }
+    Arc::new(Remembering::new(embedder, REMEMBERED_QUESTIONS))
+}
+
+async fn choose(settings: &Settings) -> Arc<dyn Embedder> {
     let e = &settings.embeddings;
     match e.provider {
         EmbeddingProvider::Hashing => Arc::new(HashingEmbedder::new(DIM)),

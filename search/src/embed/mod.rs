@@ -12,6 +12,7 @@
 mod hashing;
 mod http;
 mod local;
+mod remembering;
 mod small;
 
 use async_trait::async_trait;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 pub use hashing::HashingEmbedder;
 pub use http::{HttpEmbedder, HttpEmbedderConfig};
 pub use local::{LocalEmbedder, LocalEmbedderConfig, MINILM_FILES, MINILM_HUB_BASE_URL};
+pub use remembering::Remembering;
 
 /// Turns texts into L2-normalised vectors.
 ///
