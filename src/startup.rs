@@ -234,9 +234,14 @@ impl Application {
                     if node == me {
                         continue;
                     }
-                    if let Err(e) = search.invalidate(organization_id).await {
-                        tracing::warn!(error = %e, "could not refresh an index");
-                    }
+                    // Rebuilt aside, one task per announcement, so one
+                    // school's rebuild does not hold up another's.
+                    let search = search.clone();
+                    actix_web::rt::spawn(async move {
+                        if let Err(e) = search.invalidate(organization_id).await {
+                            tracing::warn!(error = %e, "could not refresh an index");
+                        }
+                    });
                 }
             });
         }

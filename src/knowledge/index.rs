@@ -15,6 +15,13 @@
 //! persisted, so a closed index reopens from disk without a rebuild (its
 //! vectors are searched exactly until re-linked in the background).
 //!
+//! **Rebuilds aside.** When another node announces a change to an index
+//! open here, the new one is built from the database in a directory of its
+//! own and swapped in when ready; searches go on with the old one
+//! meanwhile and writes made here during the build are caught up by
+//! building once more. A closed index is only marked stale: its next
+//! opening rebuilds it.
+//!
 //! One writer per index: every mutation of an organisation's index goes
 //! through its `writer` mutex on the blocking pool, and the Tantivy writer
 //! itself is closed after each write, so an index that is only searched
@@ -49,6 +56,9 @@ const EVICTION_GRACE: Duration = Duration::from_millis(200);
 struct OrgHandle {
     writer: Arc<parking_lot::Mutex<OrgIndex>>,
     searcher: OrgSearcher,
+    /// A rebuild swapped another index in: searches that still hold this
+    /// one finish with it, writes go to the new one.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl OrgHandle {
@@ -69,6 +79,12 @@ struct Slot {
     /// Another node changed the index (or a reindex was asked): the files
     /// on disk are moved aside before it is opened again.
     stale: bool,
+    /// Changes to catch up with, counted while the index is open: each
+    /// announcement from another node (and each write here while a rebuild
+    /// runs) adds one; a rebuild aside runs until `built` reaches it.
+    wanted: u64,
+    /// The `wanted` the index now open was built for.
+    built: u64,
 }
 
 impl Slot {
@@ -77,6 +93,8 @@ impl Slot {
             cell: Arc::default(),
             last_used: Instant::now(),
             stale,
+            wanted: 0,
+            built: 0,
         }
     }
 
@@ -136,10 +154,13 @@ pub fn bytes_to_vector(b: &[u8]) -> Vec<f32> {
 
 impl SearchService {
     pub fn new(db: Db, embedder: Arc<dyn Embedder>, root: PathBuf) -> Self {
-        // Copies moved aside by `invalidate` that could not be deleted then.
+        // Copies moved aside by `invalidate` that could not be deleted
+        // then, and rebuilds a stop interrupted.
         if let Ok(entries) = std::fs::read_dir(&root) {
             for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".stale-") {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(".stale-") || name.starts_with(".building-") {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
@@ -239,10 +260,17 @@ impl SearchService {
         metrics::gauge!(SEARCH_OPEN_INDEXES).increment(1.0);
         self.open_bytes
             .fetch_add(index.approx_bytes(), Ordering::Relaxed);
+        Ok(Self::serve(index))
+    }
+
+    /// A handle on an opened index; its vectors are linked into the graph
+    /// in the background.
+    fn serve(index: OrgIndex) -> Arc<OrgHandle> {
         let pending = index.unlinked();
         let handle = Arc::new(OrgHandle {
             searcher: index.searcher(),
             writer: Arc::new(parking_lot::Mutex::new(index)),
+            retired: Default::default(),
         });
         if pending > 0 {
             // A reopened index answers vector queries by exact scan until
@@ -252,7 +280,148 @@ impl SearchService {
             let writer = handle.writer.clone();
             crate::work::blocking(move || while writer.lock().link_pending(1000) > 0 {});
         }
-        Ok(handle)
+        handle
+    }
+
+    /// Rebuilds an open index from the database beside the one in use,
+    /// then swaps it in; searches go on with the old one meanwhile. Runs
+    /// again while changes were announced (or written here) during a
+    /// build, until the open index has caught up with all of them.
+    async fn rebuild_aside(&self, org: OrgId) -> anyhow::Result<()> {
+        let gate = Arc::clone(self.gates.lock().entry(org).or_default());
+        let _building = gate.lock().await;
+        loop {
+            let (target, cell, old) = {
+                let orgs = self.orgs.lock();
+                let Some(slot) = orgs.get(&org).filter(|s| s.built < s.wanted) else {
+                    return Ok(());
+                };
+                let Some(old) = slot.cell.get().cloned() else {
+                    // Closed meanwhile: it is stale and rebuilt when opened.
+                    return Ok(());
+                };
+                (slot.wanted, Arc::clone(&slot.cell), old)
+            };
+            let building = self
+                .root
+                .join(format!(".building-{org}-{}", uuid::Uuid::new_v4().simple()));
+            let old_bytes = old.bytes();
+            let rows = store::chunks_of_org(&self.db, org).await?;
+            let items = self.items_for(org, rows).await?;
+            let (id, dim) = (self.embedder.id(), self.embedder.dim());
+            let dir = self.root.join(org.to_string());
+            let aside = self
+                .root
+                .join(format!(".stale-{org}-{}", uuid::Uuid::new_v4().simple()));
+            let retiring = Arc::clone(&old);
+            let index = crate::work::blocking(move || -> anyhow::Result<OrgIndex> {
+                let built = (|| -> anyhow::Result<()> {
+                    let (mut index, _) = OrgIndex::open_or_create(&building, &id, dim)?;
+                    index.add(&items)?;
+                    index.persist()?;
+                    index.close_writer();
+                    Ok(())
+                })();
+                if let Err(e) = built {
+                    let _ = std::fs::remove_dir_all(&building);
+                    return Err(e);
+                }
+                // No write reaches the old index from here on (writers
+                // check `retired` under this lock and go to the new one).
+                let _writes = old.writer.lock();
+                match std::fs::rename(&dir, &aside) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+                std::fs::rename(&building, &dir)?;
+                old.retired.store(true, Ordering::Release);
+                let (index, _) = OrgIndex::open_or_create(&dir, &id, dim)?;
+                if let Err(e) = std::fs::remove_dir_all(&aside) {
+                    tracing::debug!(error = %e, "an old index copy will be removed at the next start");
+                }
+                Ok(index)
+            })
+            .await
+            .context("rebuilding the search index aside")
+            .and_then(|r| r);
+            let index = match index {
+                Ok(index) => index,
+                Err(e) => {
+                    if retiring.retired.load(Ordering::Acquire) {
+                        // Swapped on disk but not opened: the next use
+                        // opens what is there.
+                        let mut orgs = self.orgs.lock();
+                        if orgs.get(&org).is_some_and(|s| Arc::ptr_eq(&s.cell, &cell)) {
+                            orgs.insert(org, Slot::new(false));
+                            metrics::gauge!(SEARCH_OPEN_INDEXES).decrement(1.0);
+                        }
+                    }
+                    return Err(e);
+                }
+            };
+            let bytes = index.approx_bytes();
+            let new_cell = Arc::new(tokio::sync::OnceCell::new_with(Some(Self::serve(index))));
+            let swapped = {
+                let mut orgs = self.orgs.lock();
+                match orgs.get_mut(&org) {
+                    Some(slot) if Arc::ptr_eq(&slot.cell, &cell) => {
+                        slot.cell = new_cell;
+                        slot.built = target;
+                        true
+                    }
+                    // Closed (or made stale) meanwhile: the files on disk
+                    // are the new ones, opened at the next use.
+                    _ => false,
+                }
+            };
+            self.counters.rebuilt.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(SEARCH_INDEX_OPENS_TOTAL, "how" => "rebuilt").increment(1);
+            if swapped {
+                let _ = self
+                    .open_bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                        Some((b + bytes).saturating_sub(old_bytes))
+                    });
+            }
+        }
+    }
+
+    /// Runs `write` on the organisation's open index (opening it if
+    /// needed), then persists and closes its writer; a write that finds
+    /// its index retired by a rebuild goes to the new one.
+    async fn write<F>(&self, org: OrgId, write: F) -> anyhow::Result<()>
+    where
+        F: Fn(&mut OrgIndex) -> anyhow::Result<()> + Send + Sync + 'static,
+    {
+        let write = Arc::new(write);
+        loop {
+            let handle = self.handle(org).await?;
+            let write = Arc::clone(&write);
+            let done = crate::work::blocking(move || -> anyhow::Result<bool> {
+                let mut index = handle.writer.lock();
+                if handle.retired.load(Ordering::Acquire) {
+                    return Ok(false);
+                }
+                write(&mut index)?;
+                index.persist()?;
+                index.close_writer();
+                Ok(true)
+            })
+            .await
+            .context("indexing task failed")??;
+            if done {
+                // A rebuild reading the database now may have read it
+                // before this write's rows: it goes round once more.
+                if let Some(slot) = self.orgs.lock().get_mut(&org)
+                    && slot.built < slot.wanted
+                {
+                    slot.wanted += 1;
+                }
+                return Ok(());
+            }
+            // Retired by a rebuild that is swapping its index in now.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Moves an organisation's index files aside (atomic, even while an old
@@ -303,7 +472,7 @@ impl SearchService {
                 continue;
             }
             if orgs.get(&id).and_then(Slot::idle_handle).is_some() {
-                orgs.remove(&id);
+                close(&mut orgs, id);
                 total = total.saturating_sub(bytes);
                 self.closed("budget");
             }
@@ -331,7 +500,7 @@ impl SearchService {
             .map(|(id, _)| *id)
             .collect();
         for id in &old {
-            if let Some(h) = orgs.remove(id).and_then(|s| s.cell.get().cloned()) {
+            if let Some(h) = close(&mut orgs, *id).and_then(|s| s.cell.get().cloned()) {
                 let bytes = h.bytes();
                 let _ = self
                     .open_bytes
@@ -412,36 +581,24 @@ impl SearchService {
         source: SourceId,
         items: Vec<IndexItem>,
     ) -> anyhow::Result<()> {
-        let handle = self.handle(org).await?;
-        let writer = handle.writer.clone();
-        crate::work::blocking(move || -> anyhow::Result<()> {
-            let mut index = writer.lock();
+        self.write(org, move |index| {
             index.delete_source(source.0)?;
             index.add(&items)?;
-            index.persist()?;
-            index.close_writer();
             Ok(())
         })
         .await
-        .context("indexing task failed")?
     }
 
     /// Removes a source's passages from search at once.
     pub async fn delete_source(&self, org: OrgId, source: SourceId) -> anyhow::Result<()> {
-        let handle = self.handle(org).await?;
-        let writer = handle.writer.clone();
-        crate::work::blocking(move || -> anyhow::Result<()> {
-            let mut index = writer.lock();
+        self.write(org, move |index| {
             index.delete_source(source.0)?;
             if index.needs_rebuild() {
                 index.rebuild()?;
             }
-            index.persist()?;
-            index.close_writer();
             Ok(())
         })
         .await
-        .context("index deletion task failed")?
     }
 
     /// Search within an organisation, optionally within some sources:
@@ -517,15 +674,27 @@ impl SearchService {
             .context("term statistics task failed")
     }
 
-    /// Forgets an organisation's index and its files so the next use
-    /// rebuilds it from the database (another node changed it, or
-    /// `bwenge reindex`). Whoever still holds the old index finishes with
-    /// it; nobody opens the old files again: the next opening moves them
-    /// aside first.
+    /// Rebuilds an organisation's index from the database (another node
+    /// changed it, or `bwenge reindex`). An open index is rebuilt aside
+    /// and swapped in when ready (this call returns then); searches keep
+    /// using the old one meanwhile. An index not open here is marked
+    /// stale: its next opening moves the old files aside and rebuilds.
     pub async fn invalidate(&self, org: OrgId) -> anyhow::Result<()> {
-        let old = self.orgs.lock().insert(org, Slot::new(true));
-        if old.is_some_and(|s| s.cell.get().is_some()) {
-            metrics::gauge!(SEARCH_OPEN_INDEXES).decrement(1.0);
+        let open = {
+            let mut orgs = self.orgs.lock();
+            match orgs.get_mut(&org) {
+                Some(slot) if slot.cell.get().is_some() => {
+                    slot.wanted += 1;
+                    true
+                }
+                _ => {
+                    orgs.insert(org, Slot::new(true));
+                    false
+                }
+            }
+        };
+        if open {
+            self.rebuild_aside(org).await?;
         }
         Ok(())
     }
@@ -544,6 +713,17 @@ impl SearchService {
     pub async fn warm(&self, org: OrgId) -> anyhow::Result<usize> {
         Ok(self.handle(org).await?.searcher.len())
     }
+}
+
+/// Takes an organisation's open index out of the registry (closing it
+/// once its last user is done). One with a change still to catch up with
+/// stays as a stale slot, so its next opening rebuilds it.
+fn close(orgs: &mut HashMap<OrgId, Slot>, org: OrgId) -> Option<Slot> {
+    let slot = orgs.remove(&org)?;
+    if slot.built < slot.wanted {
+        orgs.insert(org, Slot::new(true));
+    }
+    Some(slot)
 }
 
 /// A chunk id as typed id.

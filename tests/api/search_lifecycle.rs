@@ -16,6 +16,7 @@ on_both_databases!(
     indexes_over_the_budget_close_and_reopen_from_disk,
     idle_indexes_close_and_searches_go_on,
     a_rebuild_while_searching_loses_no_search,
+    a_write_during_a_rebuild_is_kept,
 );
 
 const SCHOOLS: [(&str, &str, &str, &str); 3] = [
@@ -136,17 +137,59 @@ async fn a_rebuild_while_searching_loses_no_search(backend: Backend) {
     let admin = school(&app, 0).await;
     let org: bwenge::ids::OrgId = admin.org_id.parse().unwrap();
     let index = app.state.knowledge.indexes();
-    let rebuilt = index.stats().rebuilt;
-    // Searches run while the index is thrown away (as when another node
-    // announces a change) and rebuilt from the database, three times.
-    let searches = futures_util::future::join_all((0..30).map(|_| finds_its_own(&app, &admin, 0)));
+    finds_its_own(&app, &admin, 0).await;
+    let before = index.stats();
+    // Searches run while the index is rebuilt from the database (as when
+    // another node announces a change), three times.
+    let searches = futures_util::future::join_all((0..30).map(|_| async {
+        finds_its_own(&app, &admin, 0).await;
+        // Built aside: the index in use stays open until the new one is
+        // swapped in, so no search waits for a rebuild or a reopening.
+        assert_eq!(index.stats().open, 1, "{:?}", index.stats());
+    }));
     let rebuilds = async {
         for _ in 0..3 {
             index.invalidate(org).await.unwrap();
+            assert_eq!(index.stats().open, 1, "{:?}", index.stats());
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
     };
     let ((), _) = futures_util::future::join(rebuilds, searches).await;
     finds_its_own(&app, &admin, 0).await;
-    assert!(index.stats().rebuilt > rebuilt, "{:?}", index.stats());
+    let after = index.stats();
+    assert_eq!(after.rebuilt, before.rebuilt + 3, "{after:?}");
+    assert_eq!(
+        after.opened_from_disk, before.opened_from_disk,
+        "an index rebuilt aside is swapped in, not closed and reopened: {after:?}"
+    );
+    // The files on disk are the rebuilt index's: a reopening finds them.
+    assert_eq!(index.close_idle(Duration::ZERO), 1);
+    finds_its_own(&app, &admin, 0).await;
+    assert_eq!(index.stats().opened_from_disk, before.opened_from_disk + 1);
+    assert_eq!(index.stats().rebuilt, after.rebuilt);
+}
+
+/// A passage indexed while a rebuild runs is in the index swapped in.
+async fn a_write_during_a_rebuild_is_kept(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |_| {}).await else {
+        return;
+    };
+    let admin = school(&app, 0).await;
+    let org: bwenge::ids::OrgId = admin.org_id.parse().unwrap();
+    let index = app.state.knowledge.indexes();
+    let (_, file, text, _) = SCHOOLS[1];
+    let rebuilds = async {
+        for _ in 0..5 {
+            index.invalidate(org).await.unwrap();
+        }
+    };
+    let upload = upload_and_wait(&app, &admin, file, text.as_bytes().to_vec());
+    futures_util::future::join(rebuilds, upload).await;
+    let hits: Vec<Value> = search(&app, &admin, SCHOOLS[1].3).await;
+    assert!(
+        hits.iter()
+            .any(|h| h["text"].as_str().unwrap().trim() == text.trim()),
+        "the passage written during the rebuilds is lost: {hits:?}"
+    );
+    finds_its_own(&app, &admin, 0).await;
 }
