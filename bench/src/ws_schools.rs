@@ -327,6 +327,8 @@ async fn session_task(mut ws: Ws, echo: bool, totals: Arc<Totals>, mut rx: mpsc:
 /// A school as set up: its token, persona and questions.
 struct School {
     token: String,
+    /// For a new access token when the set-up outlasts the first one.
+    refresh: String,
     persona: String,
     pool: Arc<Vec<String>>,
 }
@@ -336,6 +338,43 @@ struct Fleet {
     schools: Vec<Vec<mpsc::Sender<AskCmd>>>,
     totals: Arc<Totals>,
     pools: Vec<Arc<Vec<String>>>,
+}
+
+/// Exchanges each school's refresh token for new tokens.
+async fn refresh_tokens(
+    http: &reqwest::Client,
+    base: &str,
+    schools: &mut [School],
+) -> Result<(), String> {
+    let gate = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
+    let tasks: Vec<_> = schools
+        .iter()
+        .map(|school| {
+            let (http, gate) = (http.clone(), gate.clone());
+            let url = format!("{base}/v1/auth/refresh");
+            let refresh = school.refresh.clone();
+            tokio::spawn(async move {
+                let _turn = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+                let v = http_json(
+                    http.post(url).json(&json!({ "refresh_token": refresh })),
+                    "refresh",
+                    200,
+                )
+                .await?;
+                let token = |k: &str| {
+                    v["tokens"][k]
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or(format!("refresh: no {k}"))
+                };
+                Ok::<_, String>((token("access_token")?, token("refresh_token")?))
+            })
+        })
+        .collect();
+    for (school, t) in schools.iter_mut().zip(tasks) {
+        (school.token, school.refresh) = t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
 }
 
 async fn open_fleet(
@@ -582,6 +621,10 @@ async fn set_up_school(
         .as_str()
         .ok_or("register: no access token")?
         .to_owned();
+    let refresh = reg["tokens"]["refresh_token"]
+        .as_str()
+        .ok_or("register: no refresh token")?
+        .to_owned();
     let name = doc
         .file_name()
         .and_then(|n| n.to_str())
@@ -611,6 +654,7 @@ async fn set_up_school(
     Ok((
         School {
             token,
+            refresh,
             persona,
             pool,
         },
@@ -737,6 +781,9 @@ pub async fn run(args: &Args, bwenge_bin: &Path, sources: &[IpAddr]) -> Result<(
         println!("  --cold: the server restarted on the same data (no index open, no model warm)");
     }
     let base = format!("http://{}", server.addr);
+    // Access tokens last 15 minutes, less than setting up many schools
+    // takes: each teacher refreshes theirs, as a client would.
+    refresh_tokens(&http, &base, &mut schools).await?;
     let pid = server.pid();
     let opened = Instant::now();
     let fleet = open_fleet(server.addr, sources, &schools, per, false).await?;
