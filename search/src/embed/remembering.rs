@@ -94,6 +94,8 @@ impl Embedder for Remembering {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
