@@ -393,6 +393,15 @@ impl SearchService {
     where
         F: Fn(&mut OrgIndex) -> anyhow::Result<()> + Send + Sync + 'static,
     {
+        // The rows were committed before this call. A rebuild running now
+        // may have read the database before them and may swap in before
+        // this write reaches any index: it goes round once more. (One that
+        // starts later reads them.)
+        if let Some(slot) = self.orgs.lock().get_mut(&org)
+            && slot.built < slot.wanted
+        {
+            slot.wanted += 1;
+        }
         let write = Arc::new(write);
         loop {
             let handle = self.handle(org).await?;
@@ -410,13 +419,6 @@ impl SearchService {
             .await
             .context("indexing task failed")??;
             if done {
-                // A rebuild reading the database now may have read it
-                // before this write's rows: it goes round once more.
-                if let Some(slot) = self.orgs.lock().get_mut(&org)
-                    && slot.built < slot.wanted
-                {
-                    slot.wanted += 1;
-                }
                 return Ok(());
             }
             // Retired by a rebuild that is swapping its index in now.
