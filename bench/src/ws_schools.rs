@@ -340,6 +340,17 @@ struct Fleet {
     pools: Vec<Arc<Vec<String>>>,
 }
 
+/// The access and refresh tokens of an answer carrying `tokens`.
+fn tokens_of(v: &Value, what: &str) -> Result<(String, String), String> {
+    let token = |k: &str| {
+        v["tokens"][k]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or(format!("{what}: no tokens.{k}"))
+    };
+    Ok((token("access_token")?, token("refresh_token")?))
+}
+
 /// Exchanges each school's refresh token for new tokens.
 async fn refresh_tokens(
     http: &reqwest::Client,
@@ -361,13 +372,7 @@ async fn refresh_tokens(
                     200,
                 )
                 .await?;
-                let token = |k: &str| {
-                    v["tokens"][k]
-                        .as_str()
-                        .map(str::to_owned)
-                        .ok_or(format!("refresh: no {k}"))
-                };
-                Ok::<_, String>((token("access_token")?, token("refresh_token")?))
+                tokens_of(&v, "refresh")
             })
         })
         .collect();
@@ -617,14 +622,7 @@ async fn set_up_school(
         201,
     )
     .await?;
-    let token = reg["tokens"]["access_token"]
-        .as_str()
-        .ok_or("register: no access token")?
-        .to_owned();
-    let refresh = reg["tokens"]["refresh_token"]
-        .as_str()
-        .ok_or("register: no refresh token")?
-        .to_owned();
+    let (token, refresh) = tokens_of(&reg, "register")?;
     let name = doc
         .file_name()
         .and_then(|n| n.to_str())
