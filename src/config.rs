@@ -471,6 +471,9 @@ pub struct EmbeddingSettings {
     pub http_base_url: String,
     pub http_api_key: Secret,
     pub http_model: String,
+    /// Questions whose vectors a model's embedder remembers (see
+    /// `knowledge::embedders`); 0 turns remembering off.
+    pub remembered_questions: usize,
 }
 
 impl EmbeddingSettings {

@@ -271,6 +271,9 @@ async fn run(args: &Args) -> Result<(), String> {
     cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "local")
         .env("BWENGE_EMBEDDINGS__MODEL_DIR", &model_dir)
         .env("BWENGE_EMBEDDINGS__ALLOW_DOWNLOAD", "false")
+        // Every question is searched in three modes and then asked: a
+        // remembered vector would time a look-up, not the model.
+        .env("BWENGE_EMBEDDINGS__REMEMBERED_QUESTIONS", "0")
         .env("BWENGE_AUTH__ACCESS_TOKEN_TTL_SECS", "86400")
         .env("BWENGE_PERSONAS__CACHE_TTL_SECS", "0")
         .env("BWENGE_CHAT__MESSAGES_BURST", "100000")

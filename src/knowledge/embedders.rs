@@ -14,20 +14,19 @@ use crate::config::{EmbeddingProvider, Settings};
 
 const DIM: usize = 384;
 
-/// Questions whose vectors are remembered (about 1.6 KB each): a question
-/// declined as not covered is embedded again for the gaps report moments
-/// after its search, which then costs a look-up instead of the model.
-const REMEMBERED_QUESTIONS: usize = 1024;
-
 /// The node's embedder; a model's (local or over HTTP) remembers the
-/// vectors of the last questions it embedded (see [`Remembering`]).
+/// vectors of the last `embeddings.remembered_questions` questions it
+/// embedded (see [`Remembering`]): a question declined as not covered is
+/// embedded again for the gaps report moments after its search, which then
+/// costs a look-up instead of the model.
 pub async fn build(settings: &Settings) -> Arc<dyn Embedder> {
     let embedder = choose(settings).await;
-    if embedder.id().starts_with("hashing:") {
-        // Cheaper to compute than to look up.
+    let remembered = settings.embeddings.remembered_questions;
+    if remembered == 0 || embedder.id().starts_with("hashing:") {
+        // Off, or cheaper to compute than to look up.
         return embedder;
     }
-    Arc::new(Remembering::new(embedder, REMEMBERED_QUESTIONS))
+    Arc::new(Remembering::new(embedder, remembered))
 }
 
 async fn choose(settings: &Settings) -> Arc<dyn Embedder> {
