@@ -21,14 +21,19 @@
 //!    for question-term pairs in order, for focus (question terms among few
 //!    words), for cue matches — a definitional sentence ("X is a…", "X refers
 //!    to…", "X est…", "X ni…") for "what is"/"define" questions, a causal one
-//!    for "why", a number for "how many"/"when"/"largest"/"range"… — for
+//!    for "why", a number the question does not already hold for "how
+//!    many"/"when"/"largest"/"range"/"what's the resistance"/"what … did
+//!    they find"…, something to type or connect (a call, a `\` command, a
+//!    file name, an identifier with digits) for "how do i"/"where do i"/
+//!    "which function"… — for
 //!    early position in its passage and for passage rank, minus a small
 //!    penalty per unit of similarity its passage lies below the passage
 //!    closest in meaning to the question ([`Passage::relevance`], when the
 //!    caller gives it); times a length-sanity factor (very short, very long,
 //!    heading-like sentences lose). Sentences of the passages closest in
-//!    meaning need only half the floor: a student's paraphrase shares few
-//!    words with the sentence that answers it.
+//!    meaning need only half the floor (a quarter when the question asks for
+//!    a number and the sentence gives one): a student's paraphrase shares
+//!    few words with the sentence that answers it.
 //!
 //!    [`Passage::relevance`]: crate::Passage::relevance
 //! 4. **Choice** (`select`). Sentences covering at least [`RELEVANCE_FLOOR`] of

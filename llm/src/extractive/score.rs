@@ -123,6 +123,136 @@ const QUANTITY_CUES: &[&[&str]] = &[
     &["ryari"],
 ];
 
+/// Nouns of measured quantities: "what X" or "what's the X" with one of
+/// them asks for a number ("what's the resistance of the coil", "what
+/// frequency did they measure").
+const MEASURES: &[&str] = &[
+    "voltage",
+    "frequency",
+    "resistance",
+    "impedance",
+    "capacitance",
+    "inductance",
+    "current",
+    "speed",
+    "velocity",
+    "width",
+    "length",
+    "height",
+    "depth",
+    "distance",
+    "size",
+    "weight",
+    "mass",
+    "temperature",
+    "pressure",
+    "value",
+    "number",
+    "factor",
+    "constant",
+    "resolution",
+    "gain",
+    "amplitude",
+    "rate",
+    "period",
+    "wavelength",
+    "time",
+    "duration",
+    "power",
+    "energy",
+    "price",
+    "cost",
+    "age",
+    "year",
+];
+
+/// "what … did they get/find/measure": asks for a result.
+const RESULT_VERBS: &[&str] = &[
+    "get",
+    "got",
+    "find",
+    "found",
+    "measure",
+    "measured",
+    "obtain",
+    "obtained",
+    "calculate",
+    "calculated",
+    "come",
+];
+
+/// Questions answered by a name to type or a place to connect: a command,
+/// a function, a file, a terminal ("how do i load it into gp?", "where do
+/// i plug in the microphone?").
+const COMMAND_CUES: &[&[&str]] = &[
+    &["how", "do", "i"],
+    &["how", "can", "i"],
+    &["how", "do", "you"],
+    &["how", "to"],
+    &["command"],
+    &["function"],
+    &["where", "do", "i"],
+    &["where", "does"],
+    &["where", "is"],
+    &["which", "file"],
+    &["what", "file"],
+    &["which", "pin"],
+    &["which", "terminal"],
+];
+
+/// Whether a sentence names something to type or connect: a call
+/// (`polred(T)`), a backslash command (`\p`), an assignment, a file name
+/// (`eyeplot.py`), or an identifier with digits (`T15`, `SQR1`) that the
+/// question does not already give.
+fn names_something(s: &Sentence, q_words: &HashSet<&str>) -> bool {
+    let b = s.text.as_bytes();
+    let call = b
+        .windows(2)
+        .any(|w| w[0].is_ascii_alphanumeric() && w[1] == b'(');
+    let backslash = b
+        .windows(2)
+        .any(|w| w[0] == b'\\' && w[1].is_ascii_alphabetic());
+    let assignment = s.text.contains(" = ");
+    let file = b
+        .windows(3)
+        .any(|w| w[0].is_ascii_alphanumeric() && w[1] == b'.' && w[2].is_ascii_lowercase())
+        && s.text.split_whitespace().any(|t| {
+            t.split_once('.').is_some_and(|(a, e)| {
+                !a.is_empty()
+                    && (2..=4).contains(&e.trim_end_matches([',', ')', ';']).len())
+                    && e.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, ',' | ')' | ';'))
+            })
+        });
+    let identifier = s.words.iter().any(|w| {
+        w.chars().any(|c| c.is_ascii_digit())
+            && w.chars().any(|c| c.is_ascii_alphabetic())
+            && !q_words.contains(w.as_str())
+    });
+    call || backslash || assignment || file || identifier
+}
+
+/// Whether the question asks for a number: a quantity cue, a measured
+/// quantity after "what"/"which", or "what … did they find".
+fn asks_for_number(q_words: &[String]) -> bool {
+    if any_phrase(q_words, QUANTITY_CUES) {
+        return true;
+    }
+    let asks_what = q_words
+        .iter()
+        .any(|w| matches!(w.as_str(), "what" | "which" | "whats"));
+    if !asks_what {
+        return false;
+    }
+    let measured = q_words.iter().any(|w| MEASURES.contains(&stem(w).as_str()))
+        || q_words.iter().any(|w| MEASURES.contains(&w.as_str()));
+    let result = q_words.windows(2).any(|p| {
+        matches!(p[0].as_str(), "did" | "do" | "does")
+            && q_words.iter().any(|w| RESULT_VERBS.contains(&w.as_str()))
+    });
+    measured || result
+}
+
 pub(super) struct Sentence {
     /// Index of the passage in rank order.
     pub(super) rank: usize,
@@ -212,6 +342,11 @@ const RELEVANCE_WEIGHT: f64 = 0.25;
 /// sentence that answers it, and the passage's meaning vouches for it.
 const RELEVANCE_MARGIN: f64 = 0.05;
 const NEAR_FLOOR: f64 = 0.5;
+/// What a sentence of those passages needs when the question asks for a
+/// number and the sentence gives one: the sentence that answers "how wide
+/// is the pulse at switch-on" is "On powerup the width is 13
+/// microseconds", which shares almost none of its words.
+const NUMBER_NEAR_FLOOR: f64 = 0.25;
 
 /// Ranks the sentences that hold at least `floor` of the question's weight
 /// (and at least one of its terms), best first; with `max_rank`, only those
@@ -242,7 +377,9 @@ pub(super) fn rank_sentences(
     let q_set: HashSet<String> = q_stems.iter().cloned().collect();
     let wants_definition = any_phrase(q_words, DEFINITION_CUES);
     let wants_cause = any_phrase(q_words, WHY_CUES);
-    let wants_quantity = any_phrase(q_words, QUANTITY_CUES);
+    let wants_quantity = asks_for_number(q_words);
+    let q_word_set: HashSet<&str> = q_words.iter().map(String::as_str).collect();
+    let wants_name = any_phrase(q_words, COMMAND_CUES) && !wants_quantity;
 
     let closest = sentences
         .iter()
@@ -256,7 +393,17 @@ pub(super) fn rank_sentences(
         }
         // How far below the closest passage in meaning this one lies.
         let gap = s.relevance.zip(closest).map(|(r, c)| f64::from(c - r));
-        let floor = if gap.is_some_and(|g| g <= RELEVANCE_MARGIN) {
+        let near = gap.is_some_and(|g| g <= RELEVANCE_MARGIN);
+        // A number the question does not already hold ("1N4148" is not
+        // an answer to "what ideality factor did the 1N4148 show").
+        let has_number = s
+            .words
+            .iter()
+            .any(|w| w.chars().any(|c| c.is_ascii_digit()) && !q_word_set.contains(w.as_str()));
+        let names = wants_name && names_something(s, &q_word_set);
+        let floor = if wants_quantity && has_number && near {
+            floor * NUMBER_NEAR_FLOOR
+        } else if near {
             floor * NEAR_FLOOR
         } else {
             floor
@@ -288,11 +435,10 @@ pub(super) fn rank_sentences(
         if wants_cause && s.words.iter().any(|w| CAUSAL_WORDS.contains(&w.as_str())) {
             score += 0.2;
         }
-        if wants_quantity
-            && s.words
-                .iter()
-                .any(|w| w.chars().any(|c| c.is_ascii_digit()))
-        {
+        if wants_quantity && has_number {
+            score += 0.2;
+        }
+        if names {
             score += 0.2;
         }
         score += 0.05 / (1.0 + s.pos as f64);
@@ -318,4 +464,87 @@ pub(super) fn rank_sentences(
             .then(sentences[a.idx].pos.cmp(&sentences[b.idx].pos))
     });
     scored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extractive::words::dedup;
+
+    fn sentence(text: &str) -> Sentence {
+        let lex = Lexicon::new();
+        let w = words(text);
+        let stems = lex.content_stems(&w);
+        Sentence {
+            rank: 0,
+            n: 1,
+            pos: 0,
+            relevance: None,
+            text: text.to_owned(),
+            stem_set: stems.iter().cloned().collect(),
+            stems,
+            words: w,
+        }
+    }
+
+    #[test]
+    fn questions_that_ask_for_a_number() {
+        for q in [
+            "what frequency did they measure with just a wire?",
+            "what's the resistance of the 3000 turn coil?",
+            "what did they find for the diode?",
+            "how many points can i record?",
+        ] {
+            assert!(asks_for_number(&words(q)), "{q}");
+        }
+        for q in [
+            "what is a diode?",
+            "how do i load a file into gp?",
+            "why does the buzzer sit on a cloth?",
+        ] {
+            assert!(!asks_for_number(&words(q)), "{q}");
+        }
+    }
+
+    #[test]
+    fn sentences_that_name_something_to_type_or_connect() {
+        let q = words("how do i connect the buzzer to T15?");
+        let q: HashSet<&str> = q.iter().map(String::as_str).collect();
+        for s in [
+            "Type \\r myfile at the prompt.",
+            "P = polred(T)",
+            "Power spectrum is saved to exploreFFT.dat in text form.",
+            "Connect the microphone between T15 & T16.",
+            "Call ellap(E, p) for the count.",
+        ] {
+            assert!(names_something(&sentence(s), &q), "{s}");
+        }
+        for s in [
+            "Connect the buzzer to T15.",
+            "Connect the buzzer to the ground terminal.",
+            "The result is stored in the history, e.g. for later use.",
+        ] {
+            assert!(!names_something(&sentence(s), &q), "{s}");
+        }
+    }
+
+    #[test]
+    fn a_how_do_i_question_ranks_the_command_first() {
+        // The same words; the second sentence names what to type, the
+        // first (earlier, so ahead on position) does not.
+        let mut sentences = [
+            sentence("To load a script file, type its name in gp."),
+            sentence("To load a script file, type \\r myscript in gp."),
+        ];
+        sentences[1].pos = 1;
+        let q_words = words("how do i load my script file into gp?");
+        let q_stems = dedup(Lexicon::new().content_stems(&q_words));
+        let ranked = rank_sentences(&sentences, &q_stems, &q_words, 0.3, None);
+        assert_eq!(ranked.first().map(|r| r.idx), Some(1));
+        // A question that does not ask how: position decides.
+        let q_words = words("is there a script file for gp?");
+        let q_stems = dedup(Lexicon::new().content_stems(&q_words));
+        let ranked = rank_sentences(&sentences, &q_stems, &q_words, 0.3, None);
+        assert_eq!(ranked.first().map(|r| r.idx), Some(0));
+    }
 }

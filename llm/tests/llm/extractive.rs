@@ -422,3 +422,56 @@ fn the_best_sentence_brings_the_one_after_it() {
         a.text
     );
 }
+
+#[test]
+fn a_question_for_a_number_gets_the_sentence_that_gives_one() {
+    // The sentence that answers shares one word with the student's
+    // ("input"); the passage is the closest in meaning and the question
+    // asks for a resistance, so a sentence of it that gives a number
+    // counts with a quarter of the words.
+    let mut req = request(
+        "how much does plugging the probe into a circuit disturb it? like what's its input \
+         resistance?",
+    );
+    req.history.clear();
+    let manual = |relevance| Passage {
+        relevance,
+        ..passage(
+            1,
+            "The probe inputs measure voltages within the ±5 volts range. Both have an input \
+             impedance of 10M Ω. Calibrate them before use.",
+        )
+    };
+    let aside = |relevance| Passage {
+        relevance,
+        ..passage(
+            2,
+            "Plugging the probe into a circuit changes nothing you can see on the screen. The \
+             circuit must share the ground with the box. How much a probe disturbs a circuit \
+             depends on the circuit's own resistance.",
+        )
+    };
+    req.passages = vec![manual(Some(0.52)), aside(Some(0.31))];
+    let a = Extractive::new().answer(&req);
+    assert!(a.text.contains("input impedance of 10M Ω"), "{}", a.text);
+    // Without the evidence of meaning, words alone decide.
+    req.passages = vec![manual(None), aside(None)];
+    let a = Extractive::new().answer(&req);
+    assert!(!a.text.contains("10M"), "{}", a.text);
+
+    // A number the question already holds is no answer: "1N4148" does not
+    // make every sentence naming the diode answer "what ideality factor".
+    let mut req = request("what ideality factor did they find for the 1N4148 diode?");
+    req.history.clear();
+    req.passages = vec![Passage {
+        relevance: Some(0.62),
+        ..passage(
+            1,
+            "The current through a diode is plotted against the voltage across it. Click on \
+             FIT to calculate the diode ideality factor. The value of n for 1N4148 is 1.93 \
+             and for the zener it is 1.5. Replace the 1N4148 diode with the zener and repeat.",
+        )
+    }];
+    let a = Extractive::new().answer(&req);
+    assert!(a.text.contains("1.93"), "{}", a.text);
+}
