@@ -14,7 +14,9 @@
 //! 2. **Terms** (`words`). Words are lower-cased, accents folded, stop words
 //!    (English, French, Swahili, Kinyarwanda) and question words removed, and a
 //!    light suffix stemmer applied (plural -s/-es/-ies, -ing, -ed, -ly, final
-//!    -e). A question with no content word (e.g. "tell me more") borrows the
+//!    -e; a measured quantity's noun stems as its adjective, "width" as
+//!    "wide", "length" as "long"). A question with no content word (e.g.
+//!    "tell me more") borrows the
 //!    terms of the student's previous turn.
 //! 3. **Scores** (`score`). Per sentence: the IDF-weighted share of question
 //!    terms it contains (IDF over the given passages' sentences), plus bonuses

@@ -199,8 +199,25 @@ pub(super) fn any_phrase(words: &[String], phrases: &[&[&str]]) -> bool {
     phrases.iter().any(|p| contains_phrase(words, p))
 }
 
+/// A measured quantity's noun and the adjective a student asks with ("how
+/// wide" / "the width"): each pair stems alike.
+const SAME_STEM: &[(&str, &str)] = &[
+    ("width", "wide"),
+    ("widths", "wide"),
+    ("length", "long"),
+    ("lengths", "long"),
+    ("height", "high"),
+    ("heights", "high"),
+    ("depth", "deep"),
+    ("strength", "strong"),
+];
+
 /// The light stemmer: plural -s/-es/-ies, -ing, -ed, -ly, final -e.
 pub(super) fn stem(word: &str) -> String {
+    let word = SAME_STEM
+        .iter()
+        .find(|(from, _)| *from == word)
+        .map_or(word, |(_, to)| to);
     let len = word.chars().count();
     if len <= 3 || word.chars().all(|c| c.is_ascii_digit()) {
         return word.to_owned();
@@ -286,6 +303,10 @@ mod tests {
         assert_eq!(stem("photosynthesis"), "photosynthesis");
         assert_eq!(stem("use"), stem("uses"));
         assert_eq!(stem("2010"), "2010");
+        // "how wide is the pulse" / "the width is 13 microseconds".
+        assert_eq!(stem("width"), stem("wide"));
+        assert_eq!(stem("lengths"), stem("long"));
+        assert_ne!(stem("wide"), stem("window"));
         assert_eq!(stem("mimea"), "mimea");
     }
 }
