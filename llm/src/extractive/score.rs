@@ -213,17 +213,17 @@ fn names_something(s: &Sentence, q_words: &HashSet<&str>) -> bool {
         .windows(2)
         .any(|w| w[0] == b'\\' && w[1].is_ascii_alphabetic());
     let assignment = s.text.contains(" = ");
-    let file = b
-        .windows(3)
-        .any(|w| w[0].is_ascii_alphanumeric() && w[1] == b'.' && w[2].is_ascii_lowercase())
-        && s.text.split_whitespace().any(|t| {
-            t.split_once('.').is_some_and(|(a, e)| {
-                !a.is_empty()
-                    && (2..=4).contains(&e.trim_end_matches([',', ')', ';']).len())
-                    && e.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, ',' | ')' | ';'))
-            })
-        });
+    // A token "name.ext": the extension two to four letters and digits,
+    // from a letter ("eyeplot.py", not "1.25" or "e.g.").
+    let file = s.text.split_whitespace().any(|t| {
+        let t = t.trim_end_matches([',', ')', ';', ':']);
+        t.split_once('.').is_some_and(|(name, ext)| {
+            !name.is_empty()
+                && (2..=4).contains(&ext.len())
+                && ext.starts_with(|c: char| c.is_ascii_lowercase())
+                && ext.chars().all(|c| c.is_ascii_alphanumeric())
+        })
+    });
     let identifier = s.words.iter().any(|w| {
         w.chars().any(|c| c.is_ascii_digit())
             && w.chars().any(|c| c.is_ascii_alphabetic())
@@ -246,10 +246,8 @@ fn asks_for_number(q_words: &[String]) -> bool {
     }
     let measured = q_words.iter().any(|w| MEASURES.contains(&stem(w).as_str()))
         || q_words.iter().any(|w| MEASURES.contains(&w.as_str()));
-    let result = q_words.windows(2).any(|p| {
-        matches!(p[0].as_str(), "did" | "do" | "does")
-            && q_words.iter().any(|w| RESULT_VERBS.contains(&w.as_str()))
-    });
+    let result = q_words.iter().any(|w| w == "did")
+        && q_words.iter().any(|w| RESULT_VERBS.contains(&w.as_str()));
     measured || result
 }
 
@@ -523,6 +521,7 @@ mod tests {
             "Connect the buzzer to T15.",
             "Connect the buzzer to the ground terminal.",
             "The result is stored in the history, e.g. for later use.",
+            "The step is 1.25 millivolts.",
         ] {
             assert!(!names_something(&sentence(s), &q), "{s}");
         }
