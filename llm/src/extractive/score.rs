@@ -200,6 +200,13 @@ const COMMAND_CUES: &[&[&str]] = &[
     &["which", "terminal"],
 ];
 
+/// Whether `w` holds a digit and is not one of the question's words: a
+/// number or identifier the answer adds ("1.93", "T16"), not one the
+/// student gave ("1N4148").
+fn is_new_number(w: &str, q_words: &HashSet<&str>) -> bool {
+    w.chars().any(|c| c.is_ascii_digit()) && !q_words.contains(w)
+}
+
 /// Whether a sentence names something to type or connect: a call
 /// (`polred(T)`), a backslash command (`\p`), an assignment, a file name
 /// (`eyeplot.py`), or an identifier with digits (`T15`, `SQR1`) that the
@@ -224,11 +231,10 @@ fn names_something(s: &Sentence, q_words: &HashSet<&str>) -> bool {
                 && ext.chars().all(|c| c.is_ascii_alphanumeric())
         })
     });
-    let identifier = s.words.iter().any(|w| {
-        w.chars().any(|c| c.is_ascii_digit())
-            && w.chars().any(|c| c.is_ascii_alphabetic())
-            && !q_words.contains(w.as_str())
-    });
+    let identifier = s
+        .words
+        .iter()
+        .any(|w| is_new_number(w, q_words) && w.chars().any(|c| c.is_ascii_alphabetic()));
     call || backslash || assignment || file || identifier
 }
 
@@ -244,8 +250,10 @@ fn asks_for_number(q_words: &[String]) -> bool {
     if !asks_what {
         return false;
     }
-    let measured = q_words.iter().any(|w| MEASURES.contains(&stem(w).as_str()))
-        || q_words.iter().any(|w| MEASURES.contains(&w.as_str()));
+    // The word as written ("voltage") or its stem ("frequencies").
+    let measured = q_words
+        .iter()
+        .any(|w| MEASURES.contains(&w.as_str()) || MEASURES.contains(&stem(w).as_str()));
     let result = q_words.iter().any(|w| w == "did")
         && q_words.iter().any(|w| RESULT_VERBS.contains(&w.as_str()));
     measured || result
@@ -392,14 +400,9 @@ pub(super) fn rank_sentences(
         // How far below the closest passage in meaning this one lies.
         let gap = s.relevance.zip(closest).map(|(r, c)| f64::from(c - r));
         let near = gap.is_some_and(|g| g <= RELEVANCE_MARGIN);
-        // A number the question does not already hold ("1N4148" is not
-        // an answer to "what ideality factor did the 1N4148 show").
-        let has_number = s
-            .words
-            .iter()
-            .any(|w| w.chars().any(|c| c.is_ascii_digit()) && !q_word_set.contains(w.as_str()));
+        let gives_number = wants_quantity && s.words.iter().any(|w| is_new_number(w, &q_word_set));
         let names = wants_name && names_something(s, &q_word_set);
-        let floor = if wants_quantity && has_number && near {
+        let floor = if gives_number && near {
             floor * NUMBER_NEAR_FLOOR
         } else if near {
             floor * NEAR_FLOOR
@@ -433,7 +436,7 @@ pub(super) fn rank_sentences(
         if wants_cause && s.words.iter().any(|w| CAUSAL_WORDS.contains(&w.as_str())) {
             score += 0.2;
         }
-        if wants_quantity && has_number {
+        if gives_number {
             score += 0.2;
         }
         if names {
@@ -469,20 +472,20 @@ mod tests {
     use super::*;
     use crate::extractive::words::dedup;
 
-    fn sentence(text: &str) -> Sentence {
-        let lex = Lexicon::new();
-        let w = words(text);
-        let stems = lex.content_stems(&w);
-        Sentence {
-            rank: 0,
+    /// The sentences of one passage, as the responder reads them.
+    fn passage_sentences(text: &str) -> Vec<Sentence> {
+        let passage = Passage {
             n: 1,
-            pos: 0,
+            source_title: "Manual".into(),
+            page: 1,
+            text: text.into(),
             relevance: None,
-            text: text.to_owned(),
-            stem_set: stems.iter().cloned().collect(),
-            stems,
-            words: w,
-        }
+        };
+        Sentence::all(&[passage], &Lexicon::new())
+    }
+
+    fn sentence(text: &str) -> Sentence {
+        passage_sentences(text).remove(0)
     }
 
     #[test]
@@ -531,11 +534,10 @@ mod tests {
     fn a_how_do_i_question_ranks_the_command_first() {
         // The same words; the second sentence names what to type, the
         // first (earlier, so ahead on position) does not.
-        let mut sentences = [
-            sentence("To load a script file, type its name in gp."),
-            sentence("To load a script file, type \\r myscript in gp."),
-        ];
-        sentences[1].pos = 1;
+        let sentences = passage_sentences(
+            "To load a script file, type its name in gp. To load a script file, type \\r \
+             myscript in gp.",
+        );
         let q_words = words("how do i load my script file into gp?");
         let q_stems = dedup(Lexicon::new().content_stems(&q_words));
         let ranked = rank_sentences(&sentences, &q_stems, &q_words, 0.3, None);
