@@ -13,7 +13,8 @@
 //!    fixed seed, repeated as often as needed) until the server's own
 //!    extraction and chunking code (`bwenge_parsers`) predicts `--chunks`
 //!    chunks, uploads them through `POST /v1/knowledge` to a fresh `bwenge`
-//!    (SQLite, hashing embedder) and waits until every source is `ready`;
+//!    (SQLite; the hashing embedder, or the local model with `--model-dir`)
+//!    and waits until every source is `ready`;
 //!    the chunk count printed is the sum of the sources' `chunk_count`;
 //! 2. server A, extractive responder, answer cache off
 //!    (`personas.cache_ttl_secs = 0`): rounds of, for each client count,
@@ -49,7 +50,8 @@ use bwenge_bench::Rng;
 use bwenge_bench::cranfield::Cranfield;
 use bwenge_bench::{
     Cleanup, CpuMeter, Server, Window, bwenge_command, cpu_time, errors_note, fmt_opt, median,
-    median_opt, parse_response, parse_secs, pass, percentile_ms, run_id, spawn_server, temp_dir,
+    median_opt, parse_response, parse_secs, pass, percentile_ms, raise_chat_limits, run_id,
+    spawn_server, temp_dir,
 };
 use bwenge_llm::testing::{StubBehaviour, StubServer};
 use bwenge_parsers::{ChunkConfig, ExtractLimits};
@@ -144,6 +146,14 @@ struct Args {
     /// The `bwenge` binary [default: `bwenge` next to this executable].
     #[arg(long, env = "BWENGE_BIN")]
     bwenge: Option<PathBuf>,
+
+    /// all-MiniLM-L6-v2 directory (`scripts/fetch-model.sh`): the server
+    /// embeds chunks and questions with the local model and searches
+    /// hybrid, with its memory of recent questions' vectors off (every
+    /// round asks the same queries again). Without it, the hashing
+    /// embedder (the server then searches BM25 only).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -476,6 +486,7 @@ async fn start_server(
     dir: &Path,
     scenario: Scenario,
     openai_base: Option<&str>,
+    model_dir: Option<&Path>,
 ) -> Result<Server, String> {
     let db = dir.join("bench.db");
     if !db.exists() {
@@ -499,7 +510,12 @@ async fn start_server(
     cmd.arg("--config").arg(&cfg);
     // Settings this bench decides: keep the caller's environment out of them.
     for (key, _) in std::env::vars() {
-        if ["BWENGE_LLM__", "BWENGE_PERSONAS__", "BWENGE_EMBEDDINGS__"]
+        if [
+            "BWENGE_LLM__",
+            "BWENGE_PERSONAS__",
+            "BWENGE_EMBEDDINGS__",
+            "BWENGE_CHAT__",
+        ]
             .iter()
             .any(|p| key.starts_with(p))
             || key == "BWENGE_REDIS_URL"
@@ -507,8 +523,19 @@ async fn start_server(
             cmd.env_remove(key);
         }
     }
-    cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "hashing")
-        // The run takes longer than the default 15 minutes of a token.
+    // One admin asks every question: the per-user limit on questions
+    // (shared by `ask` and the socket) would refuse all but ten.
+    raise_chat_limits(&mut cmd);
+    match model_dir {
+        Some(model) => cmd
+            .env("BWENGE_EMBEDDINGS__PROVIDER", "local")
+            .env("BWENGE_EMBEDDINGS__MODEL_DIR", model)
+            .env("BWENGE_EMBEDDINGS__ALLOW_DOWNLOAD", "false")
+            // Rounds repeat the queries: each must reach the model.
+            .env("BWENGE_EMBEDDINGS__REMEMBERED_QUESTIONS", "0"),
+        None => cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "hashing"),
+    };
+    cmd // The run takes longer than the default 15 minutes of a token.
         .env("BWENGE_AUTH__ACCESS_TOKEN_TTL_SECS", "86400")
         .env(
             "BWENGE_PERSONAS__CACHE_TTL_SECS",
@@ -1360,6 +1387,18 @@ async fn run(args: &Args) -> Result<(), String> {
         ));
     }
     let bin = std::path::absolute(&bin).unwrap_or(bin);
+    let model_dir = match &args.model_dir {
+        Some(dir) => Some(
+            std::fs::canonicalize(dir).map_err(|e| format!("--model-dir {}: {e}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let model = model_dir.as_deref();
+    let embedder = if model.is_some() {
+        "local all-MiniLM-L6-v2, hybrid search"
+    } else {
+        "hashing embedder, BM25 search"
+    };
     let cran = Cranfield::open(
         args.cranfield_dir.as_deref(),
         &["cran.all.1400", "cran.qry"],
@@ -1410,14 +1449,14 @@ async fn run(args: &Args) -> Result<(), String> {
     );
 
     // ---------------------------------------------------------- server A
-    let mut server = start_server(&bin, &data_dir, Scenario::Extractive, None).await?;
+    let mut server = start_server(&bin, &data_dir, Scenario::Extractive, None, model).await?;
     eprintln!("bwenge (extractive) listening on {}", server.addr);
     let setup = load_knowledge(server.addr, &files, args.ingest_timeout).await?;
     let settled = settle(&mut server, args.settle_timeout).await?;
     println!(
         "  corpus: {} chunks (sum of the sources' chunk_count; {predicted} predicted by \
          bwenge_parsers) in {} plain-text sources, {:.1} MB: the {} Cranfield abstracts in {} \
-         shuffled passes (seed {SEED:#x}); ingest {:.0} s ({:.0} chunks/s, hashing embedder), \
+         shuffled passes (seed {SEED:#x}); ingest {:.0} s ({:.0} chunks/s, {embedder}), \
          then {:.0} s until the server was idle",
         setup.chunks,
         setup.sources,
@@ -1489,7 +1528,7 @@ async fn run(args: &Args) -> Result<(), String> {
             questions,
         )?;
         let base = format!("http://{}/v1", stub.addr);
-        let mut server = start_server(&bin, &data_dir, Scenario::Stub, Some(&base)).await?;
+        let mut server = start_server(&bin, &data_dir, Scenario::Stub, Some(&base), model).await?;
         eprintln!("bwenge (stub provider) listening on {}", server.addr);
         let settled = reopen(&mut server, &search_reqs, args.settle_timeout).await?;
         eprintln!("  idle after {:.0} s", settled.as_secs_f64());
@@ -1513,7 +1552,7 @@ async fn run(args: &Args) -> Result<(), String> {
 
     // ---------------------------------------------------------- server C
     if !args.no_cache {
-        let mut server = start_server(&bin, &data_dir, Scenario::Cached, None).await?;
+        let mut server = start_server(&bin, &data_dir, Scenario::Cached, None, model).await?;
         eprintln!("bwenge (extractive, cache on) listening on {}", server.addr);
         let settled = reopen(&mut server, &search_reqs, args.settle_timeout).await?;
         eprintln!("  idle after {:.0} s", settled.as_secs_f64());

@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bwenge_bench::{
-    Cleanup, CpuMeter, bwenge_command, parse_secs, pass, percentile_ms, spawn_server, temp_dir,
+    Cleanup, CpuMeter, bwenge_command, parse_secs, pass, percentile_ms, raise_chat_limits,
+    spawn_server, temp_dir,
 };
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
@@ -32,7 +33,6 @@ use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
 const P99_TARGET_MS: f64 = 100.0;
-const RAISED_CHAT_LIMIT: &str = "1000000";
 /// How a `question` frame's type reads in the server's compact JSON.
 const QUESTION_TYPE: &str = r#""type":"question""#;
 
@@ -114,14 +114,9 @@ async fn run(args: &Args) -> Result<(), String> {
     let db = dir.join("bench.db");
     std::fs::File::create(&db).map_err(|e| format!("create {}: {e}", db.display()))?;
     let mut cmd = bwenge_command(&bin, &dir, &format!("sqlite://{}", db.display()));
-    cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "hashing")
-        .env("BWENGE_CHAT__MESSAGES_BURST", RAISED_CHAT_LIMIT)
-        .env("BWENGE_CHAT__MESSAGES_PER_SEC", RAISED_CHAT_LIMIT)
-        // One user owns every session: lift the per-user socket and start
-        // limits too.
-        .env("BWENGE_CHAT__STARTS_BURST", RAISED_CHAT_LIMIT)
-        .env("BWENGE_CHAT__STARTS_PER_SEC", RAISED_CHAT_LIMIT)
-        .env("BWENGE_CHAT__MAX_SOCKETS_PER_USER", RAISED_CHAT_LIMIT);
+    cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "hashing");
+    // One user owns every session.
+    raise_chat_limits(&mut cmd);
     let server = spawn_server("bwenge", cmd, vec![Cleanup::Dir(dir)]).await?;
     let base = format!("http://{}", server.addr);
     let ws_base = format!("ws://{}", server.addr);

@@ -319,6 +319,25 @@ pub fn temp_dir(bench: &str, what: &str) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// Per-user chat limits given to Bwenge by benches whose load comes from a
+/// few users: the shipped 10 questions burst, 1 a second, would refuse it.
+pub const RAISED_CHAT_LIMIT: &str = "1000000";
+
+/// Lifts the per-user chat limits (questions over the socket and `ask`,
+/// session starts, open sockets) to [`RAISED_CHAT_LIMIT`] for the server
+/// `cmd` starts.
+pub fn raise_chat_limits(cmd: &mut Command) {
+    for var in [
+        "BWENGE_CHAT__MESSAGES_BURST",
+        "BWENGE_CHAT__MESSAGES_PER_SEC",
+        "BWENGE_CHAT__STARTS_BURST",
+        "BWENGE_CHAT__STARTS_PER_SEC",
+        "BWENGE_CHAT__MAX_SOCKETS_PER_USER",
+    ] {
+        cmd.env(var, RAISED_CHAT_LIMIT);
+    }
+}
+
 /// `bwenge serve` on a free port of 127.0.0.1 with `data_dir` as its data
 /// directory and working directory, on `database_url`, logging at `warn`.
 pub fn bwenge_command(bin: &Path, data_dir: &Path, database_url: &str) -> Command {

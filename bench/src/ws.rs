@@ -58,8 +58,8 @@ use std::time::{Duration, Instant};
 
 use bwenge::chat::frames::{EventFrame, EventRole, ServerFrame, Tagged};
 use bwenge_bench::{
-    Cleanup, CpuMeter, Server, bwenge_command, fmt_opt, parse_secs, pass, percentile_ms, rss_kib,
-    spawn_server, temp_dir,
+    Cleanup, CpuMeter, RAISED_CHAT_LIMIT, Server, bwenge_command, fmt_opt, parse_secs, pass,
+    percentile_ms, raise_chat_limits, rss_kib, spawn_server, temp_dir,
 };
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
@@ -87,10 +87,6 @@ const STORM_WINDOW_TARGET: Duration = Duration::from_secs(10);
 /// (config/default.toml); the echo baseline uses the same.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Per-user chat rate limit given to Bwenge for the run: every session
-/// belongs to one user, so the shipped 10 burst / 1 per s would refuse the
-/// load phase.
-const RAISED_CHAT_LIMIT: &str = "1000000";
 /// Sessions opened and closed before the "before" RSS reading, so that
 /// first-use allocations (routes, pools, actors) are not counted per session.
 const WARM_SESSIONS: usize = 16;
@@ -2310,19 +2306,6 @@ async fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// One user owns every session of a school: its per-user message,
-/// session-start and socket limits are lifted for the run.
-fn raise_chat_limits(cmd: &mut Command) {
-    for var in [
-        "BWENGE_CHAT__MESSAGES_BURST",
-        "BWENGE_CHAT__MESSAGES_PER_SEC",
-        "BWENGE_CHAT__STARTS_BURST",
-        "BWENGE_CHAT__STARTS_PER_SEC",
-        "BWENGE_CHAT__MAX_SOCKETS_PER_USER",
-    ] {
-        cmd.env(var, RAISED_CHAT_LIMIT);
-    }
-}
 
 /// Bwenge on a fresh SQLite database, configured as `kind` says.
 async fn start_bwenge(bin: &Path, kind: Kind) -> Result<Server, String> {

@@ -42,18 +42,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bwenge_bench::{
-    Cleanup, CpuMeter, Rng, bwenge_command, metric_value, pass, percentile_ms, rss_kib,
-    spawn_server, temp_dir,
+    Cleanup, CpuMeter, RAISED_CHAT_LIMIT, Rng, bwenge_command, metric_value, pass, percentile_ms,
+    raise_chat_limits, rss_kib, spawn_server, temp_dir,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{
-    Args, RAISED_CHAT_LIMIT, Ws, connect, http_json, loadavg, mib, nanos, raise_chat_limits,
-    upload, wait_ready,
-};
+use super::{Args, Ws, connect, http_json, loadavg, mib, nanos, upload, wait_ready};
 
 /// Targets of issue #16 (2 cores, local model, unique questions).
 const COLD_P99_TARGET_MS: f64 = 2000.0;
