@@ -516,8 +516,8 @@ async fn start_server(
             "BWENGE_EMBEDDINGS__",
             "BWENGE_CHAT__",
         ]
-            .iter()
-            .any(|p| key.starts_with(p))
+        .iter()
+        .any(|p| key.starts_with(p))
             || key == "BWENGE_REDIS_URL"
         {
             cmd.env_remove(key);
@@ -1389,7 +1389,8 @@ async fn run(args: &Args) -> Result<(), String> {
     let bin = std::path::absolute(&bin).unwrap_or(bin);
     let model_dir = match &args.model_dir {
         Some(dir) => Some(
-            std::fs::canonicalize(dir).map_err(|e| format!("--model-dir {}: {e}", dir.display()))?,
+            std::fs::canonicalize(dir)
+                .map_err(|e| format!("--model-dir {}: {e}", dir.display()))?,
         ),
         None => None,
     };

@@ -2306,7 +2306,6 @@ async fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-
 /// Bwenge on a fresh SQLite database, configured as `kind` says.
 async fn start_bwenge(bin: &Path, kind: Kind) -> Result<Server, String> {
     let dir = temp_dir("ws", "sqlite")?;
