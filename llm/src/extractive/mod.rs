@@ -42,15 +42,19 @@
 //!    the question's weight are candidates (when none does, any sentence of
 //!    the [`FALLBACK_PASSAGES`] best passages that shares a term: the server
 //!    only gives passages it judged relevant, possibly by meaning); the best
-//!    is taken with the sentence that follows it in its passage when the two
-//!    share a content word (answers run on: "The positive input goes to
-//!    SEN. The negative input is tied to 1.25 V."),
-//!    then more up to [`MAX_SENTENCES`] — the second whenever one exists, the
-//!    others only if they score at least half the best — skipping
-//!    near-duplicates (stem Jaccard ≥ 0.6) and
-//!    staying within the answer token limit. A chosen sentence that starts with
-//!    a pronoun ("It", "This", "Il", "Hii", …) brings its predecessor along
-//!    when there is room.
+//!    is taken with the sentence that follows it in its passage when the
+//!    answer runs on into it: the two share a content word ("The positive
+//!    input goes to SEN. The negative input is tied to 1.25 V."), the second
+//!    starts with a pronoun, or it holds the number or name the question
+//!    asks for and the best does not. Then more up to [`MAX_SENTENCES`] — the
+//!    second whenever one exists, the others only if they score at least half
+//!    the best, each with its follower when that one holds what the question
+//!    asks for and it does not — skipping near-duplicates (stem Jaccard ≥
+//!    0.6) and staying within the answer token limit. A chosen sentence that
+//!    starts with a pronoun ("It", "This", "Il", "Hii", …) brings its
+//!    predecessor along when there is room, and a line between two chosen
+//!    sentences of a passage (a call between its explanation and its
+//!    result) is kept.
 //! 5. **Writing** (`render`). Reading order (passage rank, then position; a
 //!    defining sentence leads for "what is" questions), each sentence followed
 //!    by its passage's `[n]`, after a per-language lead-in ("Here is what your
@@ -82,7 +86,7 @@ use crate::types::{
     StreamEvent, Usage,
 };
 use render::word_groups;
-use score::{Sentence, rank_sentences};
+use score::{Asks, Sentence, rank_sentences};
 use words::{Lexicon, dedup, is_greeting, words};
 
 /// A sentence must contain at least this share of the question's IDF
@@ -217,7 +221,12 @@ fn answer(req: &AnswerRequest) -> ExtractiveAnswer {
         };
     }
 
-    let chosen = select::choose(&sentences, &ranked, req.max_answer_tokens);
+    let chosen = select::choose(
+        &sentences,
+        &ranked,
+        &Asks::of(&q_words),
+        req.max_answer_tokens,
+    );
     let (text, cited) = render::write(lang, &sentences, &chosen);
     ExtractiveAnswer {
         text,

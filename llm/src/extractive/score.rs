@@ -259,6 +259,43 @@ fn asks_for_number(q_words: &[String]) -> bool {
     measured || result
 }
 
+/// The kind of answer a question asks for, beyond its words: a number it
+/// does not already hold, or a name to type or connect.
+pub(super) struct Asks<'q> {
+    number: bool,
+    name: bool,
+    /// The question's words, to tell a new number from one it gave.
+    words: HashSet<&'q str>,
+}
+
+impl<'q> Asks<'q> {
+    pub(super) fn of(q_words: &'q [String]) -> Self {
+        let number = asks_for_number(q_words);
+        Asks {
+            number,
+            name: !number && any_phrase(q_words, COMMAND_CUES),
+            words: q_words.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// Whether `s` gives a number the question asks for and does not hold.
+    fn number_in(&self, s: &Sentence) -> bool {
+        self.number && s.words.iter().any(|w| is_new_number(w, &self.words))
+    }
+
+    /// Whether `s` names something to type or connect, when the question
+    /// asks how or where.
+    fn name_in(&self, s: &Sentence) -> bool {
+        self.name && names_something(s, &self.words)
+    }
+
+    /// Whether `s` holds what the question asks for (a number or a name);
+    /// false for questions that ask for neither.
+    pub(super) fn supplied_by(&self, s: &Sentence) -> bool {
+        self.number_in(s) || self.name_in(s)
+    }
+}
+
 pub(super) struct Sentence {
     /// Index of the passage in rank order.
     pub(super) rank: usize,
@@ -383,9 +420,7 @@ pub(super) fn rank_sentences(
     let q_set: HashSet<String> = q_stems.iter().cloned().collect();
     let wants_definition = any_phrase(q_words, DEFINITION_CUES);
     let wants_cause = any_phrase(q_words, WHY_CUES);
-    let wants_quantity = asks_for_number(q_words);
-    let q_word_set: HashSet<&str> = q_words.iter().map(String::as_str).collect();
-    let wants_name = any_phrase(q_words, COMMAND_CUES) && !wants_quantity;
+    let asks = Asks::of(q_words);
 
     let closest = sentences
         .iter()
@@ -400,8 +435,8 @@ pub(super) fn rank_sentences(
         // How far below the closest passage in meaning this one lies.
         let gap = s.relevance.zip(closest).map(|(r, c)| f64::from(c - r));
         let near = gap.is_some_and(|g| g <= RELEVANCE_MARGIN);
-        let gives_number = wants_quantity && s.words.iter().any(|w| is_new_number(w, &q_word_set));
-        let names = wants_name && names_something(s, &q_word_set);
+        let gives_number = asks.number_in(s);
+        let names = asks.name_in(s);
         let floor = if gives_number && near {
             floor * NUMBER_NEAR_FLOOR
         } else if near {

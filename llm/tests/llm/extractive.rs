@@ -382,23 +382,26 @@ fn comparator_passages(relevance: [Option<f32>; 2]) -> Vec<Passage> {
 
 #[test]
 fn a_paraphrase_is_answered_from_the_passage_closest_in_meaning() {
-    let question = "what voltage is the SEN pin being compared against inside the chip?";
+    // Not a question for a number: the sentence after one that matches
+    // would then be brought for its number (see
+    // `the_sentence_after_brings_the_number_a_question_asks_for`).
+    let question = "what is the SEN pin being compared against inside the chip?";
     let mut req = request(question);
     req.history.clear();
 
-    // Words alone: the aside wins and the comparator's sentences share too
-    // few of the student's words to be used.
+    // Words alone: the sentence that answers (1.25 volts) shares none of
+    // the student's words and is not used.
     req.passages = comparator_passages([None, None]);
     let a = Extractive::new().answer(&req);
     assert!(!a.text.contains("1.25"), "{}", a.text);
 
     // The server knows passage 1 is far closer in meaning: its sentences
-    // count with half the words, and the answer cites it.
+    // count with half the words, and the answer gives the voltage, cited.
     req.passages = comparator_passages([Some(0.62), Some(0.31)]);
     let a = Extractive::new().answer(&req);
     assert!(
         a.text
-            .contains("The positive input of the comparator should be connected to SEN [1]."),
+            .contains("Its negative input is internally connected to 1.25 volts [1]."),
         "{}",
         a.text
     );
@@ -474,4 +477,53 @@ fn a_question_for_a_number_gets_the_sentence_that_gives_one() {
     }];
     let a = Extractive::new().answer(&req);
     assert!(a.text.contains("1.93"), "{}", a.text);
+}
+
+#[test]
+fn a_sentence_that_refers_back_carries_the_answer_on() {
+    // "It should be fixed to T16 & T15" shares no word with the sentence
+    // before it, but "It" is the microphone that sentence is about.
+    let mut req = request("where do i plug in the microphone assembly?");
+    req.history.clear();
+    req.passages = vec![passage(
+        1,
+        "Microphone assembly: a condenser microphone with a biasing resistor and a blocking \
+         capacitor. It should be fixed to T16 & T15, with the wire going to UPV. The buzzer \
+         needs no terminal of its own.",
+    )];
+    let a = Extractive::new().answer(&req);
+    assert!(a.text.contains("T16 & T15"), "{}", a.text);
+}
+
+#[test]
+fn the_sentence_after_brings_the_number_a_question_asks_for() {
+    // The sentence that matches the question's words gives no number; the
+    // one after it does, sharing none of the question's words.
+    let mut req = request("how many points can i get at most when i record at 12 bit resolution?");
+    req.history.clear();
+    req.passages = vec![
+        passage(
+            1,
+            "These two functions record points at the higher 12 bit resolution. In that case \
+             each value takes 2 bytes, so NP can go up to 900 for capture hr and to 450 for \
+             capture2 hr.",
+        ),
+        passage(
+            2,
+            "The resolution of the converter is 12 bit for every input. Record the points \
+             into a file to plot them later.",
+        ),
+    ];
+    let a = Extractive::new().answer(&req);
+    assert!(a.text.contains("450"), "{}", a.text);
+    // A question that asks for no number keeps to the matching sentence.
+    let mut req = request("what do these functions record at 12 bit resolution?");
+    req.history.clear();
+    req.passages = vec![passage(
+        1,
+        "These two functions record points at the higher 12 bit resolution. Capture hr \
+         lists the samples by time.",
+    )];
+    let a = Extractive::new().answer(&req);
+    assert!(!a.text.contains("lists the samples"), "{}", a.text);
 }
