@@ -49,9 +49,9 @@ use std::time::{Duration, Instant};
 use bwenge_bench::Rng;
 use bwenge_bench::cranfield::Cranfield;
 use bwenge_bench::{
-    Cleanup, CpuMeter, Server, Window, bwenge_command, cpu_time, errors_note, fmt_opt, median,
-    median_opt, parse_response, parse_secs, pass, percentile_ms, raise_chat_limits, run_id,
-    spawn_server, temp_dir,
+    Cleanup, CpuMeter, Server, Window, bwenge_command, clear_answer_settings, cpu_time,
+    errors_note, fmt_opt, median, median_opt, parse_response, parse_secs, pass, percentile_ms,
+    raise_chat_limits, run_id, spawn_server, temp_dir, use_local_model,
 };
 use bwenge_llm::testing::{StubBehaviour, StubServer};
 use bwenge_parsers::{ChunkConfig, ExtractLimits};
@@ -508,43 +508,25 @@ async fn start_server(
     let url = format!("sqlite://{}", db.display());
     let mut cmd = bwenge_command(bin, dir, &url);
     cmd.arg("--config").arg(&cfg);
-    // Settings this bench decides: keep the caller's environment out of them.
-    for (key, _) in std::env::vars() {
-        if [
-            "BWENGE_LLM__",
-            "BWENGE_PERSONAS__",
-            "BWENGE_EMBEDDINGS__",
-            "BWENGE_CHAT__",
-        ]
-        .iter()
-        .any(|p| key.starts_with(p))
-            || key == "BWENGE_REDIS_URL"
-        {
-            cmd.env_remove(key);
-        }
-    }
+    clear_answer_settings(&mut cmd);
     // One admin asks every question: the per-user limit on questions
     // (shared by `ask` and the socket) would refuse all but ten.
     raise_chat_limits(&mut cmd);
     match model_dir {
-        Some(model) => cmd
-            .env("BWENGE_EMBEDDINGS__PROVIDER", "local")
-            .env("BWENGE_EMBEDDINGS__MODEL_DIR", model)
-            .env("BWENGE_EMBEDDINGS__ALLOW_DOWNLOAD", "false")
-            // Rounds repeat the queries: each must reach the model.
-            .env("BWENGE_EMBEDDINGS__REMEMBERED_QUESTIONS", "0"),
-        None => cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "hashing"),
-    };
-    cmd // The run takes longer than the default 15 minutes of a token.
-        .env("BWENGE_AUTH__ACCESS_TOKEN_TTL_SECS", "86400")
-        .env(
-            "BWENGE_PERSONAS__CACHE_TTL_SECS",
-            if scenario == Scenario::Cached {
-                "3600"
-            } else {
-                "0"
-            },
-        );
+        Some(model) => use_local_model(&mut cmd, model),
+        None => {
+            cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "hashing");
+        }
+    }
+    // The run takes longer than the default 15 minutes of a token.
+    cmd.env("BWENGE_AUTH__ACCESS_TOKEN_TTL_SECS", "86400").env(
+        "BWENGE_PERSONAS__CACHE_TTL_SECS",
+        if scenario == Scenario::Cached {
+            "3600"
+        } else {
+            "0"
+        },
+    );
     spawn_server(&format!("bwenge ({})", scenario.label()), cmd, Vec::new()).await
 }
 

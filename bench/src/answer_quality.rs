@@ -32,7 +32,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bwenge_bench::{bwenge_command, fmt_opt, spawn_server, temp_dir};
+use bwenge_bench::{
+    bwenge_command, clear_answer_settings, fmt_opt, raise_chat_limits, spawn_server, temp_dir,
+    use_local_model,
+};
 use clap::Parser;
 use serde_json::{Value, json};
 
@@ -253,31 +256,15 @@ async fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("write {}: {e}", cfg.display()))?;
     let mut cmd = bwenge_command(&args.bwenge, &dir, &format!("sqlite://{}", db.display()));
     cmd.arg("--config").arg(&cfg);
-    for (key, _) in std::env::vars() {
-        if [
-            "BWENGE_LLM__",
-            "BWENGE_PERSONAS__",
-            "BWENGE_EMBEDDINGS__",
-            "BWENGE_CHAT__",
-        ]
-        .iter()
-        .any(|p| key.starts_with(p))
-        {
-            cmd.env_remove(key);
-        }
-    }
+    clear_answer_settings(&mut cmd);
     let model_dir = std::fs::canonicalize(&args.model_dir)
         .map_err(|e| format!("{}: {e}", args.model_dir.display()))?;
-    cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "local")
-        .env("BWENGE_EMBEDDINGS__MODEL_DIR", &model_dir)
-        .env("BWENGE_EMBEDDINGS__ALLOW_DOWNLOAD", "false")
-        // Every question is searched in three modes and then asked: a
-        // remembered vector would time a look-up, not the model.
-        .env("BWENGE_EMBEDDINGS__REMEMBERED_QUESTIONS", "0")
-        .env("BWENGE_AUTH__ACCESS_TOKEN_TTL_SECS", "86400")
-        .env("BWENGE_PERSONAS__CACHE_TTL_SECS", "0")
-        .env("BWENGE_CHAT__MESSAGES_BURST", "100000")
-        .env("BWENGE_CHAT__MESSAGES_PER_SEC", "100000");
+    // Every question is searched in three modes and then asked.
+    use_local_model(&mut cmd, &model_dir);
+    // One user asks every question.
+    raise_chat_limits(&mut cmd);
+    cmd.env("BWENGE_AUTH__ACCESS_TOKEN_TTL_SECS", "86400")
+        .env("BWENGE_PERSONAS__CACHE_TTL_SECS", "0");
     let server = spawn_server("bwenge", cmd, Vec::new()).await?;
     let base = format!("http://{}", server.addr);
     let http = reqwest::Client::builder()

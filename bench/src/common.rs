@@ -338,6 +338,34 @@ pub fn raise_chat_limits(cmd: &mut Command) {
     }
 }
 
+/// Keeps the caller's answering, embedding and chat settings (and Redis)
+/// out of the server `cmd` starts: the bench decides them.
+pub fn clear_answer_settings(cmd: &mut Command) {
+    const DECIDED: [&str; 4] = [
+        "BWENGE_LLM__",
+        "BWENGE_PERSONAS__",
+        "BWENGE_EMBEDDINGS__",
+        "BWENGE_CHAT__",
+    ];
+    for (key, _) in std::env::vars() {
+        if DECIDED.iter().any(|p| key.starts_with(p)) || key == "BWENGE_REDIS_URL" {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+/// Has the server `cmd` starts embed with the local model in `model_dir`
+/// (an absolute path), never downloading, and without its memory of
+/// recent questions' vectors: benches ask questions again (a search, then
+/// the same ask), and a remembered vector would time a look-up, not the
+/// model.
+pub fn use_local_model(cmd: &mut Command, model_dir: &Path) {
+    cmd.env("BWENGE_EMBEDDINGS__PROVIDER", "local")
+        .env("BWENGE_EMBEDDINGS__MODEL_DIR", model_dir)
+        .env("BWENGE_EMBEDDINGS__ALLOW_DOWNLOAD", "false")
+        .env("BWENGE_EMBEDDINGS__REMEMBERED_QUESTIONS", "0");
+}
+
 /// `bwenge serve` on a free port of 127.0.0.1 with `data_dir` as its data
 /// directory and working directory, on `database_url`, logging at `warn`.
 pub fn bwenge_command(bin: &Path, data_dir: &Path, database_url: &str) -> Command {
