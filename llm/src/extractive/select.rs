@@ -59,6 +59,23 @@ fn runs_on(first: &Sentence, next: &Sentence, asks: &Asks) -> bool {
         || completes(first, next, asks)
 }
 
+/// The answer's token budget: what is left of it as sentences are taken.
+struct Budget {
+    left: u32,
+}
+
+impl Budget {
+    /// Takes `text`'s tokens when they fit; says whether they did.
+    fn take(&mut self, text: &str) -> bool {
+        let cost = EstimateCounter.count(text);
+        let fits = cost <= self.left;
+        if fits {
+            self.left -= cost;
+        }
+        fits
+    }
+}
+
 /// Picks the sentences and returns them in reading order.
 pub(super) fn choose(
     sentences: &[Sentence],
@@ -66,22 +83,23 @@ pub(super) fn choose(
     asks: &Asks,
     max_tokens: u32,
 ) -> Vec<usize> {
-    let counter = EstimateCounter;
     // Leave room for the lead-in and markers.
-    let budget = max_tokens.saturating_sub(16).max(24);
+    let mut budget = Budget {
+        left: max_tokens.saturating_sub(16).max(24),
+    };
     let best = &ranked[0];
     let mut chosen: Vec<usize> = vec![best.idx];
-    let mut used = counter.count(&sentences[best.idx].text);
+    // The best is always said, even past the budget.
+    budget.left = budget
+        .left
+        .saturating_sub(EstimateCounter.count(&sentences[best.idx].text));
     // The best sentence brings the one after it when the answer runs on.
     let next = best.idx + 1;
     if let Some(n) = sentences.get(next)
         && runs_on(&sentences[best.idx], n, asks)
+        && budget.take(&n.text)
     {
-        let cost = counter.count(&n.text);
-        if used + cost <= budget {
-            chosen.push(next);
-            used += cost;
-        }
+        chosen.push(next);
     }
     let is_dup = |chosen: &[usize], idx: usize| {
         chosen
@@ -95,15 +113,10 @@ pub(super) fn choose(
         if chosen.len() >= 2 && cand.score < 0.5 * best.score {
             break;
         }
-        if is_dup(&chosen, cand.idx) {
-            continue;
-        }
-        let cost = counter.count(&sentences[cand.idx].text);
-        if used + cost > budget {
+        if is_dup(&chosen, cand.idx) || !budget.take(&sentences[cand.idx].text) {
             continue;
         }
         chosen.push(cand.idx);
-        used += cost;
         // Any chosen sentence brings the one after it when that one holds
         // what the question asks for and it does not.
         let next = cand.idx + 1;
@@ -111,30 +124,26 @@ pub(super) fn choose(
             && chosen.len() < MAX_SENTENCES
             && !chosen.contains(&next)
             && completes(&sentences[cand.idx], n, asks)
+            && budget.take(&n.text)
         {
-            let cost = counter.count(&n.text);
-            if used + cost <= budget {
-                chosen.push(next);
-                used += cost;
-            }
+            chosen.push(next);
         }
     }
     // Pronoun-led sentences bring their predecessor along.
     let mut extra = Vec::new();
     for &idx in &chosen {
         let s = &sentences[idx];
-        if !starts_with_anaphor(s) || s.pos == 0 || idx == 0 {
+        if !starts_with_anaphor(s) || idx == 0 {
             continue;
         }
         let prev = idx - 1;
-        let same_passage = sentences[prev].rank == s.rank && sentences[prev].pos + 1 == s.pos;
-        if !same_passage || chosen.contains(&prev) || extra.contains(&prev) {
-            continue;
-        }
-        let cost = counter.count(&sentences[prev].text);
-        if chosen.len() + extra.len() < MAX_SENTENCES && used + cost <= budget {
+        if follows(&sentences[prev], s)
+            && !chosen.contains(&prev)
+            && !extra.contains(&prev)
+            && chosen.len() + extra.len() < MAX_SENTENCES
+            && budget.take(&sentences[prev].text)
+        {
             extra.push(prev);
-            used += cost;
         }
     }
     chosen.extend(extra);
@@ -144,22 +153,16 @@ pub(super) fn choose(
     // the number of error bits …") reads as if the line were not there.
     let mut between = Vec::new();
     for &idx in &chosen {
-        let (s, gap) = (&sentences[idx], idx + 1);
-        let Some(after) = sentences.get(idx + 2) else {
-            continue;
-        };
-        if after.rank != s.rank
-            || after.pos != s.pos + 2
-            || !chosen.contains(&(idx + 2))
-            || chosen.contains(&gap)
-            || between.contains(&gap)
+        let gap = idx + 1;
+        if let (Some(g), Some(after)) = (sentences.get(gap), sentences.get(idx + 2))
+            && follows(&sentences[idx], g)
+            && follows(g, after)
+            && chosen.contains(&(idx + 2))
+            && !chosen.contains(&gap)
+            && !between.contains(&gap)
+            && budget.take(&g.text)
         {
-            continue;
-        }
-        let cost = counter.count(&sentences[gap].text);
-        if used + cost <= budget {
             between.push(gap);
-            used += cost;
         }
     }
     chosen.extend(between);
