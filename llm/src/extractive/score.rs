@@ -67,6 +67,8 @@ const CAUSAL_WORDS: &[&str] = &[
     "since",
     "therefore",
     "thus",
+    "hence",
+    "consequently",
     "causes",
     "caused",
     "due",
