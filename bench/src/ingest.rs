@@ -34,9 +34,7 @@ use std::time::{Duration, Instant};
 
 use bwenge_bench::{fmt_opt, median, pass, temp_dir};
 use bwenge_parsers::{Chunk, ChunkConfig, Document, ParseError, PdfLimits, extract_pdf_in_child};
-use bwenge_search::{
-    HashingEmbedder, IndexItem, LocalEmbedder, LocalEmbedderConfig, MAX_WINDOWS, OrgIndex, windows,
-};
+use bwenge_search::{HashingEmbedder, IndexItem, LocalEmbedder, LocalEmbedderConfig, OrgIndex};
 use clap::Parser;
 use uuid::Uuid;
 
@@ -897,9 +895,9 @@ const MAX_TOKENS: usize = 256;
 const MODEL_BATCH: usize = 32;
 
 /// Real and padded token counts `(real, padded)` of the forward passes
-/// `LocalEmbedder` runs (it cuts long texts into windows, sorts each call's
-/// windows longest first, cuts them into batches of 32 and pads each batch
-/// to its longest), from the model's own tokenizer.
+/// `LocalEmbedder` runs (it sorts each call's texts longest first, cuts them
+/// into batches of 32 and pads each batch to its longest), from the model's
+/// own tokenizer.
 struct Padding {
     raw: (usize, usize),
     ingest: (usize, usize),
@@ -911,25 +909,23 @@ impl Padding {
         let mut tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| format!("tokenizer.json: {e}"))?;
         tok.with_truncation(Some(tokenizers::TruncationParams {
-            max_length: MAX_TOKENS * MAX_WINDOWS,
+            max_length: MAX_TOKENS,
             ..Default::default()
         }))
         .map_err(|e| format!("tokenizer: {e}"))?;
         tok.with_padding(None);
-        // Each text's forward passes (a long text is several windows).
-        let lens = |texts: &[String]| -> Result<Vec<Vec<usize>>, String> {
+        let lens = |texts: &[String]| -> Result<Vec<usize>, String> {
             texts
                 .iter()
                 .map(|t| {
                     tok.encode(t.as_str(), true)
-                        .map(|e| windows(e.get_ids(), MAX_TOKENS).map(|w| w.len()).collect())
+                        .map(|e| e.get_ids().len())
                         .map_err(|e| format!("tokenizer: {e}"))
                 })
                 .collect()
         };
         // One `embed_blocking` call.
-        let call = |texts: Vec<Vec<usize>>| -> (usize, usize) {
-            let mut l: Vec<usize> = texts.into_iter().flatten().collect();
+        let call = |mut l: Vec<usize>| -> (usize, usize) {
             l.sort_unstable_by(|a, b| b.cmp(a));
             let padded = l.chunks(MODEL_BATCH).map(|b| b.len() * b[0]).sum();
             (l.iter().sum(), padded)

@@ -20,7 +20,7 @@ pub use vectors::{EXACT_SCAN_MAX, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M};
 
 pub use embed::{
     EmbedError, Embedder, HashingEmbedder, HttpEmbedder, HttpEmbedderConfig, LocalEmbedder,
-    LocalEmbedderConfig, MAX_WINDOWS, Remembering, windows,
+    LocalEmbedderConfig, Remembering,
 };
 pub use fusion::{RRF_K, reciprocal_rank_fusion};
 pub use index::{

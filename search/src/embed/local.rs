@@ -1,6 +1,5 @@
 //! all-MiniLM-L6-v2 in-process: candle (BERT) + tokenizers, on the CPU.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,9 +38,8 @@ pub struct LocalEmbedderConfig {
     pub allow_download: bool,
     pub download_base_url: String,
     pub download_timeout: Duration,
-    /// Tokens per forward pass of one text, at most the model's 512
-    /// positions (MiniLM was trained with 256). A longer text is read in
-    /// windows of this size (see [`MAX_WINDOWS`]).
+    /// Token limit per text (longer texts are truncated), at most the
+    /// model's 512 positions. MiniLM was trained with 256.
     pub max_tokens: usize,
     /// Texts per forward pass.
     pub batch_size: usize,
@@ -68,13 +66,6 @@ impl LocalEmbedderConfig {
 
 /// A text's vector and its spans' (`None`: the span was truncated away).
 pub type SpanVectors = (Vec<f32>, Vec<Option<Vec<f32>>>);
-
-/// A text longer than `max_tokens` is cut into at most this many windows
-/// of equal length, each a forward pass of its own; its vector is the mean
-/// of theirs, weighted by their tokens (mean pooling over the whole text, as
-/// far as the windows allow). Beyond `MAX_WINDOWS × max_tokens` tokens a
-/// text is truncated.
-pub const MAX_WINDOWS: usize = 8;
 
 /// At most this many inputs at once go through the short-input encoder.
 const SMALL_MAX_INPUTS: usize = 4;
@@ -105,8 +96,6 @@ struct Model {
     tokenizer: Tokenizer,
     device: Device,
     batch_size: usize,
-    /// Tokens per forward pass of one text (a window).
-    max_tokens: usize,
     dim: usize,
     id: String,
 }
@@ -158,7 +147,7 @@ impl LocalEmbedder {
             .clamp(8, bert_config.max_position_embeddings);
         tokenizer
             .with_truncation(Some(TruncationParams {
-                max_length: max_tokens * MAX_WINDOWS,
+                max_length: max_tokens,
                 strategy: TruncationStrategy::LongestFirst,
                 stride: 0,
                 direction: TruncationDirection::Right,
@@ -185,7 +174,6 @@ impl LocalEmbedder {
                 tokenizer,
                 device,
                 batch_size: config.batch_size.max(1),
-                max_tokens,
                 dim: bert_config.hidden_size,
                 id: format!("local:{}", config.model_name),
             }),
@@ -358,20 +346,10 @@ impl Model {
             .tokenizer
             .encode(text, true)
             .map_err(|e| model_err("tokenizer", e))?;
-        // One window: the text's first `max_tokens` tokens, ended as the
-        // tokenizer ends a text.
-        let all = enc.get_ids();
-        let mut ids = all[..all.len().min(self.max_tokens)].to_vec();
-        let mut special = enc.get_special_tokens_mask()[..ids.len()].to_vec();
-        if ids.len() < all.len()
-            && let (Some(last), Some(&end)) = (ids.last_mut(), all.last())
-        {
-            *last = end;
-            special[ids.len() - 1] = 1;
-        }
+        let ids = enc.get_ids();
         let n = ids.len().max(1);
         let forward = || -> candle_core::Result<Vec<Vec<f32>>> {
-            let t = Tensor::from_vec(ids.clone(), (1, ids.len()), &self.device)?;
+            let t = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &self.device)?;
             let mask = t.ones_like()?;
             let hidden = self.bert.forward(&t, &t.zeros_like()?, Some(&mask))?;
             hidden.squeeze(0)?.to_vec2::<f32>()
@@ -391,6 +369,7 @@ impl Model {
             })
         };
         let whole = mean(&mut states.iter().take(n)).unwrap_or_else(|| vec![0.0; self.dim]);
+        let special = enc.get_special_tokens_mask();
         let offsets = enc.get_offsets();
         let windows = spans
             .iter()
@@ -407,7 +386,7 @@ impl Model {
         Ok((whole, windows))
     }
 
-    /// Token ids of each text (truncated to `MAX_WINDOWS` windows).
+    /// Token ids of each text (truncated to the model's limit).
     fn tokenize(&self, texts: &[String]) -> Result<Vec<Vec<u32>>, EmbedError> {
         texts
             .iter()
@@ -437,39 +416,18 @@ impl Model {
             let inputs: Vec<&[u32]> = encoded.iter().map(Vec::as_slice).collect();
             return Ok(small.embed_many(&inputs));
         }
-        // Every text's windows (most texts are one), longest first, so
-        // each batch pads to similar lengths.
-        let mut windows: Vec<(usize, Cow<'_, [u32]>)> = encoded
-            .iter()
-            .enumerate()
-            .flat_map(|(i, ids)| windows(ids, self.max_tokens).map(move |w| (i, w)))
-            .collect();
-        windows.sort_by_key(|(_, w)| std::cmp::Reverse(w.len()));
-        let mut parts = vec![0usize; encoded.len()];
-        windows.iter().for_each(|&(i, _)| parts[i] += 1);
-        for batch in windows.chunks(self.batch_size) {
+        // Longest first, so each batch pads to similar lengths.
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].len()));
+        for batch in order.chunks(self.batch_size) {
             let vectors = self
-                .forward(batch.iter().map(|(_, w)| w.as_ref()))
+                .forward(batch.iter().map(|&i| encoded[i].as_slice()))
                 .map_err(|e| EmbedError::Model {
                     context: "forward pass".into(),
                     source: e.into(),
                 })?;
-            for ((i, w), v) in batch.iter().zip(vectors) {
-                if parts[*i] == 1 {
-                    out[*i] = v;
-                    continue;
-                }
-                // Weighted by the window's own tokens (its two ends are the
-                // tokenizer's markers).
-                let weight = w.len().saturating_sub(2).max(1) as f32;
-                let acc = &mut out[*i];
-                acc.resize(v.len(), 0.0);
-                acc.iter_mut().zip(&v).for_each(|(a, x)| *a += weight * x);
-            }
-        }
-        for (v, &n) in out.iter_mut().zip(&parts) {
-            if n > 1 {
-                l2_normalize(v);
+            for (&i, v) in batch.iter().zip(vectors) {
+                out[i] = v;
             }
         }
         Ok(out)
@@ -504,29 +462,6 @@ impl Model {
         }
         Ok(rows)
     }
-}
-
-/// `ids` (a text's tokens between the tokenizer's first and last marker)
-/// as forward passes of at most `max` tokens: itself when it fits, else its
-/// inner tokens cut into the fewest windows of equal length, each between
-/// the same two markers (what [`LocalEmbedder`] runs for a long text).
-pub fn windows(ids: &[u32], max: usize) -> impl Iterator<Item = Cow<'_, [u32]>> {
-    let fits = ids.len() <= max || max < 3 || ids.len() < 3;
-    let (first, inner, last) = match ids {
-        [first, inner @ .., last] if !fits => (*first, inner, *last),
-        _ => (0, &[][..], 0),
-    };
-    let room = max.saturating_sub(2).max(1);
-    let per = inner.len().div_ceil(inner.len().div_ceil(room).max(1)).max(1);
-    let whole = fits.then_some(Cow::Borrowed(ids));
-    let cut = inner.chunks(per).map(move |part| {
-        let mut w = Vec::with_capacity(part.len() + 2);
-        w.push(first);
-        w.extend_from_slice(part);
-        w.push(last);
-        Cow::Owned(w)
-    });
-    whole.into_iter().chain(cut)
 }
 
 fn missing_files(dir: &Path) -> Vec<&'static str> {
@@ -593,36 +528,4 @@ async fn download(config: &LocalEmbedderConfig, missing: &[&str]) -> Result<(), 
         tokio::fs::rename(&part, config.model_dir.join(file)).await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::windows;
-
-    #[test]
-    fn a_text_that_fits_is_one_pass_of_itself() {
-        let ids: Vec<u32> = (0..256).collect();
-        let w: Vec<_> = windows(&ids, 256).collect();
-        assert_eq!(w.len(), 1);
-        assert_eq!(w[0].as_ref(), ids.as_slice());
-    }
-
-    #[test]
-    fn a_long_text_is_read_to_its_end_in_equal_windows() {
-        // [CLS]=101, 598 inner tokens, [SEP]=102.
-        let mut ids = vec![101u32];
-        ids.extend(1000..1598);
-        ids.push(102);
-        let w: Vec<_> = windows(&ids, 256).collect();
-        assert_eq!(w.len(), 3, "598 tokens need three windows of at most 254");
-        for part in &w {
-            assert!(part.len() <= 256);
-            assert_eq!((part[0], part[part.len() - 1]), (101, 102));
-        }
-        let lens: Vec<usize> = w.iter().map(|p| p.len() - 2).collect();
-        assert!(lens.iter().max().unwrap() - lens.iter().min().unwrap() <= 1, "{lens:?}");
-        let inner: Vec<u32> = w.iter().flat_map(|p| p[1..p.len() - 1].to_vec()).collect();
-        assert_eq!(inner, (1000..1598).collect::<Vec<u32>>(), "every token once, in order");
-    }
 }

@@ -19,9 +19,7 @@ use async_trait::async_trait;
 
 pub use hashing::HashingEmbedder;
 pub use http::{HttpEmbedder, HttpEmbedderConfig};
-pub use local::{
-    LocalEmbedder, LocalEmbedderConfig, MAX_WINDOWS, MINILM_FILES, MINILM_HUB_BASE_URL, windows,
-};
+pub use local::{LocalEmbedder, LocalEmbedderConfig, MINILM_FILES, MINILM_HUB_BASE_URL};
 pub use remembering::Remembering;
 
 /// Turns texts into L2-normalised vectors.
