@@ -131,6 +131,7 @@ fn main() {
     let mut page1 = vec![0usize; names.len()];
     let mut terms1 = vec![0usize; names.len()];
     let mut n = 0;
+    let mut sentence_hits = [0usize; 3];
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let q: Value = serde_json::from_str(line).expect("a JSON line");
         if q["style"] == "offtopic" {
@@ -236,11 +237,54 @@ fn main() {
             page1[k] += usize::from(right(&hits[o[0]]));
             terms1[k] += usize::from(holds(&hits[o[0]]));
         }
+        // Sentences of the first six hits, each embedded alone, by their
+        // cosine to the question: does the best one (or two, or the best
+        // with the sentence after it) stand on a right page and hold every
+        // required term, as an answer must?
+        let mut pool: Vec<(f32, usize, usize, String)> = Vec::new();
+        for (i, h) in hits.iter().take(6).enumerate() {
+            let ss = sentences(h["text"].as_str().unwrap_or_default());
+            let vs = embedder.embed_blocking(&ss).expect("embed");
+            for (j, (s, v)) in ss.into_iter().zip(vs).enumerate() {
+                pool.push((dot(&qv, &v), i, j, s));
+            }
+        }
+        let by_cos = {
+            let mut o: Vec<usize> = (0..pool.len()).collect();
+            o.sort_by(|&a, &b| pool[b].0.total_cmp(&pool[a].0));
+            o
+        };
+        let answers = |picked: &[usize]| {
+            let text = squash(&picked.iter().map(|&k| pool[k].3.as_str()).collect::<String>());
+            picked.iter().any(|&k| right(&hits[pool[k].1])) && must.iter().all(|t| text.contains(t))
+        };
+        if let Some(&best) = by_cos.first() {
+            let next = pool
+                .iter()
+                .position(|p| (p.1, p.2) == (pool[best].1, pool[best].2 + 1));
+            let picks: [Vec<usize>; 3] = [
+                vec![best],
+                by_cos.iter().take(2).copied().collect(),
+                std::iter::once(best).chain(next).collect(),
+            ];
+            for (k, p) in picks.iter().enumerate() {
+                sentence_hits[k] += usize::from(answers(p));
+            }
+        }
     }
     if let Some(p) = out_path {
         std::fs::write(p, out_lines.join("\n")).expect("write");
     }
     println!("{n} questions; late {late}: {spans_none} of {spans_all} spans truncated away");
+    for (k, name) in ["best sentence", "best two sentences", "best and the next"]
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "{name:>20} by cosine: right page and terms {:.3}",
+            sentence_hits[k] as f64 / n as f64
+        );
+    }
     for (k, name) in names.iter().enumerate() {
         println!(
             "{name:>16}: page@1 {:.3}  page+terms@1 {:.3}",
