@@ -255,7 +255,12 @@ fn main() {
             o
         };
         let answers = |picked: &[usize]| {
-            let text = squash(&picked.iter().map(|&k| pool[k].3.as_str()).collect::<String>());
+            let text = squash(
+                &picked
+                    .iter()
+                    .map(|&k| pool[k].3.as_str())
+                    .collect::<String>(),
+            );
             picked.iter().any(|&k| right(&hits[pool[k].1])) && must.iter().all(|t| text.contains(t))
         };
         if let Some(&best) = by_cos.first() {
