@@ -29,14 +29,8 @@ use tracing::Instrument;
 
 static POOL: OnceLock<Runtime> = OnceLock::new();
 
-/// How much nicer than the process the answering threads are. Measured
-/// with `bench/ws --schools 4 --unique` and the local model at 1,000
-/// questions/s (bench/README, "The answering threads' priority"): at 5 a
-/// question's `ack` p99 was 10.8 and 13.0 ms in two runs, at 12 7.7 and
-/// 9.6 ms, and the warm first delta's p99 at 80 % of capacity fell from
-/// 269 / 343 ms to 199 / 199 ms, capacity within the runs' noise (81–85
-/// against 69–88 answers/s); at 19 capacity fell to 76.
-pub const ANSWER_NICE: i32 = 12;
+/// How much nicer than the process the answering threads are.
+pub const ANSWER_NICE: i32 = 5;
 
 fn pool() -> &'static Handle {
     POOL.get_or_init(|| {
