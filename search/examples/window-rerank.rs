@@ -101,6 +101,15 @@ fn windows(text: &str, size: usize, stride: usize) -> Vec<String> {
     out
 }
 
+/// A sentence of one of the first hits and its cosine to the question.
+struct Scored {
+    cosine: f32,
+    /// The hit's rank and the sentence's place in it.
+    hit: usize,
+    pos: usize,
+    text: String,
+}
+
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -237,36 +246,43 @@ fn main() {
             page1[k] += usize::from(right(&hits[o[0]]));
             terms1[k] += usize::from(holds(&hits[o[0]]));
         }
-        // Sentences of the first six hits, each embedded alone, by their
-        // cosine to the question: does the best one (or two, or the best
-        // with the sentence after it) stand on a right page and hold every
-        // required term, as an answer must?
-        let mut pool: Vec<(f32, usize, usize, String)> = Vec::new();
-        for (i, h) in hits.iter().take(6).enumerate() {
-            let ss = sentences(h["text"].as_str().unwrap_or_default());
-            let vs = embedder.embed_blocking(&ss).expect("embed");
-            for (j, (s, v)) in ss.into_iter().zip(vs).enumerate() {
-                pool.push((dot(&qv, &v), i, j, s));
+        // Sentences of the first six hits by their cosine to the question
+        // (the one-sentence windows above: each embedded alone, or pooled
+        // with LATE=1): does the best one (or two, or the best with the
+        // sentence after it) stand on a right page and hold every required
+        // term, as an answer must?
+        let mut pool: Vec<Scored> = Vec::new();
+        for (hit, h) in hits.iter().take(6).enumerate() {
+            let text = h["text"].as_str().unwrap_or_default();
+            let ss = sentences(text);
+            let vs = &cache[&(text.to_owned(), 1, 1)];
+            if vs.len() != ss.len() {
+                continue; // LATE=1 dropped a sentence past the model's tokens.
+            }
+            for (pos, (text, v)) in ss.into_iter().zip(vs).enumerate() {
+                let cosine = dot(&qv, v);
+                pool.push(Scored {
+                    cosine,
+                    hit,
+                    pos,
+                    text,
+                });
             }
         }
         let by_cos = {
             let mut o: Vec<usize> = (0..pool.len()).collect();
-            o.sort_by(|&a, &b| pool[b].0.total_cmp(&pool[a].0));
+            o.sort_by(|&a, &b| pool[b].cosine.total_cmp(&pool[a].cosine));
             o
         };
         let answers = |picked: &[usize]| {
-            let text = squash(
-                &picked
-                    .iter()
-                    .map(|&k| pool[k].3.as_str())
-                    .collect::<String>(),
-            );
-            picked.iter().any(|&k| right(&hits[pool[k].1])) && must.iter().all(|t| text.contains(t))
+            let text: String = picked.iter().map(|&k| pool[k].text.as_str()).collect();
+            let text = squash(&text);
+            picked.iter().any(|&k| right(&hits[pool[k].hit]))
+                && must.iter().all(|t| text.contains(t))
         };
         if let Some(&best) = by_cos.first() {
-            let next = pool
-                .iter()
-                .position(|p| (p.1, p.2) == (pool[best].1, pool[best].2 + 1));
+            let (hit, pos) = (pool[best].hit, pool[best].pos + 1);
+            let next = pool.iter().position(|p| (p.hit, p.pos) == (hit, pos));
             let picks: [Vec<usize>; 3] = [
                 vec![best],
                 by_cos.iter().take(2).copied().collect(),

@@ -65,6 +65,11 @@ struct Budget {
 }
 
 impl Budget {
+    /// Takes `text`'s tokens whether or not they fit (down to nothing).
+    fn spend(&mut self, text: &str) {
+        self.left = self.left.saturating_sub(EstimateCounter.count(text));
+    }
+
     /// Takes `text`'s tokens when they fit; says whether they did.
     fn take(&mut self, text: &str) -> bool {
         let cost = EstimateCounter.count(text);
@@ -90,9 +95,7 @@ pub(super) fn choose(
     let best = &ranked[0];
     let mut chosen: Vec<usize> = vec![best.idx];
     // The best is always said, even past the budget.
-    budget.left = budget
-        .left
-        .saturating_sub(EstimateCounter.count(&sentences[best.idx].text));
+    budget.spend(&sentences[best.idx].text);
     // The best sentence brings the one after it when the answer runs on.
     let next = best.idx + 1;
     if let Some(n) = sentences.get(next)
