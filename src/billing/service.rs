@@ -36,6 +36,7 @@ pub(crate) struct Inner {
     pub(crate) db: Db,
     pub(crate) settings: BillingSettings,
     pub(crate) plans: Plans,
+    pub(crate) limits: store::QuestionLimits,
     pub(crate) clock: Clock,
     pub(crate) mailer: Arc<dyn Mailer>,
     pub(crate) providers: super::payments::Providers,
@@ -90,6 +91,7 @@ impl BillingService {
             inner: Arc::new(Inner {
                 db: d.db,
                 settings: d.settings,
+                limits: store::QuestionLimits::new(&plans),
                 plans,
                 clock: d.clock,
                 mailer: d.mailer,
@@ -206,19 +208,20 @@ impl BillingService {
     /// session and `client_id`; `None`: always a new question). Refused
     /// with [`BillingError::QuotaExceeded`] past the month's allowance.
     pub async fn take_question(&self, org: OrgId, key: Option<&str>) -> Result<()> {
-        let plan = self.plan_of(org).await?;
         let now = self.now();
-        let limit = plan.quotas.questions_per_month;
-        match store::take_question(&self.inner.db, org, &month_of(now), key, limit, now).await? {
+        let limits = &self.inner.limits;
+        match store::take_question(&self.inner.db, limits, org, &month_of(now), key, now).await? {
             Take::Counted | Take::Repeat => Ok(()),
             Take::Refused => {
                 metrics::counter!(crate::metrics::QUOTA_REFUSALS, "allowance" => "questions")
                     .increment(1);
+                // The plan is read only to say why: counting read it already.
+                let plan = self.plan_of(org).await?;
                 Err(BillingError::QuotaExceeded(format!(
                     "The questions allowance of the {} plan ({} questions a month) is used up \
                      for {}; it resets at {}. An admin can upgrade the plan for more.",
                     plan.id.as_str(),
-                    limit.unwrap_or_default(),
+                    plan.quotas.questions_per_month.unwrap_or_default(),
                     now.format("%B %Y"),
                     next_month_start(now).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 )))

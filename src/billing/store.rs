@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::model::{Method, PaymentStatus, PlanId, SubscriptionStatus, UsageKind};
+use super::model::{Method, PaymentStatus, Plan, PlanId, Plans, SubscriptionStatus, UsageKind};
 use crate::db::{Db, StoreError};
 use crate::ids::{OrgId, PaymentId, UserId};
 use crate::pagination::Page;
@@ -97,96 +97,130 @@ pub enum Take {
     Refused,
 }
 
-/// The statements of [`take_question`] on a connection inside a
-/// transaction (or savepoint) the caller ends: committed unless the result
-/// is [`Take::Refused`], which is rolled back.
-macro_rules! take_in {
-    ($tx:expr, $org:expr, $period:expr, $key:expr, $limit:expr, $now:expr) => {
-        async {
-            sqlx::query(
+/// Each plan's monthly questions allowance as one SQL expression over the
+/// organisation (`$1`): `-1` when unlimited, the free plan's where no
+/// subscription row exists yet (as [`ensure_subscription`] would make it).
+/// Built once from the configured plans (numbers only, no input), so that
+/// counting a question reads the plan in the statement that counts it:
+/// no read of its own, and a plan change applies to the very next question
+/// on every node.
+#[derive(Debug, Clone)]
+pub struct QuestionLimits {
+    /// The statement counting one question of `$1` in period `$2` at `$3`:
+    /// creates the month's counter at 1 or adds 1 to it, unless the plan's
+    /// allowance is used up (one row changed: counted; none: refused).
+    count: std::sync::Arc<str>,
+}
+
+impl QuestionLimits {
+    pub fn new(plans: &Plans) -> Self {
+        let limit = |p: &Plan| p.quotas.questions_per_month.unwrap_or(-1);
+        let arms: String = plans
+            .all()
+            .iter()
+            .map(|p| format!(" WHEN '{}' THEN {}", p.id.as_str(), limit(p)))
+            .collect();
+        let free = limit(plans.get(PlanId::Free));
+        let lim = format!(
+            "COALESCE((SELECT CASE plan{arms} ELSE {free} END FROM subscriptions \
+             WHERE organization_id = $1), {free})"
+        );
+        Self {
+            count: std::sync::Arc::from(format!(
                 "INSERT INTO usage_counters (organization_id, kind, period, used, updated_at) \
-                 VALUES ($1, 'questions', $2, 0, $3) \
-                 ON CONFLICT (organization_id, kind, period) DO NOTHING",
-            )
-            .bind($org)
-            .bind($period)
-            .bind($now)
-            .execute(&mut *$tx)
-            .await?;
+                 SELECT $1, 'questions', $2, 1, $3 WHERE {lim} <> 0 \
+                 ON CONFLICT (organization_id, kind, period) DO UPDATE \
+                 SET used = usage_counters.used + 1, updated_at = excluded.updated_at \
+                 WHERE {lim} < 0 OR usage_counters.used < {lim}"
+            )),
+        }
+    }
+}
+
+const CHARGE_SQL: &str = "INSERT INTO question_charges (organization_id, charge_key, period, at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (organization_id, charge_key) DO NOTHING";
+
+/// The statements of [`take_question`] on one connection. A repeated key
+/// changes nothing; a refused question's key is deleted again (`undo`:
+/// SQLite, where the writer runs each group's statements one after
+/// another) or left to the caller's rollback (PostgreSQL's transaction).
+macro_rules! take_in {
+    ($conn:expr, $count:expr, $org:expr, $period:expr, $key:expr, $now:expr, $undo:expr) => {
+        async {
             if let Some(key) = $key {
-                let fresh = sqlx::query(
-                    "INSERT INTO question_charges (organization_id, charge_key, period, at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (organization_id, charge_key) DO NOTHING",
-                )
-                .bind($org)
-                .bind(key)
-                .bind($period)
-                .bind($now)
-                .execute(&mut *$tx)
-                .await?
-                .rows_affected()
+                let fresh = sqlx::query(CHARGE_SQL)
+                    .bind($org)
+                    .bind(key)
+                    .bind($period)
+                    .bind($now)
+                    .execute(&mut *$conn)
+                    .await?
+                    .rows_affected()
                     == 1;
                 if !fresh {
                     return Ok::<Take, sqlx::Error>(Take::Repeat);
                 }
             }
-            let n = sqlx::query(
-                "UPDATE usage_counters SET used = used + 1, updated_at = $3 \
-                 WHERE organization_id = $1 AND kind = 'questions' AND period = $2 \
-                 AND ($4 < 0 OR used < $4)",
-            )
-            .bind($org)
-            .bind($period)
-            .bind($now)
-            .bind($limit.unwrap_or(-1))
-            .execute(&mut *$tx)
-            .await?
-            .rows_affected();
-            Ok(if n == 1 { Take::Counted } else { Take::Refused })
+            let counted = sqlx::query($count)
+                .bind($org)
+                .bind($period)
+                .bind($now)
+                .execute(&mut *$conn)
+                .await
+                .map(|r| r.rows_affected());
+            if let Ok(1) = counted {
+                return Ok(Take::Counted);
+            }
+            // Refused, or the count failed: the key goes too.
+            if let (true, Some(key)) = ($undo, $key) {
+                sqlx::query(
+                    "DELETE FROM question_charges WHERE organization_id = $1 AND charge_key = $2",
+                )
+                .bind($org)
+                .bind(key)
+                .execute(&mut *$conn)
+                .await?;
+            }
+            counted?;
+            Ok(Take::Refused)
         }
     };
 }
 
 /// Counts one question of `org` in `period`, once per `key`, unless the
-/// month's allowance (`limit`, `None`: unlimited) is used up. The key and
-/// the count are written in one transaction: a refused question leaves no
-/// key behind, and a key is never counted twice, whatever the nodes.
+/// month's allowance of the organisation's plan (read in the same
+/// statement, see [`QuestionLimits`]) is used up. A refused question leaves
+/// no key behind, and a key is never counted twice, whatever the nodes.
 ///
-/// On SQLite this is a savepoint in the writer's next group commit, with
-/// the chat writes of the same moment, not a transaction and a sync to
-/// disk of its own for every question (which capped a node at the disk's
-/// syncs per second). Writes in a group run one after another on the one
-/// writing connection, so the allowance holds as it does on PostgreSQL.
+/// On SQLite this runs in the writer's next group commit, with the chat
+/// writes of the same moment, not a transaction and a sync to disk of its
+/// own for every question (which capped a node at the disk's syncs per
+/// second). Writes in a group run one after another on the one writing
+/// connection, so the allowance holds as it does on PostgreSQL, and the
+/// common case is two statements (the key, the count).
 pub async fn take_question(
     db: &Db,
+    limits: &QuestionLimits,
     org: OrgId,
     period: &str,
     key: Option<&str>,
-    limit: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<Take, StoreError> {
     match db {
         Db::Sqlite(_, gate) => {
             let period = period.to_owned();
             let key = key.map(str::to_owned);
+            let count = std::sync::Arc::clone(&limits.count);
             gate.in_group(move |conn| {
                 Box::pin(async move {
-                    use sqlx::Connection;
-                    let mut sp = conn.begin().await?;
-                    let take = take_in!(sp, org, &period, key.as_deref(), limit, now).await?;
-                    if take == Take::Refused {
-                        sp.rollback().await?;
-                    } else {
-                        sp.commit().await?;
-                    }
-                    Ok(take)
+                    take_in!(conn, &count, org, &period, key.as_deref(), now, true).await
                 })
             })
             .await
         }
         Db::Postgres(pool) => {
             let mut tx = pool.begin().await?;
-            let take = take_in!(tx, org, period, key, limit, now).await?;
+            let take = take_in!(tx, &limits.count, org, period, key, now, false).await?;
             if take == Take::Refused {
                 tx.rollback().await?;
             } else {

@@ -63,6 +63,79 @@ async fn questions_stop_at_the_allowance_and_a_repeated_key_counts_once() {
 }
 
 #[tokio::test]
+async fn a_plan_change_moves_the_question_allowance_at_the_next_question() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut settings, db) = testkit::sqlite(dir.path()).await;
+    settings.billing.plans.free.questions_per_month = 2;
+    settings.billing.plans.basic.questions_per_month = 3;
+    settings.billing.plans.pro.questions_per_month = 0;
+    let billing = testkit::billing(&settings, &db);
+    let admin = testkit::member(&db, Role::Admin).await;
+    let org = admin.org_id;
+    // No subscription row (an organisation from before billing): the
+    // free plan's allowance.
+    crate::on_db_write!(&db, |pool| sqlx::query(
+        "DELETE FROM subscriptions WHERE organization_id = $1"
+    )
+    .bind(org)
+    .execute(pool)
+    .await
+    .map(|_| ())
+    .unwrap());
+    assert!(store::subscription(&db, org).await.unwrap().is_none());
+    billing.take_question(org, Some("a")).await.unwrap();
+    billing.take_question(org, None).await.unwrap();
+    let refused = billing.take_question(org, Some("b")).await.unwrap_err();
+    let BillingError::QuotaExceeded(detail) = refused else {
+        panic!("expected a quota refusal, got {refused:?}");
+    };
+    assert!(detail.contains("free plan (2 questions"), "{detail}");
+    let change = |plan| store::SubscriptionChange {
+        plan,
+        status: crate::billing::model::SubscriptionStatus::Active,
+        current_period_start: chrono::Utc::now(),
+        current_period_end: None,
+        cancel_at_period_end: false,
+        past_due_since: None,
+        clear_payer: false,
+    };
+    // Upgraded: the next question counts against basic's 3.
+    let seen = store::subscription(&db, org)
+        .await
+        .unwrap()
+        .unwrap()
+        .updated_at;
+    let now = chrono::Utc::now();
+    assert!(
+        store::change_subscription(&db, org, seen, &change(PlanId::Basic), now)
+            .await
+            .unwrap()
+    );
+    billing.take_question(org, Some("b")).await.unwrap();
+    assert!(billing.take_question(org, Some("c")).await.is_err());
+    // A plan with no questions refuses the first, and keeps no key.
+    assert!(
+        store::change_subscription(&db, org, now, &change(PlanId::Pro), now)
+            .await
+            .unwrap()
+    );
+    let view = billing.view(org).await.unwrap();
+    assert_eq!(view.usage.questions.used, 3);
+    assert!(billing.take_question(org, Some("c")).await.is_err());
+    assert_eq!(billing.view(org).await.unwrap().usage.questions.used, 3);
+    // Unlimited: counted past every allowance, the refused key at last.
+    let later = chrono::Utc::now();
+    assert!(
+        store::change_subscription(&db, org, now, &change(PlanId::Enterprise), later)
+            .await
+            .unwrap()
+    );
+    billing.take_question(org, Some("c")).await.unwrap();
+    billing.take_question(org, Some("c")).await.unwrap();
+    assert_eq!(billing.view(org).await.unwrap().usage.questions.used, 4);
+}
+
+#[tokio::test]
 async fn storage_is_reserved_up_to_the_allowance_and_freed_and_reconciled() {
     let dir = tempfile::tempdir().unwrap();
     let (settings, db) = testkit::sqlite(dir.path()).await;

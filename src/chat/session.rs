@@ -206,12 +206,17 @@ async fn answer_question(
     ticket: Ticket,
 ) -> Result<(), ChatError> {
     let n = (core.config.history_turns as i64).max(0);
-    let history = store::recent_events(&core.db, row.organization_id, row.id, n + 1)
-        .await?
-        .into_iter()
-        .filter(|e| e.seq < q.seq)
-        .map(turn)
-        .collect();
+    // A session's first event has nothing before it: no read.
+    let history = if q.seq <= 1 || n == 0 {
+        Vec::new()
+    } else {
+        store::recent_events(&core.db, row.organization_id, row.id, n + 1)
+            .await?
+            .into_iter()
+            .filter(|e| e.seq < q.seq)
+            .map(turn)
+            .collect()
+    };
     // The turn covers the tutor's work (retrieval, the model), not the
     // reads and writes around it, which wait on the database, not a core.
     // Latencies count the wait for the turn: the student waited too.
