@@ -409,6 +409,9 @@ pub struct ChatSettings {
     /// Questions that may wait for a turn beyond those; more are refused
     /// (`overloaded`, with Retry-After) before they are stored.
     pub answer_queue: usize,
+    /// How much nicer (0–19) than the process the threads that answer
+    /// questions run (`crate::work`, Linux).
+    pub answering_nice: i32,
 }
 
 /// A language-model provider of the answer chain.
@@ -809,6 +812,11 @@ impl Settings {
             return Err(ConfigError::Invalid(format!(
                 "http.trusted_proxies: `{bad}` is not an address or a CIDR such as 10.0.0.0/8"
             )));
+        }
+        if !(0..=19).contains(&self.chat.answering_nice) {
+            return Err(ConfigError::Invalid(
+                "chat.answering_nice must be between 0 and 19".into(),
+            ));
         }
         if self.http.json_limit_bytes == 0 {
             return Err(ConfigError::Invalid(

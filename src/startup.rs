@@ -57,6 +57,7 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
+        crate::work::set_answering_nice(settings.chat.answering_nice);
         crate::work::start_compute_pool();
         let metrics = crate::metrics::install();
         let db = Db::connect(&settings).await?;

@@ -9,7 +9,7 @@
 //! free to acknowledge the next question at once.
 //!
 //! Its threads run at a lower priority than the rest of the process
-//! ([`ANSWER_NICE`], Linux): on a busy node the kernel then gives the
+//! (`chat.answering_nice`, 5 unless set, [`set_answering_nice`]; Linux): on a busy node the kernel then gives the
 //! threads that store and acknowledge questions and move frames the core
 //! first, and answering (which takes milliseconds per question where an
 //! acknowledgement takes microseconds) uses what is left, which is nearly
@@ -22,6 +22,7 @@
 
 use std::future::Future;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::task::JoinHandle;
@@ -29,8 +30,23 @@ use tracing::Instrument;
 
 static POOL: OnceLock<Runtime> = OnceLock::new();
 
-/// How much nicer than the process the answering threads are.
+/// How much nicer than the process the answering threads are, unless
+/// the settings say otherwise (`chat.answering_nice`).
 pub const ANSWER_NICE: i32 = 5;
+
+static NICE: AtomicI32 = AtomicI32::new(ANSWER_NICE);
+
+/// Sets how much nicer than the process the answering and compute threads
+/// run (0–19). Threads started before keep theirs: call at start-up,
+/// before [`start_compute_pool`] and the first answer.
+pub fn set_answering_nice(nice: i32) {
+    NICE.store(nice.clamp(0, 19), Ordering::Relaxed);
+}
+
+/// How much nicer than the process the answering threads run.
+pub fn answering_nice() -> i32 {
+    NICE.load(Ordering::Relaxed)
+}
 
 fn pool() -> &'static Handle {
     POOL.get_or_init(|| {
@@ -89,7 +105,7 @@ pub fn start_compute_pool() {
 }
 
 /// Sets the calling thread's scheduling priority to the process's (its
-/// main thread's) plus [`ANSWER_NICE`] (Linux gives each thread its own
+/// main thread's) plus [`answering_nice`] (Linux gives each thread its own
 /// nice value). Relative to the process, not to the calling thread: a
 /// thread inherits its creator's nice value, and the pool's blocking
 /// threads are created by its workers, which would otherwise lower them
@@ -100,7 +116,11 @@ fn lower_priority() {
     unsafe {
         let tid = libc::gettid() as libc::id_t;
         let process = libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t);
-        libc::setpriority(libc::PRIO_PROCESS, tid, (process + ANSWER_NICE).min(19));
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            tid,
+            (process + answering_nice()).min(19),
+        );
     }
 }
 
@@ -119,7 +139,7 @@ mod tests {
 
     #[tokio::test]
     async fn answering_threads_and_their_blocking_threads_are_lowered_once() {
-        let want = (process_nice() + super::ANSWER_NICE).min(19);
+        let want = (process_nice() + super::answering_nice()).min(19);
         let (worker, blocking) = super::spawn(async {
             let worker = nice();
             // Blocking work started from the pool runs on threads its
@@ -137,7 +157,7 @@ mod tests {
 
     #[test]
     fn the_compute_pool_runs_at_the_answering_priority() {
-        let want = (process_nice() + super::ANSWER_NICE).min(19);
+        let want = (process_nice() + super::answering_nice()).min(19);
         // The global pool's configuration, built as a pool of its own (the
         // global one can be built once per process).
         let pool = super::compute_pool_builder()

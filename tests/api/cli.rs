@@ -321,3 +321,92 @@ async fn dev_payments_prints_settings_that_work() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The `nice` value of each of `pid`'s threads whose name starts with
+/// `prefix` (Linux: `/proc/PID/task/TID/stat`, field 19).
+#[cfg(target_os = "linux")]
+fn thread_nice(pid: u32, prefix: &str) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let Ok(name) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        let name = name.trim().to_owned();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // After the name's closing parenthesis: state is field 3, nice 19.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice = rest.split(' ').nth(16).unwrap().parse().unwrap();
+        out.push((name, nice));
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[actix_web::test]
+async fn the_answering_threads_run_at_the_configured_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[("BWENGE_CHAT__ANSWERING_NICE", "11")]);
+    let pid = server.child.id();
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let http = reqwest::Client::new();
+    // A question answered, so that the answering pool has started.
+    let reg: serde_json::Value = http
+        .post(format!("{base}/v1/auth/register"))
+        .json(
+            &serde_json::json!({"organization_name": "School", "full_name": "Teacher",
+            "email": "teacher@example.org", "password": "a long enough passphrase"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = reg["tokens"]["access_token"].as_str().unwrap().to_owned();
+    let persona: serde_json::Value = http
+        .post(format!("{base}/v1/personas"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "Tutor"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let asked = http
+        .post(format!(
+            "{base}/v1/personas/{}/ask",
+            persona["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"question": "What is a resistor?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 200);
+    let process = thread_nice(pid, "bwenge")
+        .into_iter()
+        .find(|(name, _)| name == "bwenge")
+        .map(|(_, n)| n)
+        .expect("the main thread");
+    let want = (process + 11).min(19);
+    for prefix in ["bwenge-answer", "bwenge-compute"] {
+        let threads = thread_nice(pid, prefix);
+        assert!(!threads.is_empty(), "no {prefix} threads");
+        for (name, nice) in threads {
+            assert_eq!(nice, want, "{name}");
+        }
+    }
+    // Out of range: refused at start, naming the setting.
+    let out = bwenge(dir.path(), &[("BWENGE_CHAT__ANSWERING_NICE", "20")])
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chat.answering_nice"), "{err}");
+}
