@@ -58,6 +58,18 @@ pub fn serve_args(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) ->
     Server { child, port }
 }
 
+/// Runs `bwenge serve` with `env`, expects it to refuse to start (exit code
+/// 2, nothing on stdout) and returns what it said on stderr.
+fn serve_refused(dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let out = bwenge(dir, env)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")
         .args([&format!("-{sig}"), &child.id().to_string()])
@@ -119,38 +131,22 @@ fn development_secrets_survive_a_restart() {
 #[test]
 fn production_refuses_to_start_without_real_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bwenge(dir.path(), &[("BWENGE_ENV", "production")])
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(dir.path(), &[("BWENGE_ENV", "production")]);
     assert!(err.contains("BWENGE_SECRETS__JWT_SECRET"), "{err}");
-    assert!(out.stdout.is_empty());
-
-    let out = bwenge(
+    let err = serve_refused(
         dir.path(),
         &[
             ("BWENGE_ENV", "production"),
             ("BWENGE_SECRETS__JWT_SECRET", "changeme"),
         ],
-    )
-    .args(["serve", "--bind", "127.0.0.1:0"])
-    .output()
-    .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("BWENGE_SECRETS__JWT_SECRET"));
+    );
+    assert!(err.contains("BWENGE_SECRETS__JWT_SECRET"), "{err}");
 }
 
 #[test]
 fn an_unknown_variable_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bwenge(dir.path(), &[("BWENGE_DATABSE_URL", "sqlite://x.db")])
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(dir.path(), &[("BWENGE_DATABSE_URL", "sqlite://x.db")]);
     assert!(err.contains("databse_url"), "{err}");
     assert!(err.contains("BWENGE_DATABSE_URL"), "{err}");
 }
@@ -353,41 +349,41 @@ async fn the_answering_threads_run_at_the_configured_priority() {
     let pid = server.child.id();
     let base = format!("http://127.0.0.1:{}", server.port);
     let http = reqwest::Client::new();
+    let post = |path: &str, token: Option<&str>, body: serde_json::Value| {
+        let req = http.post(format!("{base}{path}")).json(&body);
+        let req = match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        async move {
+            let res = req.send().await.unwrap();
+            assert!(res.status().is_success(), "{}", res.status());
+            res.json::<serde_json::Value>().await.unwrap()
+        }
+    };
     // A question answered, so that the answering pool has started.
-    let reg: serde_json::Value = http
-        .post(format!("{base}/v1/auth/register"))
-        .json(
-            &serde_json::json!({"organization_name": "School", "full_name": "Teacher",
+    let reg = post(
+        "/v1/auth/register",
+        None,
+        serde_json::json!({"organization_name": "School", "full_name": "Teacher",
             "email": "teacher@example.org", "password": "a long enough passphrase"}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = reg["tokens"]["access_token"].as_str().unwrap().to_owned();
-    let persona: serde_json::Value = http
-        .post(format!("{base}/v1/personas"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"name": "Tutor"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let asked = http
-        .post(format!(
-            "{base}/v1/personas/{}/ask",
-            persona["id"].as_str().unwrap()
-        ))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"question": "What is a resistor?"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(asked.status(), 200);
+    )
+    .await;
+    let token = reg["tokens"]["access_token"].as_str().unwrap();
+    let persona = post(
+        "/v1/personas",
+        Some(token),
+        serde_json::json!({"name": "Tutor"}),
+    )
+    .await;
+    let id = persona["id"].as_str().unwrap();
+    let answer = post(
+        &format!("/v1/personas/{id}/ask"),
+        Some(token),
+        serde_json::json!({"question": "What is a resistor?"}),
+    )
+    .await;
+    assert!(answer["text"].is_string(), "{answer}");
     let process = thread_nice(pid, "bwenge")
         .into_iter()
         .find(|(name, _)| name == "bwenge")
@@ -402,11 +398,6 @@ async fn the_answering_threads_run_at_the_configured_priority() {
         }
     }
     // Out of range: refused at start, naming the setting.
-    let out = bwenge(dir.path(), &[("BWENGE_CHAT__ANSWERING_NICE", "20")])
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(dir.path(), &[("BWENGE_CHAT__ANSWERING_NICE", "20")]);
     assert!(err.contains("chat.answering_nice"), "{err}");
 }

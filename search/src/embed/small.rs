@@ -739,7 +739,10 @@ mod tests {
             let x = z * std::f32::consts::SQRT_2;
             let exact = 0.5 * f64::from(x) * (1.0 + libm::erf(f64::from(z)));
             let g = f64::from(gelu(x));
-            assert!((g - exact).abs() <= 1e-6 * exact.abs().max(1.0), "gelu({x})");
+            assert!(
+                (g - exact).abs() <= 1e-6 * exact.abs().max(1.0),
+                "gelu({x})"
+            );
         }
         assert!(worst.1 < 3e-7, "erf({}) is off by {}", worst.0, worst.1);
         assert_eq!(erf(9.0), 1.0);
