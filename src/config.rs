@@ -409,6 +409,9 @@ pub struct ChatSettings {
     /// Questions that may wait for a turn beyond those; more are refused
     /// (`overloaded`, with Retry-After) before they are stored.
     pub answer_queue: usize,
+    /// The longest expected wait for an answer's turn a new question is
+    /// admitted to, in seconds (0: only `answer_queue` bounds the line).
+    pub answer_max_wait_secs: u64,
     /// How much nicer (0–19) than the process the threads that answer
     /// questions run (`crate::work`, Linux).
     pub answering_nice: i32,

@@ -10,7 +10,9 @@
 //! `chat.answer_concurrency` at a time. A question that must wait is told
 //! where it stands (`queued` frame). When `chat.answer_queue` questions
 //! already wait, a new one is refused before it is stored (`overloaded`,
-//! with how long to wait), never left to pile up. Acknowledging a question
+//! with how long to wait), never left to pile up; so is one whose expected
+//! wait (the questions ahead of it at the measured pace) would pass
+//! `chat.answer_max_wait_secs`, when that is set. Acknowledging a question
 //! never waits for any of this: only its answer does.
 
 use std::sync::Arc;
@@ -37,6 +39,9 @@ struct Inner {
     concurrency: usize,
     /// Questions that may wait beyond those being answered.
     bound: usize,
+    /// The longest expected wait a new question is admitted to (`None`:
+    /// only `bound` limits the line).
+    max_wait: Option<Duration>,
     /// Tickets out: answering plus waiting.
     out: AtomicUsize,
     /// Smoothed time one answer holds its turn, in microseconds.
@@ -72,12 +77,21 @@ impl Admission {
     /// `concurrency` answers at once (at least 1); up to `bound` questions
     /// waiting beyond them.
     pub fn new(concurrency: usize, bound: usize) -> Self {
+        Self::with_max_wait(concurrency, bound, None)
+    }
+
+    /// [`Admission::new`], and no new question admitted whose expected
+    /// wait for its turn is longer than `max_wait`: the questions out
+    /// ahead of it, `concurrency` at a time, at the measured pace (50 ms
+    /// an answer until one is measured).
+    pub fn with_max_wait(concurrency: usize, bound: usize, max_wait: Option<Duration>) -> Self {
         let concurrency = concurrency.max(1);
         Self {
             inner: Arc::new(Inner {
                 turns: Arc::new(Semaphore::new(concurrency)),
                 concurrency,
                 bound,
+                max_wait,
                 out: AtomicUsize::new(0),
                 service_us: AtomicU64::new(FIRST_GUESS.as_micros() as u64),
             }),
@@ -166,10 +180,16 @@ impl Inner {
     /// once the questions out are answered, `concurrency` at a time at the
     /// measured pace (whole seconds, 1 to 60).
     fn full(&self, out: usize) -> Option<Full> {
-        if out < self.concurrency + self.bound {
+        let per_answer = self.service_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let too_long = self.max_wait.is_some_and(|most| {
+            // The new question would be number `out - concurrency + 1`
+            // in line; each turn frees `concurrency` places per answer.
+            let ahead = (out + 1).saturating_sub(self.concurrency);
+            ahead as f64 * per_answer / self.concurrency as f64 > most.as_secs_f64()
+        });
+        if out < self.concurrency + self.bound && !too_long {
             return None;
         }
-        let per_answer = self.service_us.load(Ordering::Relaxed) as f64 / 1e6;
         let secs = (out as f64 * per_answer / self.concurrency as f64).ceil();
         Some(Full {
             retry_after: Duration::from_secs(secs.clamp(1.0, 60.0) as u64),
@@ -261,6 +281,23 @@ mod tests {
         drop(again);
         let _more: Vec<Ticket> = (0..3).map(|_| a.admit().unwrap()).collect();
         assert!(a.admit().is_err());
+    }
+
+    #[test]
+    fn a_line_bounded_in_time_refuses_what_would_wait_too_long() {
+        // One at a time, 50 ms an answer until one is measured: a wait of
+        // at most 1 s is 20 questions in line besides the one answered.
+        let a = Admission::with_max_wait(1, 1000, Some(Duration::from_millis(1010)));
+        let t: Vec<Ticket> = (0..21).map(|_| a.admit().unwrap()).collect();
+        assert_eq!(t.last().unwrap().position(), 20);
+        let full = a.admit().err().expect("a 21st in line would wait 1.05 s");
+        assert!(full.retry_after >= Duration::from_secs(1));
+        assert!(a.check().is_err());
+        // A stored question is never refused.
+        let _stored = a.admit_stored();
+        // Without the time bound the count bound alone applies.
+        let b = Admission::new(1, 1000);
+        let _u: Vec<Ticket> = (0..500).map(|_| b.admit().unwrap()).collect();
     }
 
     #[test]

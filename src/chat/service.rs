@@ -148,8 +148,12 @@ impl ChatService {
         quota: Arc<dyn QuestionQuota>,
     ) -> Self {
         let idle = config.idle_timeout;
-        let admission =
-            super::admission::Admission::new(config.answer_concurrency, config.chat.answer_queue);
+        let admission = super::admission::Admission::with_max_wait(
+            config.answer_concurrency,
+            config.chat.answer_queue,
+            (config.chat.answer_max_wait_secs > 0)
+                .then(|| Duration::from_secs(config.chat.answer_max_wait_secs)),
+        );
         let core = Arc::new(ChatCore {
             admission,
             db,
