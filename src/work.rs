@@ -9,11 +9,11 @@
 //! free to acknowledge the next question at once.
 //!
 //! Its threads run at a lower priority than the rest of the process
-//! (`chat.answering_nice`, 5 unless set, [`set_answering_nice`]; Linux): on a busy node the kernel then gives the
-//! threads that store and acknowledge questions and move frames the core
-//! first, and answering (which takes milliseconds per question where an
-//! acknowledgement takes microseconds) uses what is left, which is nearly
-//! all of it.
+//! (`chat.answering_nice`, [`set_answering_nice`]; Linux): on a busy node
+//! the kernel then gives the threads that store and acknowledge questions
+//! and move frames the core first, and answering (which takes
+//! milliseconds per question where an acknowledgement takes microseconds)
+//! uses what is left, which is nearly all of it.
 //!
 //! One pool per process, started on first use and never stopped (a runtime
 //! must not be dropped from inside another; its threads idle when there is
@@ -30,11 +30,9 @@ use tracing::Instrument;
 
 static POOL: OnceLock<Runtime> = OnceLock::new();
 
-/// How much nicer than the process the answering threads are, unless
-/// the settings say otherwise (`chat.answering_nice`).
-pub const ANSWER_NICE: i32 = 5;
-
-static NICE: AtomicI32 = AtomicI32::new(ANSWER_NICE);
+/// How much nicer than the process the answering threads are: 5 until
+/// start-up sets `chat.answering_nice` (whose default is the same).
+static NICE: AtomicI32 = AtomicI32::new(5);
 
 /// Sets how much nicer than the process the answering and compute threads
 /// run (0–19). Threads started before keep theirs: call at start-up,

@@ -1,7 +1,8 @@
 //! Billing's SQL, the same on SQLite and PostgreSQL. Every query names its
 //! organisation. Allowances hold under concurrency, across nodes, because
-//! each reservation is one conditional `UPDATE` on a counter row
-//! (`… SET used = used + n WHERE … AND used + n <= limit`): the database
+//! each reservation is one conditional write on a counter row (`… SET used
+//! = used + n WHERE … AND used + n <= limit`; a question's is an upsert
+//! whose limit is its plan's, see [`QuestionLimits`]): the database
 //! serialises writers on the row, and a refused reservation changes
 //! nothing.
 //!

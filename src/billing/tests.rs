@@ -90,46 +90,38 @@ async fn a_plan_change_moves_the_question_allowance_at_the_next_question() {
         panic!("expected a quota refusal, got {refused:?}");
     };
     assert!(detail.contains("free plan (2 questions"), "{detail}");
-    let change = |plan| store::SubscriptionChange {
-        plan,
-        status: crate::billing::model::SubscriptionStatus::Active,
-        current_period_start: chrono::Utc::now(),
-        current_period_end: None,
-        cancel_at_period_end: false,
-        past_due_since: None,
-        clear_payer: false,
+    // Moves the organisation to `plan` outright (as a renewal or Stripe's
+    // event would), from the row as it stands.
+    let move_to = async |plan| {
+        let seen = store::subscription(&db, org).await.unwrap().unwrap();
+        let change = store::SubscriptionChange {
+            plan,
+            status: crate::billing::model::SubscriptionStatus::Active,
+            current_period_start: chrono::Utc::now(),
+            current_period_end: None,
+            cancel_at_period_end: false,
+            past_due_since: None,
+            clear_payer: false,
+        };
+        let now = chrono::Utc::now();
+        assert!(
+            store::change_subscription(&db, org, seen.updated_at, &change, now)
+                .await
+                .unwrap()
+        );
     };
     // Upgraded: the next question counts against basic's 3.
-    let seen = store::subscription(&db, org)
-        .await
-        .unwrap()
-        .unwrap()
-        .updated_at;
-    let now = chrono::Utc::now();
-    assert!(
-        store::change_subscription(&db, org, seen, &change(PlanId::Basic), now)
-            .await
-            .unwrap()
-    );
+    move_to(PlanId::Basic).await;
     billing.take_question(org, Some("b")).await.unwrap();
     assert!(billing.take_question(org, Some("c")).await.is_err());
     // A plan with no questions refuses the first, and keeps no key.
-    assert!(
-        store::change_subscription(&db, org, now, &change(PlanId::Pro), now)
-            .await
-            .unwrap()
-    );
+    move_to(PlanId::Pro).await;
     let view = billing.view(org).await.unwrap();
     assert_eq!(view.usage.questions.used, 3);
     assert!(billing.take_question(org, Some("c")).await.is_err());
     assert_eq!(billing.view(org).await.unwrap().usage.questions.used, 3);
     // Unlimited: counted past every allowance, the refused key at last.
-    let later = chrono::Utc::now();
-    assert!(
-        store::change_subscription(&db, org, now, &change(PlanId::Enterprise), later)
-            .await
-            .unwrap()
-    );
+    move_to(PlanId::Enterprise).await;
     billing.take_question(org, Some("c")).await.unwrap();
     billing.take_question(org, Some("c")).await.unwrap();
     assert_eq!(billing.view(org).await.unwrap().usage.questions.used, 4);
