@@ -1060,14 +1060,23 @@ mod tests {
         }
     }
 
+    /// Whether the CPU has AVX-512F; a test that needs it and returns
+    /// early says it was skipped.
+    fn avx512_or_skip() -> bool {
+        let has = has_avx512();
+        if !has {
+            eprintln!("skipped: this CPU has no AVX-512F");
+        }
+        has
+    }
+
     /// GELU in vector lanes is the scalar GELU within 1e-6 over the range
     /// a layer's outputs take and beyond, NaN included.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn gelu_in_lanes_is_the_scalar_gelu() {
         use std::arch::x86_64::*;
-        if !has_avx512() {
-            eprintln!("skipped: this CPU has no AVX-512F");
+        if !avx512_or_skip() {
             return;
         }
         let xs: Vec<f32> = (-160_000..=160_000)
@@ -1103,8 +1112,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_panel_kernel_computes_the_same_products() {
-        if !has_avx512() {
-            eprintln!("skipped: this CPU has no AVX-512F");
+        if !avx512_or_skip() {
             return;
         }
         let (inp, wrows, first, ld) = (40, 2 * PANEL_PAIR, 16, 96);
