@@ -109,17 +109,13 @@ impl Panels {
         if !out.is_multiple_of(PANEL_PAIR) || w.len() != out * inp || !has_avx512() {
             return None;
         }
-        Some(Self::lay_out(w, out, inp))
-    }
-
-    fn lay_out(w: &[f32], out: usize, inp: usize) -> Self {
         let mut lanes = vec![Lane([0.0; 16]); out / 16 * inp];
         for (j, row) in w.chunks_exact(inp).enumerate() {
             for (k, &v) in row.iter().enumerate() {
                 lanes[(j / 16) * inp + k].0[j % 16] = v;
             }
         }
-        Self(lanes)
+        Some(Self(lanes))
     }
 }
 
