@@ -382,6 +382,9 @@ fn cheap_round(ctx: &Ctx<'_>, n: usize) -> Result<CheapRound, String> {
 struct ModelRound {
     /// The fixed batch of 64, embedded alone (the model's raw throughput).
     raw: Span,
+    /// The same batch through candle's padded batches (the baseline: what
+    /// every passage went through before the panels took documents).
+    raw_candle: Span,
     total: Span,
     extract: Span,
     chunk: Span,
@@ -394,6 +397,7 @@ struct ModelRound {
 fn model_round(
     ctx: &Ctx<'_>,
     model: &LocalEmbedder,
+    candle: &LocalEmbedder,
     raw_batch: &[String],
     n: usize,
 ) -> Result<ModelRound, String> {
@@ -403,7 +407,12 @@ fn model_round(
         .embed_blocking(raw_batch)
         .map_err(|e| format!("embedding: {e}"))?;
     r.raw = m.stop();
-    if v.len() != raw_batch.len() {
+    let m = Meter::start();
+    let w = candle
+        .embed_blocking(raw_batch)
+        .map_err(|e| format!("embedding: {e}"))?;
+    r.raw_candle = m.stop();
+    if v.len() != raw_batch.len() || w.len() != raw_batch.len() {
         return Err("the model returned the wrong number of vectors".into());
     }
 
@@ -757,6 +766,11 @@ fn run(args: Args) -> Result<(), String> {
         "  model loaded in {:.2} s (once per server start; not counted below)",
         t.elapsed().as_secs_f64()
     );
+    // The baseline: the same model with every passage through candle.
+    let mut candle_config = LocalEmbedderConfig::new(&model_dir);
+    candle_config.candle_for_documents = true;
+    let candle = LocalEmbedder::load_blocking(candle_config)
+        .map_err(|e| format!("the model again, for candle: {e}"))?;
     // A fixed batch: 64 chunks evenly spread over the corpus (so their lengths
     // are the corpus's), in corpus order.
     let n_all = all_chunks.len();
@@ -773,20 +787,22 @@ fn run(args: Args) -> Result<(), String> {
         raw_tokens
     );
     let padding = Padding::measure(&model_dir, &raw_batch, &doc_chunks);
-    model
-        .embed_blocking(&raw_batch)
-        .map_err(|e| format!("embedding: {e}"))?;
+    for m in [&model, &candle] {
+        m.embed_blocking(&raw_batch)
+            .map_err(|e| format!("embedding: {e}"))?;
+    }
     let mut mr = Vec::with_capacity(model_rounds);
     for n in 1..=model_rounds {
-        let r = model_round(&ctx, &model, &raw_batch, n)?;
+        let r = model_round(&ctx, &model, &candle, &raw_batch, n)?;
         println!(
-            "  round {n}: end to end {:.2} s = extract {:.2} + chunk {:.3} + embed {:.2} + index {:.3}; raw batch {:.2} s",
+            "  round {n}: end to end {:.2} s = extract {:.2} + chunk {:.3} + embed {:.2} + index {:.3}; raw batch {:.2} s (through candle {:.2} s)",
             r.total.secs(),
             r.extract.secs(),
             r.chunk.secs(),
             r.embed.secs(),
             r.index.secs(),
-            r.raw.secs()
+            r.raw.secs(),
+            r.raw_candle.secs()
         );
         mr.push(r);
     }
@@ -802,6 +818,17 @@ fn run(args: Args) -> Result<(), String> {
         raw_cps,
         &med_cpu(&mr, |r| r.raw),
         "1.00",
+    );
+    row(
+        "the same through candle (baseline)",
+        med(&mr, |r| r.raw_candle.secs()),
+        None,
+        med(&mr, |r| rb / r.raw_candle.secs()),
+        &med_cpu(&mr, |r| r.raw_candle),
+        &format!(
+            "the model alone is {}x candle's chunks/s",
+            fmt_opt(med(&mr, |r| r.raw_candle.secs() / r.raw.secs()), 2)
+        ),
     );
     let emb = med(&mr, |r| r.embed.secs());
     row(

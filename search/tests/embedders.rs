@@ -395,6 +395,50 @@ fn local_embedder_short_and_batched_paths_agree() {
     }
 }
 
+/// Documents' passages go through the short-input encoder's AVX-512 panels
+/// where the CPU has them (unpadded, several passages a pass); they get the
+/// vectors candle's padded batches give, whatever their length, the
+/// 256-token cut included.
+#[test]
+fn local_embedder_documents_get_the_vectors_candle_gives() {
+    let Some(dir) = model_dir() else { return };
+    let own = local(dir.clone());
+    let mut config = LocalEmbedderConfig::new(dir);
+    config.candle_for_documents = true;
+    let candle = LocalEmbedder::load_blocking(config).unwrap();
+    let sentences = [
+        "The boundary layer thickens downstream of the leading edge.",
+        "Connect the sensor between IN1 and ground, then read the voltage.",
+        "A PT100 changes its resistance by 0.385 ohm per degree.",
+        "Students measured the period of the pendulum ten times.",
+        "The function returns the number of error bits in e.",
+    ];
+    let mut texts: Vec<String> = (0..14)
+        .map(|i| {
+            (0..1 + 4 * i)
+                .map(|j| sentences[(i + j) % sentences.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    texts.push(String::new());
+    texts.push("supersonic flow over a thin airfoil ".repeat(200));
+    let got = own.embed_blocking(&texts).unwrap();
+    let want = candle.embed_blocking(&texts).unwrap();
+    assert_eq!(got.len(), texts.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let drift = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            drift < 1e-4,
+            "passage {i}: the two encoders differ by {drift}"
+        );
+    }
+}
+
 #[test]
 fn local_embedder_paraphrase_is_closer_than_unrelated() {
     let Some(dir) = model_dir() else { return };

@@ -47,6 +47,10 @@ pub struct LocalEmbedderConfig {
     /// pool. Each pass already uses every core for its matrix products, so
     /// 1 is right on small machines. Questions do not count.
     pub max_concurrency: usize,
+    /// Run documents' passages through candle even where the short-input
+    /// encoder has its AVX-512 panels (by default they go through those
+    /// panels, several times faster; tests compare the two).
+    pub candle_for_documents: bool,
 }
 
 impl LocalEmbedderConfig {
@@ -60,6 +64,7 @@ impl LocalEmbedderConfig {
             max_tokens: 256,
             batch_size: 32,
             max_concurrency: 1,
+            candle_for_documents: false,
         }
     }
 }
@@ -70,6 +75,12 @@ pub type SpanVectors = (Vec<f32>, Vec<Option<Vec<f32>>>);
 /// At most this many inputs at once go through the short-input encoder.
 const SMALL_MAX_INPUTS: usize = 4;
 
+/// Tokens per pass when documents go through the short-input encoder: its
+/// buffers for this many rows are kept for the next pass (about 8 MB), and
+/// one layer's products take a few milliseconds, so a question's pass
+/// interleaves soon.
+const DOCUMENT_PASS_ROWS: usize = 512;
+
 /// all-MiniLM-L6-v2 sentence embeddings (384-d): BERT forward pass, mean
 /// pooling over the attention mask, L2 normalisation — what
 /// sentence-transformers computes for this model.
@@ -77,7 +88,9 @@ const SMALL_MAX_INPUTS: usize = 4;
 /// Texts are tokenised, sorted by length and run in batches of
 /// `batch_size` (less padding); a few short texts (a question) go through
 /// the same encoder written for short inputs (`small.rs`), which reads the
-/// weights in place instead of repacking them for every product; [`Embedder::embed`] runs that on tokio's
+/// weights in place instead of repacking them for every product, and so do
+/// documents where that encoder has its AVX-512 panels (unpadded, passes of
+/// at most `DOCUMENT_PASS_ROWS` tokens); [`Embedder::embed`] runs that on tokio's
 /// blocking pool behind a semaphore of `max_concurrency` permits (a
 /// question's texts take the short-input encoder without a permit, so a
 /// student never waits for a document being ingested).
@@ -91,8 +104,13 @@ pub struct LocalEmbedder {
 
 struct Model {
     bert: BertModel,
-    /// The same encoder for a few short inputs (questions).
+    /// The same encoder for a few short inputs (questions), and for
+    /// documents where `documents_in_small`.
     small: Option<SmallEncoder>,
+    /// Documents' passages go through `small` too: it has the AVX-512
+    /// panels, which are several times faster than candle's products on
+    /// unpadded inputs.
+    documents_in_small: bool,
     tokenizer: Tokenizer,
     device: Device,
     batch_size: usize,
@@ -164,6 +182,8 @@ impl LocalEmbedder {
         if small.is_none() {
             tracing::info!(dir = %dir.display(), "embedding model: every input goes through candle");
         }
+        let documents_in_small =
+            !config.candle_for_documents && small.as_ref().is_some_and(SmallEncoder::has_panels);
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let bert = BertModel::load(vb, &bert_config)
             .map_err(|e| model_err("cannot build BERT", e.into()))?;
@@ -171,6 +191,7 @@ impl LocalEmbedder {
             inner: Arc::new(Model {
                 bert,
                 small,
+                documents_in_small,
                 tokenizer,
                 device,
                 batch_size: config.batch_size.max(1),
@@ -411,11 +432,29 @@ impl Model {
     }
 
     fn run(&self, encoded: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); encoded.len()];
         if let Some(small) = self.small.as_ref().filter(|_| self.takes_small(encoded)) {
             let inputs: Vec<&[u32]> = encoded.iter().map(Vec::as_slice).collect();
             return Ok(small.embed_many(&inputs));
         }
+        if let Some(small) = self.small.as_ref().filter(|_| self.documents_in_small) {
+            // Passes of at most DOCUMENT_PASS_ROWS tokens: no padding, and a
+            // question's pass never waits long behind one.
+            let mut out = Vec::with_capacity(encoded.len());
+            let mut pass: Vec<&[u32]> = Vec::new();
+            let mut rows = 0;
+            for ids in encoded {
+                if rows + ids.len() > DOCUMENT_PASS_ROWS && !pass.is_empty() {
+                    out.extend(small.embed_many(&pass));
+                    pass.clear();
+                    rows = 0;
+                }
+                pass.push(ids);
+                rows += ids.len();
+            }
+            out.extend(small.embed_many(&pass));
+            return Ok(out);
+        }
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); encoded.len()];
         // Longest first, so each batch pads to similar lengths.
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].len()));

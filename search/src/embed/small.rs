@@ -7,8 +7,11 @@
 //! ~3× the model's 42 MB of layer weights through memory (17 ms). Here each
 //! output is a dot product of an input row with a weight row, read in place
 //! as stored (`[out, in]`), split over the cores: the weights are read once
-//! per question. Long inputs and batches (ingest) stay with candle, whose
-//! products are faster there.
+//! per question. Where the CPU has AVX-512 (panels, below), documents'
+//! passages come here too: unpadded, and with attention in vector lanes,
+//! the same encoder is several times faster than candle on them; elsewhere
+//! long inputs and batches (ingest) stay with candle, whose products are
+//! faster there than the dot products.
 //!
 //! Each task writes its columns of a layer's output in place, with the
 //! bias, the residual or GELU applied as it stores them, into buffers kept
@@ -586,6 +589,114 @@ mod avx512 {
         _mm512_scalef_ps(e, n)
     }
 
+    /// The widest head [`attend`] takes, in numbers (four vectors).
+    pub(super) const MAX_HEAD_DIM: usize = 64;
+
+    /// Key columns scored at once: four vectors of running sums.
+    const KEY_BLOCK: usize = 64;
+
+    /// [`super::Segment::attend`] in vector lanes, without horizontal sums
+    /// in the products: each head's keys are laid out transposed (one row
+    /// per dimension, the scale folded in), so a query's scores for sixteen
+    /// keys are one vector summed over the head's dimensions by broadcasts
+    /// of the query; softmax in lanes (the same `exp` as GELU's); the
+    /// weighted values summed per dimension, a broadcast weight per key.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; the head width `h / heads` is a multiple
+    /// of 16 and at most [`MAX_HEAD_DIM`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn attend(seg: &super::Segment<'_>, out: &mut [f32]) {
+        let (n, h) = (seg.n, seg.h);
+        let d = h / seg.heads;
+        assert!(d.is_multiple_of(16) && d <= MAX_HEAD_DIM);
+        assert!(seg.q.len() >= n * h && seg.k.len() >= n * h && seg.v.len() >= n * h);
+        assert!(out.len() >= n * h);
+        // Keys padded to whole blocks: padded keys score 0 and are masked
+        // out of the softmax.
+        let width = n.next_multiple_of(KEY_BLOCK);
+        let mut kt = vec![0f32; d * width];
+        let mut scores = vec![0f32; width];
+        for head in 0..seg.heads {
+            let c0 = head * d;
+            for j in 0..n {
+                for e in 0..d {
+                    kt[e * width + j] = seg.k[j * h + c0 + e] * seg.scale;
+                }
+            }
+            for i in 0..n {
+                let qi = &seg.q[i * h + c0..i * h + c0 + d];
+                for b in (0..width).step_by(KEY_BLOCK) {
+                    let mut acc = [_mm512_setzero_ps(); KEY_BLOCK / 16];
+                    for (e, &qe) in qi.iter().enumerate() {
+                        let qv = _mm512_set1_ps(qe);
+                        let row = &kt[e * width + b..e * width + b + KEY_BLOCK];
+                        for (u, a) in acc.iter_mut().enumerate() {
+                            // SAFETY: 16 numbers of `row` from 16u.
+                            let kv = unsafe { _mm512_loadu_ps(row.as_ptr().add(16 * u)) };
+                            *a = _mm512_fmadd_ps(qv, kv, *a);
+                        }
+                    }
+                    for (u, a) in acc.iter().enumerate() {
+                        // SAFETY: 16 numbers of `scores` from b + 16u < width.
+                        unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add(b + 16 * u), *a) };
+                    }
+                }
+                let total = softmax(&mut scores, n);
+                let mut acc = [_mm512_setzero_ps(); MAX_HEAD_DIM / 16];
+                for (j, &p) in scores[..n].iter().enumerate() {
+                    let pv = _mm512_set1_ps(p);
+                    let vj = &seg.v[j * h + c0..j * h + c0 + d];
+                    for (u, a) in acc.iter_mut().take(d / 16).enumerate() {
+                        // SAFETY: 16 numbers of `vj` from 16u < d.
+                        let x = unsafe { _mm512_loadu_ps(vj.as_ptr().add(16 * u)) };
+                        *a = _mm512_fmadd_ps(pv, x, *a);
+                    }
+                }
+                let inv = _mm512_set1_ps(1.0 / total);
+                let row = &mut out[i * h + c0..i * h + c0 + d];
+                for (u, a) in acc.iter().take(d / 16).enumerate() {
+                    // SAFETY: 16 numbers of `row` from 16u < d.
+                    unsafe {
+                        _mm512_storeu_ps(row.as_mut_ptr().add(16 * u), _mm512_mul_ps(*a, inv))
+                    };
+                }
+            }
+        }
+    }
+
+    /// Replaces the first `n` of `scores` (a whole number of vectors long)
+    /// by `e^(s - max)`, the rest by 0, and returns their sum.
+    #[target_feature(enable = "avx512f")]
+    fn softmax(scores: &mut [f32], n: usize) -> f32 {
+        assert!(scores.len().is_multiple_of(16) && n <= scores.len());
+        let live = |b: usize| -> __mmask16 {
+            let left = n.saturating_sub(b).min(16);
+            ((1u32 << left) - 1) as __mmask16
+        };
+        let mut max = _mm512_set1_ps(f32::MIN);
+        for b in (0..n).step_by(16) {
+            // SAFETY: 16 numbers of `scores` from b (a whole vector).
+            let s = unsafe { _mm512_loadu_ps(scores.as_ptr().add(b)) };
+            max = _mm512_mask_max_ps(max, live(b), max, s);
+        }
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+        // Far below the maximum a weight is 0 in f32 anyway; the floor
+        // keeps `exp16` away from infinities.
+        let floor = _mm512_set1_ps(-100.0);
+        let mut total = _mm512_setzero_ps();
+        for b in (0..scores.len()).step_by(16) {
+            // SAFETY: as above.
+            let s = unsafe { _mm512_loadu_ps(scores.as_ptr().add(b)) };
+            let e = exp16(_mm512_max_ps(_mm512_sub_ps(s, max), floor));
+            let e = _mm512_maskz_mov_ps(live(b), e);
+            total = _mm512_add_ps(total, e);
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add(b), e) };
+        }
+        _mm512_reduce_add_ps(total)
+    }
+
     impl Sink<'_> {
         /// [`Sink::store`] for sixteen consecutive columns from `j`.
         ///
@@ -757,6 +868,12 @@ impl SmallEncoder {
         })
     }
 
+    /// Whether the products run on panels (AVX-512): then long inputs are
+    /// faster here than in candle too.
+    pub(super) fn has_panels(&self) -> bool {
+        self.layers.iter().all(|l| l.query.panels.is_some())
+    }
+
     /// The mean-pooled, normalised embeddings of tokenised inputs (each at
     /// most the model's positions long; an empty one gives zeros), computed
     /// together: their
@@ -842,7 +959,6 @@ impl SmallEncoder {
         );
         let (q, k, v) = (&s.q, &s.k, &s.v);
         let scale = 1.0 / (d as f32).sqrt();
-        s.ctx.fill(0.0);
         // Each input's rows of the context, computed side by side.
         let mut parts = Vec::with_capacity(segs.len());
         let mut rest = s.ctx.as_mut_slice();
@@ -851,31 +967,18 @@ impl SmallEncoder {
             parts.push((first, n, mine));
             rest = after;
         }
+        let heads = self.heads;
         parts.into_par_iter().for_each(|(first, n, out)| {
-            let mut scores = vec![0f32; n];
-            for head in 0..self.heads {
-                let cols = head * d..(head + 1) * d;
-                for i in 0..n {
-                    let qi = &q[(first + i) * h..][cols.clone()];
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        *s = dot(qi, &k[(first + j) * h..][cols.clone()]) * scale;
-                        max = max.max(*s);
-                    }
-                    let mut total = 0.0;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        total += *s;
-                    }
-                    let row = &mut out[i * h..][cols.clone()];
-                    for (j, s) in scores.iter().enumerate() {
-                        let p = s / total;
-                        for (o, vv) in row.iter_mut().zip(&v[(first + j) * h..][cols.clone()]) {
-                            *o += p * vv;
-                        }
-                    }
-                }
-            }
+            let seg = Segment {
+                q: &q[first * h..(first + n) * h],
+                k: &k[first * h..(first + n) * h],
+                v: &v[first * h..(first + n) * h],
+                n,
+                h,
+                heads,
+                scale,
+            };
+            seg.attend(out);
         });
         l.attn_out
             .forward_into(&s.ctx, rows, &mut s.a, Then::Add(&s.x));
@@ -921,6 +1024,65 @@ impl Scratch {
             b.resize(rows * hidden, 0.0);
         }
         self.inter.resize(rows * intermediate, 0.0);
+    }
+}
+
+/// One input's query, key and value rows (`n` rows of `h` numbers, heads
+/// side by side), for its attention.
+struct Segment<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    n: usize,
+    h: usize,
+    heads: usize,
+    scale: f32,
+}
+
+impl Segment<'_> {
+    /// Every head's softmax(q kᵀ × scale) v into `out` (`n` rows of `h`).
+    fn attend(&self, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let d = self.h / self.heads;
+            if d.is_multiple_of(16) && d <= avx512::MAX_HEAD_DIM && has_avx512() {
+                // SAFETY: the CPU has AVX-512F; the head width is whole
+                // vectors, at most the kernel's (checked just above).
+                return unsafe { avx512::attend(self, out) };
+            }
+        }
+        self.attend_loops(out);
+    }
+
+    /// [`Self::attend`] in plain loops.
+    fn attend_loops(&self, out: &mut [f32]) {
+        let (h, n) = (self.h, self.n);
+        let d = h / self.heads;
+        out.fill(0.0);
+        let mut scores = vec![0f32; n];
+        for head in 0..self.heads {
+            let cols = head * d..(head + 1) * d;
+            for i in 0..n {
+                let qi = &self.q[i * h..][cols.clone()];
+                let mut max = f32::NEG_INFINITY;
+                for (j, s) in scores.iter_mut().enumerate() {
+                    *s = dot(qi, &self.k[j * h..][cols.clone()]) * self.scale;
+                    max = max.max(*s);
+                }
+                let mut total = 0.0;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    total += *s;
+                }
+                let row = &mut out[i * h..][cols.clone()];
+                for (j, s) in scores.iter().enumerate() {
+                    let p = s / total;
+                    for (o, vv) in row.iter_mut().zip(&self.v[j * h..][cols.clone()]) {
+                        *o += p * vv;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -1146,6 +1308,48 @@ mod tests {
                     } else {
                         assert!(g.is_nan(), "wrote column {j}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Attention in vector lanes gives what the plain loops give, for
+    /// inputs of one token, within one key block, at its edges and across
+    /// several, with heads of one and of four vectors; scores spread wide
+    /// enough that some weights vanish.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn attention_in_lanes_is_the_plain_attention() {
+        if !avx512_or_skip() {
+            return;
+        }
+        for (heads, d) in [(3, 16), (2, 32), (1, 64)] {
+            let h = heads * d;
+            for n in [1, 2, 15, 16, 17, 63, 64, 65, 130, 256] {
+                let big = |v: Vec<f32>| v.into_iter().map(|x| x * 6.0).collect::<Vec<_>>();
+                let q = big(numbers(n * h, 1 + n as u64));
+                let k = big(numbers(n * h, 2 + n as u64));
+                let v = numbers(n * h, 3 + n as u64);
+                let seg = Segment {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                    n,
+                    h,
+                    heads,
+                    scale: 1.0 / (d as f32).sqrt(),
+                };
+                let mut want = vec![f32::NAN; n * h];
+                seg.attend_loops(&mut want);
+                let mut got = vec![f32::NAN; n * h];
+                // SAFETY: the CPU has AVX-512F (checked above); head widths
+                // are whole vectors, at most MAX_HEAD_DIM.
+                unsafe { avx512::attend(&seg, &mut got) };
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() < 1e-5,
+                        "heads {heads} × {d}, n {n}, number {i}: {g} vs {w}"
+                    );
                 }
             }
         }
