@@ -288,6 +288,12 @@ struct Args {
     #[arg(long, num_args = 1..)]
     docs: Vec<PathBuf>,
 
+    /// With --schools: more PDFs every school uploads besides its manual
+    /// (its own copy of each), so that its library is larger than what its
+    /// questions are about: issue #16's capacity at 1k chunks per school.
+    #[arg(long, num_args = 1..)]
+    library: Vec<PathBuf>,
+
     /// With --schools: questions kept outstanding in the capacity phase.
     #[arg(long, default_value_t = 32)]
     capacity_inflight: usize,
@@ -1667,13 +1673,14 @@ async fn upload(
 }
 
 /// Waits until the source `id` is ingested (`ready`), at most `limit`.
+/// Waits until the source `id` is ready; its chunk count.
 async fn wait_ready(
     http: &reqwest::Client,
     base: &str,
     token: &str,
     id: &str,
     limit: Duration,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let until = Instant::now() + limit;
     loop {
         let s = http_json(
@@ -1684,7 +1691,7 @@ async fn wait_ready(
         )
         .await?;
         match s["status"].as_str() {
-            Some("ready") => return Ok(()),
+            Some("ready") => return Ok(s["chunk_count"].as_u64().unwrap_or(0)),
             Some("failed") => return Err(format!("the material failed to ingest: {s}")),
             _ if Instant::now() > until => {
                 return Err(format!(

@@ -603,14 +603,16 @@ async fn metrics(http: &reqwest::Client, base: &str) -> String {
     }
 }
 
-/// Registers a school, uploads its manual, creates its persona.
+/// Registers a school, uploads its manual and its copy of the library,
+/// creates its persona; the school and its sources' ids.
 async fn set_up_school(
     http: &reqwest::Client,
     base: &str,
     i: usize,
     doc: &Path,
     bytes: Arc<Vec<u8>>,
-) -> Result<(School, String), String> {
+    library: &[(String, Arc<Vec<u8>>)],
+) -> Result<(School, Vec<String>), String> {
     let reg = http_json(
         http.post(format!("{base}/v1/auth/register")).json(&json!({
             "organization_name": format!("School {i}"), "full_name": format!("Teacher {i}"),
@@ -633,6 +635,19 @@ async fn set_up_school(
         &name,
     )
     .await?;
+    let mut sources = vec![source];
+    for (file, bytes) in library {
+        sources.push(
+            upload(
+                http,
+                base,
+                &token,
+                (file, "application/pdf", bytes.to_vec()),
+                file,
+            )
+            .await?,
+        );
+    }
     let persona = http_json(
         http.post(format!("{base}/v1/personas"))
             .bearer_auth(&token)
@@ -653,7 +668,7 @@ async fn set_up_school(
             persona,
             pool,
         },
-        source,
+        sources,
     ))
 }
 
@@ -692,6 +707,17 @@ pub async fn run(args: &Args, bwenge_bin: &Path, sources: &[IpAddr]) -> Result<(
         })?;
         doc_bytes.push(Arc::new(b));
     }
+    let mut library = Vec::new();
+    for d in &args.library {
+        let b = std::fs::read(d).map_err(|e| format!("--library {}: {e}", d.display()))?;
+        let file = d
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("library.pdf")
+            .to_owned();
+        library.push((file, Arc::new(b)));
+    }
+    let library = Arc::new(library);
     let model_dir = match &args.model_dir {
         Some(m) => Some(std::fs::canonicalize(m).map_err(|e| format!("{}: {e}", m.display()))?),
         None => None,
@@ -745,23 +771,48 @@ pub async fn run(args: &Args, bwenge_bin: &Path, sources: &[IpAddr]) -> Result<(
         let (http, base, gate) = (http.clone(), base.clone(), gate.clone());
         let doc = docs[i % docs.len()].clone();
         let bytes = doc_bytes[i % docs.len()].clone();
+        let library = library.clone();
         tasks.push(tokio::spawn(async move {
             let _turn = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-            let (school, source) = set_up_school(&http, &base, i, &doc, bytes).await?;
-            wait_ready(&http, &base, &school.token, &source, INGEST_TIMEOUT).await?;
-            Ok::<School, String>(school)
+            let (school, sources) = set_up_school(&http, &base, i, &doc, bytes, &library).await?;
+            let mut chunks = 0;
+            for source in &sources {
+                chunks += wait_ready(&http, &base, &school.token, source, INGEST_TIMEOUT).await?;
+            }
+            Ok::<(School, u64), String>((school, chunks))
         }));
     }
     let mut schools = Vec::with_capacity(n);
+    let mut chunks = Vec::with_capacity(n);
     for (i, t) in tasks.into_iter().enumerate() {
-        schools.push(t.await.map_err(|e| e.to_string())??);
+        let (school, c) = t.await.map_err(|e| e.to_string())??;
+        schools.push(school);
+        chunks.push(c);
         if (i + 1) % 50 == 0 {
             eprintln!("schools: {} set up in {:.0?}", i + 1, started.elapsed());
         }
     }
+    chunks.sort_unstable();
     println!(
-        "  set-up: {n} schools registered, manuals ingested, personas made in {:.1} s (not measured)",
-        started.elapsed().as_secs_f64()
+        "  set-up: {n} schools registered, manuals ingested, personas made in {:.1} s (not measured); \
+         chunks per school: min {}, median {}, max {}{}",
+        started.elapsed().as_secs_f64(),
+        chunks.first().unwrap_or(&0),
+        chunks.get(chunks.len() / 2).unwrap_or(&0),
+        chunks.last().unwrap_or(&0),
+        if library.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (the manual and {} more PDF(s) each: {})",
+                library.len(),
+                library
+                    .iter()
+                    .map(|(f, _)| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
     );
 
     // 2. Cold: a fresh process on the same data.
