@@ -34,7 +34,8 @@ use rayon::prelude::*;
 
 use super::l2_normalize;
 
-/// Inputs of at most this many tokens go through [`SmallEncoder`].
+/// Inputs of at most this many tokens (a few at once: a question) always go
+/// through [`SmallEncoder`]; longer ones only where it has its panels.
 pub(super) const SMALL_MAX_TOKENS: usize = 64;
 
 /// One weight or bias: a contiguous f32 CPU tensor (checked at load).
