@@ -80,6 +80,7 @@ const SMALL_MAX_INPUTS: usize = 4;
 /// one layer's products take a few milliseconds, so a question's pass
 /// interleaves soon.
 const DOCUMENT_PASS_ROWS: usize = 512;
+const _: () = assert!(SMALL_MAX_INPUTS * SMALL_MAX_TOKENS <= DOCUMENT_PASS_ROWS);
 
 /// all-MiniLM-L6-v2 sentence embeddings (384-d): BERT forward pass, mean
 /// pooling over the attention mask, L2 normalisation — what
@@ -432,13 +433,14 @@ impl Model {
     }
 
     fn run(&self, encoded: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        if let Some(small) = self.small.as_ref().filter(|_| self.takes_small(encoded)) {
-            let inputs: Vec<&[u32]> = encoded.iter().map(Vec::as_slice).collect();
-            return Ok(small.embed_many(&inputs));
-        }
-        if let Some(small) = self.small.as_ref().filter(|_| self.documents_in_small) {
-            // Passes of at most DOCUMENT_PASS_ROWS tokens: no padding, and a
-            // question's pass never waits long behind one.
+        if let Some(small) = self
+            .small
+            .as_ref()
+            .filter(|_| self.documents_in_small || self.takes_small(encoded))
+        {
+            // Passes of at most DOCUMENT_PASS_ROWS tokens (a question's
+            // inputs fit in one): no padding, and a question's pass never
+            // waits long behind a document's.
             let mut out = Vec::with_capacity(encoded.len());
             let mut pass: Vec<&[u32]> = Vec::new();
             let mut rows = 0;
