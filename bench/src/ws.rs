@@ -1672,8 +1672,8 @@ async fn upload(
     Ok(source["id"].as_str().ok_or("upload: no id")?.to_owned())
 }
 
-/// Waits until the source `id` is ingested (`ready`), at most `limit`.
-/// Waits until the source `id` is ready; its chunk count.
+/// Waits until the source `id` is ingested (`ready`), at most `limit`;
+/// its chunk count.
 async fn wait_ready(
     http: &reqwest::Client,
     base: &str,

@@ -603,15 +603,28 @@ async fn metrics(http: &reqwest::Client, base: &str) -> String {
     }
 }
 
+/// A PDF every school uploads its own copy of: its file name and bytes.
+type Pdf = (String, Arc<Vec<u8>>);
+
+/// Reads `path` as a [`Pdf`]; `hint` follows the error.
+fn read_pdf(path: &Path, hint: &str) -> Result<Pdf, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}{hint}", path.display()))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("manual.pdf")
+        .to_owned();
+    Ok((name, Arc::new(bytes)))
+}
+
 /// Registers a school, uploads its manual and its copy of the library,
 /// creates its persona; the school and its sources' ids.
 async fn set_up_school(
     http: &reqwest::Client,
     base: &str,
     i: usize,
-    doc: &Path,
-    bytes: Arc<Vec<u8>>,
-    library: &[(String, Arc<Vec<u8>>)],
+    manual: &Pdf,
+    library: &[Pdf],
 ) -> Result<(School, Vec<String>), String> {
     let reg = http_json(
         http.post(format!("{base}/v1/auth/register")).json(&json!({
@@ -622,21 +635,8 @@ async fn set_up_school(
     )
     .await?;
     let (token, refresh) = tokens_of(&reg, "register")?;
-    let name = doc
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("manual.pdf")
-        .to_owned();
-    let source = upload(
-        http,
-        base,
-        &token,
-        (&name, "application/pdf", bytes.to_vec()),
-        &name,
-    )
-    .await?;
-    let mut sources = vec![source];
-    for (file, bytes) in library {
+    let mut sources = Vec::with_capacity(1 + library.len());
+    for (file, bytes) in std::iter::once(manual).chain(library) {
         sources.push(
             upload(
                 http,
@@ -657,7 +657,8 @@ async fn set_up_school(
     )
     .await?;
     let persona = persona["id"].as_str().ok_or("persona: no id")?.to_owned();
-    let pool = Arc::new(questions_for(&name));
+    let name = &manual.0;
+    let pool = Arc::new(questions_for(name));
     if pool.is_empty() {
         return Err(format!("the dev set has no question on {name}"));
     }
@@ -696,27 +697,21 @@ pub async fn run(args: &Args, bwenge_bin: &Path, sources: &[IpAddr]) -> Result<(
     } else {
         args.docs.clone()
     };
-    let mut doc_bytes = Vec::new();
-    for d in &docs {
-        let b = std::fs::read(d).map_err(|e| {
-            format!(
-                "{}: {e} (the default manuals come from Debian's expeyes-doc-en and pari-doc; \
+    let manuals = docs
+        .iter()
+        .map(|d| {
+            read_pdf(
+                d,
+                " (the default manuals come from Debian's expeyes-doc-en and pari-doc; \
                  or pass --docs)",
-                d.display()
             )
-        })?;
-        doc_bytes.push(Arc::new(b));
-    }
-    let mut library = Vec::new();
-    for d in &args.library {
-        let b = std::fs::read(d).map_err(|e| format!("--library {}: {e}", d.display()))?;
-        let file = d
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("library.pdf")
-            .to_owned();
-        library.push((file, Arc::new(b)));
-    }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let library = args
+        .library
+        .iter()
+        .map(|d| read_pdf(d, " (--library)"))
+        .collect::<Result<Vec<_>, _>>()?;
     let library = Arc::new(library);
     let model_dir = match &args.model_dir {
         Some(m) => Some(std::fs::canonicalize(m).map_err(|e| format!("{}: {e}", m.display()))?),
@@ -769,12 +764,11 @@ pub async fn run(args: &Args, bwenge_bin: &Path, sources: &[IpAddr]) -> Result<(
     let mut tasks = Vec::new();
     for i in 0..n {
         let (http, base, gate) = (http.clone(), base.clone(), gate.clone());
-        let doc = docs[i % docs.len()].clone();
-        let bytes = doc_bytes[i % docs.len()].clone();
+        let manual = manuals[i % manuals.len()].clone();
         let library = library.clone();
         tasks.push(tokio::spawn(async move {
             let _turn = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-            let (school, sources) = set_up_school(&http, &base, i, &doc, bytes, &library).await?;
+            let (school, sources) = set_up_school(&http, &base, i, &manual, &library).await?;
             let mut chunks = 0;
             for source in &sources {
                 chunks += wait_ready(&http, &base, &school.token, source, INGEST_TIMEOUT).await?;
@@ -793,26 +787,23 @@ pub async fn run(args: &Args, bwenge_bin: &Path, sources: &[IpAddr]) -> Result<(
         }
     }
     chunks.sort_unstable();
+    let extra = if library.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = library.iter().map(|(f, _)| f.as_str()).collect();
+        format!(
+            " (the manual and {} more PDF(s) each: {})",
+            names.len(),
+            names.join(", ")
+        )
+    };
     println!(
         "  set-up: {n} schools registered, manuals ingested, personas made in {:.1} s (not measured); \
-         chunks per school: min {}, median {}, max {}{}",
+         chunks per school: min {}, median {}, max {}{extra}",
         started.elapsed().as_secs_f64(),
         chunks.first().unwrap_or(&0),
         chunks.get(chunks.len() / 2).unwrap_or(&0),
         chunks.last().unwrap_or(&0),
-        if library.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (the manual and {} more PDF(s) each: {})",
-                library.len(),
-                library
-                    .iter()
-                    .map(|(f, _)| f.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
     );
 
     // 2. Cold: a fresh process on the same data.
