@@ -48,8 +48,9 @@ pub struct LocalEmbedderConfig {
     /// 1 is right on small machines. Questions do not count.
     pub max_concurrency: usize,
     /// Run documents' passages through candle even where the short-input
-    /// encoder has its AVX-512 panels (by default they go through those
-    /// panels, several times faster; tests compare the two).
+    /// encoder has its panels (AVX-512, or AVX2 with FMA; by default they
+    /// go through those panels, several times faster; tests compare the
+    /// two).
     pub candle_for_documents: bool,
 }
 
@@ -90,7 +91,7 @@ const _: () = assert!(SMALL_MAX_INPUTS * SMALL_MAX_TOKENS <= DOCUMENT_PASS_ROWS)
 /// `batch_size` (less padding); a few short texts (a question) go through
 /// the same encoder written for short inputs (`small.rs`), which reads the
 /// weights in place instead of repacking them for every product, and so do
-/// documents where that encoder has its AVX-512 panels (unpadded, passes of
+/// documents where that encoder has its panels (unpadded, passes of
 /// at most `DOCUMENT_PASS_ROWS` tokens); [`Embedder::embed`] runs that on tokio's
 /// blocking pool behind a semaphore of `max_concurrency` permits (a
 /// question's texts take the short-input encoder without a permit, so a
@@ -108,9 +109,9 @@ struct Model {
     /// The same encoder for a few short inputs (questions), and for
     /// documents where `documents_in_small`.
     small: Option<SmallEncoder>,
-    /// Documents' passages go through `small` too: it has the AVX-512
-    /// panels, which are several times faster than candle's products on
-    /// unpadded inputs.
+    /// Documents' passages go through `small` too: it has its panels
+    /// (AVX-512, or AVX2 with FMA), which are several times faster than
+    /// candle's products on unpadded inputs.
     documents_in_small: bool,
     tokenizer: Tokenizer,
     device: Device,

@@ -7,21 +7,22 @@
 //! ~3× the model's 42 MB of layer weights through memory (17 ms). Here each
 //! output is a dot product of an input row with a weight row, read in place
 //! as stored (`[out, in]`), split over the cores: the weights are read once
-//! per question. Where the CPU has AVX-512 (panels, below), documents'
-//! passages come here too: unpadded, and with attention in vector lanes,
-//! the same encoder is several times faster than candle on them; elsewhere
-//! long inputs and batches (ingest) stay with candle, whose products are
-//! faster there than the dot products.
+//! per question. Where the CPU has AVX-512 or AVX2 with FMA (panels,
+//! below), documents' passages come here too: unpadded, and with attention
+//! in vector lanes, the same encoder is several times faster than candle on
+//! them; elsewhere long inputs and batches (ingest) stay with candle, whose
+//! products are faster there than plain loops.
 //!
 //! Each task writes its columns of a layer's output in place, with the
 //! bias, the residual or GELU applied as it stores them, into buffers kept
 //! from one pass to the next: nothing is left for one thread to do while
 //! the other cores wait, and nothing is allocated per layer. Where the CPU
-//! has AVX-512, the weights are also laid out once in panels of sixteen
-//! output columns (`Panels`, a copy of the layer weights: 42 MB for
-//! all-MiniLM-L6-v2), so every output is summed in its own vector lane;
-//! elsewhere the products read the weights as stored, with AVX2 and FMA or
-//! plain loops. Tests hold the kernels to the same numbers.
+//! has AVX-512 or AVX2 with FMA, the weights are also laid out once in
+//! panels of sixteen output columns (`Panels`, a copy of the layer weights:
+//! 42 MB for all-MiniLM-L6-v2), so every output is summed in its own
+//! vector lane (sixteen lanes to a vector with AVX-512, eight with AVX2);
+//! elsewhere the products read the weights as stored, in plain loops.
+//! Tests hold the kernels to the same numbers.
 //!
 //! The weights as stored are candle's tensors, shared (no copy): this
 //! module borrows their storage for the duration of a call.
@@ -84,8 +85,8 @@ impl Param {
 struct Linear {
     weight: Param,
     bias: Param,
-    /// The same weights laid out for the AVX-512 kernel, where the CPU has
-    /// it (a copy: candle keeps its own for long inputs).
+    /// The same weights laid out for the panel kernels, where the CPU has
+    /// one (a copy: candle keeps its own for long inputs).
     panels: Option<Panels>,
     out: usize,
     inp: usize,
@@ -107,10 +108,11 @@ struct Panels(Vec<Lane>);
 const PANEL_PAIR: usize = 32;
 
 impl Panels {
-    /// `None` unless the CPU has AVX-512F and `out` is a multiple of
-    /// [`PANEL_PAIR`]: then the other kernels read the weights as stored.
+    /// `None` unless the CPU has a panel kernel ([`panel_isa`]) and `out`
+    /// is a multiple of [`PANEL_PAIR`]: then the other kernels read the
+    /// weights as stored.
     fn new(w: &[f32], out: usize, inp: usize) -> Option<Self> {
-        if !out.is_multiple_of(PANEL_PAIR) || w.len() != out * inp || !has_avx512() {
+        if !out.is_multiple_of(PANEL_PAIR) || w.len() != out * inp || panel_isa().is_none() {
             return None;
         }
         let mut lanes = vec![Lane([0.0; 16]); out / 16 * inp];
@@ -131,6 +133,36 @@ fn has_avx512() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
+    }
+}
+
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The vector instructions the panel kernels, attention and GELU in lanes
+/// run on: sixteen lanes where the CPU has AVX-512F, eight where it has
+/// AVX2 and FMA (most x86 servers and laptops of the last decade).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PanelIsa {
+    Avx512,
+    Avx2,
+}
+
+fn panel_isa() -> Option<PanelIsa> {
+    if has_avx512() {
+        Some(PanelIsa::Avx512)
+    } else if has_avx2_fma() {
+        Some(PanelIsa::Avx2)
+    } else {
+        None
     }
 }
 
@@ -246,11 +278,17 @@ impl Linear {
                 // width (asserted above).
                 Weights::Rows(w) => unsafe { products(x, rows, inp, w, lo, &sink) },
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above; panels exist only where the CPU has
-                // AVX-512F (`Panels::new`), in whole pairs.
-                Weights::Panels(w) => unsafe { avx512::panel_products(x, rows, inp, w, lo, &sink) },
+                // SAFETY: as above; panels exist only where the CPU has a
+                // panel kernel (`Panels::new`), in whole pairs.
+                Weights::Panels(w) => unsafe {
+                    if has_avx512() {
+                        avx512::panel_products(x, rows, inp, w, lo, &sink)
+                    } else {
+                        avx2::panel_products(x, rows, inp, w, lo, &sink)
+                    }
+                },
                 #[cfg(not(target_arch = "x86_64"))]
-                Weights::Panels(_) => unreachable!("panels are laid out only with AVX-512"),
+                Weights::Panels(_) => unreachable!("panels are laid out only on x86-64"),
             });
     }
 }
@@ -301,7 +339,7 @@ unsafe fn loops(x: &[f32], rows: usize, inp: usize, w: &[f32], first: usize, sin
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::Sink;
+    use super::{Lane, Sink};
 
     /// [`super::products`] with AVX2: four weight rows against two input
     /// rows at a time, eight running sums in registers, every weight and
@@ -368,6 +406,311 @@ mod avx2 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_hadd_ps(s, s);
         _mm_cvtss_f32(_mm_hadd_ps(s, s))
+    }
+
+    /// Input rows a tile of the panel kernel takes at most: 12 running sums
+    /// of eight lanes (six rows by one panel's sixteen columns), two weight
+    /// vectors and a broadcast input fit the 16 vector registers.
+    const TILE_ROWS: usize = 6;
+
+    /// [`super::products`] on weights laid out in panels
+    /// ([`super::Panels`]), eight lanes at a time: for each panel (16
+    /// output columns, two vectors), every tile of up to six input rows
+    /// keeps its 12 sums in registers while it walks the inputs once: per
+    /// input, two aligned weight loads and a broadcast of each row's value
+    /// feed 12 fused multiply-adds.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `x.len() >= rows * inp`;
+    /// `panels.len()` a multiple of `inp`; the sink's buffer holds `rows`
+    /// rows of at least `first + panels.len() / inp × 16` columns, which no
+    /// other task writes meanwhile.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn panel_products(
+        x: &[f32],
+        rows: usize,
+        inp: usize,
+        panels: &[Lane],
+        first: usize,
+        sink: &Sink<'_>,
+    ) {
+        assert!(x.len() >= rows * inp && panels.len().is_multiple_of(inp));
+        for (panel, w) in panels.chunks_exact(inp).enumerate() {
+            let col = first + panel * 16;
+            let mut r = 0;
+            while r < rows {
+                let n = (rows - r).min(TILE_ROWS);
+                let t = Tile {
+                    x: x[r * inp..].as_ptr(),
+                    inp,
+                    w: w.as_ptr().cast(),
+                    row: r,
+                    col,
+                };
+                // SAFETY: rows r..r + n exist in x and the sink; the
+                // panel's columns are this task's (see # Safety).
+                unsafe {
+                    match n {
+                        1 => t.run::<1>(sink),
+                        2 => t.run::<2>(sink),
+                        3 => t.run::<3>(sink),
+                        4 => t.run::<4>(sink),
+                        5 => t.run::<5>(sink),
+                        _ => t.run::<TILE_ROWS>(sink),
+                    }
+                }
+                r += n;
+            }
+        }
+    }
+
+    /// Rows `row..row + N` of the input against one panel.
+    struct Tile {
+        /// The first row's inputs (`N` rows of `inp` follow).
+        x: *const f32,
+        inp: usize,
+        /// The panel's first lane (`inp` lanes follow).
+        w: *const f32,
+        row: usize,
+        col: usize,
+    }
+
+    impl Tile {
+        /// # Safety
+        /// As [`panel_products`], for the tile's rows and 16 columns.
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn run<const N: usize>(&self, sink: &Sink<'_>) {
+            let (x, inp, w) = (self.x, self.inp, self.w);
+            let mut lo = [_mm256_setzero_ps(); N];
+            let mut hi = [_mm256_setzero_ps(); N];
+            for k in 0..inp {
+                // SAFETY: lane k of the panel and input k of each of the N
+                // rows are in bounds (see # Safety); lanes are 64-byte
+                // aligned, so both halves are 32-byte aligned.
+                unsafe {
+                    let w0 = _mm256_load_ps(w.add(k * 16));
+                    let w1 = _mm256_load_ps(w.add(k * 16 + 8));
+                    for i in 0..N {
+                        let xv = _mm256_broadcast_ss(&*x.add(i * inp + k));
+                        lo[i] = _mm256_fmadd_ps(xv, w0, lo[i]);
+                        hi[i] = _mm256_fmadd_ps(xv, w1, hi[i]);
+                    }
+                }
+            }
+            for i in 0..N {
+                // SAFETY: the tile's rows and columns (see # Safety).
+                unsafe {
+                    sink.store8(self.row + i, self.col, lo[i]);
+                    sink.store8(self.row + i, self.col + 8, hi[i]);
+                }
+            }
+        }
+    }
+
+    /// [`super::gelu`] in eight lanes, with the same error function as
+    /// [`super::avx512::gelu16`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn gelu8(x: __m256) -> __m256 {
+        let half_x = _mm256_mul_ps(_mm256_set1_ps(0.5), x);
+        let erf = erf8(_mm256_mul_ps(
+            x,
+            _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
+        ));
+        _mm256_mul_ps(half_x, _mm256_add_ps(_mm256_set1_ps(1.0), erf))
+    }
+
+    /// `a + x × (b + x × (c + …))`, highest coefficient last.
+    #[target_feature(enable = "avx2,fma")]
+    fn horner(x: __m256, coefficients: &[f32]) -> __m256 {
+        let mut acc = _mm256_set1_ps(coefficients[coefficients.len() - 1]);
+        for &c in coefficients.iter().rev().skip(1) {
+            acc = _mm256_fmadd_ps(acc, x, _mm256_set1_ps(c));
+        }
+        acc
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn erf8(z: __m256) -> __m256 {
+        let sign_bit = _mm256_set1_ps(-0.0);
+        let a = _mm256_andnot_ps(sign_bit, z);
+        let zz = _mm256_mul_ps(z, z);
+        let p = horner(zz, &super::ERF_NEAR_P);
+        let q = horner(zz, &super::ERF_NEAR_Q);
+        let near = _mm256_fmadd_ps(z, _mm256_div_ps(p, q), z);
+        let one = _mm256_set1_ps(1.0);
+        let t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.327_591_1), a, one));
+        let poly = _mm256_mul_ps(t, horner(t, &super::ERF_FAR));
+        let far = _mm256_fnmadd_ps(poly, exp8(_mm256_sub_ps(_mm256_setzero_ps(), zz)), one);
+        let far = _mm256_blendv_ps(
+            far,
+            one,
+            _mm256_cmp_ps::<_CMP_GE_OQ>(a, _mm256_set1_ps(4.0)),
+        );
+        let far = _mm256_or_ps(far, _mm256_and_ps(z, sign_bit));
+        _mm256_blendv_ps(
+            far,
+            near,
+            _mm256_cmp_ps::<_CMP_LT_OQ>(a, _mm256_set1_ps(0.843_75)),
+        )
+    }
+
+    /// `e^y` for y ≤ 0, as [`super::avx512`]'s `exp16`; below -87 (where
+    /// 2^n would leave the normal numbers) it gives e^-87, about 1.6e-38,
+    /// and NaN gives e^-87 too (GELU and softmax never pass one on).
+    #[target_feature(enable = "avx2,fma")]
+    fn exp8(y: __m256) -> __m256 {
+        let y = _mm256_max_ps(y, _mm256_set1_ps(-87.0));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(y, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), y);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let e = horner(r, &super::EXP_SERIES);
+        let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        )));
+        _mm256_mul_ps(e, two_n)
+    }
+
+    /// The widest head [`attend`] takes, in numbers (eight vectors).
+    pub(super) const MAX_HEAD_DIM: usize = 64;
+
+    /// Key columns scored at once: four vectors of running sums.
+    const KEY_BLOCK: usize = 32;
+
+    /// [`super::Segment::attend`] in eight lanes, laid out as
+    /// [`super::avx512::attend`]: keys transposed with the scale folded in,
+    /// scores for eight keys per vector, softmax in lanes, the weighted
+    /// values summed per dimension.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the head width `h / heads` is a
+    /// multiple of 8 and at most [`MAX_HEAD_DIM`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn attend(seg: &super::Segment<'_>, out: &mut [f32]) {
+        let (n, h) = (seg.n, seg.h);
+        let d = h / seg.heads;
+        assert!(d.is_multiple_of(8) && d <= MAX_HEAD_DIM);
+        assert!(seg.q.len() >= n * h && seg.k.len() >= n * h && seg.v.len() >= n * h);
+        assert!(out.len() >= n * h);
+        let width = n.next_multiple_of(KEY_BLOCK);
+        let mut kt = vec![0f32; d * width];
+        let mut scores = vec![0f32; width];
+        for head in 0..seg.heads {
+            let c0 = head * d;
+            for j in 0..n {
+                for e in 0..d {
+                    kt[e * width + j] = seg.k[j * h + c0 + e] * seg.scale;
+                }
+            }
+            for i in 0..n {
+                let qi = &seg.q[i * h + c0..i * h + c0 + d];
+                for b in (0..width).step_by(KEY_BLOCK) {
+                    let mut acc = [_mm256_setzero_ps(); KEY_BLOCK / 8];
+                    for (e, &qe) in qi.iter().enumerate() {
+                        let qv = _mm256_set1_ps(qe);
+                        let row = &kt[e * width + b..e * width + b + KEY_BLOCK];
+                        for (u, a) in acc.iter_mut().enumerate() {
+                            // SAFETY: 8 numbers of `row` from 8u.
+                            let kv = unsafe { _mm256_loadu_ps(row.as_ptr().add(8 * u)) };
+                            *a = _mm256_fmadd_ps(qv, kv, *a);
+                        }
+                    }
+                    for (u, a) in acc.iter().enumerate() {
+                        // SAFETY: 8 numbers of `scores` from b + 8u < width.
+                        unsafe { _mm256_storeu_ps(scores.as_mut_ptr().add(b + 8 * u), *a) };
+                    }
+                }
+                let total = softmax(&mut scores, n);
+                let mut acc = [_mm256_setzero_ps(); MAX_HEAD_DIM / 8];
+                for (j, &p) in scores[..n].iter().enumerate() {
+                    let pv = _mm256_set1_ps(p);
+                    let vj = &seg.v[j * h + c0..j * h + c0 + d];
+                    for (u, a) in acc.iter_mut().take(d / 8).enumerate() {
+                        // SAFETY: 8 numbers of `vj` from 8u < d.
+                        let x = unsafe { _mm256_loadu_ps(vj.as_ptr().add(8 * u)) };
+                        *a = _mm256_fmadd_ps(pv, x, *a);
+                    }
+                }
+                let inv = _mm256_set1_ps(1.0 / total);
+                let row = &mut out[i * h + c0..i * h + c0 + d];
+                for (u, a) in acc.iter().take(d / 8).enumerate() {
+                    // SAFETY: 8 numbers of `row` from 8u < d.
+                    unsafe {
+                        _mm256_storeu_ps(row.as_mut_ptr().add(8 * u), _mm256_mul_ps(*a, inv))
+                    };
+                }
+            }
+        }
+    }
+
+    /// Replaces the first `n` of `scores` (a whole number of vectors long)
+    /// by `e^(s - max)`, the rest by 0, and returns their sum.
+    #[target_feature(enable = "avx2,fma")]
+    fn softmax(scores: &mut [f32], n: usize) -> f32 {
+        assert!(scores.len().is_multiple_of(8) && n <= scores.len());
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        // All bits set in the lanes of `scores[b..b + 8]` below n.
+        let live = |b: usize| -> __m256 {
+            let left = n.saturating_sub(b).min(8) as i32;
+            _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(left), lanes))
+        };
+        let lowest = _mm256_set1_ps(f32::MIN);
+        let mut max = lowest;
+        for b in (0..n).step_by(8) {
+            // SAFETY: 8 numbers of `scores` from b (a whole vector).
+            let s = unsafe { _mm256_loadu_ps(scores.as_ptr().add(b)) };
+            max = _mm256_max_ps(max, _mm256_blendv_ps(lowest, s, live(b)));
+        }
+        let max = _mm256_set1_ps(reduce(max, f32::max));
+        let mut total = _mm256_setzero_ps();
+        for b in (0..scores.len()).step_by(8) {
+            // SAFETY: as above.
+            let s = unsafe { _mm256_loadu_ps(scores.as_ptr().add(b)) };
+            let e = _mm256_and_ps(exp8(_mm256_sub_ps(s, max)), live(b));
+            total = _mm256_add_ps(total, e);
+            // SAFETY: as above.
+            unsafe { _mm256_storeu_ps(scores.as_mut_ptr().add(b), e) };
+        }
+        reduce(total, |a, b| a + b)
+    }
+
+    /// The eight lanes of `v` folded by `f`.
+    #[target_feature(enable = "avx2,fma")]
+    fn reduce(v: __m256, f: impl Fn(f32, f32) -> f32) -> f32 {
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 numbers.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+        lanes.into_iter().reduce(f).unwrap_or(0.0)
+    }
+
+    impl Sink<'_> {
+        /// [`Sink::store`] for eight consecutive columns from `j`.
+        ///
+        /// # Safety
+        /// The CPU has AVX2 and FMA; as [`Sink::store`] for each column.
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        pub(super) unsafe fn store8(&self, r: usize, j: usize, sums: __m256) {
+            let at = r * self.ld + j;
+            let bias = &self.bias[j..j + 8];
+            // SAFETY: 8 numbers of bias (sliced above) and of the residual.
+            let v = unsafe { _mm256_add_ps(sums, _mm256_loadu_ps(bias.as_ptr())) };
+            let v = match self.then {
+                super::Then::Nothing => v,
+                super::Then::Add(res) => {
+                    let res = &res[at..at + 8];
+                    // SAFETY: as above.
+                    unsafe { _mm256_add_ps(v, _mm256_loadu_ps(res.as_ptr())) }
+                }
+                super::Then::Gelu => gelu8(v),
+            };
+            // SAFETY: columns j..j + 8 of row r are in the buffer and this
+            // task's (the caller's contract).
+            unsafe { _mm256_storeu_ps(self.ptr.add(at), v) };
+        }
     }
 }
 
@@ -510,45 +853,14 @@ mod avx512 {
         let a = _mm512_abs_ps(z);
         // Near zero (musl's erff): z + z × P(z²) / Q(z²).
         let zz = _mm512_mul_ps(z, z);
-        let p = horner(
-            zz,
-            &[
-                1.283_791_7e-1,
-                -3.250_421e-1,
-                -2.848_175e-2,
-                -5.770_270_2e-3,
-                -2.376_301_7e-5,
-            ],
-        );
-        let q = horner(
-            zz,
-            &[
-                1.0,
-                3.979_172e-1,
-                6.502_225e-2,
-                5.081_306e-3,
-                1.324_947_4e-4,
-                -3.960_228_2e-6,
-            ],
-        );
+        let p = horner(zz, &super::ERF_NEAR_P);
+        let q = horner(zz, &super::ERF_NEAR_Q);
         let near = _mm512_fmadd_ps(z, _mm512_div_ps(p, q), z);
         // Beyond: 1 - t × P(t) × exp(-a²), t = 1 / (1 + 0.3275911 a),
         // with the sign of z; 1 from 4 on, as the scalar version.
         let one = _mm512_set1_ps(1.0);
         let t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.327_591_1), a, one));
-        let poly = _mm512_mul_ps(
-            t,
-            horner(
-                t,
-                &[
-                    0.254_829_6,
-                    -0.284_496_74,
-                    1.421_413_7,
-                    -1.453_152,
-                    1.061_405_4,
-                ],
-            ),
-        );
+        let poly = _mm512_mul_ps(t, horner(t, &super::ERF_FAR));
         let far = _mm512_fnmadd_ps(poly, exp16(_mm512_sub_ps(_mm512_setzero_ps(), zz)), one);
         let far = _mm512_mask_blend_ps(
             _mm512_cmp_ps_mask::<_CMP_GE_OQ>(a, _mm512_set1_ps(4.0)),
@@ -574,19 +886,7 @@ mod avx512 {
         );
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), y);
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let e = horner(
-            r,
-            &[
-                1.0,
-                1.0,
-                0.5,
-                1.0 / 6.0,
-                1.0 / 24.0,
-                1.0 / 120.0,
-                1.0 / 720.0,
-                1.0 / 5040.0,
-            ],
-        );
+        let e = horner(r, &super::EXP_SERIES);
         _mm512_scalef_ps(e, n)
     }
 
@@ -869,8 +1169,8 @@ impl SmallEncoder {
         })
     }
 
-    /// Whether the products run on panels (AVX-512): then long inputs are
-    /// faster here than in candle too.
+    /// Whether the products run on panels (AVX-512, or AVX2 with FMA):
+    /// then long inputs are faster here than in candle too.
     pub(super) fn has_panels(&self) -> bool {
         self.layers.iter().all(|l| l.query.panels.is_some())
     }
@@ -1051,6 +1351,11 @@ impl Segment<'_> {
                 // vectors, at most the kernel's (checked just above).
                 return unsafe { avx512::attend(self, out) };
             }
+            if d.is_multiple_of(8) && d <= avx2::MAX_HEAD_DIM && has_avx2_fma() {
+                // SAFETY: the CPU has AVX2 and FMA; the head width is whole
+                // vectors, at most the kernel's (checked just above).
+                return unsafe { avx2::attend(self, out) };
+            }
         }
         self.attend_loops(out);
     }
@@ -1087,6 +1392,47 @@ impl Segment<'_> {
     }
 }
 
+/// musl's `erff` near zero: erf(z) = z + z × P(z²) / Q(z²) below 0.84375
+/// (coefficients lowest first, for the kernels in lanes).
+#[cfg(target_arch = "x86_64")]
+const ERF_NEAR_P: [f32; 5] = [
+    1.283_791_7e-1,
+    -3.250_421e-1,
+    -2.848_175e-2,
+    -5.770_270_2e-3,
+    -2.376_301_7e-5,
+];
+#[cfg(target_arch = "x86_64")]
+const ERF_NEAR_Q: [f32; 6] = [
+    1.0,
+    3.979_172e-1,
+    6.502_225e-2,
+    5.081_306e-3,
+    1.324_947_4e-4,
+    -3.960_228_2e-6,
+];
+/// Abramowitz and Stegun's 7.1.26 beyond: 1 - t × P(t) × e^(-z²), with
+/// t = 1 / (1 + 0.3275911 |z|).
+const ERF_FAR: [f32; 5] = [
+    0.254_829_6,
+    -0.284_496_74,
+    1.421_413_7,
+    -1.453_152,
+    1.061_405_4,
+];
+/// e^r to the 7th power of r, for |r| ≤ ln 2 / 2.
+#[cfg(target_arch = "x86_64")]
+const EXP_SERIES: [f32; 8] = [
+    1.0,
+    1.0,
+    0.5,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5040.0,
+];
+
 /// GELU as BERT defines it (with the error function, not the tanh
 /// approximation).
 fn gelu(x: f32) -> f32 {
@@ -1109,9 +1455,7 @@ fn erf(z: f32) -> f32 {
         return 1.0f32.copysign(z);
     }
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
+    let poly = t * ERF_FAR.iter().rev().fold(0.0, |acc, &c| acc * t + c);
     (1.0 - poly * (-a * a).exp()).copysign(z)
 }
 
@@ -1219,138 +1563,171 @@ mod tests {
         }
     }
 
-    /// Whether the CPU has AVX-512F; a test that needs it and returns
-    /// early says it was skipped.
-    fn avx512_or_skip() -> bool {
-        let has = has_avx512();
-        if !has {
-            eprintln!("skipped: this CPU has no AVX-512F");
+    /// The vector instructions of the lane kernels this CPU has (AVX2
+    /// where it has AVX-512 too); a test that finds none says it was
+    /// skipped.
+    #[cfg(target_arch = "x86_64")]
+    fn lane_isas() -> Vec<PanelIsa> {
+        let mut isas = Vec::new();
+        if has_avx512() {
+            isas.push(PanelIsa::Avx512);
         }
-        has
+        if has_avx2_fma() {
+            isas.push(PanelIsa::Avx2);
+        }
+        if isas.is_empty() {
+            eprintln!("skipped: this CPU has neither AVX-512F nor AVX2 with FMA");
+        }
+        isas
     }
 
     /// GELU in vector lanes is the scalar GELU within 1e-6 over the range
-    /// a layer's outputs take and beyond, NaN included.
+    /// a layer's outputs take and beyond, NaN included, in sixteen lanes
+    /// and in eight.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn gelu_in_lanes_is_the_scalar_gelu() {
         use std::arch::x86_64::*;
-        if !avx512_or_skip() {
-            return;
-        }
         let xs: Vec<f32> = (-160_000..=160_000)
             .map(|i| i as f32 / 10_000.0)
             .chain([f32::NAN, 1e-30, -1e-30, 0.0, -0.0, 40.0, -40.0])
             .collect();
-        for chunk in xs.chunks(16) {
-            let mut lanes = [0f32; 16];
-            lanes[..chunk.len()].copy_from_slice(chunk);
-            // SAFETY: the CPU has AVX-512F (checked above); lanes holds 16.
-            unsafe {
-                let v = avx512::gelu16(_mm512_loadu_ps(lanes.as_ptr()));
-                _mm512_storeu_ps(lanes.as_mut_ptr(), v);
-            }
-            for (&x, &got) in chunk.iter().zip(&lanes) {
-                let want = gelu(x);
-                if x.is_nan() {
-                    assert!(got.is_nan(), "gelu16(NaN) = {got}");
-                } else {
-                    assert!(
-                        (got - want).abs() <= 1e-6 * want.abs().max(1.0),
-                        "gelu16({x}) = {got}, scalar {want}"
-                    );
-                }
-            }
-        }
-    }
-
-    /// The panel kernel gives what the plain loops give, for every tile
-    /// height (one to twelve rows, and more than one tile), two pairs of
-    /// panels, each way of finishing an output; columns outside the
-    /// task's are left alone.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn the_panel_kernel_computes_the_same_products() {
-        if !avx512_or_skip() {
-            return;
-        }
-        let (inp, wrows, first, ld) = (40, 2 * PANEL_PAIR, 16, 96);
-        let w = numbers(wrows * inp, 5);
-        let panels = Panels::new(&w, wrows, inp).expect("AVX-512F and whole pairs");
-        let bias = numbers(ld, 8);
-        for rows in (1..=13).chain([25]) {
-            let x = numbers(rows * inp, 100 + rows as u64);
-            let residual = numbers(rows * ld, 12);
-            for then in [Then::Nothing, Then::Add(&residual), Then::Gelu] {
-                let mut want = vec![f32::NAN; rows * ld];
-                let mut got = vec![f32::NAN; rows * ld];
-                for (y, panel) in [(&mut want, false), (&mut got, true)] {
-                    let sink = Sink {
-                        ptr: y.as_mut_ptr(),
-                        ld,
-                        bias: &bias,
-                        then,
-                    };
-                    // SAFETY: y holds rows × ld, columns first..first +
-                    // wrows are within ld, nothing else writes y meanwhile,
-                    // and the CPU has AVX-512F (checked above).
-                    unsafe {
-                        if panel {
-                            avx512::panel_products(&x, rows, inp, &panels.0, first, &sink)
-                        } else {
-                            loops(&x, rows, inp, &w, first, &sink)
+        for isa in lane_isas() {
+            for chunk in xs.chunks(16) {
+                let mut lanes = [0f32; 16];
+                lanes[..chunk.len()].copy_from_slice(chunk);
+                // SAFETY: the CPU has the ISA's instructions (lane_isas);
+                // lanes holds 16.
+                unsafe {
+                    match isa {
+                        PanelIsa::Avx512 => {
+                            let v = avx512::gelu16(_mm512_loadu_ps(lanes.as_ptr()));
+                            _mm512_storeu_ps(lanes.as_mut_ptr(), v);
+                        }
+                        PanelIsa::Avx2 => {
+                            for half in lanes.chunks_exact_mut(8) {
+                                let v = avx2::gelu8(_mm256_loadu_ps(half.as_ptr()));
+                                _mm256_storeu_ps(half.as_mut_ptr(), v);
+                            }
                         }
                     }
                 }
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    let (r, j) = (i / ld, i % ld);
-                    if (first..first + wrows).contains(&j) {
-                        assert!((g - w).abs() < 1e-5, "rows {rows}, ({r}, {j}): {g} vs {w}");
+                for (&x, &got) in chunk.iter().zip(&lanes) {
+                    let want = gelu(x);
+                    if x.is_nan() {
+                        assert!(got.is_nan(), "{isa:?}: gelu(NaN) = {got}");
                     } else {
-                        assert!(g.is_nan(), "wrote column {j}");
+                        assert!(
+                            (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+                            "{isa:?}: gelu({x}) = {got}, scalar {want}"
+                        );
                     }
                 }
             }
         }
     }
 
-    /// Attention in vector lanes gives what the plain loops give, for
-    /// inputs of one token, within one key block, at its edges and across
-    /// several, with heads of one and of four vectors; scores spread wide
-    /// enough that some weights vanish.
+    /// Each panel kernel this CPU has gives what the plain loops give, for
+    /// every tile height (one to twelve rows, and more than one tile), two
+    /// pairs of panels, each way of finishing an output; columns outside
+    /// the task's are left alone.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_panel_kernels_compute_the_same_products() {
+        let (inp, wrows, first, ld) = (40, 2 * PANEL_PAIR, 16, 96);
+        let w = numbers(wrows * inp, 5);
+        let bias = numbers(ld, 8);
+        for isa in lane_isas() {
+            let panels = Panels::new(&w, wrows, inp).expect("a panel kernel and whole pairs");
+            for rows in (1..=13).chain([25]) {
+                let x = numbers(rows * inp, 100 + rows as u64);
+                let residual = numbers(rows * ld, 12);
+                for then in [Then::Nothing, Then::Add(&residual), Then::Gelu] {
+                    let mut want = vec![f32::NAN; rows * ld];
+                    let mut got = vec![f32::NAN; rows * ld];
+                    for (y, panel) in [(&mut want, false), (&mut got, true)] {
+                        let sink = Sink {
+                            ptr: y.as_mut_ptr(),
+                            ld,
+                            bias: &bias,
+                            then,
+                        };
+                        // SAFETY: y holds rows × ld, columns first..first +
+                        // wrows are within ld, nothing else writes y
+                        // meanwhile, and the CPU has the ISA (lane_isas).
+                        unsafe {
+                            match (panel, isa) {
+                                (false, _) => loops(&x, rows, inp, &w, first, &sink),
+                                (true, PanelIsa::Avx512) => {
+                                    avx512::panel_products(&x, rows, inp, &panels.0, first, &sink)
+                                }
+                                (true, PanelIsa::Avx2) => {
+                                    avx2::panel_products(&x, rows, inp, &panels.0, first, &sink)
+                                }
+                            }
+                        }
+                    }
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        let (r, j) = (i / ld, i % ld);
+                        if (first..first + wrows).contains(&j) {
+                            assert!(
+                                (g - w).abs() < 1e-5,
+                                "{isa:?}: rows {rows}, ({r}, {j}): {g} vs {w}"
+                            );
+                        } else {
+                            assert!(g.is_nan(), "{isa:?} wrote column {j}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Attention in vector lanes gives what the plain loops give, in
+    /// sixteen lanes and in eight, for inputs of one token, within one key
+    /// block, at its edges and across several, with heads of one to eight
+    /// vectors; scores spread wide enough that some weights vanish.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn attention_in_lanes_is_the_plain_attention() {
-        if !avx512_or_skip() {
-            return;
-        }
-        for (heads, d) in [(3, 16), (2, 32), (1, 64)] {
-            let h = heads * d;
-            for n in [1, 2, 15, 16, 17, 63, 64, 65, 130, 256] {
-                let big = |v: Vec<f32>| v.into_iter().map(|x| x * 6.0).collect::<Vec<_>>();
-                let q = big(numbers(n * h, 1 + n as u64));
-                let k = big(numbers(n * h, 2 + n as u64));
-                let v = numbers(n * h, 3 + n as u64);
-                let seg = Segment {
-                    q: &q,
-                    k: &k,
-                    v: &v,
-                    n,
-                    h,
-                    heads,
-                    scale: 1.0 / (d as f32).sqrt(),
-                };
-                let mut want = vec![f32::NAN; n * h];
-                seg.attend_loops(&mut want);
-                let mut got = vec![f32::NAN; n * h];
-                // SAFETY: the CPU has AVX-512F (checked above); head widths
-                // are whole vectors, at most MAX_HEAD_DIM.
-                unsafe { avx512::attend(&seg, &mut got) };
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - w).abs() < 1e-5,
-                        "heads {heads} × {d}, n {n}, number {i}: {g} vs {w}"
-                    );
+        for isa in lane_isas() {
+            let shapes: &[(usize, usize)] = match isa {
+                PanelIsa::Avx512 => &[(3, 16), (2, 32), (1, 64)],
+                PanelIsa::Avx2 => &[(3, 8), (3, 16), (2, 32), (1, 64)],
+            };
+            for &(heads, d) in shapes {
+                let h = heads * d;
+                for n in [1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 130, 256] {
+                    let big = |v: Vec<f32>| v.into_iter().map(|x| x * 6.0).collect::<Vec<_>>();
+                    let q = big(numbers(n * h, 1 + n as u64));
+                    let k = big(numbers(n * h, 2 + n as u64));
+                    let v = numbers(n * h, 3 + n as u64);
+                    let seg = Segment {
+                        q: &q,
+                        k: &k,
+                        v: &v,
+                        n,
+                        h,
+                        heads,
+                        scale: 1.0 / (d as f32).sqrt(),
+                    };
+                    let mut want = vec![f32::NAN; n * h];
+                    seg.attend_loops(&mut want);
+                    let mut got = vec![f32::NAN; n * h];
+                    // SAFETY: the CPU has the ISA (lane_isas); head widths
+                    // are whole vectors, at most the kernel's MAX_HEAD_DIM.
+                    unsafe {
+                        match isa {
+                            PanelIsa::Avx512 => avx512::attend(&seg, &mut got),
+                            PanelIsa::Avx2 => avx2::attend(&seg, &mut got),
+                        }
+                    }
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() < 1e-5,
+                            "{isa:?}: heads {heads} × {d}, n {n}, number {i}: {g} vs {w}"
+                        );
+                    }
                 }
             }
         }
