@@ -395,10 +395,10 @@ fn local_embedder_short_and_batched_paths_agree() {
     }
 }
 
-/// Documents' passages go through the short-input encoder's AVX-512 panels
-/// where the CPU has them (unpadded, several passages a pass); they get the
-/// vectors candle's padded batches give, whatever their length, the
-/// 256-token cut included.
+/// Documents' passages go through the short-input encoder's panels where
+/// the CPU has AVX-512, or AVX2 with FMA (unpadded, several passages a
+/// pass); they get the vectors candle's padded batches give, whatever their
+/// length, the 256-token cut included.
 #[test]
 fn local_embedder_documents_get_the_vectors_candle_gives() {
     let Some(dir) = model_dir() else { return };
