@@ -310,10 +310,7 @@ unsafe fn products(x: &[f32], rows: usize, inp: usize, w: &[f32], first: usize, 
     assert!(x.len() >= rows * inp && w.len().is_multiple_of(inp));
     #[cfg(target_arch = "x86_64")]
     {
-        if inp.is_multiple_of(8)
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
+        if inp.is_multiple_of(8) && has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked just above); as above.
             return unsafe { avx2::products(x, rows, inp, w, first, sink) };
         }
@@ -1512,9 +1509,7 @@ mod tests {
         let mut kernels: Vec<(&str, Kernel)> = vec![("loops", loops)];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            if has_avx2_fma() {
                 kernels.push(("avx2", avx2::products));
             }
         }
