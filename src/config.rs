@@ -480,6 +480,9 @@ pub struct EmbeddingSettings {
     /// Questions whose vectors a model's embedder remembers (see
     /// `knowledge::embedders`); 0 turns remembering off.
     pub remembered_questions: usize,
+    /// Run the local model's products on the CPU's matrix unit (AMX) in
+    /// bfloat16 where it has one.
+    pub matrix_tiles: bool,
 }
 
 impl EmbeddingSettings {

@@ -20,6 +20,12 @@
 //!
 //! It prints questions/s and per-question latency p50/p99 (medians over
 //! rounds), and the line's throughput as a ratio of the baseline's.
+//!
+//! Where the CPU has a matrix unit (AMX) the model's products run there in
+//! bfloat16 by default (`LocalEmbedderConfig::matrix_tiles`); then a second
+//! table runs the question line both ways in the same rounds, the exact f32
+//! products as the baseline, with the cosine of each question's two
+//! vectors (lowest and median).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -120,6 +126,61 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// The question line with the exact products against the matrix unit's
+/// bfloat16 tiles, alternating within each round.
+async fn compare_tiles(
+    exact: &Arc<LocalEmbedder>,
+    tiled: &Arc<LocalEmbedder>,
+    qs: &Arc<Vec<String>>,
+    rounds: usize,
+) {
+    let (a, b) = (
+        exact.embed_blocking(qs).unwrap_or_default(),
+        tiled.embed_blocking(qs).unwrap_or_default(),
+    );
+    let cos: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| f64::from(bwenge_search::embed::cosine(x, y)))
+        .collect();
+    println!(
+        "cosine of each question's vectors, exact and tiled: lowest {:.5}, median {:.5} ({} questions)",
+        cos.iter().copied().fold(f64::INFINITY, f64::min),
+        median(cos.clone()),
+        cos.len()
+    );
+    println!(
+        "| in flight | question line, {} f32: q/s, p50, p99 | question line, amx-bf16: q/s, p50, p99 | throughput ratio |",
+        exact.products()
+    );
+    println!("|---|---|---|---|");
+    for inflight in [1usize, 4, 16, 64] {
+        let mut figures = [
+            (Vec::new(), Vec::new(), Vec::new()),
+            (Vec::new(), Vec::new(), Vec::new()),
+        ];
+        for _ in 0..rounds {
+            for (e, f) in [exact, tiled].into_iter().zip(figures.iter_mut()) {
+                let (r, mut lat) = round_line(e, qs, inflight).await;
+                lat.sort_unstable();
+                f.0.push(r);
+                f.1.push(percentile_ms(&lat, 0.5));
+                f.2.push(percentile_ms(&lat, 0.99));
+            }
+        }
+        let [(er, e50, e99), (tr, t50, t99)] = figures;
+        let (er, tr) = (median(er), median(tr));
+        println!(
+            "| {inflight} | {er:.0}, {:.1} ms, {:.1} ms | {tr:.0}, {:.1} ms, {:.1} ms | {:.2}× |",
+            median(e50),
+            median(e99),
+            median(t50),
+            median(t99),
+            tr / er
+        );
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -144,10 +205,11 @@ fn main() -> ExitCode {
         };
         let qs = Arc::new(questions());
         println!(
-            "{} questions, {} rounds, {} cores",
+            "{} questions, {} rounds, {} cores, products on {}",
             qs.len(),
             args.rounds,
-            std::thread::available_parallelism().map_or(0, |n| n.get())
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            e.products()
         );
         // Warm-up: the pools and caches.
         let _ = round_line(&e, &qs, 4).await;
@@ -182,6 +244,19 @@ fn main() -> ExitCode {
                 median(l_p99),
                 lr / ar
             );
+        }
+        if e.products() == "amx-bf16" {
+            let mut config = LocalEmbedderConfig::new(&args.model_dir);
+            config.allow_download = false;
+            config.matrix_tiles = false;
+            match LocalEmbedder::load(config).await {
+                Ok(exact) => {
+                    let exact = Arc::new(exact);
+                    let _ = round_line(&exact, &qs, 4).await;
+                    compare_tiles(&exact, &e, &qs, args.rounds).await;
+                }
+                Err(err) => eprintln!("embed-questions: the exact model: {err}"),
+            }
         }
         ExitCode::SUCCESS
     })

@@ -50,6 +50,7 @@ async fn choose(settings: &Settings) -> Arc<dyn Embedder> {
         EmbeddingProvider::Local | EmbeddingProvider::Auto => {
             let mut cfg = LocalEmbedderConfig::new(e.model_dir(&settings.data_dir));
             cfg.allow_download = e.allow_download;
+            cfg.matrix_tiles = e.matrix_tiles;
             match LocalEmbedder::load(cfg).await {
                 Ok(local) => Arc::new(local),
                 Err(err) => {

@@ -22,7 +22,11 @@
 //! 42 MB for all-MiniLM-L6-v2), so every output is summed in its own
 //! vector lane (sixteen lanes to a vector with AVX-512, eight with AVX2);
 //! elsewhere the products read the weights as stored, in plain loops.
-//! Tests hold the kernels to the same numbers.
+//! Tests hold the kernels to the same numbers. Where the CPU has a matrix
+//! unit (Intel AMX) and the encoder is asked to use it, the weights are
+//! laid out instead in bfloat16 tiles (`amx`, 21 MB) and the products run
+//! there, summed in f32: not the same numbers (a test bounds the vectors'
+//! drift), several times faster.
 //!
 //! The weights as stored are candle's tensors, shared (no copy): this
 //! module borrows their storage for the duration of a call.
@@ -88,6 +92,10 @@ struct Linear {
     /// The same weights laid out for the panel kernels, where the CPU has
     /// one (a copy: candle keeps its own for long inputs).
     panels: Option<Panels>,
+    /// The same weights in bfloat16 tiles for the CPU's matrix unit
+    /// (AMX), where it has one and the encoder was asked to use it; then
+    /// there are no panels.
+    tiles: Option<Vec<u16>>,
     out: usize,
     inp: usize,
 }
@@ -215,13 +223,32 @@ impl Sink<'_> {
 }
 
 impl Linear {
-    fn new(t: &HashMap<String, Tensor>, name: &str, out: usize, inp: usize) -> Option<Self> {
+    /// `tiles`: lay the weights out for the matrix unit where the CPU has
+    /// one and the shapes fit ([`amx::fits`]).
+    fn new(
+        t: &HashMap<String, Tensor>,
+        name: &str,
+        out: usize,
+        inp: usize,
+        tiles: bool,
+    ) -> Option<Self> {
         let weight = Param::new(t, &format!("{name}.weight"), &[out, inp])?;
-        let panels = Panels::new(weight.view().slice(), out, inp);
+        let w = weight.view();
+        #[cfg(target_arch = "x86_64")]
+        let tiles = (tiles && amx::fits(out, inp) && amx::available())
+            .then(|| amx::pack(w.slice(), out, inp));
+        #[cfg(not(target_arch = "x86_64"))]
+        let tiles: Option<Vec<u16>> = None;
+        let panels = match tiles {
+            Some(_) => None,
+            None => Panels::new(w.slice(), out, inp),
+        };
+        drop(w);
         Some(Self {
             weight,
             bias: Param::new(t, &format!("{name}.bias"), &[out])?,
             panels,
+            tiles,
             out,
             inp,
         })
@@ -245,6 +272,13 @@ impl Linear {
             .iter()
             .map(|(l, _)| (l.weight.view(), l.bias.view()))
             .collect();
+        // The input in bfloat16 once for every task, where a layer has
+        // tiles (all of them share `x`, so the same width).
+        #[cfg(target_arch = "x86_64")]
+        let x16 = layers
+            .iter()
+            .find(|(l, _)| l.tiles.is_some())
+            .map(|(l, _)| amx::rows_to_bf16(x, rows, l.inp));
         let mut tasks = Vec::new();
         for ((l, y), (w, b)) in layers.iter().zip(&views) {
             assert!(x.len() >= rows * l.inp && y.len() >= rows * l.out);
@@ -262,10 +296,12 @@ impl Linear {
             let w = w.slice();
             for lo in (0..l.out).step_by(BLOCK) {
                 let hi = (lo + BLOCK).min(l.out);
-                let weights = match &l.panels {
+                let weights = match (&l.tiles, &l.panels) {
+                    // `out` is a multiple of 16 and `inp` of 32 (`amx::fits`).
+                    (Some(t), _) => Weights::Tiles(&t[lo / 16 * l.inp * 16..hi / 16 * l.inp * 16]),
                     // BLOCK and `out` are multiples of PANEL_PAIR.
-                    Some(p) => Weights::Panels(&p.0[lo / 16 * l.inp..hi / 16 * l.inp]),
-                    None => Weights::Rows(&w[lo * l.inp..hi * l.inp]),
+                    (None, Some(p)) => Weights::Panels(&p.0[lo / 16 * l.inp..hi / 16 * l.inp]),
+                    (None, None) => Weights::Rows(&w[lo * l.inp..hi * l.inp]),
                 };
                 tasks.push((sink, weights, lo, l.inp));
             }
@@ -287,8 +323,18 @@ impl Linear {
                         avx2::panel_products(x, rows, inp, w, lo, &sink)
                     }
                 },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above; tiles exist only where the matrix unit
+                // is available (`Linear::new`), and `x16` was made from `x`
+                // for the tiled layers' width.
+                Weights::Tiles(t) => unsafe {
+                    let x16 = x16.as_deref().expect("made where a layer has tiles");
+                    amx::tile_products(x16, rows, inp, t, lo, &sink)
+                },
                 #[cfg(not(target_arch = "x86_64"))]
-                Weights::Panels(_) => unreachable!("panels are laid out only on x86-64"),
+                Weights::Panels(_) | Weights::Tiles(_) => {
+                    unreachable!("panels and tiles are laid out only on x86-64")
+                }
             });
     }
 }
@@ -298,6 +344,7 @@ impl Linear {
 enum Weights<'a> {
     Rows(&'a [f32]),
     Panels(&'a [Lane]),
+    Tiles(&'a [u16]),
 }
 
 /// For every weight row `j` of `w` (output column `first + j`) and input
@@ -1023,6 +1070,251 @@ mod avx512 {
     }
 }
 
+/// The linear layers' products on the CPU's matrix unit (Intel AMX, since
+/// Sapphire Rapids): tiles of up to 16 rows × 64 bytes, and one instruction
+/// (`tdpbf16ps`) that multiplies a 16 × 32 tile of inputs by a 32 × 16 tile
+/// of weights, both in bfloat16, adding into 16 × 16 sums in f32. Inputs
+/// and weights are rounded to bfloat16 (8 significant bits) and summed in
+/// f32: the encoder's vectors move by a few thousandths, which a test
+/// bounds, and the products take a fraction of the vector units' time.
+///
+/// Linux hands the tiles' register state to a process only on request
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, kernel 5.16 on); [`available`] asks
+/// once. The instructions are written with `asm!`: Rust's AMX intrinsics
+/// are not stable.
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    use super::Sink;
+
+    /// Inputs a tile of weights covers (16 pairs).
+    const TILE_K: usize = 32;
+    /// Rows of a tile of inputs or sums, and output columns of a tile.
+    const TILE_ROWS: usize = 16;
+    /// Numbers in a tile of weights: 16 rows of 16 columns × 2 inputs.
+    const TILE: usize = TILE_K * 16;
+    /// Tiles of sums one task keeps (its columns: [`super::Linear::forward_many`]'s
+    /// blocks are 64 wide).
+    const SUMS: usize = 4;
+
+    /// Whether layers of `out` columns and `inp` inputs can be tiled.
+    pub(super) fn fits(out: usize, inp: usize) -> bool {
+        out > 0 && out.is_multiple_of(16) && inp > 0 && inp.is_multiple_of(TILE_K)
+    }
+
+    /// Whether the CPU has the matrix unit with bfloat16 (and AVX-512F, for
+    /// storing the sums), and the kernel let this process use it.
+    pub(super) fn available() -> bool {
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+            let leaf = __cpuid_count(7, 0);
+            let amx = leaf.edx & (1 << 22) != 0 && leaf.edx & (1 << 24) != 0;
+            amx && super::has_avx512() && permitted()
+        })
+    }
+
+    #[cfg(target_os = "linux")]
+    fn permitted() -> bool {
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: asks the kernel to let this process use the tiles' state;
+        // no memory is passed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            )
+        };
+        r == 0
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn permitted() -> bool {
+        false
+    }
+
+    /// `v` rounded to the nearest bfloat16 (ties to even), as its bits.
+    pub(super) fn bf16(v: f32) -> u16 {
+        let b = v.to_bits();
+        if v.is_nan() {
+            return ((b >> 16) | 0x40) as u16;
+        }
+        ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    }
+
+    /// A layer's weights (`out × inp`, row-major) in tiles: tile
+    /// `p × inp / 32 + b` holds output columns `16p..16p + 16` for inputs
+    /// `32b..32b + 32`, as the instruction reads them: row `i` holds, for
+    /// each of the 16 columns, inputs `2i` and `2i + 1` side by side.
+    pub(super) fn pack(w: &[f32], out: usize, inp: usize) -> Vec<u16> {
+        assert!(fits(out, inp) && w.len() == out * inp);
+        let blocks = inp / TILE_K;
+        let mut t = vec![0u16; out * inp];
+        for (j, row) in w.chunks_exact(inp).enumerate() {
+            let (panel, col) = (j / 16, j % 16);
+            for (k, &v) in row.iter().enumerate() {
+                let (b, pair, half) = (k / TILE_K, (k % TILE_K) / 2, k % 2);
+                t[(panel * blocks + b) * TILE + pair * 32 + col * 2 + half] = bf16(v);
+            }
+        }
+        t
+    }
+
+    /// `rows × inp` inputs in bfloat16, padded with zero rows to a whole
+    /// number of tiles.
+    pub(super) fn rows_to_bf16(x: &[f32], rows: usize, inp: usize) -> Vec<u16> {
+        let mut out = vec![0u16; rows.next_multiple_of(TILE_ROWS) * inp];
+        for (o, &v) in out.iter_mut().zip(&x[..rows * inp]) {
+            *o = bf16(v);
+        }
+        out
+    }
+
+    /// The tiles' shapes: 0–3 sums (16 rows × 16 f32), 4 inputs (16 rows ×
+    /// 32 bf16), 5 and 6 weights (16 rows × 32 bf16); all 16 × 64 bytes.
+    #[repr(C, align(64))]
+    struct Palette([u8; 64]);
+
+    impl Palette {
+        fn new() -> Self {
+            let mut p = [0u8; 64];
+            p[0] = 1; // palette 1
+            for t in 0..7 {
+                p[16 + 2 * t] = 64; // bytes per row (u16, little-endian)
+                p[48 + t] = TILE_ROWS as u8;
+            }
+            Self(p)
+        }
+    }
+
+    /// One tile of sums as stored, 16 rows of 16.
+    #[repr(C, align(64))]
+    struct Sums([f32; TILE_ROWS * 16]);
+
+    /// [`super::products`] on the matrix unit: for every 16 input rows and
+    /// 32 inputs, one input tile against each of the task's (up to four)
+    /// weight tiles, the sums kept in tiles until the inputs are done, then
+    /// stored through the sink sixteen columns at a time.
+    ///
+    /// # Safety
+    /// [`available`]; `x16` is [`rows_to_bf16`] of the layer's `rows × inp`
+    /// input; `tiles` is a run of whole panels of [`pack`]'s output (at
+    /// most [`SUMS`]); the sink's buffer holds `rows` rows of at least
+    /// `first + 16 × panels` columns, which no other task writes meanwhile.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_products(
+        x16: &[u16],
+        rows: usize,
+        inp: usize,
+        tiles: &[u16],
+        first: usize,
+        sink: &Sink<'_>,
+    ) {
+        let blocks = inp / TILE_K;
+        let panels = tiles.len() / (blocks * TILE);
+        assert!(
+            inp.is_multiple_of(TILE_K)
+                && tiles.len() == panels * blocks * TILE
+                && panels <= SUMS
+                && x16.len() >= rows.next_multiple_of(TILE_ROWS) * inp
+        );
+        let palette = Palette::new();
+        let mut sums = [const { Sums([0.0; TILE_ROWS * 16]) }; SUMS];
+        let stride = inp * 2;
+        // SAFETY: the palette is 64 readable bytes; the CPU has AMX and this
+        // process may use it (the caller's contract).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) palette.0.as_ptr(), options(nostack, readonly)) };
+        for r0 in (0..rows).step_by(TILE_ROWS) {
+            // SAFETY: registers only.
+            unsafe {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                )
+            };
+            for b in 0..blocks {
+                // Rows r0..r0 + 16 (padded), inputs 32b..32b + 32.
+                let a = x16[r0 * inp + b * TILE_K..].as_ptr();
+                // SAFETY: 16 rows of 64 bytes at `stride` from `a` are in
+                // `x16` (padded to whole tiles).
+                unsafe {
+                    asm!("tileloadd tmm4, [{} + {}*1]", in(reg) a, in(reg) stride, options(nostack, readonly))
+                };
+                for p in 0..panels {
+                    let w = tiles[(p * blocks + b) * TILE..].as_ptr();
+                    // SAFETY: a whole tile (1 KiB) at `w`; registers chosen
+                    // by `p` (the asm names them literally).
+                    unsafe {
+                        match p {
+                            0 => asm!(
+                                "tileloadd tmm5, [{} + {}*1]",
+                                "tdpbf16ps tmm0, tmm4, tmm5",
+                                in(reg) w, in(reg) 64usize, options(nostack, readonly)
+                            ),
+                            1 => asm!(
+                                "tileloadd tmm6, [{} + {}*1]",
+                                "tdpbf16ps tmm1, tmm4, tmm6",
+                                in(reg) w, in(reg) 64usize, options(nostack, readonly)
+                            ),
+                            2 => asm!(
+                                "tileloadd tmm5, [{} + {}*1]",
+                                "tdpbf16ps tmm2, tmm4, tmm5",
+                                in(reg) w, in(reg) 64usize, options(nostack, readonly)
+                            ),
+                            _ => asm!(
+                                "tileloadd tmm6, [{} + {}*1]",
+                                "tdpbf16ps tmm3, tmm4, tmm6",
+                                in(reg) w, in(reg) 64usize, options(nostack, readonly)
+                            ),
+                        }
+                    }
+                }
+            }
+            for (p, s) in sums.iter_mut().enumerate().take(panels) {
+                let to = s.0.as_mut_ptr();
+                // SAFETY: 16 rows of 64 bytes fit `Sums`.
+                unsafe {
+                    match p {
+                        0 => {
+                            asm!("tilestored [{} + {}*1], tmm0", in(reg) to, in(reg) 64usize, options(nostack))
+                        }
+                        1 => {
+                            asm!("tilestored [{} + {}*1], tmm1", in(reg) to, in(reg) 64usize, options(nostack))
+                        }
+                        2 => {
+                            asm!("tilestored [{} + {}*1], tmm2", in(reg) to, in(reg) 64usize, options(nostack))
+                        }
+                        _ => {
+                            asm!("tilestored [{} + {}*1], tmm3", in(reg) to, in(reg) 64usize, options(nostack))
+                        }
+                    }
+                }
+            }
+            for i in 0..(rows - r0).min(TILE_ROWS) {
+                for (p, s) in sums.iter().enumerate().take(panels) {
+                    // SAFETY: row r0 + i < rows and the task's columns
+                    // (see # Safety); the sums' row is 16 aligned numbers.
+                    unsafe {
+                        let v = _mm512_load_ps(s.0[i * 16..].as_ptr());
+                        sink.store16(r0 + i, first + 16 * p, v);
+                    }
+                }
+            }
+        }
+        // Back to the initial state: a thread switch saves no tile data.
+        // SAFETY: registers only.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
 /// A dot product with eight running sums (which the compiler vectorises).
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -1108,8 +1400,11 @@ pub(super) struct SmallEncoder {
 impl SmallEncoder {
     /// `None` when the model is not one this encoder computes exactly
     /// (another activation, other tensor names, non-f32 weights): then
-    /// everything goes through candle.
-    pub(super) fn new(t: &HashMap<String, Tensor>, c: &Config) -> Option<Self> {
+    /// everything goes through candle. `tiles`: run the linear layers'
+    /// products on the CPU's matrix unit in bfloat16 where it has one
+    /// (AMX; see [`amx`]), not quite the same numbers (vectors within a
+    /// few thousandths of the exact ones), several times faster.
+    pub(super) fn new(t: &HashMap<String, Tensor>, c: &Config, tiles: bool) -> Option<Self> {
         if !matches!(c.hidden_act, HiddenAct::Gelu)
             || c.num_attention_heads == 0
             || !c.hidden_size.is_multiple_of(c.num_attention_heads)
@@ -1128,13 +1423,13 @@ impl SmallEncoder {
             .map(|l| {
                 let n = |s: &str| p(&format!("encoder.layer.{l}.{s}"));
                 Some(Layer {
-                    query: Linear::new(t, &n("attention.self.query"), h, h)?,
-                    key: Linear::new(t, &n("attention.self.key"), h, h)?,
-                    value: Linear::new(t, &n("attention.self.value"), h, h)?,
-                    attn_out: Linear::new(t, &n("attention.output.dense"), h, h)?,
+                    query: Linear::new(t, &n("attention.self.query"), h, h, tiles)?,
+                    key: Linear::new(t, &n("attention.self.key"), h, h, tiles)?,
+                    value: Linear::new(t, &n("attention.self.value"), h, h, tiles)?,
+                    attn_out: Linear::new(t, &n("attention.output.dense"), h, h, tiles)?,
                     attn_norm: LayerNorm::new(t, &n("attention.output.LayerNorm"), h)?,
-                    intermediate: Linear::new(t, &n("intermediate.dense"), i, h)?,
-                    output: Linear::new(t, &n("output.dense"), h, i)?,
+                    intermediate: Linear::new(t, &n("intermediate.dense"), i, h, tiles)?,
+                    output: Linear::new(t, &n("output.dense"), h, i, tiles)?,
                     out_norm: LayerNorm::new(t, &n("output.LayerNorm"), h)?,
                 })
             })
@@ -1169,7 +1464,22 @@ impl SmallEncoder {
     /// Whether the products run on panels (AVX-512, or AVX2 with FMA):
     /// then long inputs are faster here than in candle too.
     pub(super) fn has_panels(&self) -> bool {
-        self.layers.iter().all(|l| l.query.panels.is_some())
+        self.layers
+            .iter()
+            .all(|l| l.query.panels.is_some() || l.query.tiles.is_some())
+    }
+
+    /// What the linear layers' products run on, for the logs and benches:
+    /// `amx-bf16`, `avx512`, `avx2` or `loops`.
+    pub(super) fn kernel(&self) -> &'static str {
+        let first = self.layers.first().map(|l| &l.query);
+        match (first.map(|q| q.tiles.is_some()), panel_isa()) {
+            (Some(true), _) => "amx-bf16",
+            (_, Some(_)) if !self.has_panels() => "loops",
+            (_, Some(PanelIsa::Avx512)) => "avx512",
+            (_, Some(PanelIsa::Avx2)) => "avx2",
+            (_, None) => "loops",
+        }
     }
 
     /// The mean-pooled, normalised embeddings of tokenised inputs (each at
@@ -1672,6 +1982,72 @@ mod tests {
                         } else {
                             assert!(g.is_nan(), "{isa:?} wrote column {j}");
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The matrix unit's products are the exact products of the inputs and
+    /// weights rounded to bfloat16, summed in f32, for rows within a tile,
+    /// at its edge and across several, and one to four panels a task, with
+    /// each way of storing; columns outside the task's stay unwritten.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_matrix_unit_computes_the_products_of_bfloat16_inputs() {
+        if !amx::available() {
+            eprintln!(
+                "note: skipping the matrix-unit test: this CPU has no AMX with \
+                 bfloat16, or Linux did not let the process use it"
+            );
+            return;
+        }
+        let round = |v: f32| f32::from_bits(u32::from(amx::bf16(v)) << 16);
+        let inp = 96;
+        for panels in 1..=4 {
+            let (wrows, first) = (16 * panels, 16);
+            let ld = first + wrows + 16;
+            let w = numbers(wrows * inp, 5 + panels as u64);
+            let tiles = amx::pack(&w, wrows, inp);
+            let bias = numbers(ld, 8);
+            for rows in [1, 2, 15, 16, 17, 33] {
+                let x = numbers(rows * inp, 100 + rows as u64);
+                let x16 = amx::rows_to_bf16(&x, rows, inp);
+                let residual = numbers(rows * ld, 12);
+                for then in [Then::Nothing, Then::Add(&residual), Then::Gelu] {
+                    let mut got = vec![f32::NAN; rows * ld];
+                    let sink = Sink {
+                        ptr: got.as_mut_ptr(),
+                        ld,
+                        bias: &bias,
+                        then,
+                    };
+                    // SAFETY: the CPU has the unit (checked above); x16 is
+                    // the input in bfloat16; `got` holds rows × ld and the
+                    // task's columns are within ld; nothing else writes it.
+                    unsafe { amx::tile_products(&x16, rows, inp, &tiles, first, &sink) };
+                    for (i, g) in got.iter().enumerate() {
+                        let (r, j) = (i / ld, i % ld);
+                        if !(first..first + wrows).contains(&j) {
+                            assert!(g.is_nan(), "{panels} panels wrote column {j}");
+                            continue;
+                        }
+                        let wj = &w[(j - first) * inp..(j - first + 1) * inp];
+                        let exact: f64 = x[r * inp..(r + 1) * inp]
+                            .iter()
+                            .zip(wj)
+                            .map(|(&a, &b)| f64::from(round(a)) * f64::from(round(b)))
+                            .sum();
+                        let v = exact as f32 + bias[j];
+                        let want = match then {
+                            Then::Nothing => v,
+                            Then::Add(res) => v + res[i],
+                            Then::Gelu => gelu(v),
+                        };
+                        assert!(
+                            (g - want).abs() < 1e-4,
+                            "{panels} panels, rows {rows}, ({r}, {j}): {g} vs {want}"
+                        );
                     }
                 }
             }
