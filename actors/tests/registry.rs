@@ -445,9 +445,10 @@ async fn metrics_are_exported_with_the_registry_label() {
     let _guard = metrics::set_default_local_recorder(&recorder);
 
     // Idle long enough that a loaded machine restarts the crashed child
-    // before the sweep could count it idle.
+    // before the sweep could count it idle (400 ms was not, once, with a
+    // release build running beside the tests).
     let registry = start(config(
-        Duration::from_millis(400),
+        Duration::from_millis(1500),
         Duration::from_millis(10),
     ));
     let a = lookup(&registry, "a").await;

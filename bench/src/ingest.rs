@@ -385,6 +385,9 @@ struct ModelRound {
     /// The same batch through candle's padded batches (the baseline: what
     /// every passage went through before the panels took documents).
     raw_candle: Span,
+    /// The fixed batch with the exact f32 products, where the model's run
+    /// on the matrix unit's bfloat16 tiles.
+    raw_exact: Option<Span>,
     total: Span,
     extract: Span,
     chunk: Span,
@@ -398,6 +401,7 @@ fn model_round(
     ctx: &Ctx<'_>,
     model: &LocalEmbedder,
     candle: &LocalEmbedder,
+    exact: Option<&LocalEmbedder>,
     raw_batch: &[String],
     n: usize,
 ) -> Result<ModelRound, String> {
@@ -412,6 +416,13 @@ fn model_round(
         .embed_blocking(raw_batch)
         .map_err(|e| format!("embedding: {e}"))?;
     r.raw_candle = m.stop();
+    if let Some(exact) = exact {
+        let m = Meter::start();
+        exact
+            .embed_blocking(raw_batch)
+            .map_err(|e| format!("embedding: {e}"))?;
+        r.raw_exact = Some(m.stop());
+    }
     if v.len() != raw_batch.len() || w.len() != raw_batch.len() {
         return Err("the model returned the wrong number of vectors".into());
     }
@@ -771,6 +782,18 @@ fn run(args: Args) -> Result<(), String> {
     candle_config.candle_for_documents = true;
     let candle = LocalEmbedder::load_blocking(candle_config)
         .map_err(|e| format!("the model again, for candle: {e}"))?;
+    // On a CPU with the matrix unit, the exact f32 products too.
+    println!("  the model's products run on {}", model.products());
+    let exact = if model.products() == "amx-bf16" {
+        let mut config = LocalEmbedderConfig::new(&model_dir);
+        config.matrix_tiles = false;
+        Some(
+            LocalEmbedder::load_blocking(config)
+                .map_err(|e| format!("the model again, exact: {e}"))?,
+        )
+    } else {
+        None
+    };
     // A fixed batch: 64 chunks evenly spread over the corpus (so their lengths
     // are the corpus's), in corpus order.
     let n_all = all_chunks.len();
@@ -787,13 +810,16 @@ fn run(args: Args) -> Result<(), String> {
         raw_tokens
     );
     let padding = Padding::measure(&model_dir, &raw_batch, &doc_chunks);
-    for m in [&model, &candle] {
+    for m in [Some(&model), Some(&candle), exact.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         m.embed_blocking(&raw_batch)
             .map_err(|e| format!("embedding: {e}"))?;
     }
     let mut mr = Vec::with_capacity(model_rounds);
     for n in 1..=model_rounds {
-        let r = model_round(&ctx, &model, &candle, &raw_batch, n)?;
+        let r = model_round(&ctx, &model, &candle, exact.as_ref(), &raw_batch, n)?;
         println!(
             "  round {n}: end to end {:.2} s = extract {:.2} + chunk {:.3} + embed {:.2} + index {:.3}; raw batch {:.2} s (through candle {:.2} s)",
             r.total.secs(),
@@ -830,6 +856,23 @@ fn run(args: Args) -> Result<(), String> {
             fmt_opt(med(&mr, |r| r.raw_candle.secs() / r.raw.secs()), 2)
         ),
     );
+    if let Some(exact) = &exact {
+        row(
+            &format!("the same, exact f32 products ({})", exact.products()),
+            med(&mr, |r| r.raw_exact.map_or(f64::NAN, |s| s.secs())),
+            None,
+            med(&mr, |r| r.raw_exact.map_or(f64::NAN, |s| rb / s.secs())),
+            &med_cpu(&mr, |r| r.raw_exact.unwrap_or_default()),
+            &format!(
+                "the tiles are {}x the exact products' chunks/s",
+                fmt_opt(
+                    med(&mr, |r| r.raw_exact.map_or(f64::NAN, |s| s.secs())
+                        / r.raw.secs()),
+                    2
+                )
+            ),
+        );
+    }
     let emb = med(&mr, |r| r.embed.secs());
     row(
         "embedding inside ingest (batches of 32)",

@@ -637,8 +637,8 @@ mod avx2 {
         let (n, h) = (seg.n, seg.h);
         let d = h / seg.heads;
         assert!(d.is_multiple_of(8) && d <= MAX_HEAD_DIM);
-        assert!(seg.q.len() >= n * h && seg.k.len() >= n * h && seg.v.len() >= n * h);
-        assert!(out.len() >= n * h);
+        assert!(seg.q.len() >= seg.rows * h && seg.k.len() >= n * h && seg.v.len() >= n * h);
+        assert!(out.len() >= seg.rows * h);
         let width = n.next_multiple_of(KEY_BLOCK);
         let mut kt = vec![0f32; d * width];
         let mut scores = vec![0f32; width];
@@ -649,7 +649,7 @@ mod avx2 {
                     kt[e * width + j] = seg.k[j * h + c0 + e] * seg.scale;
                 }
             }
-            for i in 0..n {
+            for i in 0..seg.rows {
                 let qi = &seg.q[i * h + c0..i * h + c0 + d];
                 for b in (0..width).step_by(KEY_BLOCK) {
                     let mut acc = [_mm256_setzero_ps(); KEY_BLOCK / 8];
@@ -955,8 +955,8 @@ mod avx512 {
         let (n, h) = (seg.n, seg.h);
         let d = h / seg.heads;
         assert!(d.is_multiple_of(16) && d <= MAX_HEAD_DIM);
-        assert!(seg.q.len() >= n * h && seg.k.len() >= n * h && seg.v.len() >= n * h);
-        assert!(out.len() >= n * h);
+        assert!(seg.q.len() >= seg.rows * h && seg.k.len() >= n * h && seg.v.len() >= n * h);
+        assert!(out.len() >= seg.rows * h);
         // Keys padded to whole blocks: padded keys score 0 and are masked
         // out of the softmax.
         let width = n.next_multiple_of(KEY_BLOCK);
@@ -969,7 +969,7 @@ mod avx512 {
                     kt[e * width + j] = seg.k[j * h + c0 + e] * seg.scale;
                 }
             }
-            for i in 0..n {
+            for i in 0..seg.rows {
                 let qi = &seg.q[i * h + c0..i * h + c0 + d];
                 for b in (0..width).step_by(KEY_BLOCK) {
                     let mut acc = [_mm512_setzero_ps(); KEY_BLOCK / 16];
@@ -1088,6 +1088,8 @@ mod amx {
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
 
+    use rayon::prelude::*;
+
     use super::Sink;
 
     /// Inputs a tile of weights covers (16 pairs).
@@ -1141,10 +1143,10 @@ mod amx {
     /// `v` rounded to the nearest bfloat16 (ties to even), as its bits.
     pub(super) fn bf16(v: f32) -> u16 {
         let b = v.to_bits();
-        if v.is_nan() {
-            return ((b >> 16) | 0x40) as u16;
-        }
-        ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+        let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+        // A NaN stays a (quiet) NaN; no branch, so the loops vectorise.
+        let quiet = (b >> 16) | 0x40;
+        (if v.is_nan() { quiet } else { rounded }) as u16
     }
 
     /// A layer's weights (`out × inp`, row-major) in tiles: tile
@@ -1169,9 +1171,14 @@ mod amx {
     /// number of tiles.
     pub(super) fn rows_to_bf16(x: &[f32], rows: usize, inp: usize) -> Vec<u16> {
         let mut out = vec![0u16; rows.next_multiple_of(TILE_ROWS) * inp];
-        for (o, &v) in out.iter_mut().zip(&x[..rows * inp]) {
-            *o = bf16(v);
-        }
+        // A tile's rows a task: a long passage's input is megabytes.
+        out.par_chunks_mut(TILE_ROWS * inp)
+            .zip(x[..rows * inp].par_chunks(TILE_ROWS * inp))
+            .for_each(|(o, x)| {
+                for (o, &v) in o.iter_mut().zip(x) {
+                    *o = bf16(v);
+                }
+            });
         out
     }
 
@@ -1567,21 +1574,29 @@ impl SmallEncoder {
         );
         let (q, k, v) = (&s.q, &s.k, &s.v);
         let scale = 1.0 / (d as f32).sqrt();
-        // Each input's rows of the context, computed side by side.
+        // Each input's rows of the context, in blocks of query rows
+        // computed side by side (each block attends to all its input's
+        // keys): a long passage is several tasks, not one core's while the
+        // other waits.
+        const QUERY_ROWS: usize = 32;
         let mut parts = Vec::with_capacity(segs.len());
         let mut rest = s.ctx.as_mut_slice();
         for &(first, n) in segs {
             let (mine, after) = rest.split_at_mut(n * h);
-            parts.push((first, n, mine));
+            for (b, block) in mine.chunks_mut(QUERY_ROWS * h).enumerate() {
+                parts.push((first, n, b * QUERY_ROWS, block));
+            }
             rest = after;
         }
         let heads = self.heads;
-        parts.into_par_iter().for_each(|(first, n, out)| {
+        parts.into_par_iter().for_each(|(first, n, q0, out)| {
+            let rows = out.len() / h;
             let seg = Segment {
-                q: &q[first * h..(first + n) * h],
+                q: &q[(first + q0) * h..(first + q0 + rows) * h],
                 k: &k[first * h..(first + n) * h],
                 v: &v[first * h..(first + n) * h],
                 n,
+                rows,
                 h,
                 heads,
                 scale,
@@ -1638,17 +1653,20 @@ impl Scratch {
 /// One input's query, key and value rows (`n` rows of `h` numbers, heads
 /// side by side), for its attention.
 struct Segment<'a> {
+    /// The query rows this task computes (`rows` of them).
     q: &'a [f32],
+    /// All the input's keys and values (`n` rows).
     k: &'a [f32],
     v: &'a [f32],
     n: usize,
+    rows: usize,
     h: usize,
     heads: usize,
     scale: f32,
 }
 
 impl Segment<'_> {
-    /// Every head's softmax(q kᵀ × scale) v into `out` (`n` rows of `h`).
+    /// Every head's softmax(q kᵀ × scale) v into `out` (`rows` rows of `h`).
     fn attend(&self, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
@@ -1675,7 +1693,7 @@ impl Segment<'_> {
         let mut scores = vec![0f32; n];
         for head in 0..self.heads {
             let cols = head * d..(head + 1) * d;
-            for i in 0..n {
+            for i in 0..self.rows {
                 let qi = &self.q[i * h..][cols.clone()];
                 let mut max = f32::NEG_INFINITY;
                 for (j, s) in scores.iter_mut().enumerate() {
@@ -2078,6 +2096,7 @@ mod tests {
                         k: &k,
                         v: &v,
                         n,
+                        rows: n,
                         h,
                         heads,
                         scale: 1.0 / (d as f32).sqrt(),
@@ -2098,6 +2117,34 @@ mod tests {
                             (g - w).abs() < 1e-5,
                             "{isa:?}: heads {heads} × {d}, n {n}, number {i}: {g} vs {w}"
                         );
+                    }
+                    // A block of query rows against all the keys gives
+                    // those rows of the whole.
+                    for q0 in (0..n).step_by(5) {
+                        let rows = (n - q0).min(5);
+                        let block = Segment {
+                            q: &q[q0 * h..(q0 + rows) * h],
+                            rows,
+                            ..seg
+                        };
+                        let mut got = vec![f32::NAN; rows * h];
+                        // SAFETY: as above.
+                        unsafe {
+                            match isa {
+                                PanelIsa::Avx512 => avx512::attend(&block, &mut got),
+                                PanelIsa::Avx2 => avx2::attend(&block, &mut got),
+                            }
+                        }
+                        let mut plain = vec![f32::NAN; rows * h];
+                        block.attend_loops(&mut plain);
+                        for (i, ((g, p), w)) in
+                            got.iter().zip(&plain).zip(&want[q0 * h..]).enumerate()
+                        {
+                            assert!(
+                                (g - w).abs() < 1e-5 && (p - w).abs() < 1e-5,
+                                "{isa:?}: rows {q0}.. of {n}, number {i}: {g}, {p} vs {w}"
+                            );
+                        }
                     }
                 }
             }
