@@ -256,14 +256,29 @@ impl Linear {
 
     /// `y = x Wᵀ + b`, then `then`: `x` is `rows × inp`, `y` is
     /// `rows × out`, both row-major.
-    fn forward_into(&self, x: &[f32], rows: usize, y: &mut [f32], then: Then<'_>) {
-        Self::forward_many(&[(self, y)], x, rows, then);
+    fn forward_into(
+        &self,
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+        then: Then<'_>,
+        x16: &mut Vec<u16>,
+    ) {
+        Self::forward_many(&[(self, y)], x, rows, then, x16);
     }
 
     /// Several linear layers over the same input (attention's query, key
     /// and value), their column blocks split over the cores as one job, so
     /// the cores meet once instead of once per layer.
-    fn forward_many(layers: &[(&Linear, &mut [f32])], x: &[f32], rows: usize, then: Then<'_>) {
+    /// `x16`: a buffer kept between calls for the input in bfloat16, where
+    /// the layers have tiles.
+    fn forward_many(
+        layers: &[(&Linear, &mut [f32])],
+        x: &[f32],
+        rows: usize,
+        then: Then<'_>,
+        x16: &mut Vec<u16>,
+    ) {
         // Column blocks of the output, one task each: every task reads its
         // block of weight rows once for all input rows and writes its
         // columns of every output row in place.
@@ -275,10 +290,15 @@ impl Linear {
         // The input in bfloat16 once for every task, where a layer has
         // tiles (all of them share `x`, so the same width).
         #[cfg(target_arch = "x86_64")]
-        let x16 = layers
-            .iter()
-            .find(|(l, _)| l.tiles.is_some())
-            .map(|(l, _)| amx::rows_to_bf16(x, rows, l.inp));
+        let x16 = match layers.iter().find(|(l, _)| l.tiles.is_some()) {
+            Some((l, _)) => {
+                amx::rows_to_bf16(x, rows, l.inp, x16);
+                Some(x16.as_slice())
+            }
+            None => None,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = x16;
         let mut tasks = Vec::new();
         for ((l, y), (w, b)) in layers.iter().zip(&views) {
             assert!(x.len() >= rows * l.inp && y.len() >= rows * l.out);
@@ -328,7 +348,7 @@ impl Linear {
                 // is available (`Linear::new`), and `x16` was made from `x`
                 // for the tiled layers' width.
                 Weights::Tiles(t) => unsafe {
-                    let x16 = x16.as_deref().expect("made where a layer has tiles");
+                    let x16 = x16.expect("made where a layer has tiles");
                     amx::tile_products(x16, rows, inp, t, lo, &sink)
                 },
                 #[cfg(not(target_arch = "x86_64"))]
@@ -1167,10 +1187,11 @@ mod amx {
         t
     }
 
-    /// `rows × inp` inputs in bfloat16, padded with zero rows to a whole
-    /// number of tiles.
-    pub(super) fn rows_to_bf16(x: &[f32], rows: usize, inp: usize) -> Vec<u16> {
-        let mut out = vec![0u16; rows.next_multiple_of(TILE_ROWS) * inp];
+    /// `rows × inp` inputs in bfloat16 into `out` (its buffer kept from
+    /// call to call), padded with zero rows to a whole number of tiles.
+    pub(super) fn rows_to_bf16(x: &[f32], rows: usize, inp: usize, out: &mut Vec<u16>) {
+        out.clear();
+        out.resize(rows.next_multiple_of(TILE_ROWS) * inp, 0);
         // A tile's rows a task: a long passage's input is megabytes.
         out.par_chunks_mut(TILE_ROWS * inp)
             .zip(x[..rows * inp].par_chunks(TILE_ROWS * inp))
@@ -1179,7 +1200,6 @@ mod amx {
                     *o = bf16(v);
                 }
             });
-        out
     }
 
     /// The tiles' shapes: 0–3 sums (16 rows × 16 f32), 4 inputs (16 rows ×
@@ -1479,13 +1499,13 @@ impl SmallEncoder {
     /// What the linear layers' products run on, for the logs and benches:
     /// `amx-bf16`, `avx512`, `avx2` or `loops`.
     pub(super) fn kernel(&self) -> &'static str {
-        let first = self.layers.first().map(|l| &l.query);
-        match (first.map(|q| q.tiles.is_some()), panel_isa()) {
-            (Some(true), _) => "amx-bf16",
-            (_, Some(_)) if !self.has_panels() => "loops",
-            (_, Some(PanelIsa::Avx512)) => "avx512",
-            (_, Some(PanelIsa::Avx2)) => "avx2",
-            (_, None) => "loops",
+        match self.layers.first().map(|l| &l.query) {
+            Some(q) if q.tiles.is_some() => "amx-bf16",
+            Some(q) if q.panels.is_some() => match panel_isa() {
+                Some(PanelIsa::Avx512) => "avx512",
+                _ => "avx2",
+            },
+            _ => "loops",
         }
     }
 
@@ -1571,6 +1591,7 @@ impl SmallEncoder {
             &s.x,
             rows,
             Then::Nothing,
+            &mut s.x16,
         );
         let (q, k, v) = (&s.q, &s.k, &s.v);
         let scale = 1.0 / (d as f32).sqrt();
@@ -1604,12 +1625,12 @@ impl SmallEncoder {
             seg.attend(out);
         });
         l.attn_out
-            .forward_into(&s.ctx, rows, &mut s.a, Then::Add(&s.x));
+            .forward_into(&s.ctx, rows, &mut s.a, Then::Add(&s.x), &mut s.x16);
         l.attn_norm.forward(&mut s.a, h, self.eps);
         l.intermediate
-            .forward_into(&s.a, rows, &mut s.inter, Then::Gelu);
+            .forward_into(&s.a, rows, &mut s.inter, Then::Gelu, &mut s.x16);
         l.output
-            .forward_into(&s.inter, rows, &mut s.x, Then::Add(&s.a));
+            .forward_into(&s.inter, rows, &mut s.x, Then::Add(&s.a), &mut s.x16);
         l.out_norm.forward(&mut s.x, h, self.eps);
     }
 }
@@ -1626,6 +1647,8 @@ struct Scratch {
     ctx: Vec<f32>,
     a: Vec<f32>,
     inter: Vec<f32>,
+    /// A layer's input in bfloat16, for the matrix unit's tiles.
+    x16: Vec<u16>,
 }
 
 impl Scratch {
@@ -2030,7 +2053,8 @@ mod tests {
             let bias = numbers(ld, 8);
             for rows in [1, 2, 15, 16, 17, 33] {
                 let x = numbers(rows * inp, 100 + rows as u64);
-                let x16 = amx::rows_to_bf16(&x, rows, inp);
+                let mut x16 = Vec::new();
+                amx::rows_to_bf16(&x, rows, inp, &mut x16);
                 let residual = numbers(rows * ld, 12);
                 for then in [Then::Nothing, Then::Add(&residual), Then::Gelu] {
                     let mut got = vec![f32::NAN; rows * ld];
